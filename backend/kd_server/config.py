@@ -1,0 +1,110 @@
+"""Server settings, from (lowest to highest priority) defaults, a TOML file, the
+environment and command-line flags.
+
+One dataclass holds everything so the CLI, the HTTP app and the installer agree on
+names. The installer writes the TOML file; artists rarely touch it.
+
+File: `$KD_CONFIG`, else `$XDG_CONFIG_HOME/krita-diffusers/server.toml`
+(`~/.config/...` when unset). Keys are the field names below, e.g.
+
+    host = "127.0.0.1"
+    port = 7860
+    model_dirs = ["/home/me/stable-diffusion-webui", "/home/me/ComfyUI"]
+    token = "..."        # or token_file = "/path/to/file"
+    device = "auto"      # auto | cuda | mps | cpu
+
+Environment: KD_HOST, KD_PORT, KD_MODEL_DIRS (os.pathsep-separated), KD_TOKEN,
+KD_TOKEN_FILE, KD_DEVICE, KD_CONFIG.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A settings problem, worded for the person who set it."""
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    model_dirs: list[Path] = field(default_factory=list)
+    token: str | None = None
+    device: str = "auto"
+    cache_size: int = 2  # loaded checkpoints kept warm
+
+
+def default_config_path() -> Path:
+    if explicit := os.environ.get("KD_CONFIG"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "krita-diffusers" / "server.toml"
+
+
+def _read_token_file(path: str | os.PathLike[str]) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the token file {path}: {exc.strerror}.") from exc
+    if not token:
+        raise ConfigError(f"The token file {path} is empty: put the token on its first line.")
+    return token
+
+
+def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
+    known = {f.name for f in fields(Settings)} | {"token_file"}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key not in known:
+            raise ConfigError(f"Unknown setting '{key}' in {origin}; known: {', '.join(sorted(known))}.")
+        if key == "token_file":
+            settings.token = _read_token_file(str(value))
+        elif key == "model_dirs":
+            items = value if isinstance(value, list) else [value]
+            settings.model_dirs = [Path(str(item)).expanduser() for item in items]
+        elif key == "port":
+            try:
+                settings.port = int(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"port in {origin} must be a whole number, not {value!r}.") from exc
+        elif key == "cache_size":
+            settings.cache_size = int(value)  # type: ignore[arg-type]
+        else:
+            setattr(settings, key, str(value))
+
+
+def _from_environment() -> dict[str, object]:
+    env = os.environ
+    values: dict[str, object] = {
+        "host": env.get("KD_HOST"),
+        "port": env.get("KD_PORT"),
+        "token": env.get("KD_TOKEN") or None,
+        "token_file": env.get("KD_TOKEN_FILE") or None,
+        "device": env.get("KD_DEVICE"),
+    }
+    if dirs := env.get("KD_MODEL_DIRS"):
+        values["model_dirs"] = [d for d in dirs.split(os.pathsep) if d]
+    return values
+
+
+def load_settings(
+    overrides: dict[str, object] | None = None, config_path: Path | None = None
+) -> Settings:
+    """Merge defaults, config file, environment and `overrides` (from flags)."""
+    settings = Settings()
+    path = config_path or default_config_path()
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"The settings file {path} is not valid TOML: {exc}.") from exc
+        _apply(settings, data, str(path))
+    _apply(settings, _from_environment(), "the environment")
+    _apply(settings, overrides or {}, "the command line")
+    return settings

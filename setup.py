@@ -1,0 +1,37 @@
+"""Installs the Krita Diffusers server (`kd_server`) and its console script.
+
+torch is pinned: on a CPU-only machine of the project's kind pip then takes the local
+CPU wheel, and on a user's GPU machine the same pin resolves to the CUDA build (the
+installer can override it). The shipped `resources/` folder (model configs, tokenizer)
+is installed as the `kd_resources` package so loading never needs the hub.
+"""
+
+from setuptools import setup
+
+setup(
+    name="krita-diffusers",
+    version="0.1.0",
+    description="Stable Diffusion for Krita: a diffusers inference server and a Krita plugin",
+    python_requires=">=3.10",
+    package_dir={"": "backend", "kd_resources": "resources"},
+    packages=["kd_server", "kd_server.api", "kd_resources"],
+    package_data={"kd_resources": ["*.json", "*.txt", "**/*.json", "**/*.txt"]},
+    install_requires=[
+        "torch==2.13.0",
+        "diffusers==0.42.1",
+        "transformers>=5,<6",
+        "safetensors>=0.4",
+        "accelerate>=1.0",
+        "peft==0.21.2",
+        "numpy",
+        "pillow",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "websockets>=12",
+        "requests>=2.31",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-qt>=4", "PyQt5>=5.15", "httpx", "ruff"],
+    },
+    entry_points={"console_scripts": ["krita-diffusers-server=kd_server.cli:main"]},
+)
