@@ -1,0 +1,13 @@
+"""Suite-wide set-up: no network, offscreen Qt, the plugin's package importable."""
+
+import os
+import sys
+from pathlib import Path
+
+# Before anything imports diffusers or huggingface_hub: a slip to the hub fails at once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "krita_plugin"))
