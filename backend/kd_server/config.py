@@ -15,6 +15,12 @@ File: `$KD_CONFIG`, else `$XDG_CONFIG_HOME/krita-diffusers/server.toml`
 
 Environment: KD_HOST, KD_PORT, KD_MODEL_DIRS (os.pathsep-separated), KD_TOKEN,
 KD_TOKEN_FILE, KD_DEVICE, KD_CONFIG.
+
+Limits of the HTTP API (all optional; the defaults suit one artist on one GPU):
+max_queue, max_pixels, max_body_bytes, max_prompt_length, preview_max_size,
+result_ttl_s, result_max_jobs, result_max_bytes, cors_origins (a list; empty = CORS
+off). Environment: the upper-case name with KD_ in front (KD_MAX_QUEUE, ...);
+KD_CORS_ORIGINS is comma-separated.
 """
 
 from __future__ import annotations
@@ -37,6 +43,16 @@ class Settings:
     token: str | None = None
     device: str = "auto"
     cache_size: int = 2  # loaded checkpoints kept warm
+    # HTTP API limits. Requests beyond them are refused at submit time with a 4xx.
+    max_queue: int = 32  # jobs waiting (not counting the running one); more -> 429
+    max_pixels: int = 16_777_216  # width*height*batch_size, and pixels of one input image
+    max_body_bytes: int = 64 * 1024 * 1024  # request body; more -> 413
+    max_prompt_length: int = 4000  # characters, prompt and negative prompt each
+    preview_max_size: int = 256  # long side of preview JPEGs, pixels
+    result_ttl_s: int = 3600  # finished jobs are kept this long for GET ...
+    result_max_jobs: int = 200  # ... and at most this many of them ...
+    result_max_bytes: int = 1024 * 1024 * 1024  # ... holding at most this many PNG bytes
+    cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
 
 
 def default_config_path() -> Path:
@@ -56,13 +72,28 @@ def _read_token_file(path: str | os.PathLike[str]) -> str:
     return token
 
 
+_INT_FIELDS = {
+    "cache_size",
+    "max_queue",
+    "max_pixels",
+    "max_body_bytes",
+    "max_prompt_length",
+    "preview_max_size",
+    "result_ttl_s",
+    "result_max_jobs",
+    "result_max_bytes",
+}
+
+
 def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
     known = {f.name for f in fields(Settings)} | {"token_file"}
     for key, value in values.items():
         if value is None:
             continue
         if key not in known:
-            raise ConfigError(f"Unknown setting '{key}' in {origin}; known: {', '.join(sorted(known))}.")
+            raise ConfigError(
+                f"Unknown setting '{key}' in {origin}; known: {', '.join(sorted(known))}."
+            )
         if key == "token_file":
             settings.token = _read_token_file(str(value))
         elif key == "model_dirs":
@@ -72,9 +103,19 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
             try:
                 settings.port = int(value)  # type: ignore[arg-type]
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"port in {origin} must be a whole number, not {value!r}.") from exc
-        elif key == "cache_size":
-            settings.cache_size = int(value)  # type: ignore[arg-type]
+                raise ConfigError(
+                    f"port in {origin} must be a whole number, not {value!r}."
+                ) from exc
+        elif key in _INT_FIELDS:
+            try:
+                setattr(settings, key, int(value))  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"{key} in {origin} must be a whole number, not {value!r}."
+                ) from exc
+        elif key == "cors_origins":
+            items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+            settings.cors_origins = [str(i).strip() for i in items if str(i).strip()]
         else:
             setattr(settings, key, str(value))
 
@@ -88,6 +129,8 @@ def _from_environment() -> dict[str, object]:
         "token_file": env.get("KD_TOKEN_FILE") or None,
         "device": env.get("KD_DEVICE"),
     }
+    for name in [*sorted(_INT_FIELDS - {"cache_size"}), "cors_origins"]:
+        values[name] = env.get(f"KD_{name.upper()}") or None
     if dirs := env.get("KD_MODEL_DIRS"):
         values["model_dirs"] = [d for d in dirs.split(os.pathsep) if d]
     return values
