@@ -1,0 +1,272 @@
+"""Wire protocol v1 as the plugin speaks it: request bodies, events, errors, URLs.
+
+Plain Python so every rule about the seam is testable without a network or Qt. The
+names match the protocol section of DESIGN.md exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+
+class Task(str, enum.Enum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+@dataclass(frozen=True)
+class Lora:
+    name: str
+    weight: float = 1.0
+
+
+@dataclass
+class JobRequest:
+    """The body of `POST /v1/jobs`. `image` and `mask` are PNG bytes here and base64
+    on the wire; fields that do not apply to the task are left out of the body."""
+
+    task: Task
+    prompt: str
+    negative_prompt: str = ""
+    model: str | None = None
+    loras: list[Lora] = field(default_factory=list)
+    sampler: str = "DPM++ 2M Karras"
+    steps: int = 20
+    cfg_scale: float = 7.0
+    seed: int | None = None
+    batch_size: int = 1
+    width: int | None = None
+    height: int | None = None
+    strength: float | None = None
+    image: bytes | None = None
+    mask: bytes | None = None
+    mask_grow: int = 0
+    mask_feather: int = 0
+    preview_every: int = 0
+    client_id: str = ""
+
+    def body(self) -> dict[str, Any]:
+
+        data: dict[str, Any] = {
+            "task": self.task.value,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "model": self.model,
+            "loras": [{"name": lora.name, "weight": lora.weight} for lora in self.loras],
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "cfg_scale": self.cfg_scale,
+            "seed": -1 if self.seed is None else self.seed,
+            "batch_size": self.batch_size,
+            "preview_every": self.preview_every,
+            "client_id": self.client_id,
+        }
+        if self.task is Task.TXT2IMG:
+            data["width"] = self.width
+            data["height"] = self.height
+        else:
+            data["strength"] = self.strength
+            if self.image is not None:
+                data["image"] = base64.b64encode(self.image).decode("ascii")
+        if self.task is Task.INPAINT:
+            if self.mask is not None:
+                data["mask"] = base64.b64encode(self.mask).decode("ascii")
+            data["mask_grow"] = self.mask_grow
+            data["mask_feather"] = self.mask_feather
+        return data
+
+
+class EventType(str, enum.Enum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    PREVIEW = "preview"
+    RESULT = "result"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One frame of `WS /v1/events`; only the fields of its type are set."""
+
+    type: EventType
+    job_id: str
+    position: int | None = None
+    step: int | None = None
+    total: int | None = None
+    preview: str | None = None  # base64 JPEG
+    index: int | None = None
+    seed: int | None = None
+    url: str | None = None
+    error: str | None = None
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def error_text(value: object) -> str | None:
+    """A failure's sentence, whether the server sent a string or {"code", "message"}."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        message = value.get("message")
+        return str(message) if message else str(value.get("code") or "unknown error")
+    return str(value)
+
+
+def error_code(value: object) -> str | None:
+    if isinstance(value, dict) and value.get("code"):
+        return str(value["code"])
+    return None
+
+
+def parse_event(frame: str | bytes) -> Event | None:
+    """The event in one frame, or None for anything this plugin does not understand
+    (a newer server may send more types; they are ignored, never a crash)."""
+    try:
+        data = json.loads(frame)
+        kind = EventType(data["type"])
+        job_id = str(data["job_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    preview = data.get("preview") or data.get("image")
+    return Event(
+        type=kind,
+        job_id=job_id,
+        position=_int_or_none(data.get("position")),
+        step=_int_or_none(data.get("step")),
+        total=_int_or_none(data.get("total")),
+        preview=preview if isinstance(preview, str) else None,
+        index=_int_or_none(data.get("index")),
+        seed=_int_or_none(data.get("seed")),
+        url=data.get("url") if isinstance(data.get("url"), str) else None,
+        error=error_text(data.get("error")),
+    )
+
+
+class ServerError(Exception):
+    """A refusal or failure the server explained: HTTP status, error code, sentence."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_from_response(status: int, text: str) -> ServerError:
+    """The `{"error": {"code", "message"}}` body as an exception; a body that is not
+    in that shape (a proxy's HTML page) still gives a usable sentence."""
+    try:
+        data = json.loads(text)
+        error = data["error"]
+        return ServerError(status, str(error.get("code", "error")), str(error["message"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if status in (401, 403):
+        return ServerError(status, "unauthorized", "The server refused the request.")
+    snippet = " ".join(text.split())[:120]
+    return ServerError(status, "http_error", f"The server answered {status}: {snippet}")
+
+
+def join_url(base: str, path: str) -> str:
+    """`path` (absolute like `/v1/jobs/x/images/0`, as results give it) on the server
+    root, keeping any path prefix the URL has (a server behind a reverse proxy)."""
+    if path.startswith(("http://", "https://")):
+        return path
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def events_url(base: str, client_id: str) -> str:
+    """The WebSocket URL of the event stream for this client."""
+    parts = urlsplit(base.rstrip("/"))
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    path = parts.path + "/v1/events"
+    return urlunsplit((scheme, parts.netloc, path, f"client_id={quote(client_id)}", ""))
+
+
+def auth_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    family: str
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class ModelList:
+    checkpoints: list[Checkpoint]
+    loras: list[str]
+
+    def family_of(self, name: str | None) -> str | None:
+        """The family of `name`, or of the server's default when `name` is None."""
+        for checkpoint in self.checkpoints:
+            if (name is None and checkpoint.default) or checkpoint.name == name:
+                return checkpoint.family
+        return None
+
+
+def parse_models(data: object) -> ModelList:
+    if not isinstance(data, dict):
+        return ModelList([], [])
+    checkpoints = [
+        Checkpoint(str(item["name"]), str(item.get("family", "")), bool(item.get("default")))
+        for item in data.get("checkpoints") or []
+        if isinstance(item, dict) and "name" in item
+    ]
+    loras = [
+        str(item["name"]) if isinstance(item, dict) else str(item)
+        for item in data.get("loras") or []
+        if not isinstance(item, dict) or "name" in item
+    ]
+    return ModelList(checkpoints, loras)
+
+
+def working_resolution_for(family: str | None) -> int:
+    """The family's native size: SDXL models are trained at 1024, SD1.5 at 512."""
+    return 1024 if family and "xl" in family.lower() else 512
+
+
+def friendly_message(error: ServerError) -> str:
+    """The server's sentence, plus what to do where the code makes that clear."""
+    hints = {
+        "unauthorized": " Put the server's token in the settings (gear button).",
+        "out_of_memory": " Try a smaller selection, batch count 1, or a smaller model.",
+        "model_not_found": " Pick another model, or refresh the list from the server.",
+        "lora_not_found": " Remove it from the LoRA list, or put the file in the LoRA folder.",
+        "sampler_not_found": " Choose another sampler in the settings (gear button).",
+    }
+    message = error.message.strip()
+    if error.status in (401, 403) and error.code != "unauthorized":
+        return message + hints["unauthorized"]
+    hint = hints.get(error.code, "")
+    if hint and hint.strip() in message:
+        hint = ""
+    return message + hint
+
+
+def unreachable_message(url: str) -> str:
+    return (
+        f"Cannot reach the server at {url}. Start it (gear button, Start server) or check "
+        "the server URL in the settings; the plugin keeps trying to connect."
+    )
