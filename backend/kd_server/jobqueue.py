@@ -1,0 +1,474 @@
+"""The job queue: one worker thread runs jobs one at a time, fairly across clients.
+
+One GPU runs one diffusion at a time, so jobs wait here in memory. Each client has
+its own FIFO line and the worker takes the next job from the lines in turn, so an
+artist who queues eight batches does not starve another who queues one. The queue is
+capped; past the cap `submit` raises `QueueFull` with a retry hint.
+
+The queue does not know what a job *is*: it stores an opaque payload and hands it to
+a `Runner` function on the worker thread, with `RunHooks` through which the runner
+reports model loading, progress and previews and learns about cancellation. The
+runner returns `Output`s whose `encode()` turns an image into PNG bytes; encoding
+runs on a separate thread so the next job's diffusion starts at once. Nothing here
+imports diffusers, so the queue is testable with a plain Python runner.
+
+Every state change is applied before the event announcing it is published, so a
+client that reads the job after an event sees at least that state. Finished jobs are
+kept for `GET` within a time, count and byte budget, oldest dropped first.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kd_server.generation import Cancelled, EngineError
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+Publish = Callable[[str | None, Event], None]
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Output(Protocol):
+    """One generated image as the runner returns it; encoding is deferred."""
+
+    index: int
+    seed: int
+
+    def encode(self) -> bytes: ...
+
+
+class QueueFull(Exception):
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(f"The queue is full ({limit} jobs waiting).")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class QueueClosed(Exception):
+    """The server is shutting down and takes no more jobs."""
+
+
+class JobNotFound(Exception):
+    pass
+
+
+class JobNotActive(Exception):
+    """Cancelling a job that already ended."""
+
+    def __init__(self, status: JobStatus) -> None:
+        super().__init__(status.value)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ImageView:
+    index: int
+    seed: int
+    url: str
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A consistent snapshot of a job, safe to hand to another thread."""
+
+    job_id: str
+    client_id: str | None
+    status: JobStatus
+    position: int | None
+    step: int
+    total: int
+    images: tuple[ImageView, ...]
+    error: dict[str, str] | None
+    loading_model: str | None
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    max_queue: int = 32
+    result_ttl_s: float = 3600
+    result_max_jobs: int = 200
+    result_max_bytes: int = 1024 * 1024 * 1024
+
+
+@dataclass
+class _Image:
+    index: int
+    seed: int
+    png: bytes
+
+
+@dataclass(eq=False)
+class _Job:
+    id: str
+    client_id: str | None
+    payload: Any
+    status: JobStatus = JobStatus.QUEUED
+    position: int | None = None
+    step: int = 0
+    total: int = 0
+    images: list[_Image] = field(default_factory=list)
+    error: dict[str, str] | None = None
+    loading_model: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def view(self) -> JobView:
+        return JobView(
+            job_id=self.id,
+            client_id=self.client_id,
+            status=self.status,
+            position=self.position,
+            step=self.step,
+            total=self.total,
+            images=tuple(
+                ImageView(i.index, i.seed, image_url(self.id, i.index)) for i in self.images
+            ),
+            error=dict(self.error) if self.error else None,
+            loading_model=self.loading_model,
+        )
+
+    @property
+    def png_bytes(self) -> int:
+        return sum(len(i.png) for i in self.images)
+
+
+def image_url(job_id: str, index: int) -> str:
+    return f"/v1/jobs/{job_id}/images/{index}"
+
+
+class RunHooks:
+    """What the runner may tell the queue about the job it runs (worker thread)."""
+
+    def __init__(self, queue: JobQueue, job: _Job) -> None:
+        self._queue = queue
+        self._job = job
+
+    def loading(self, model_name: str) -> None:
+        """A checkpoint is about to be loaded: clients may show "loading <name>"."""
+        self._queue._on_loading(self._job, model_name)
+
+    def progress(self, step: int, total: int, preview: str | None = None) -> None:
+        """Step `step` of `total` is done; `preview` is a base64 JPEG when one is due."""
+        self._queue._on_progress(self._job, step, total, preview)
+
+    def should_cancel(self) -> bool:
+        return self._job.cancel.is_set()
+
+
+Runner = Callable[[Any, RunHooks], Sequence[Output]]
+
+
+class JobQueue:
+    """FIFO per client, round-robin across clients, one worker thread."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        publish: Publish,
+        limits: QueueLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._runner = runner
+        self._publish = publish
+        self.limits = limits or QueueLimits()
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._jobs: dict[str, _Job] = {}
+        self._lines: dict[str, deque[_Job]] = {}  # client key -> its waiting jobs
+        self._turns: deque[str] = deque()  # client keys in the order they are served
+        self._active: set[_Job] = set()  # running (generating or encoding)
+        self._ended: deque[_Job] = deque()  # finished jobs, oldest first, for retention
+        self._retained_bytes = 0
+        self._durations: deque[float] = deque(maxlen=10)
+        self._closing = False
+        self._worker: threading.Thread | None = None
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kd-encode")
+
+    # ----------------------------------------------------------------- public
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="kd-worker", daemon=True)
+            self._worker.start()
+
+    def submit(self, payload: Any, client_id: str | None = None) -> JobView:
+        """Queue a job; raises `QueueFull` past the cap and `QueueClosed` when stopping."""
+        with self._cond:
+            if self._closing:
+                raise QueueClosed
+            waiting = sum(len(line) for line in self._lines.values())
+            if waiting >= self.limits.max_queue:
+                raise QueueFull(self.limits.max_queue, self._retry_after())
+            job = _Job(id=uuid.uuid4().hex, client_id=client_id, payload=payload)
+            self._jobs[job.id] = job
+            key = client_id or ""
+            if key not in self._lines:
+                self._lines[key] = deque()
+                self._turns.append(key)
+            self._lines[key].append(job)
+            self._reposition()
+            self._emit(job, "queued", position=job.position)
+            self._cond.notify_all()
+            return job.view()
+
+    def get(self, job_id: str) -> JobView:
+        with self._cond:
+            self._prune()
+            return self._find(job_id).view()
+
+    def image(self, job_id: str, index: int) -> bytes | None:
+        """The PNG of one result, or None when the job has no such image (yet)."""
+        with self._cond:
+            job = self._find(job_id)
+            for image in job.images:
+                if image.index == index:
+                    return image.png
+            return None
+
+    def cancel(self, job_id: str) -> JobView:
+        """Cancel a queued job at once, or ask the running one to stop at its next step."""
+        with self._cond:
+            job = self._find(job_id)
+            if job.status.final:
+                raise JobNotActive(job.status)
+            if job.status is JobStatus.QUEUED:
+                self._remove_waiting(job)
+                self._end(job, JobStatus.CANCELLED)
+                self._reposition()
+            else:
+                job.cancel.set()
+            return job.view()
+
+    def queue_length(self) -> int:
+        """Jobs waiting, not counting the running one."""
+        with self._cond:
+            return sum(len(line) for line in self._lines.values())
+
+    def running_job(self) -> str | None:
+        with self._cond:
+            running = [job for job in self._active if job.status is JobStatus.RUNNING]
+            return running[0].id if running else None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel every job that has not ended, tell its client, and stop the threads."""
+        with self._cond:
+            self._closing = True
+            for line in list(self._lines.values()):
+                for job in list(line):
+                    self._remove_waiting(job)
+                    self._end(job, JobStatus.CANCELLED)
+            for job in self._active:
+                job.cancel.set()
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout)
+            if self._worker.is_alive():
+                log.warning("The running job did not stop within %.0f s.", timeout)
+        self._encoder.shutdown(wait=True)
+
+    # ----------------------------------------------------------------- worker
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._turns and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                job = self._next_job()
+                job.status = JobStatus.RUNNING
+                job.position = None
+                job.started_at = self._clock()
+                self._active.add(job)
+                self._reposition()
+                self._emit(job, "started", loading_model=None)
+            self._run(job)
+
+    def _run(self, job: _Job) -> None:
+        """Run one job on the worker thread; failures end the job, never the worker."""
+        try:
+            outputs = self._runner(job.payload, RunHooks(self, job))
+        except Cancelled:
+            self._finish(job, JobStatus.CANCELLED)
+        except EngineError as exc:
+            self._finish(job, JobStatus.FAILED, {"code": exc.code.value, "message": exc.message})
+        except Exception:
+            log.exception("Job %s failed unexpectedly", job.id)
+            self._finish(job, JobStatus.FAILED, _INTERNAL_ERROR)
+        else:
+            if job.cancel.is_set():
+                self._finish(job, JobStatus.CANCELLED)
+            else:
+                self._encoder.submit(self._deliver, job, list(outputs))
+
+    def _deliver(self, job: _Job, outputs: list[Output]) -> None:
+        """Encode and announce each result, then finish the job (encoder thread)."""
+        for output in outputs:
+            if job.cancel.is_set():
+                self._finish(job, JobStatus.CANCELLED)
+                return
+            try:
+                png = output.encode()
+            except Exception:
+                log.exception("Encoding image %d of job %s failed", output.index, job.id)
+                self._finish(job, JobStatus.FAILED, _INTERNAL_ERROR)
+                return
+            with self._cond:
+                job.images.append(_Image(output.index, output.seed, png))
+                self._retained_bytes += len(png)
+                self._emit(
+                    job,
+                    "result",
+                    index=output.index,
+                    seed=output.seed,
+                    url=image_url(job.id, output.index),
+                )
+        self._finish(job, JobStatus.CANCELLED if job.cancel.is_set() else JobStatus.FINISHED)
+
+    def _on_loading(self, job: _Job, model_name: str) -> None:
+        with self._cond:
+            job.loading_model = model_name
+            self._emit(job, "started", loading_model=model_name)
+
+    def _on_progress(self, job: _Job, step: int, total: int, preview: str | None) -> None:
+        with self._cond:
+            job.loading_model = None
+            job.step, job.total = step, total
+            self._emit(job, "progress", step=step, total=total)
+            if preview is not None:
+                self._emit(job, "preview", step=step, image=preview)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _finish(self, job: _Job, status: JobStatus, error: dict[str, str] | None = None) -> None:
+        with self._cond:
+            self._active.discard(job)
+            if job.started_at is not None:
+                self._durations.append(self._clock() - job.started_at)
+            self._end(job, status, error)
+
+    def _end(self, job: _Job, status: JobStatus, error: dict[str, str] | None = None) -> None:
+        """Record that `job` ended and announce it (lock held)."""
+        job.status, job.error, job.position = status, error, None
+        job.loading_model = None
+        job.ended_at = self._clock()
+        self._ended.append(job)
+        if status is JobStatus.FINISHED:
+            images = [
+                {"index": i.index, "seed": i.seed, "url": image_url(job.id, i.index)}
+                for i in job.images
+            ]
+            self._emit(job, "finished", images=images)
+        elif status is JobStatus.FAILED:
+            self._emit(job, "failed", error=error)
+        else:
+            self._emit(job, "cancelled")
+        self._prune()
+
+    def _emit(self, job: _Job, kind: str, **fields: Any) -> None:
+        """Publish one event (lock held, so one job's events keep their order)."""
+        try:
+            self._publish(job.client_id, {"type": kind, "job_id": job.id, **fields})
+        except Exception:  # a broken listener must not break the queue
+            log.exception("Publishing a %s event failed", kind)
+
+    def _find(self, job_id: str) -> _Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def _next_job(self) -> _Job:
+        key = self._turns.popleft()
+        line = self._lines[key]
+        job = line.popleft()
+        if line:
+            self._turns.append(key)
+        else:
+            del self._lines[key]
+        return job
+
+    def _remove_waiting(self, job: _Job) -> None:
+        key = job.client_id or ""
+        line = self._lines[key]
+        line.remove(job)
+        if not line:
+            del self._lines[key]
+            self._turns.remove(key)
+
+    def _waiting_order(self) -> list[_Job]:
+        """The order in which the waiting jobs will start (round-robin over clients)."""
+        lines = {key: deque(line) for key, line in self._lines.items()}
+        turns = deque(self._turns)
+        order: list[_Job] = []
+        while turns:
+            key = turns.popleft()
+            order.append(lines[key].popleft())
+            if lines[key]:
+                turns.append(key)
+        return order
+
+    def _reposition(self) -> None:
+        """Renumber waiting jobs; announce changed positions with `queued` events.
+
+        A newly submitted job (no position yet) is announced by `submit` itself.
+        """
+        for position, job in enumerate(self._waiting_order()):
+            previous, job.position = job.position, position
+            if previous is not None and previous != position:
+                self._emit(job, "queued", position=position)
+
+    def _retry_after(self) -> int:
+        """Seconds until a place is likely to free up: about one job's duration."""
+        if not self._durations:
+            return 10
+        mean = sum(self._durations) / len(self._durations)
+        return max(1, min(600, math.ceil(mean)))
+
+    def _prune(self) -> None:
+        """Forget the oldest ended jobs beyond the time, count and byte budget."""
+        now = self._clock()
+        limits = self.limits
+        while self._ended:
+            oldest = self._ended[0]
+            ended_at = now if oldest.ended_at is None else oldest.ended_at
+            expired = now - ended_at > limits.result_ttl_s
+            over = len(self._ended) > limits.result_max_jobs or (
+                self._retained_bytes > limits.result_max_bytes and len(self._ended) > 1
+            )
+            if not (expired or over):
+                return
+            self._ended.popleft()
+            self._jobs.pop(oldest.id, None)
+            self._retained_bytes -= oldest.png_bytes
+
+
+_INTERNAL_ERROR = {
+    "code": "internal_error",
+    "message": "The server hit an unexpected error while running this job; "
+    "its log has the details.",
+}
