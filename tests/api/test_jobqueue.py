@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-
 from kd_server.generation import Cancelled, EngineError, EngineErrorCode
 from kd_server.jobqueue import (
     JobNotActive,
