@@ -1,0 +1,168 @@
+"""`krita-diffusers-server`: serve the HTTP API, or run one generation with no server.
+
+    krita-diffusers-server [serve] [--host H] [--port P] [--model-dir D ...] [--token T]
+    krita-diffusers-server generate "a lighthouse at dusk" -o out.png [--model NAME] ...
+    krita-diffusers-server models [--model-dir D ...]
+
+`generate` is the quickest proof that a machine works: it uses the embedded tiny model
+when no other model is configured, needs no Krita, no server and no download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from kd_server import __version__
+from kd_server.config import ConfigError, Settings, load_settings
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-dir",
+        action="append",
+        dest="model_dirs",
+        metavar="DIR",
+        help="a model folder (ours, A1111's or ComfyUI's); repeat for several",
+    )
+    parser.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu")
+    parser.add_argument("--config", type=Path, help="settings file (TOML)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="krita-diffusers-server", description="Stable Diffusion server for Krita."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="run the HTTP server (the default)")
+    _common_flags(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 7860)")
+    serve.add_argument("--token", help="require this bearer token (or KD_TOKEN / token_file)")
+    serve.add_argument("--preload", action="store_true", help="load the default model at start")
+
+    generate = commands.add_parser("generate", help="generate one image, no server")
+    _common_flags(generate)
+    generate.add_argument("prompt")
+    generate.add_argument("-o", "--output", type=Path, default=Path("output.png"))
+    generate.add_argument("--negative", default="")
+    generate.add_argument("--model", help="checkpoint name (see `models`); default: the default")
+    generate.add_argument("--sampler", default="DPM++ 2M Karras")
+    generate.add_argument("--steps", type=int, default=20)
+    generate.add_argument("--cfg", type=float, default=7.0)
+    generate.add_argument("--seed", type=int, default=-1)
+    generate.add_argument("--width", type=int, default=None)
+    generate.add_argument("--height", type=int, default=None)
+    generate.add_argument("--batch", type=int, default=1)
+
+    models = commands.add_parser("models", help="list the model library")
+    _common_flags(models)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: getattr(args, key, None) for key in ("host", "port", "model_dirs", "device", "token")
+    }
+    return load_settings(overrides, args.config)
+
+
+def _cmd_models(settings: Settings) -> int:
+    from kd_server.library import ModelLibrary
+
+    library = ModelLibrary(settings.model_dirs)
+    for entry in [*library.checkpoints(), *library.loras()]:
+        family = entry.family.value if entry.family else "-"
+        status = entry.status.value if entry.usable else f"{entry.status.value}: {entry.reason}"
+        print(f"{entry.kind.value:10} {entry.name:40} {family:14} {status}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from kd_server.engine import Engine
+    from kd_server.generation import EngineError, GenerationRequest, Task
+    from kd_server.library import ModelLibrary
+    from kd_server.loading import working_size
+    from kd_server.pngmeta import encode_png
+
+    library = ModelLibrary(settings.model_dirs)
+    engine = Engine(library, device=settings.device)
+    try:
+        entry = engine.check_model(args.model)
+    except EngineError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    size = working_size(entry)
+    request = GenerationRequest(
+        task=Task.TXT2IMG,
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        model=args.model,
+        sampler=args.sampler,
+        steps=args.steps,
+        cfg_scale=args.cfg,
+        seed=args.seed,
+        batch_size=args.batch,
+        width=args.width or size,
+        height=args.height or size,
+    )
+
+    def report(progress) -> None:
+        print(f"\rstep {progress.step}/{progress.total}", end="", file=sys.stderr, flush=True)
+
+    try:
+        images = engine.generate(request, on_progress=report)
+    except EngineError as exc:
+        print(f"\nerror: {exc.message}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    for image in images:
+        out = args.output
+        if len(images) > 1:
+            out = out.with_name(f"{out.stem}-{image.index}{out.suffix}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(encode_png(image.image, image.parameters))
+        size_text = f"{image.image.width}x{image.image.height}"
+        print(f"wrote {out} ({size_text}, seed {image.seed}, {entry.name})")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from kd_server.api.server import serve
+
+    return serve(settings, preload=bool(getattr(args, "preload", False))) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["serve", *argv]
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+        if args.command == "generate":
+            return _cmd_generate(args, settings)
+        if args.command == "models":
+            return _cmd_models(settings)
+        return _cmd_serve(args, settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""The diffusion engine: one request in, finished images out, with progress on the way.
+
+It owns the warm-model cache, LoRA adapters, schedulers, seeds, the resolution rules
+and the inpaint contract. It knows nothing about HTTP or queues: the API's worker
+thread calls `generate` for one job at a time, and the CLI calls it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from kd_server import masks
+from kd_server.devices import DeviceChoice, choose_device, free_memory, is_out_of_memory
+from kd_server.generation import (
+    Cancelled,
+    EngineError,
+    EngineErrorCode,
+    GeneratedImage,
+    GenerationRequest,
+    LoraSpec,
+    Progress,
+    Task,
+)
+from kd_server.library import ModelEntry, ModelLibrary
+from kd_server.loading import LoadedModel, load_model
+from kd_server.pngmeta import ParameterText
+from kd_server.previews import latents_to_preview
+from kd_server.samplers import UnknownSampler, build_scheduler, canonical_name, sampler_names
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
+LoadingCallback = Callable[[str], None]
+
+MAX_SEED = 2**32 - 1
+MAX_WARM_ADAPTERS = 8
+
+
+class _StopRequested(Exception):
+    """Raised inside the step callback to leave the denoising loop at once (no decode)."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request turned into the pipeline's own inputs."""
+
+    kwargs: dict[str, Any]
+    output_size: tuple[int, int]
+    alpha: Image.Image | None  # inpaint only: the feathered mask at the region's size
+
+
+class Engine:
+    def __init__(self, library: ModelLibrary, device: str = "auto", cache_size: int = 2) -> None:
+        self.library = library
+        self.device: DeviceChoice = choose_device(device)
+        self.cache_size = max(1, cache_size)
+        self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- facts for the API -------------------------------------------------------------
+
+    @property
+    def device_name(self) -> str:
+        return self.device.name
+
+    @property
+    def dtype_name(self) -> str:
+        return self.device.dtype_name
+
+    def samplers(self) -> list[str]:
+        return sampler_names()
+
+    def loaded_models(self) -> list[str]:
+        return list(self._cache)
+
+    # -- validation ------------------------------------------------------------------
+
+    def check(self, request: GenerationRequest) -> ModelEntry:
+        """Refuse what cannot run before it is queued: model, LoRAs, sampler, inputs."""
+        entry = self.check_model(request.model)
+        for lora in request.loras:
+            self.library.get_lora(lora.name)
+        try:
+            canonical_name(request.sampler)
+        except UnknownSampler as exc:
+            raise EngineError(EngineErrorCode.SAMPLER_NOT_FOUND, str(exc)) from exc
+        _check_inputs(request)
+        return entry
+
+    def check_model(self, name: str | None) -> ModelEntry:
+        """The checkpoint a job will use: the named one, or the library's default."""
+        if name is None:
+            return self.library.default_checkpoint()
+        return self.library.get_checkpoint(name)
+
+    # -- the cache -------------------------------------------------------------------
+
+    def unload(self, name: str | None = None) -> None:
+        """Drop one model (or all) from memory; the next job that needs it reloads it."""
+        with self._lock:
+            names = list(self._cache) if name is None else [name]
+            for key in names:
+                self._cache.pop(key, None)
+            free_memory()
+
+    def _model(self, entry: ModelEntry, on_loading: LoadingCallback | None) -> LoadedModel:
+        if entry.name in self._cache:
+            self._cache.move_to_end(entry.name)
+            return self._cache[entry.name]
+        while len(self._cache) >= self.cache_size:
+            evicted, _ = self._cache.popitem(last=False)
+            log.info("Unloading %s to make room", evicted)
+            free_memory()
+        if on_loading is not None:
+            on_loading(entry.name)
+        try:
+            model = load_model(entry, self.device)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            log.exception("Loading %s failed", entry.name)
+            raise EngineError(
+                EngineErrorCode.MODEL_UNUSABLE,
+                f"The model '{entry.name}' could not be loaded ({type(exc).__name__}: {exc}). "
+                "Check that the file is complete, or choose another model.",
+            ) from exc
+        self._cache[entry.name] = model
+        return model
+
+    # -- generation ------------------------------------------------------------------
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        on_loading: LoadingCallback | None = None,
+    ) -> list[GeneratedImage]:
+        """Run one job. Raises Cancelled, or EngineError with a message for the artist."""
+        entry = self.check(request)
+        with self._lock:
+            try:
+                return self._generate(entry, request, on_progress, should_cancel, on_loading)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._recover_from_oom(entry.name)
+                raise EngineError(
+                    EngineErrorCode.OUT_OF_MEMORY,
+                    "The GPU ran out of memory for this job. Try a smaller size or batch, "
+                    "or close other programs using the GPU; the server is ready for the "
+                    "next job.",
+                ) from exc
+
+    def _recover_from_oom(self, name: str) -> None:
+        log.warning("Out of memory while running %s; freeing memory", name)
+        free_memory()
+
+    def _generate(
+        self,
+        entry: ModelEntry,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None,
+        should_cancel: CancelCheck | None,
+        on_loading: LoadingCallback | None,
+    ) -> list[GeneratedImage]:
+        model = self._model(entry, on_loading)
+        self._apply_loras(model, request.loras)
+        pipe = model.pipeline_for(request.task)
+        pipe.scheduler = build_scheduler(request.sampler, dict(model.base.scheduler.config))
+        prepared = _prepare(request, model)
+        seed = _first_seed(request.seed)
+        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.batch_size)]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        callback = _StepReporter(request, model.info.is_xl, on_progress, should_cancel)
+        try:
+            output = pipe(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=request.steps,
+                guidance_scale=request.cfg_scale,
+                num_images_per_prompt=request.batch_size,
+                generator=generators,
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=["latents"],
+                output_type="pil",
+                **prepared.kwargs,
+            )
+        except _StopRequested:
+            raise Cancelled() from None
+        return [
+            self._finish(request, model, prepared, image, index, seeds[index])
+            for index, image in enumerate(output.images)
+        ]
+
+    def _finish(
+        self,
+        request: GenerationRequest,
+        model: LoadedModel,
+        prepared: _Prepared,
+        image: Image.Image,
+        index: int,
+        seed: int,
+    ) -> GeneratedImage:
+        if prepared.alpha is not None:
+            image = masks.compose_result(image, prepared.alpha, prepared.output_size)
+        elif image.size != prepared.output_size:
+            image = image.resize(prepared.output_size, Image.Resampling.LANCZOS)
+        parameters = ParameterText(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            sampler=canonical_name(request.sampler),
+            cfg_scale=request.cfg_scale,
+            seed=seed,
+            width=image.width,
+            height=image.height,
+            model=model.name,
+            denoising_strength=None if request.task is Task.TXT2IMG else request.strength,
+            loras=tuple((lora.name, lora.weight) for lora in request.loras),
+        ).render()
+        return GeneratedImage(index=index, seed=seed, image=image, parameters=parameters)
+
+    # -- LoRA ------------------------------------------------------------------------
+
+    def _apply_loras(self, model: LoadedModel, loras: list[LoraSpec]) -> None:
+        """Activate exactly the asked-for adapters; every other one is switched off."""
+        pipe = model.base
+        if not loras:
+            if model.adapters:
+                pipe.disable_lora()
+            return
+        if len(model.adapters) + len(loras) > MAX_WARM_ADAPTERS:
+            pipe.unload_lora_weights()
+            model.adapters.clear()
+        for lora in loras:
+            if lora.name not in model.adapters:
+                model.adapters[lora.name] = self._load_adapter(model, lora.name)
+        pipe.enable_lora()
+        pipe.set_adapters(
+            [model.adapters[lora.name] for lora in loras], [lora.weight for lora in loras]
+        )
+
+    def _load_adapter(self, model: LoadedModel, name: str) -> str:
+        entry = self.library.get_lora(name)
+        adapter = "kd_" + re.sub(r"\W", "_", name)
+        try:
+            model.base.load_lora_weights(str(entry.path), adapter_name=adapter)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            try:
+                model.base.delete_adapters(adapter)
+            except Exception:
+                log.debug("Nothing to clean up for adapter %s", adapter)
+            raise EngineError(
+                EngineErrorCode.LORA_UNUSABLE,
+                f"The LoRA '{name}' does not fit the model '{model.name}' "
+                f"({model.info.label}): {exc}. Choose a LoRA made for this model family.",
+            ) from exc
+        return adapter
+
+
+class _StepReporter:
+    """The per-step callback: progress, throttled previews, and cancellation."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        is_xl: bool,
+        on_progress: ProgressCallback | None,
+        should_cancel: CancelCheck | None,
+    ) -> None:
+        self.preview_every = request.preview_every
+        self.is_xl = is_xl
+        self.on_progress = on_progress
+        self.should_cancel = should_cancel
+
+    def __call__(self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict:
+        if self.should_cancel is not None and self.should_cancel():
+            raise _StopRequested()
+        if self.on_progress is not None:
+            step, total = index + 1, pipe.num_timesteps
+            preview = None
+            if self.preview_every > 0 and (step % self.preview_every == 0 or step == total):
+                preview = latents_to_preview(tensors["latents"], self.is_xl)
+            self.on_progress(Progress(step=step, total=total, preview=preview))
+        return tensors
+
+
+def _first_seed(seed: int | None) -> int:
+    if seed is None or seed < 0:
+        return random.randint(0, MAX_SEED)
+    return seed % (MAX_SEED + 1)
+
+
+def _check_inputs(request: GenerationRequest) -> None:
+    def invalid(message: str) -> EngineError:
+        return EngineError(EngineErrorCode.INVALID_INPUT, message)
+
+    if request.task in (Task.IMG2IMG, Task.INPAINT) and request.image is None:
+        raise invalid(f"A {request.task.value} job needs an image.")
+    if request.task is Task.INPAINT:
+        if request.mask is None:
+            raise invalid("An inpaint job needs a mask (white = repaint).")
+        assert request.image is not None
+        if request.mask.size != request.image.size:
+            raise invalid(
+                f"The mask is {request.mask.width}x{request.mask.height} but the image is "
+                f"{request.image.width}x{request.image.height}: they must be the same size."
+            )
+        if request.mask.convert("L").getextrema()[1] == 0:
+            raise invalid("The mask selects nothing: paint white where the image should change.")
+    if request.steps < 1 or request.batch_size < 1:
+        raise invalid("steps and batch_size must be at least 1.")
+    if request.task is not Task.TXT2IMG and int(request.steps * request.strength) < 1:
+        raise invalid(
+            f"strength {request.strength:g} with {request.steps} steps leaves no denoising "
+            "step: raise the strength or the number of steps."
+        )
+
+
+def _prepare(request: GenerationRequest, model: LoadedModel) -> _Prepared:
+    """Scale inputs to the model's working size and build the pipeline's arguments."""
+    if request.task is Task.TXT2IMG:
+        width, height = masks.snap_size(request.width, request.height)
+        kwargs: dict[str, Any] = {"width": width, "height": height}
+        if model.info.is_inpaint:
+            blank = Image.new("RGB", (width, height), (127, 127, 127))
+            white = Image.new("L", (width, height), 255)
+            kwargs.update(image=blank, mask_image=white, strength=1.0)
+        return _Prepared(kwargs, (width, height), None)
+
+    assert request.image is not None
+    size = request.image.size
+    width, height = masks.working_size(*size, target=model.working_size)
+    image = masks.flatten_rgb(request.image).resize((width, height), Image.Resampling.LANCZOS)
+    kwargs = {"image": image, "strength": request.strength}
+    alpha = None
+    if request.task is Task.INPAINT:
+        assert request.mask is not None
+        alpha = masks.prepare_mask(request.mask, request.mask_grow, request.mask_feather)
+        repaint = masks.repaint_area(alpha).resize((width, height), Image.Resampling.BILINEAR)
+        kwargs["mask_image"] = repaint
+    elif model.info.is_inpaint:
+        kwargs["mask_image"] = Image.new("L", (width, height), 255)
+    if "mask_image" in kwargs:
+        kwargs.update(width=width, height=height)
+    return _Prepared(kwargs, size, alpha)

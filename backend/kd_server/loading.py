@@ -1,0 +1,153 @@
+"""Loading checkpoints into warm pipelines, offline.
+
+One set of weights serves every task: the pipeline for txt2img is loaded once and the
+img2img and inpaint pipelines are made from it with `from_pipe`, which shares the
+modules instead of copying them.
+
+`from_single_file` needs a local diffusers config folder, otherwise it asks the hub even
+with `local_files_only=True`. We pass the shipped family config, or a sidecar folder
+`<name>.config/` next to the checkpoint when the file has a non-standard architecture
+(the tests' tiny checkpoints use that; so can an artist with an unusual model). The
+tokenizers are always ours, passed explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffusers import (
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from kd_server.devices import DeviceChoice
+from kd_server.families import Family, FamilyInfo
+from kd_server.generation import Task
+from kd_server.library import ModelEntry, ModelFormat
+from kd_server.tiny_model import EMBEDDED_WORKING_SIZE, build_embedded_pipeline
+from kd_server.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+_SD_CLASSES = {
+    Task.TXT2IMG: StableDiffusionPipeline,
+    Task.IMG2IMG: StableDiffusionImg2ImgPipeline,
+    Task.INPAINT: StableDiffusionInpaintPipeline,
+}
+_XL_CLASSES = {
+    Task.TXT2IMG: StableDiffusionXLPipeline,
+    Task.IMG2IMG: StableDiffusionXLImg2ImgPipeline,
+    Task.INPAINT: StableDiffusionXLInpaintPipeline,
+}
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint in memory and the task pipelines that share its weights."""
+
+    name: str
+    family: Family
+    working_size: int
+    base: Any  # the pipeline it was loaded as
+    adapters: dict[str, str] = field(default_factory=dict)  # LoRA name -> adapter name
+    _variants: dict[Task, Any] = field(default_factory=dict)
+
+    @property
+    def info(self) -> FamilyInfo:
+        return self.family.info
+
+    def pipeline_for(self, task: Task) -> Any:
+        """The pipeline for a task; 9-channel inpaint models run every task as inpaint."""
+        if self.info.is_inpaint:
+            task = Task.INPAINT
+        classes = _XL_CLASSES if self.info.is_xl else _SD_CLASSES
+        wanted = classes[task]
+        if isinstance(self.base, wanted) and type(self.base) is wanted:
+            return self.base
+        if task not in self._variants:
+            variant = wanted.from_pipe(self.base)
+            variant.set_progress_bar_config(disable=True)
+            self._variants[task] = variant
+        return self._variants[task]
+
+
+def _config_dir(entry: ModelEntry, info: FamilyInfo) -> Path:
+    assert entry.path is not None
+    sidecar = entry.path.with_suffix(".config")
+    return sidecar if sidecar.is_dir() else info.config_dir
+
+
+def _tokenizers(config_dir: Path, info: FamilyInfo) -> dict[str, Any]:
+    tokenizers = {"tokenizer": load_tokenizer(config_dir / "tokenizer")}
+    if info.is_xl:
+        tokenizers["tokenizer_2"] = load_tokenizer(config_dir / "tokenizer_2")
+    return tokenizers
+
+
+def _loader_class(info: FamilyInfo) -> Any:
+    classes = _XL_CLASSES if info.is_xl else _SD_CLASSES
+    return classes[Task.INPAINT if info.is_inpaint else Task.TXT2IMG]
+
+
+def _extra_kwargs(info: FamilyInfo) -> dict[str, Any]:
+    if info.is_xl:
+        return {}
+    return {"safety_checker": None, "requires_safety_checker": False}
+
+
+def _load_single_file(entry: ModelEntry, info: FamilyInfo, device: DeviceChoice) -> Any:
+    config_dir = _config_dir(entry, info)
+    return _loader_class(info).from_single_file(
+        str(entry.path),
+        config=str(config_dir),
+        local_files_only=True,
+        dtype=device.dtype,
+        **_tokenizers(config_dir, info),
+        **_extra_kwargs(info),
+    )
+
+
+def _load_diffusers_folder(entry: ModelEntry, info: FamilyInfo, device: DeviceChoice) -> Any:
+    assert entry.path is not None
+    kwargs: dict[str, Any] = {}
+    if not (entry.path / "tokenizer" / "vocab.json").is_file():
+        kwargs.update(_tokenizers(info.config_dir, info))
+    return _loader_class(info).from_pretrained(
+        str(entry.path),
+        local_files_only=True,
+        dtype=device.dtype,
+        **kwargs,
+        **_extra_kwargs(info),
+    )
+
+
+def working_size(entry: ModelEntry) -> int:
+    """The side of the square a checkpoint works best at (regions are scaled to it)."""
+    if entry.format is ModelFormat.EMBEDDED:
+        return EMBEDDED_WORKING_SIZE
+    return entry.family.info.working_size if entry.family else 512
+
+
+def load_model(entry: ModelEntry, device: DeviceChoice) -> LoadedModel:
+    """Load a usable library entry onto the device. Never touches the network."""
+    assert entry.family is not None
+    info = entry.family.info
+    if entry.format is ModelFormat.EMBEDDED:
+        pipe = build_embedded_pipeline()
+    elif entry.format is ModelFormat.DIFFUSERS:
+        pipe = _load_diffusers_folder(entry, info, device)
+    else:
+        pipe = _load_single_file(entry, info, device)
+    pipe.to(device.device)
+    if pipe.unet.dtype != device.dtype:  # the embedded model is built in fp32
+        pipe.to(dtype=device.dtype)
+    pipe.set_progress_bar_config(disable=True)
+    log.info("Loaded %s (%s) on %s", entry.name, info.label, device.name)
+    return LoadedModel(entry.name, entry.family, working_size(entry), pipe)
