@@ -1,0 +1,826 @@
+"""The model library: which checkpoints and LoRAs the server can offer, by stable name.
+
+Why it works this way:
+- Artists already have models in A1111's or ComfyUI's folders; we read those folders in
+  place (never copy) and also accept our own `checkpoints/` + `loras/` layout.
+- A model's family decides how it is loaded, so the library tells families apart from
+  the safetensors header (tensor names and shapes) without loading any weights.
+- A bad file must never break the scan: every file becomes an entry, usable or not,
+  with a reason an artist can act on. Pickle files can run code when loaded, so they
+  are never opened at all.
+- Clients pick models by name. Names are looked up in the scanned table only, so no
+  request can name a path outside the model folders.
+
+Naming rules (also in docs/models.md):
+- A name is the path relative to its model folder (`models/Stable-diffusion`,
+  `checkpoints`, ...), with `/` separators and without `.safetensors`:
+  `sdxl/juggernaut`. Diffusers folders are named by their folder path. Pickle files
+  keep their extension (`old.ckpt`) so they never collide with a converted copy.
+- If two entries of the same kind get the same name, the first in scan order keeps it
+  and later ones are called `name (label)`, where label is the configured folder's
+  base name (then `name (label 2)`, ...). Scan order is the order of the configured
+  folders, then A1111/ComfyUI/own subfolders in a fixed order, then sorted paths.
+- Links (symlinks) whose target is outside their model folder are listed unusable
+  (files, diffusers folders) or reported as a problem (other folders); links that stay
+  inside are not followed for folders, because their content is listed already.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import json
+import os
+import stat
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kd_server.families import Family
+from kd_server.generation import EngineError, EngineErrorCode
+
+EMBEDDED_NAME = "tiny-sd15-embedded"
+
+SAFETENSORS_SUFFIX = ".safetensors"
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+MAX_HEADER_BYTES = 64 * 1024 * 1024  # real SDXL headers are a few hundred KB
+
+CONVERT_HINT = (
+    "Pickle files can run code when they are loaded, so the server never opens them. "
+    "If you trust the file, convert it once to .safetensors, e.g. "
+    'python -c "import torch, safetensors.torch as s; '
+    "d = torch.load('MODEL.ckpt', map_location='cpu', weights_only=True); "
+    "d = d.get('state_dict', d); "
+    "s.save_file({k: v.contiguous() for k, v in d.items() if hasattr(v, 'contiguous')}, "
+    "'MODEL.safetensors')\", then refresh the model list."
+)
+
+
+class EntryKind(str, enum.Enum):
+    CHECKPOINT = "checkpoint"
+    LORA = "lora"
+
+
+class ModelFormat(str, enum.Enum):
+    SAFETENSORS = "safetensors"
+    DIFFUSERS = "diffusers"
+    EMBEDDED = "embedded"
+    PICKLE = "pickle"  # listed only, never opened
+
+
+class EntryStatus(str, enum.Enum):
+    USABLE = "usable"
+    UNUSABLE = "unusable"  # not a model we can run; `reason` says why
+    REFUSED = "refused"  # we will not open it (pickle); `reason` says how to convert
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One checkpoint or LoRA as the library lists it."""
+
+    name: str
+    kind: EntryKind
+    path: Path | None  # None for the embedded model
+    format: ModelFormat
+    family: Family | None  # for LoRAs a hint only (None when the keys do not tell)
+    status: EntryStatus
+    reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.status is EntryStatus.USABLE
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """Something the scan could not read; reported, never raised."""
+
+    path: Path
+    message: str
+
+
+# --------------------------------------------------------------------------------------
+# What a file or folder is (detection, independent of where it was found)
+
+
+class Content(enum.Enum):
+    CHECKPOINT = "checkpoint"
+    LORA = "lora"
+    OTHER = "other"  # not a model (garbage, VAE, embedding, ...) or unreadable
+
+
+@dataclass(frozen=True)
+class Detection:
+    content: Content
+    family: Family | None
+    status: EntryStatus
+    reason: str | None = None
+
+
+def _unusable(reason: str, content: Content = Content.OTHER) -> Detection:
+    return Detection(content, None, EntryStatus.UNUSABLE, reason)
+
+
+class HeaderError(Exception):
+    """The file is not a readable safetensors file; `detection` says what it is."""
+
+    def __init__(self, detection: Detection) -> None:
+        super().__init__(detection.reason)
+        self.detection = detection
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    """PyTorch saves zip archives (PK..) or raw pickles (protocol byte 0x80)."""
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def read_safetensors_header(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, read from the header alone (no weights are loaded).
+
+    Format: 8-byte little-endian header length, a JSON object, then the tensor data.
+    The length is checked against the file size and capped, and the declared data
+    offsets must fit in the file, so truncated downloads are caught here.
+    """
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise HeaderError(_unusable("The file is empty (0 bytes): download it again."))
+            head = handle.read(8)
+            if len(head) < 8:
+                raise HeaderError(_unusable(f"Not a safetensors file: only {size} bytes long."))
+            if _looks_like_pickle(head):
+                raise HeaderError(
+                    Detection(
+                        Content.OTHER,
+                        None,
+                        EntryStatus.REFUSED,
+                        "This is a PyTorch pickle file with a .safetensors name. " + CONVERT_HINT,
+                    )
+                )
+            (length,) = struct.unpack("<Q", head)
+            if length < 2 or length > size - 8:
+                raise HeaderError(
+                    _unusable(
+                        f"Not a safetensors file (or a truncated one): its header claims "
+                        f"{length} bytes but the file has {size}."
+                    )
+                )
+            if length > MAX_HEADER_BYTES:
+                raise HeaderError(
+                    _unusable(f"Not a usable safetensors file: its header is {length} bytes.")
+                )
+            raw = handle.read(length)
+    except OSError as exc:
+        raise HeaderError(_unusable(f"Cannot read the file: {exc.strerror or exc}.")) from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HeaderError(
+            _unusable("Not a safetensors file: its header is not valid JSON.")
+        ) from exc
+    if not isinstance(header, dict):
+        raise HeaderError(_unusable("Not a safetensors file: its header is not a JSON object."))
+    return _tensor_shapes(header, data_size=size - 8 - length)
+
+
+def _tensor_shapes(header: dict[str, Any], data_size: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    data_end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape = tuple(int(n) for n in info["shape"])
+            begin, end = (int(n) for n in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HeaderError(
+                _unusable(f"Not a valid safetensors file: tensor {name!r} is malformed.")
+            ) from exc
+        if begin < 0 or end < begin:
+            raise HeaderError(
+                _unusable(f"Not a valid safetensors file: tensor {name!r} is malformed.")
+            )
+        shapes[name] = shape
+        data_end = max(data_end, end)
+    if data_end > data_size:
+        raise HeaderError(
+            _unusable(
+                f"The file is truncated: it declares {data_end} bytes of tensor data but holds "
+                f"{data_size}. Download it again."
+            )
+        )
+    if not shapes:
+        raise HeaderError(_unusable("The safetensors file holds no tensors."))
+    return shapes
+
+
+UNET_INPUT_SUFFIX = "model.diffusion_model.input_blocks.0.0.weight"
+LORA_MARKERS = (".lora_down.", ".lora_up.", ".lora_a.", ".lora_b.", ".lora.down.", ".lora.up.")
+LORA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_")
+
+
+def _is_lora(names: Iterable[str]) -> bool:
+    for name in names:
+        lowered = name.lower()
+        if lowered.startswith(LORA_PREFIXES) or any(m in lowered for m in LORA_MARKERS):
+            return True
+    return False
+
+
+def _lora_family(names: list[str]) -> Family | None:
+    """A hint only: a second text encoder means SDXL, a single one means SD1.x."""
+    if any(n.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for n in names):
+        return Family.SDXL
+    if any(n.startswith(("lora_te_", "lora_te1_", "text_encoder.", "te1.")) for n in names):
+        return Family.SD15
+    return None
+
+
+def _detect_lora(names: list[str]) -> Detection:
+    """A LoRA for SD 1.5/SDXL, or one made for a model we do not run."""
+    if any(
+        m in n
+        for n in names
+        for m in ("double_blocks", "single_blocks", "single_transformer_blocks")
+    ):
+        return _unusable("This LoRA is made for Flux, which is not supported.", Content.LORA)
+    if any(
+        "joint_blocks" in n or n.startswith(("transformer.", "lora_transformer_")) for n in names
+    ):
+        return _unusable(
+            "This LoRA is made for a transformer model (SD3/Flux), which is not supported.",
+            Content.LORA,
+        )
+    return Detection(Content.LORA, _lora_family(names), EntryStatus.USABLE)
+
+
+def _has(names: Iterable[str], prefix: str) -> bool:
+    return any(n.startswith(prefix) for n in names)
+
+
+def _contains(names: Iterable[str], part: str) -> bool:
+    return any(part in n for n in names)
+
+
+def _unsupported(what: str) -> Detection:
+    return _unusable(
+        f"{what} checkpoints are not supported: use an SD 1.5 or SDXL checkpoint.",
+        Content.CHECKPOINT,
+    )
+
+
+def detect_tensors(shapes: dict[str, tuple[int, ...]]) -> Detection:
+    """Tell the architecture from tensor names and shapes (never from widths like 320/768,
+    which differ in small test models)."""
+    names = list(shapes)
+    if _is_lora(names):
+        return _detect_lora(names)
+    if _contains(names, "double_blocks.") and _contains(names, "single_blocks."):
+        return _unsupported("Flux")
+    if _contains(names, "joint_blocks."):
+        return _unsupported("SD3")
+    unet_key = next((n for n in names if n.endswith(UNET_INPUT_SUFFIX)), None)
+    if unet_key is None:
+        return _detect_non_checkpoint(names)
+    # Some tools save with an extra prefix ("module.", "state_dict."): read keys under it.
+    prefix = unet_key[: -len(UNET_INPUT_SUFFIX)]
+    if _has(names, prefix + "control_model.") or _contains(names, "input_hint_block"):
+        return _unusable("This is a ControlNet, not a checkpoint.")
+    return _detect_checkpoint(names, prefix, shapes[unet_key])
+
+
+def _detect_checkpoint(names: list[str], prefix: str, unet_shape: tuple[int, ...]) -> Detection:
+    if _has(names, prefix + "cond_stage_model.model."):
+        return _unsupported("SD 2.x (OpenCLIP text encoder)")
+    is_sd1 = _has(names, prefix + "cond_stage_model.transformer.")
+    is_xl = _has(names, prefix + "conditioner.embedders.1.")
+    if not is_xl and _has(names, prefix + "conditioner.embedders.0.model."):
+        return _unsupported("SDXL refiner")
+    if not (is_sd1 or is_xl):
+        return _unusable(
+            "This file holds only a UNet (no text encoder): use a full checkpoint.",
+            Content.CHECKPOINT,
+        )
+    if not _has(names, prefix + "first_stage_model."):
+        return _unusable(
+            "This checkpoint has no VAE (first_stage_model.*): use a full checkpoint.",
+            Content.CHECKPOINT,
+        )
+    channels = unet_shape[1] if len(unet_shape) == 4 else -1
+    if channels == 4:
+        family = Family.SDXL if is_xl else Family.SD15
+    elif channels == 9:
+        family = Family.SDXL_INPAINT if is_xl else Family.SD15_INPAINT
+    else:
+        what = "SDXL" if is_xl else "SD 1.x"
+        return _unusable(
+            f"This {what} checkpoint's UNet takes {channels} input channels (4 = normal, "
+            "9 = inpaint); variants such as InstructPix2Pix or depth models are not supported.",
+            Content.CHECKPOINT,
+        )
+    if prefix:
+        return Detection(
+            Content.CHECKPOINT,
+            family,
+            EntryStatus.UNUSABLE,
+            f"This {family.info.label} checkpoint's tensor names carry the extra prefix "
+            f"'{prefix}', which the loader does not expect. Re-save it without the prefix, e.g. "
+            "python -c \"import safetensors.torch as s; d = s.load_file('IN.safetensors'); "
+            f"s.save_file({{k.removeprefix('{prefix}'): v for k, v in d.items()}}, "
+            "'OUT.safetensors')\"",
+        )
+    return Detection(Content.CHECKPOINT, family, EntryStatus.USABLE)
+
+
+def _detect_non_checkpoint(names: list[str]) -> Detection:
+    """Name the common non-checkpoint files, so the reason helps the artist."""
+    if _has(names, "encoder.conv_in.") and _has(names, "decoder.conv_in."):
+        return _unusable("This is a VAE, not a checkpoint.")
+    if any(n in ("emb_params", "string_to_param", "clip_l", "clip_g") for n in names):
+        return _unusable("This is a textual-inversion embedding, not a checkpoint.")
+    if _has(names, "controlnet_") or _has(names, "control_model."):
+        return _unusable("This is a ControlNet, not a checkpoint.")
+    return _unusable(
+        "Unknown architecture: the file has none of the tensor names of SD 1.5 or SDXL "
+        "checkpoints or LoRAs."
+    )
+
+
+DIFFUSERS_PIPELINES: dict[str, bool] = {  # _class_name -> is_xl
+    "StableDiffusionPipeline": False,
+    "StableDiffusionImg2ImgPipeline": False,
+    "StableDiffusionInpaintPipeline": False,
+    "StableDiffusionXLPipeline": True,
+    "StableDiffusionXLImg2ImgPipeline": True,
+    "StableDiffusionXLInpaintPipeline": True,
+}
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def detect_diffusers_folder(folder: Path) -> Detection:
+    """Family of a diffusers folder from `model_index.json` and `unet/config.json`."""
+    index = _read_json_object(folder / "model_index.json")
+    if index is None:
+        return _unusable("model_index.json is unreadable or not a JSON object.", Content.CHECKPOINT)
+    class_name = str(index.get("_class_name", ""))
+    if class_name not in DIFFUSERS_PIPELINES:
+        if "Flux" in class_name:
+            return _unsupported("Flux")
+        if "StableDiffusion3" in class_name:
+            return _unsupported("SD3")
+        return _unusable(
+            f"Diffusers pipeline {class_name or '(none)'} is not supported: use an SD 1.5 "
+            "or SDXL model.",
+            Content.CHECKPOINT,
+        )
+    is_xl = DIFFUSERS_PIPELINES[class_name]
+    if is_xl and "text_encoder" not in index:
+        return _unsupported("SDXL refiner")
+    unet = _read_json_object(folder / "unet" / "config.json")
+    if unet is None:
+        return _unusable("unet/config.json is missing or unreadable.", Content.CHECKPOINT)
+    if not is_xl and unet.get("cross_attention_dim") == 1024:
+        return _unsupported("SD 2.x (OpenCLIP text encoder)")
+    weights = _diffusers_weights_problem(folder, index)
+    if weights is not None:
+        return weights
+    channels = unet.get("in_channels")
+    families = {
+        (False, 4): Family.SD15,
+        (False, 9): Family.SD15_INPAINT,
+        (True, 4): Family.SDXL,
+        (True, 9): Family.SDXL_INPAINT,
+    }
+    family = families.get((is_xl, channels)) if isinstance(channels, int) else None
+    if family is None:
+        return _unusable(
+            f"The UNet takes {channels} input channels (4 = normal, 9 = inpaint): not supported.",
+            Content.CHECKPOINT,
+        )
+    return Detection(Content.CHECKPOINT, family, EntryStatus.USABLE)
+
+
+def _diffusers_weights_problem(folder: Path, index: dict[str, Any]) -> Detection | None:
+    """Each weight component needs .safetensors weights; pickle-only folders are refused."""
+    for component in WEIGHT_COMPONENTS:
+        if component not in index:
+            continue
+        part = folder / component
+        try:
+            files = [p.name for p in part.iterdir()]
+        except OSError:
+            return _unusable(
+                f"The {component}/ folder is missing or unreadable.", Content.CHECKPOINT
+            )
+        if any(name.endswith(SAFETENSORS_SUFFIX) for name in files):
+            continue
+        if any(name.endswith(PICKLE_SUFFIXES) for name in files):
+            return Detection(
+                Content.CHECKPOINT,
+                None,
+                EntryStatus.REFUSED,
+                f"The {component}/ weights are pickle files. {CONVERT_HINT}",
+            )
+        return _unusable(f"The {component}/ folder holds no weights.", Content.CHECKPOINT)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Where models live
+
+
+class RootKind(enum.Enum):
+    CHECKPOINTS = "checkpoints"
+    LORAS = "loras"
+    MIXED = "mixed"  # a plain folder of models: each file is listed as what it is
+
+
+# Relative to a configured folder, in scan order: our layout (= ComfyUI's models/),
+# A1111's models/, ComfyUI's root, A1111's root.
+CHECKPOINT_SUBDIRS = (
+    "checkpoints",
+    "diffusers",
+    "Stable-diffusion",
+    "models/checkpoints",
+    "models/diffusers",
+    "models/Stable-diffusion",
+)
+LORA_SUBDIRS = ("loras", "Lora", "models/loras", "models/Lora")
+
+
+@dataclass(frozen=True)
+class ModelRoot:
+    """A folder that holds models of one kind (or a mixed one), and its label for names."""
+
+    path: Path
+    kind: RootKind
+    label: str
+
+
+def find_roots(folder: Path) -> tuple[list[ModelRoot], list[ScanProblem]]:
+    """The model folders inside one configured folder (any of the supported layouts)."""
+    label = folder.name or str(folder)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        return [], [ScanProblem(folder, f"The model folder {folder} {what}.")]
+    roots = [
+        ModelRoot(folder / sub, kind, label)
+        for subs, kind in (
+            (CHECKPOINT_SUBDIRS, RootKind.CHECKPOINTS),
+            (LORA_SUBDIRS, RootKind.LORAS),
+        )
+        for sub in subs
+        if (folder / sub).is_dir()
+    ]
+    if not roots:
+        roots = [ModelRoot(folder, RootKind.MIXED, label)]
+    return roots, []
+
+
+@dataclass(frozen=True)
+class Found:
+    """A candidate entry before naming: where it is and what it is."""
+
+    root: ModelRoot
+    path: Path
+    relative: str  # relative to the root, with `/`
+    format: ModelFormat
+    detection: Detection
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return True
+
+
+LINK_OUTSIDE = (
+    "This is a link to a location outside its model folder, which the server does not "
+    "follow. Add the folder it points to as a model folder instead."
+)
+
+
+class Scanner:
+    """Walks model folders and detects each entry; caches detections between scans."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, int], Detection] = {}
+        self._next_cache: dict[tuple[str, int, int], Detection] = {}
+
+    def scan(self, folders: list[Path]) -> tuple[list[Found], list[ScanProblem]]:
+        found: list[Found] = []
+        problems: list[ScanProblem] = []
+        seen_roots: set[tuple[int, int]] = set()
+        self._next_cache = {}
+        for folder in folders:
+            roots, root_problems = find_roots(Path(folder).expanduser())
+            problems += root_problems
+            for root in roots:
+                identity = _identity(root.path)
+                if identity is None or identity in seen_roots:
+                    continue  # the same folder reached twice (listed twice, case-folding)
+                seen_roots.add(identity)
+                found += self._scan_root(root, problems)
+        self._cache = self._next_cache
+        return found, problems
+
+    def _scan_root(self, root: ModelRoot, problems: list[ScanProblem]) -> Iterator[Found]:
+        if root.kind is RootKind.MIXED and (root.path / "model_index.json").is_file():
+            yield self._found_diffusers(root, root.path, root.path.name)
+            return
+        for dirpath, dirnames, filenames in os.walk(
+            root.path, onerror=lambda exc: problems.append(_walk_problem(exc))
+        ):
+            here = Path(dirpath)
+            keep: list[str] = []
+            for name in sorted(dirnames):
+                sub = here / name
+                if name.startswith("."):
+                    continue
+                if sub.is_symlink():
+                    problem = self._linked_folder(root, sub, problems)
+                    if problem is not None:
+                        yield problem
+                elif (sub / "model_index.json").is_file():
+                    yield self._found_diffusers(root, sub, _relative(sub, root.path))
+                else:
+                    keep.append(name)
+            dirnames[:] = keep
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                entry = self._found_file(root, here / name)
+                if entry is not None:
+                    yield entry
+
+    def _linked_folder(
+        self, root: ModelRoot, sub: Path, problems: list[ScanProblem]
+    ) -> Found | None:
+        if _inside(sub, root.path):
+            return None  # its content is listed under its real path
+        if (sub / "model_index.json").is_file():
+            return Found(
+                root,
+                sub,
+                _relative(sub, root.path),
+                ModelFormat.DIFFUSERS,
+                _unusable(LINK_OUTSIDE, Content.CHECKPOINT),
+            )
+        problems.append(ScanProblem(sub, f"Skipped the linked folder {sub}: {LINK_OUTSIDE}"))
+        return None
+
+    def _found_diffusers(self, root: ModelRoot, folder: Path, relative: str) -> Found:
+        return Found(root, folder, relative, ModelFormat.DIFFUSERS, detect_diffusers_folder(folder))
+
+    def _found_file(self, root: ModelRoot, path: Path) -> Found | None:
+        lowered = path.name.lower()
+        if lowered.endswith(SAFETENSORS_SUFFIX):
+            relative = _relative(path, root.path)[: -len(SAFETENSORS_SUFFIX)]
+            fmt = ModelFormat.SAFETENSORS
+        elif lowered.endswith(PICKLE_SUFFIXES):
+            relative = _relative(path, root.path)
+            fmt = ModelFormat.PICKLE
+        else:
+            return None  # previews (.png), configs (.yaml), notes: not models
+        if path.is_symlink() and not _inside(path, root.path):
+            detection = _unusable(LINK_OUTSIDE)
+        elif fmt is ModelFormat.PICKLE:
+            detection = Detection(Content.OTHER, None, EntryStatus.REFUSED, CONVERT_HINT)
+        else:
+            detection = self._detect_file(path)
+        return Found(root, path, relative, fmt, detection)
+
+    def _detect_file(self, path: Path) -> Detection:
+        try:
+            info = path.stat()
+        except OSError as exc:
+            return _unusable(f"Cannot read the file: {exc.strerror or exc}.")
+        if not stat.S_ISREG(info.st_mode):
+            return _unusable("Not a regular file.")
+        key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+        detection = self._cache.get(key)
+        if detection is None:
+            try:
+                detection = detect_tensors(read_safetensors_header(path))
+            except HeaderError as exc:
+                detection = exc.detection
+        self._next_cache[key] = detection
+        return detection
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _walk_problem(exc: OSError) -> ScanProblem:
+    where = Path(exc.filename) if exc.filename else Path()
+    return ScanProblem(where, f"Cannot read the folder {where}: {exc.strerror or exc}.")
+
+
+# --------------------------------------------------------------------------------------
+# From found files to named entries
+
+
+_WRONG_PLACE = {
+    (RootKind.CHECKPOINTS, Content.LORA): (
+        "This is a LoRA in a checkpoint folder: move it to the loras folder."
+    ),
+    (RootKind.LORAS, Content.CHECKPOINT): (
+        "This is a checkpoint in a LoRA folder: move it to the checkpoints folder."
+    ),
+}
+
+
+def _to_entry(found: Found, name: str) -> ModelEntry:
+    detection = found.detection
+    kind = _entry_kind(found)
+    status, reason = detection.status, detection.reason
+    misplaced = _WRONG_PLACE.get((found.root.kind, detection.content))
+    if misplaced is not None and status is EntryStatus.USABLE:
+        status, reason = EntryStatus.UNUSABLE, misplaced
+    if kind is EntryKind.LORA and detection.content is Content.OTHER:
+        reason = _lora_reason(reason)
+    return ModelEntry(name, kind, found.path, found.format, detection.family, status, reason)
+
+
+def _lora_reason(reason: str | None) -> str | None:
+    """In a LoRA folder, 'unknown architecture' means 'not a LoRA'."""
+    if reason and reason.startswith("Unknown architecture"):
+        return "Not a LoRA: the file has no LoRA tensor names (lora_down/lora_up, lora_A/lora_B)."
+    return reason
+
+
+def _entry_kind(found: Found) -> EntryKind:
+    if found.root.kind is RootKind.LORAS:
+        return EntryKind.LORA
+    if found.root.kind is RootKind.CHECKPOINTS:
+        return EntryKind.CHECKPOINT
+    return EntryKind.LORA if found.detection.content is Content.LORA else EntryKind.CHECKPOINT
+
+
+def name_entries(found: list[Found], reserved: Iterable[str] = ()) -> list[ModelEntry]:
+    """Give every found item its stable name; later duplicates get `(label)` suffixes.
+
+    `reserved` checkpoint names (the embedded model's) are never given to a file."""
+    taken: set[tuple[EntryKind, str]] = {(EntryKind.CHECKPOINT, n) for n in reserved}
+    entries: list[ModelEntry] = []
+    for item in found:
+        kind = _entry_kind(item)
+        name = item.relative
+        if (kind, name) in taken:
+            name = f"{item.relative} ({item.root.label})"
+            counter = 2
+            while (kind, name) in taken:
+                name = f"{item.relative} ({item.root.label} {counter})"
+                counter += 1
+        taken.add((kind, name))
+        entries.append(_to_entry(item, name))
+    return entries
+
+
+def _sort_key(entry: ModelEntry) -> tuple[str, str]:
+    return (entry.name.casefold(), entry.name)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    checkpoints: dict[str, ModelEntry]
+    loras: dict[str, ModelEntry]
+    problems: tuple[ScanProblem, ...]
+
+
+EMBEDDED_ENTRY = ModelEntry(
+    EMBEDDED_NAME, EntryKind.CHECKPOINT, None, ModelFormat.EMBEDDED, Family.SD15, EntryStatus.USABLE
+)
+
+
+class ModelLibrary:
+    """Checkpoints and LoRAs found in the configured folders, by name.
+
+    Scans at construction; `refresh()` rescans (safe to call from another thread: the
+    tables are swapped in one step). Lookups never touch the file system.
+    """
+
+    def __init__(self, folders: list[Path], include_embedded: bool = True) -> None:
+        self.folders = [Path(f) for f in folders]
+        self.include_embedded = include_embedded
+        self._scanner = Scanner()
+        self._lock = threading.Lock()
+        self._snapshot = _Snapshot({}, {}, ())
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rescan every folder. Unchanged files are not re-read (size + mtime cache)."""
+        with self._lock:
+            found, problems = self._scanner.scan(self.folders)
+            reserved = [EMBEDDED_NAME] if self.include_embedded else []
+            entries = name_entries(found, reserved)
+            checkpoints = {e.name: e for e in entries if e.kind is EntryKind.CHECKPOINT}
+            if self.include_embedded:
+                checkpoints[EMBEDDED_NAME] = EMBEDDED_ENTRY
+            loras = {e.name: e for e in entries if e.kind is EntryKind.LORA}
+            self._snapshot = _Snapshot(checkpoints, loras, tuple(problems))
+
+    @property
+    def problems(self) -> list[ScanProblem]:
+        """Folders that could not be read during the last scan."""
+        return list(self._snapshot.problems)
+
+    def checkpoints(self) -> list[ModelEntry]:
+        """All checkpoints, unusable and refused ones included, sorted by name."""
+        return sorted(self._snapshot.checkpoints.values(), key=_sort_key)
+
+    def loras(self) -> list[ModelEntry]:
+        """All LoRAs, unusable and refused ones included, sorted by name."""
+        return sorted(self._snapshot.loras.values(), key=_sort_key)
+
+    def get_checkpoint(self, name: str) -> ModelEntry:
+        """The usable checkpoint called `name`, else EngineError (not found / unusable)."""
+        return _lookup(
+            self._snapshot.checkpoints,
+            name,
+            "checkpoint",
+            EngineErrorCode.MODEL_NOT_FOUND,
+            EngineErrorCode.MODEL_UNUSABLE,
+        )
+
+    def get_lora(self, name: str) -> ModelEntry:
+        """The usable LoRA called `name`, else EngineError (not found / unusable)."""
+        return _lookup(
+            self._snapshot.loras,
+            name,
+            "LoRA",
+            EngineErrorCode.LORA_NOT_FOUND,
+            EngineErrorCode.LORA_UNUSABLE,
+        )
+
+    def default_checkpoint(self, preferred: str | None = None) -> ModelEntry:
+        """`preferred` if given (errors as `get_checkpoint`), else the first usable real
+        checkpoint in name order, else the embedded model."""
+        if preferred:
+            return self.get_checkpoint(preferred)
+        usable = [
+            e for e in self.checkpoints() if e.usable and e.format is not ModelFormat.EMBEDDED
+        ]
+        if usable:
+            return usable[0]
+        if EMBEDDED_NAME in self._snapshot.checkpoints:
+            return self._snapshot.checkpoints[EMBEDDED_NAME]
+        raise EngineError(
+            EngineErrorCode.MODEL_NOT_FOUND,
+            "No usable checkpoint was found in the model folders: add an SD 1.5 or SDXL "
+            ".safetensors checkpoint and refresh.",
+        )
+
+
+def _lookup(
+    table: dict[str, ModelEntry],
+    name: str,
+    what: str,
+    missing: EngineErrorCode,
+    unusable: EngineErrorCode,
+) -> ModelEntry:
+    entry = table.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise EngineError(missing, _not_found_message(table, name, what))
+    if not entry.usable:
+        raise EngineError(unusable, f"The {what} '{entry.name}' cannot be used: {entry.reason}")
+    return entry
+
+
+def _not_found_message(table: dict[str, ModelEntry], name: object, what: str) -> str:
+    shown = repr(name) if not isinstance(name, str) else f"'{name[:120]}'"
+    usable = sorted((n for n, e in table.items() if e.usable), key=str.casefold)
+    message = f"There is no {what} named {shown}."
+    close = difflib.get_close_matches(str(name), usable, n=1) if isinstance(name, str) else []
+    if close:
+        message += f" Did you mean '{close[0]}'?"
+    if usable:
+        listed = ", ".join(f"'{n}'" for n in usable[:5])
+        more = f" and {len(usable) - 5} more" if len(usable) > 5 else ""
+        message += f" Available: {listed}{more}."
+    else:
+        message += f" No usable {what} was found in the model folders."
+    return message
