@@ -1,0 +1,72 @@
+"""A record of what the installer added, so `uninstall` removes exactly that.
+
+Kept as JSON in our data folder. Re-runs merge into it: the first-seen state of
+kritarc is kept (so uninstall restores what the user had, not what we set), and a
+path is listed once however often it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FORMAT = 1
+
+
+@dataclass
+class KritarcEntry:
+    path: str
+    plugin: str
+    previous: str | None  # value before the first install; None = the key was absent
+
+
+@dataclass
+class SettingsEntry:
+    path: str
+    sha256: str  # of the text we last wrote: a different file means the user edited it
+
+
+@dataclass
+class Manifest:
+    paths: list[str] = field(default_factory=list)  # files and folders we created
+    kritarc: KritarcEntry | None = None
+    settings: SettingsEntry | None = None
+    venv: str | None = None
+    models_dir: str | None = None  # never removed; recorded to say so
+
+    def add_path(self, path: Path) -> None:
+        text = str(path)
+        if text not in self.paths:
+            self.paths.append(text)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, **asdict(self)}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        data.pop("format", None)
+        kritarc = data.pop("kritarc", None)
+        settings = data.pop("settings", None)
+        manifest = cls(**data)
+        manifest.kritarc = KritarcEntry(**kritarc) if kritarc else None
+        manifest.settings = SettingsEntry(**settings) if settings else None
+        return manifest
+
+
+def load(path: Path) -> Manifest | None:
+    if not path.is_file():
+        return None
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError):
+        return None
+
+
+def save(path: Path, manifest: Manifest) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(temp, path)
