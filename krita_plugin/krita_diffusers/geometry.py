@@ -70,7 +70,7 @@ def region_for_selection(
 
 def round_to_multiple(value: float, multiple: int) -> int:
     """Nearest multiple of `multiple`, never below `multiple` itself."""
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def txt2img_size(canvas_width: int, canvas_height: int, working: int) -> tuple[int, int]:

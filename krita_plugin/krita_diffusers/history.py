@@ -24,6 +24,7 @@ class HistoryItem:
     task: Task
     region: Rect
     png: bytes
+    document_id: str = ""
     applied: bool = False
 
     @property
@@ -55,13 +56,23 @@ class History:
         return list(self._items)
 
     def add(
-        self, job_id: str, index: int, seed: int, prompt: str, task: Task, region: Rect, png: bytes
+        self,
+        job_id: str,
+        index: int,
+        seed: int,
+        prompt: str,
+        task: Task,
+        region: Rect,
+        png: bytes,
+        document_id: str = "",
     ) -> tuple[HistoryItem, list[HistoryItem]]:
         """Add a result; returns it and the items dropped to stay within the limit."""
         for existing in self._items:
             if existing.job_id == job_id and existing.index == index:
                 return existing, []
-        item = HistoryItem(next(self._ids), job_id, index, seed, prompt, task, region, png)
+        item = HistoryItem(
+            next(self._ids), job_id, index, seed, prompt, task, region, png, document_id
+        )
         self._items.insert(0, item)
         return item, self._trim()
 

@@ -1,0 +1,350 @@
+"""The plugin's only network code: REST calls in a thread pool and the event stream
+in its own thread, both handing results to the GUI thread through Qt signals.
+
+Why this shape: Krita freezes if its GUI thread waits on a socket, so nothing here
+blocks the caller. Every call takes plain callbacks that run later on the GUI thread.
+The event stream reconnects by itself with a growing pause (0.5 s up to 5 s) and
+announces each fresh connection, so the docker can recover jobs whose events it
+missed through `GET /v1/jobs/{id}`.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from PyQt5.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal, pyqtSlot
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.sync.client import connect as ws_connect
+
+from .protocol import (
+    JobRequest,
+    ServerError,
+    auth_headers,
+    error_from_response,
+    events_url,
+    friendly_message,
+    join_url,
+    parse_event,
+    parse_models,
+    unreachable_message,
+)
+
+REQUEST_TIMEOUT = 30.0  # seconds; a POST with a large region can take a while
+HEALTH_TIMEOUT = 5.0
+FIRST_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 5.0
+MAX_FRAME_BYTES = 32 * 1024 * 1024
+
+
+class ConnectionState(str, enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    UNREACHABLE = "unreachable"
+    REFUSED = "refused"  # reachable, but the token was not accepted
+
+
+class Unreachable(Exception):
+    """No answer from the server; the message says where it was looked for."""
+
+
+OkCallback = Callable[[Any], None]
+ErrorCallback = Callable[[str], None]
+
+
+class _Relay(QObject):
+    """Lives in the GUI thread and carries one call's outcome back to it.
+
+    The worker emits; because this object belongs to the GUI thread, Qt queues the
+    slot there. The callbacks therefore never run in a worker.
+    """
+
+    succeeded = pyqtSignal(object)
+    failed = pyqtSignal(str)
+
+    def __init__(self, on_ok: OkCallback | None, on_error: ErrorCallback | None, done) -> None:
+        super().__init__()
+        self._on_ok = on_ok
+        self._on_error = on_error
+        self._done = done
+        self.succeeded.connect(self._deliver_ok)
+        self.failed.connect(self._deliver_error)
+
+    @pyqtSlot(object)
+    def _deliver_ok(self, value: object) -> None:
+        self._done(self)
+        if self._on_ok is not None:
+            self._on_ok(value)
+
+    @pyqtSlot(str)
+    def _deliver_error(self, message: str) -> None:
+        self._done(self)
+        if self._on_error is not None:
+            self._on_error(message)
+
+
+class _Call(QRunnable):
+    def __init__(self, work: Callable[[], object], relay: _Relay) -> None:
+        super().__init__()
+        self._work = work
+        self._relay = relay
+        self.setAutoDelete(True)
+
+    def run(self) -> None:
+        try:
+            value = self._work()
+        except ServerError as exc:
+            self._relay.failed.emit(friendly_message(exc))
+        except Unreachable as exc:
+            self._relay.failed.emit(str(exc))
+        except Exception as exc:  # a bug or odd data must not kill the worker silently
+            self._relay.failed.emit(f"Something went wrong: {exc}")
+        else:
+            self._relay.succeeded.emit(value)
+
+
+class ServerClient(QObject):
+    """Talks to one server (URL + token) for the whole docker."""
+
+    state_changed = pyqtSignal(object, str)  # ConnectionState, a sentence for the artist
+    health_changed = pyqtSignal(object)  # the /v1/health dict
+    models_changed = pyqtSignal(object)  # protocol.ModelList
+    samplers_changed = pyqtSignal(list)
+    event_received = pyqtSignal(object)  # protocol.Event
+    reconnected = pyqtSignal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.client_id = uuid.uuid4().hex
+        self.url = ""
+        self.token = ""
+        self.state = ConnectionState.CONNECTING
+        self.health: dict[str, Any] = {}
+        self.network_threads: list[threading.Thread] = []  # who ran network code (tests)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(4)
+        self._relays: set[_Relay] = set()
+        self._stop: threading.Event | None = None
+        self.state_changed.connect(self._remember_state)
+        self.health_changed.connect(self._remember_health)
+
+    # configuration and the event stream
+
+    def configure(self, url: str, token: str) -> None:
+        """Point at a server; restarts the event stream when anything changed."""
+        url = url.strip().rstrip("/")
+        if (url, token) == (self.url, self.token) and self._stop is not None:
+            return
+        self.url, self.token = url, token
+        if self._stop is not None:
+            self.start()
+
+    def start(self) -> None:
+        self.stop()
+        stop = threading.Event()
+        self._stop = stop
+        thread = threading.Thread(
+            target=self._stream,
+            args=(self.url, self.token, stop),
+            name="krita-diffusers-events",
+            daemon=True,
+        )
+        thread.start()
+
+    def stop(self) -> None:
+        """Ends the event stream; its thread notices within half a second."""
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+
+    def reconnect_now(self) -> None:
+        if self._stop is not None:
+            self.start()
+
+    @pyqtSlot(object, str)
+    def _remember_state(self, state: ConnectionState, _text: str) -> None:
+        self.state = state
+
+    @pyqtSlot(object)
+    def _remember_health(self, health: dict[str, Any]) -> None:
+        self.health = health
+
+    def _emit(self, stop: threading.Event, signal, *args: object) -> None:
+        if stop.is_set():
+            return
+        try:
+            signal.emit(*args)
+        except RuntimeError:  # the client was deleted while Krita closes
+            stop.set()
+
+    def _stream(self, url: str, token: str, stop: threading.Event) -> None:
+        """Event-stream thread: health, models, samplers, then frames until the
+        connection drops; then wait and try again until stopped."""
+        delay = FIRST_RETRY_DELAY
+        while not stop.is_set():
+            self._emit(
+                stop, self.state_changed, ConnectionState.CONNECTING, f"Connecting to {url}…"
+            )
+            try:
+                health = self._request(url, token, "GET", "/v1/health", timeout=HEALTH_TIMEOUT)
+                models = parse_models(self._request(url, token, "GET", "/v1/models"))
+                samplers = self._request(url, token, "GET", "/v1/samplers")
+                self._listen(url, token, stop, health, models, samplers)
+                delay = FIRST_RETRY_DELAY
+                if not stop.is_set():
+                    self._emit(
+                        stop,
+                        self.state_changed,
+                        ConnectionState.UNREACHABLE,
+                        unreachable_message(url),
+                    )
+            except ServerError as exc:
+                state = (
+                    ConnectionState.REFUSED
+                    if exc.status in (401, 403)
+                    else ConnectionState.UNREACHABLE
+                )
+                self._emit(stop, self.state_changed, state, friendly_message(exc))
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    text = "The server refused the token. Put the server's token in the settings."
+                    self._emit(stop, self.state_changed, ConnectionState.REFUSED, text)
+                else:
+                    self._emit(
+                        stop,
+                        self.state_changed,
+                        ConnectionState.UNREACHABLE,
+                        unreachable_message(url),
+                    )
+            except (Unreachable, OSError, WebSocketException, TimeoutError):
+                self._emit(
+                    stop, self.state_changed, ConnectionState.UNREACHABLE, unreachable_message(url)
+                )
+            except Exception as exc:  # never let the thread die: the plugin would go deaf
+                text = f"Lost the server's event stream ({exc}); retrying."
+                self._emit(stop, self.state_changed, ConnectionState.UNREACHABLE, text)
+            stop.wait(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    def _listen(self, url, token, stop, health, models, samplers) -> None:
+        self.network_threads.append(threading.current_thread())
+        with ws_connect(
+            events_url(url, self.client_id),
+            additional_headers=auth_headers(token),
+            open_timeout=HEALTH_TIMEOUT,
+            close_timeout=1,
+            max_size=MAX_FRAME_BYTES,
+        ) as socket:
+            self._emit(stop, self.health_changed, health if isinstance(health, dict) else {})
+            self._emit(stop, self.models_changed, models)
+            self._emit(stop, self.samplers_changed, [str(s) for s in samplers or []])
+            self._emit(stop, self.state_changed, ConnectionState.CONNECTED, describe_server(health))
+            self._emit(stop, self.reconnected)
+            while not stop.is_set():
+                try:
+                    frame = socket.recv(timeout=0.5)
+                except TimeoutError:
+                    continue
+                event = parse_event(frame)
+                if event is not None:
+                    self._emit(stop, self.event_received, event)
+
+    # REST calls, each in the pool
+
+    def _request(
+        self,
+        url: str,
+        token: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+        raw: bool = False,
+    ) -> Any:
+        """One HTTP call; runs only in worker threads (recorded so tests can check)."""
+        self.network_threads.append(threading.current_thread())
+        target = join_url(url, path)
+        try:
+            response = requests.request(
+                method, target, json=body, headers=auth_headers(token), timeout=timeout
+            )
+        except requests.RequestException as exc:
+            raise Unreachable(unreachable_message(url)) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.text)
+        if raw:
+            return response.content
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerError(
+                response.status_code,
+                "bad_response",
+                "The server sent an answer the plugin cannot read.",
+            ) from exc
+
+    def _run(
+        self, work: Callable[[], object], on_ok: OkCallback | None, on_error: ErrorCallback | None
+    ) -> None:
+        relay = _Relay(on_ok, on_error, self._relays.discard)
+        self._relays.add(relay)
+        self._pool.start(_Call(work, relay))
+
+    def submit(
+        self, prepare: Callable[[], JobRequest], on_ok: OkCallback, on_error: ErrorCallback
+    ) -> None:
+        """POST a job. `prepare` builds the request in the worker (PNG encoding of a
+        large region should not stall the GUI either); `on_ok` gets the 202 body."""
+        url, token, client_id = self.url, self.token, self.client_id
+
+        def work() -> object:
+            request = prepare()
+            request.client_id = client_id
+            return self._request(url, token, "POST", "/v1/jobs", request.body())
+
+        self._run(work, on_ok, on_error)
+
+    def cancel(
+        self, job_id: str, on_ok: OkCallback | None = None, on_error: ErrorCallback | None = None
+    ) -> None:
+        url, token = self.url, self.token
+        self._run(
+            lambda: self._request(url, token, "DELETE", f"/v1/jobs/{job_id}", raw=True),
+            on_ok,
+            on_error,
+        )
+
+    def job_status(
+        self, job_id: str, on_ok: OkCallback, on_error: ErrorCallback | None = None
+    ) -> None:
+        url, token = self.url, self.token
+        self._run(lambda: self._request(url, token, "GET", f"/v1/jobs/{job_id}"), on_ok, on_error)
+
+    def fetch(self, path: str, on_ok: OkCallback, on_error: ErrorCallback | None = None) -> None:
+        """GET a result (a URL relative to the server root) as bytes."""
+        url, token = self.url, self.token
+        self._run(lambda: self._request(url, token, "GET", path, raw=True), on_ok, on_error)
+
+    def probe_health(
+        self, url: str, token: str, on_ok: OkCallback, on_error: ErrorCallback
+    ) -> None:
+        """One health check against any URL (the managed server waits with this)."""
+        self._run(
+            lambda: self._request(url, token, "GET", "/v1/health", timeout=HEALTH_TIMEOUT),
+            on_ok,
+            on_error,
+        )
+
+
+def describe_server(health: object) -> str:
+    """ "Connected: cuda (float16)" from the health answer."""
+    if not isinstance(health, dict):
+        return "Connected"
+    device = health.get("device") or "unknown device"
+    dtype = health.get("dtype")
+    return f"Connected: {device} ({dtype})" if dtype else f"Connected: {device}"
