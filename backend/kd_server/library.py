@@ -30,6 +30,7 @@ from __future__ import annotations
 import difflib
 import enum
 import json
+import logging
 import os
 import stat
 import struct
@@ -41,6 +42,8 @@ from typing import Any
 
 from kd_server.families import Family
 from kd_server.generation import EngineError, EngineErrorCode
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "tiny-sd15-embedded"
 
@@ -742,6 +745,15 @@ class ModelLibrary:
                 checkpoints[EMBEDDED_NAME] = EMBEDDED_ENTRY
             loras = {e.name: e for e in entries if e.kind is EntryKind.LORA}
             self._snapshot = _Snapshot(checkpoints, loras, tuple(problems))
+        for problem in problems:
+            log.warning("%s", problem.message)
+        log.info(
+            "Model library: %d checkpoints (%d usable), %d LoRAs (%d usable)",
+            len(checkpoints),
+            sum(e.usable for e in checkpoints.values()),
+            len(loras),
+            sum(e.usable for e in loras.values()),
+        )
 
     @property
     def problems(self) -> list[ScanProblem]:
