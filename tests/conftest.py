@@ -11,3 +11,4 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "krita_plugin"))
+sys.path.insert(0, str(ROOT / "tests"))  # shared test support: `from support.x import ...`
