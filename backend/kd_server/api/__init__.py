@@ -1,0 +1,1 @@
+"""The HTTP API (wire protocol v1): FastAPI app, routes, schemas, auth, errors."""

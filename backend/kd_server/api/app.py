@@ -1,0 +1,119 @@
+"""The FastAPI application: routers, error handlers, limits, auth, docs, lifespan.
+
+`create_app(settings)` builds the real engine and model library; tests and the CLI
+may pass their own. The app owns one `Services` (queue, event hub) whose worker
+thread starts with the app and stops, cancelling jobs, when it shuts down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from kd_server import __version__
+from kd_server.api import routes_events, routes_jobs, routes_system
+from kd_server.api.auth import require_token
+from kd_server.api.errors import install_error_handlers
+from kd_server.api.limits import BodySizeLimit
+from kd_server.api.schemas import EVENT_MODELS, ErrorResponse
+from kd_server.api.services import EngineLike, Services
+from kd_server.config import Settings
+
+DESCRIPTION = """\
+Stable Diffusion for Krita. Submit a job with `POST /v1/jobs`, follow it on
+`WS /v1/events?client_id=...` (JSON events, one per frame; their schemas are the
+`*Event` models below), and fetch results from `GET /v1/jobs/{id}` and its image URLs.
+Every error is `{"error": {"code", "message"}}`. When the server has a token, every
+request (WebSocket included) needs `Authorization: Bearer <token>`.
+See docs/protocol.md for a walk-through.
+"""
+
+
+def create_app(
+    settings: Settings,
+    engine: EngineLike | None = None,
+    library: Any | None = None,
+) -> FastAPI:
+    """Build the app. Without `engine`, the real engine is made from `settings`."""
+    if library is None:
+        from kd_server.library import ModelLibrary
+
+        library = ModelLibrary(settings.model_dirs)
+    if engine is None:
+        from kd_server.engine import Engine
+
+        engine = Engine(library, device=settings.device, cache_size=settings.cache_size)
+    services = Services.build(settings, engine, library)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        services.queue.start()
+        yield
+        await services.shutdown()
+
+    app = FastAPI(
+        title="Krita Diffusers server",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=None,  # served below, behind the token like everything else
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+
+    secured = [Depends(require_token)]
+    app.include_router(routes_system.router, prefix="/v1", dependencies=secured)
+    app.include_router(routes_jobs.router, prefix="/v1", dependencies=secured)
+    app.include_router(routes_events.router, prefix="/v1")  # checks the token itself
+    app.include_router(_docs_router(app), dependencies=secured)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the WebSocket event models and the error model."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (*EVENT_MODELS, ErrorResponse):
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(definition.pop("$defs", {}))
+            components[model.__name__] = definition
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _docs_router(app: FastAPI) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/openapi.json")
+    def openapi() -> JSONResponse:
+        return JSONResponse(build_openapi(app))
+
+    @router.get("/docs")
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+
+    return router

@@ -1,0 +1,140 @@
+"""Jobs: submit, inspect, cancel, and download results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from fastapi.responses import JSONResponse
+
+from kd_server.api.convert import to_generation_request
+from kd_server.api.errors import ApiError
+from kd_server.api.schemas import ErrorResponse, ImageInfo, JobAccepted, JobRequest, JobState
+from kd_server.api.services import ServicesDep
+from kd_server.jobqueue import JobNotActive, JobNotFound, JobStatus, JobView, QueueClosed, QueueFull
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(description="The `job_id` returned by `POST /v1/jobs`.", max_length=64)]
+ImageIndex = Annotated[int, Path(ge=0, le=63, description="The image's `index` in the batch.")]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, object]]:
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def job_state(view: JobView) -> JobState:
+    return JobState(
+        job_id=view.job_id,
+        status=view.status.value,
+        position=view.position,
+        step=view.step,
+        total=view.total,
+        images=[ImageInfo(index=i.index, seed=i.seed, url=i.url) for i in view.images],
+        error=view.error,  # type: ignore[arg-type]
+        loading_model=view.loading_model,
+    )
+
+
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(
+        404,
+        "job_not_found",
+        f"There is no job {job_id}: it never existed or its results expired.",
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Submit a job",
+    responses=_errors(401, 404, 413, 422, 429, 503),
+)
+def submit_job(body: JobRequest, services: ServicesDep) -> JobAccepted:
+    """Checks everything that can be checked without running (inputs, model, LoRAs,
+    sampler) and queues the job. Runs in a worker thread: decoding images is CPU work."""
+    if services.closing:
+        raise ApiError(503, "shutting_down", "The server is shutting down; try again soon.")
+    request = to_generation_request(body, services.settings)
+    services.engine.check(request)
+    try:
+        view = services.queue.submit(request, body.client_id)
+    except QueueFull as exc:
+        raise ApiError(
+            429,
+            "queue_full",
+            f"The queue is full ({exc.limit} jobs waiting); try again in about "
+            f"{exc.retry_after} s.",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
+    except QueueClosed as exc:
+        raise ApiError(503, "shutting_down", "The server is shutting down.") from exc
+    return JobAccepted(job_id=view.job_id, position=view.position or 0)
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobState,
+    summary="A job's state and results",
+    responses=_errors(401, 404),
+)
+def get_job(job_id: JobId, services: ServicesDep) -> JobState:
+    try:
+        return job_state(services.queue.get(job_id))
+    except JobNotFound:
+        raise _not_found(job_id) from None
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobState,
+    summary="Cancel a queued or running job",
+    responses={
+        200: {"description": "The job was queued and is now cancelled."},
+        202: {
+            "description": "The job is running and stops at its next step; a `cancelled` "
+            "event follows.",
+            "model": JobState,
+        },
+        **_errors(401, 404, 409),
+    },
+)
+def cancel_job(job_id: JobId, services: ServicesDep) -> JSONResponse:
+    try:
+        view = services.queue.cancel(job_id)
+    except JobNotFound:
+        raise _not_found(job_id) from None
+    except JobNotActive as exc:
+        raise ApiError(
+            409,
+            "job_not_active",
+            f"Job {job_id} has already ended ({exc.status.value}); only queued or running "
+            "jobs can be cancelled.",
+        ) from None
+    status = 200 if view.status is JobStatus.CANCELLED else 202
+    return JSONResponse(job_state(view).model_dump(mode="json"), status_code=status)
+
+
+@router.get(
+    "/{job_id}/images/{index}",
+    response_class=Response,
+    summary="One result as PNG (with A1111 'parameters' metadata)",
+    responses={200: {"content": {"image/png": {}}}, **_errors(401, 404)},
+)
+def get_image(
+    job_id: JobId,
+    index: ImageIndex,
+    services: ServicesDep,
+) -> Response:
+    try:
+        png = services.queue.image(job_id, index)
+    except JobNotFound:
+        raise _not_found(job_id) from None
+    if png is None:
+        raise ApiError(404, "image_not_found", f"Job {job_id} has no image {index} (yet).")
+    return Response(
+        png,
+        media_type="image/png",
+        headers={"Content-Disposition": f'inline; filename="{job_id}-{index}.png"'},
+    )

@@ -1,0 +1,58 @@
+"""Facts about the server: health, models, samplers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from kd_server import __version__
+from kd_server.api.schemas import Checkpoint, Health, Lora, Models, UnusableModel
+from kd_server.api.services import ServicesDep
+
+router = APIRouter(tags=["server"])
+
+
+@router.get("/health", response_model=Health, summary="Is the server up, and on what device")
+def health(services: ServicesDep) -> Health:
+    loaded = services.loaded_models()
+    return Health(
+        version=__version__,
+        device=services.engine.device_name,
+        dtype=services.engine.dtype_name,
+        queue_length=services.queue.queue_length(),
+        running_job=services.queue.running_job(),
+        model_loaded=loaded[-1] if loaded else None,
+        loaded_models=loaded,
+    )
+
+
+@router.get("/models", response_model=Models, summary="Checkpoints and LoRAs in the library")
+def models(services: ServicesDep) -> Models:
+    library = services.library
+    try:
+        default_name: str | None = library.default_checkpoint().name
+    except Exception:  # no usable checkpoint at all: nothing is the default
+        default_name = None
+    result = Models(checkpoints=[], loras=[], unusable=[])
+    for entry in library.checkpoints():
+        if entry.usable and entry.family is not None:
+            result.checkpoints.append(
+                Checkpoint(
+                    name=entry.name, family=entry.family.value, default=entry.name == default_name
+                )
+            )
+        else:
+            result.unusable.append(
+                UnusableModel(name=entry.name, kind="checkpoint", reason=entry.reason)
+            )
+    for entry in library.loras():
+        if entry.usable:
+            family = entry.family.value if entry.family is not None else None
+            result.loras.append(Lora(name=entry.name, family=family))
+        else:
+            result.unusable.append(UnusableModel(name=entry.name, kind="lora", reason=entry.reason))
+    return result
+
+
+@router.get("/samplers", response_model=list[str], summary="Sampler names (A1111 spelling)")
+def samplers(services: ServicesDep) -> list[str]:
+    return list(services.engine.samplers())

@@ -1,0 +1,281 @@
+"""Request, response and event models of wire protocol v1.
+
+The field names are the contract in shared/DESIGN.md; descriptions end up in
+`/openapi.json`, which is the reference a client author reads. Static rules (ranges,
+multiples of 8) live here; rules that depend on the server's settings (pixel budget,
+prompt length) or on decoded images are checked in `convert.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kd_server.generation import Task
+
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+MAX_SEED = 2**32 - 1
+
+CLIENT_ID_DESCRIPTION = (
+    "Chosen by the client (e.g. a UUID per Krita session): events of this job go to "
+    "WebSocket connections opened with the same `client_id`, and jobs of different "
+    "clients take turns in the queue. 1..128 letters, digits and `._:-`."
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraRequest(_Strict):
+    name: str = Field(
+        min_length=1, max_length=512, description="A LoRA name as `GET /v1/models` lists it."
+    )
+    weight: float = Field(
+        1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength of the LoRA."
+    )
+
+
+class JobRequest(_Strict):
+    """A generation job. Unknown fields are refused so that a misspelt field is noticed."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "task": "txt2img",
+                    "prompt": "a lighthouse at dusk, oil painting",
+                    "steps": 20,
+                    "width": 512,
+                    "height": 512,
+                    "preview_every": 5,
+                    "client_id": "krita-7f3a",
+                }
+            ]
+        },
+    )
+
+    task: Task = Field(
+        description="`txt2img` (from noise), `img2img` (repaint `image`), "
+        "`inpaint` (repaint where `mask` is white)."
+    )
+    prompt: str = Field("", description="What to draw.")
+    negative_prompt: str = Field("", description="What to keep out of the picture.")
+    model: str | None = Field(
+        None,
+        max_length=512,
+        description="Checkpoint name from `GET /v1/models`; null = the server's default.",
+    )
+    loras: list[LoraRequest] = Field(
+        default_factory=list, max_length=8, description="LoRAs to apply, at most 8."
+    )
+    sampler: str = Field(
+        "DPM++ 2M Karras",
+        max_length=64,
+        description="Sampler in A1111 spelling, one of `GET /v1/samplers`.",
+    )
+    steps: int = Field(20, ge=1, le=150, description="Denoising steps, 1..150.")
+    cfg_scale: float = Field(
+        7.0, ge=0, le=30, allow_inf_nan=False, description="Prompt guidance, 0..30."
+    )
+    seed: int | None = Field(
+        None,
+        ge=-1,
+        le=MAX_SEED,
+        description="null or -1: random. Image i of a batch uses seed + i; the seeds "
+        "used are reported with each result.",
+    )
+    batch_size: int = Field(1, ge=1, le=8, description="Images to generate, 1..8.")
+    width: int = Field(
+        512,
+        ge=64,
+        le=2048,
+        multiple_of=8,
+        description="txt2img output width, 64..2048, a multiple of 8. Ignored by "
+        "img2img and inpaint, whose results have the size of `image`.",
+    )
+    height: int = Field(
+        512, ge=64, le=2048, multiple_of=8, description="txt2img output height, as `width`."
+    )
+    strength: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="img2img/inpaint: how much to change, 0 (nothing) .. 1 (everything).",
+    )
+    image: str | None = Field(
+        None,
+        description="img2img/inpaint: base64 PNG of the region to work on (RGB or RGBA; "
+        "greyscale, palette and 16-bit PNGs are converted).",
+    )
+    mask: str | None = Field(
+        None,
+        description="inpaint: base64 8-bit greyscale PNG of the same size as `image`, "
+        "white = repaint, grey levels kept (colour masks are converted to grey).",
+    )
+    mask_grow: int = Field(0, ge=0, le=256, description="inpaint: grow the mask by pixels.")
+    mask_feather: int = Field(
+        0, ge=0, le=256, description="inpaint: soften the mask edge over pixels."
+    )
+    preview_every: int = Field(
+        0,
+        ge=0,
+        le=150,
+        description="Send a `preview` event every n steps (and at the last step); 0 = none.",
+    )
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=CLIENT_ID_PATTERN,
+        description=CLIENT_ID_DESCRIPTION + " null: no events, poll `GET /v1/jobs/{id}`.",
+    )
+
+
+class JobAccepted(BaseModel):
+    job_id: str = Field(description="Identifies the job in every later call and event.")
+    position: int = Field(
+        description="Jobs waiting ahead of this one; 0 = it starts next (or at once)."
+    )
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable, machine-readable, e.g. `queue_full`.")
+    message: str = Field(description="A sentence a person can act on.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class ImageInfo(BaseModel):
+    index: int = Field(description="Position in the batch, from 0.")
+    seed: int = Field(description="The seed this image was made with.")
+    url: str = Field(description="Path of the PNG, relative to the server's root.")
+
+
+JobStatusName = Literal["queued", "running", "finished", "failed", "cancelled"]
+
+
+class JobState(BaseModel):
+    job_id: str
+    status: JobStatusName = Field(description="Where the job is in its life.")
+    position: int | None = Field(description="While queued: jobs ahead; otherwise null.")
+    step: int = Field(description="Last finished denoising step (0 before the first).")
+    total: int = Field(description="Denoising steps this job runs (0 until known).")
+    images: list[ImageInfo] = Field(description="Results delivered so far.")
+    error: ErrorInfo | None = Field(description="Why the job failed; null otherwise.")
+    loading_model: str | None = Field(
+        None, description="Set while the job waits for this checkpoint to load."
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str = Field(description="Server version.")
+    device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
+    dtype: str = Field(description="Weights' precision, e.g. `float16`.")
+    queue_length: int = Field(description="Jobs waiting, not counting the running one.")
+    running_job: str | None = Field(description="The job being generated, if any.")
+    model_loaded: str | None = Field(description="The checkpoint used last (warm), if any.")
+    loaded_models: list[str] = Field(description="All checkpoints held in memory.")
+
+
+class Checkpoint(BaseModel):
+    name: str
+    family: str = Field(description="`sd15`, `sd15-inpaint`, `sdxl`, `sdxl-inpaint`.")
+    default: bool = Field(description="Used when a job's `model` is null.")
+
+
+class Lora(BaseModel):
+    name: str
+    family: str | None = Field(None, description="Model family it fits, when known.")
+
+
+class UnusableModel(BaseModel):
+    name: str
+    kind: Literal["checkpoint", "lora"]
+    reason: str | None = Field(description="Why it cannot be used.")
+
+
+class Models(BaseModel):
+    checkpoints: list[Checkpoint] = Field(description="Usable checkpoints.")
+    loras: list[Lora] = Field(description="Usable LoRAs.")
+    unusable: list[UnusableModel] = Field(
+        default_factory=list,
+        description="Files found but not usable, with the reason (to show the artist).",
+    )
+
+
+# ----------------------------------------------------------------- WebSocket events
+# Sent as JSON text frames on `WS /v1/events`; listed in the OpenAPI components so a
+# client author finds them next to the REST models.
+
+
+class QueuedEvent(BaseModel):
+    type: Literal["queued"] = "queued"
+    job_id: str
+    position: int = Field(description="Jobs ahead; sent on submit and when it changes.")
+
+
+class StartedEvent(BaseModel):
+    type: Literal["started"] = "started"
+    job_id: str
+    loading_model: str | None = Field(
+        description="null when the job starts; a second `started` with the checkpoint's "
+        "name follows when that checkpoint must be loaded first."
+    )
+
+
+class ProgressEvent(BaseModel):
+    type: Literal["progress"] = "progress"
+    job_id: str
+    step: int
+    total: int
+
+
+class PreviewEvent(BaseModel):
+    type: Literal["preview"] = "preview"
+    job_id: str
+    step: int
+    image: str = Field(description="Base64 JPEG, long side at most `preview_max_size`.")
+
+
+class ResultEvent(BaseModel):
+    type: Literal["result"] = "result"
+    job_id: str
+    index: int
+    seed: int
+    url: str
+
+
+class FinishedEvent(BaseModel):
+    type: Literal["finished"] = "finished"
+    job_id: str
+    images: list[ImageInfo]
+
+
+class FailedEvent(BaseModel):
+    type: Literal["failed"] = "failed"
+    job_id: str
+    error: ErrorInfo
+
+
+class CancelledEvent(BaseModel):
+    type: Literal["cancelled"] = "cancelled"
+    job_id: str
+
+
+EVENT_MODELS: tuple[type[BaseModel], ...] = (
+    QueuedEvent,
+    StartedEvent,
+    ProgressEvent,
+    PreviewEvent,
+    ResultEvent,
+    FinishedEvent,
+    FailedEvent,
+    CancelledEvent,
+)

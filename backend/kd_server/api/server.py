@@ -1,0 +1,95 @@
+"""`serve(settings)`: run the API under uvicorn until SIGTERM or Ctrl-C.
+
+Refuses to listen beyond loopback without a token. On shutdown it stops the queue
+first (the running job is cancelled, queued ones too), lets every WebSocket client
+receive its `cancelled` events and a close frame (1001), and only then lets uvicorn
+close connections and exit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from kd_server.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and names that only resolve to them (localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def check_exposure(settings: Settings) -> None:
+    if settings.token is None and not is_loopback(settings.host):
+        raise ConfigError(
+            f"Refusing to listen on {settings.host} without a token: anyone on the network "
+            "could use this GPU. Set one with --token, KD_TOKEN or token_file, or listen "
+            "on 127.0.0.1."
+        )
+
+
+class KdServer(uvicorn.Server):
+    """uvicorn's server, with our job shutdown ahead of its connection shutdown."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.kd_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await self.kd_app.state.services.shutdown()
+        except Exception:
+            log.exception("Stopping jobs during shutdown failed")
+        await super().shutdown(sockets)
+
+
+def make_server(settings: Settings, app: FastAPI, **config: Any) -> KdServer:
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 10,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        **config,
+    }
+    return KdServer(uvicorn.Config(app, **options), app)
+
+
+def serve(settings: Settings, preload: bool = False) -> int:
+    """Run until interrupted; returns the process exit status."""
+    from kd_server.api.app import create_app
+
+    check_exposure(settings)
+    app = create_app(settings)
+    if preload:
+        _preload(app)
+    server = make_server(settings, app)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _preload(app: FastAPI) -> None:
+    """Load the default checkpoint before serving, if the engine can."""
+    engine = app.state.services.engine
+    preload = getattr(engine, "preload", None)
+    if callable(preload):
+        preload()
+    else:
+        log.warning("This engine cannot preload; the model loads with the first job.")

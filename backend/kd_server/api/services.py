@@ -1,0 +1,138 @@
+"""What the routes share: settings, engine, library, queue and event hub.
+
+One `Services` object lives on `app.state.services`; routes get it through the
+`get_services` dependency, so a test or the CLI can build an app around any engine.
+`EngineRunner` is the only place where the queue meets the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+from fastapi import Depends
+from PIL import Image
+from starlette.requests import HTTPConnection
+
+from kd_server.api.imaging import preview_jpeg
+from kd_server.config import Settings
+from kd_server.events import EventHub
+from kd_server.generation import GeneratedImage, GenerationRequest, Progress
+from kd_server.jobqueue import JobQueue, QueueLimits, RunHooks
+
+if TYPE_CHECKING:
+    from kd_server.library import ModelLibrary
+
+log = logging.getLogger(__name__)
+
+
+class EngineLike(Protocol):
+    """The part of `kd_server.engine.Engine` the API uses (see docs/architecture.md)."""
+
+    device_name: str
+    dtype_name: str
+
+    def samplers(self) -> list[str]: ...
+    def check(self, request: GenerationRequest) -> Any: ...
+    def generate(
+        self, request: GenerationRequest, on_progress: Any, should_cancel: Any, on_loading: Any
+    ) -> list[GeneratedImage]: ...
+
+
+@dataclass
+class PngResult:
+    """A generated image whose PNG is encoded later, on the queue's encoder thread."""
+
+    index: int
+    seed: int
+    image: Image.Image
+    parameters: str
+
+    def encode(self) -> bytes:
+        from kd_server.pngmeta import encode_png
+
+        return encode_png(self.image, self.parameters)
+
+
+class EngineRunner:
+    """Runs one queued GenerationRequest on the engine, reporting through the hooks."""
+
+    def __init__(self, engine: EngineLike, preview_max_size: int) -> None:
+        self.engine = engine
+        self.preview_max_size = preview_max_size
+
+    def __call__(self, request: GenerationRequest, hooks: RunHooks) -> list[PngResult]:
+        def on_progress(progress: Progress) -> None:
+            preview = None
+            if progress.preview is not None:
+                preview = preview_jpeg(progress.preview, self.preview_max_size)
+            hooks.progress(progress.step, progress.total, preview)
+
+        images = self.engine.generate(
+            request,
+            on_progress=on_progress,
+            should_cancel=hooks.should_cancel,
+            on_loading=hooks.loading,
+        )
+        return [PngResult(i.index, i.seed, i.image, i.parameters) for i in images]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: EngineLike
+    library: ModelLibrary
+    queue: JobQueue
+    hub: EventHub
+    closing: bool = False
+    _stopped: bool = False
+    _stop_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings, engine: EngineLike, library: ModelLibrary) -> Services:
+        hub = EventHub()
+        limits = QueueLimits(
+            max_queue=settings.max_queue,
+            result_ttl_s=settings.result_ttl_s,
+            result_max_jobs=settings.result_max_jobs,
+            result_max_bytes=settings.result_max_bytes,
+        )
+        queue = JobQueue(EngineRunner(engine, settings.preview_max_size), hub.publish, limits)
+        return cls(settings, engine, library, queue, hub)
+
+    def loaded_models(self) -> list[str]:
+        loaded = getattr(self.engine, "loaded_models", None)
+        return list(loaded()) if callable(loaded) else []
+
+    def stop_jobs(self) -> None:
+        """Refuse new jobs, cancel queued and running ones (their clients hear it)."""
+        with self._stop_lock:
+            self.closing = True
+            if self._stopped:
+                return
+            self._stopped = True
+        self.queue.stop()
+
+    async def shutdown(self, grace_s: float = 5.0) -> None:
+        """Stop the jobs, let every connection send what it holds, then close them.
+
+        Runs before uvicorn closes connections itself, so clients get their
+        `cancelled` events and a clean close (1001) rather than a dropped socket.
+        """
+        await asyncio.to_thread(self.stop_jobs)
+        self.hub.close_all("The server is shutting down.")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.hub.connection_count() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
+
+def get_services(connection: HTTPConnection) -> Services:
+    """FastAPI dependency: the app's shared services (HTTP routes and WebSockets)."""
+    return connection.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
