@@ -56,6 +56,7 @@ class Job:
     results: dict[int, ResultRef] = field(default_factory=dict)
     error: str | None = None
     previews: int = 0
+    loading_model: str | None = None
 
     @property
     def done(self) -> bool:
@@ -73,8 +74,10 @@ class Job:
             self.position = event.position or 0
         elif event.type is EventType.STARTED:
             self.status = JobStatus.RUNNING
+            self.loading_model = event.loading_model
         elif event.type is EventType.PROGRESS:
             self.status = JobStatus.RUNNING
+            self.loading_model = None
             self.step = event.step if event.step is not None else self.step
             self.total = event.total if event.total is not None else self.total
         elif event.type is EventType.PREVIEW:
@@ -83,6 +86,8 @@ class Job:
             if event.step is not None:
                 self.step = max(self.step, event.step)
         elif event.type is EventType.FINISHED:
+            for index, seed, url in event.images:
+                self._add_result(index, seed, url)
             self.status = JobStatus.FINISHED
         elif event.type is EventType.FAILED:
             self.status = JobStatus.FAILED
@@ -120,6 +125,8 @@ class Job:
         """A short line for the progress bar."""
         if self.status is JobStatus.QUEUED:
             return f"Queued (position {self.position})" if self.position else "Queued"
+        if self.status is JobStatus.RUNNING and self.loading_model:
+            return f"Loading {self.loading_model}"
         if self.status is JobStatus.RUNNING:
             return f"Step {self.step}/{self.total}" if self.total else "Starting"
         if self.status is JobStatus.FINISHED:

@@ -12,14 +12,13 @@ any document.
 from __future__ import annotations
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
-from PyQt5.QtCore import QByteArray, QSettings
+from PyQt5.QtCore import QByteArray
 
 from .canvas import CanvasError, LayerImage
 from .docker import DiffusersPanel
 from .extension import ACTIONS, DOCKER_ID, MENU, trigger
 from .geometry import Rect
 from .images import swap_red_blue
-from .qt_store import QtSettingsStore
 
 PREVIEW_PREFIX = "[Diffusers preview] "
 LAYER_PROFILE = "sRGB-elle-V2-srgbtrac.icc"
@@ -143,14 +142,27 @@ class KritaCanvas:
             pass
 
 
+class KritaSettingsStore:
+    """`SettingsStore` in Krita's own settings file (kritarc), the way Krita's Python
+    plugins keep theirs: keys "group/name" become group [krita_diffusers], key name."""
+
+    _MISSING = "\x00missing"
+
+    def value(self, key: str) -> str | None:
+        group, _, name = key.rpartition("/")
+        raw = Krita.instance().readSetting(group, name, self._MISSING)
+        return None if raw == self._MISSING else str(raw)
+
+    def set_value(self, key: str, value: str) -> None:
+        group, _, name = key.rpartition("/")
+        Krita.instance().writeSetting(group, name, value)
+
+
 class DiffusersDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Krita Diffusers")
-        store = QtSettingsStore(
-            QSettings(QSettings.IniFormat, QSettings.UserScope, "krita-diffusers", "plugin")
-        )
-        self.panel = DiffusersPanel(KritaCanvas(), store)
+        self.panel = DiffusersPanel(KritaCanvas(), KritaSettingsStore())
         self.setWidget(self.panel)
 
     def canvasChanged(self, canvas) -> None:

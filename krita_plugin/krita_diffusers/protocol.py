@@ -107,6 +107,8 @@ class Event:
     seed: int | None = None
     url: str | None = None
     error: str | None = None
+    loading_model: str | None = None
+    images: tuple[tuple[int, int, str], ...] = ()  # (index, seed, url) on `finished`
 
 
 def _int_or_none(value: object) -> int | None:
@@ -147,6 +149,14 @@ def parse_event(frame: str | bytes) -> Event | None:
     if not isinstance(data, dict):
         return None
     preview = data.get("preview") or data.get("image")
+    images = tuple(
+        (item["index"], item.get("seed", -1), item["url"])
+        for item in data.get("images") or []
+        if isinstance(item, dict)
+        and isinstance(item.get("index"), int)
+        and isinstance(item.get("url"), str)
+    )
+    loading = data.get("loading_model")
     return Event(
         type=kind,
         job_id=job_id,
@@ -158,6 +168,8 @@ def parse_event(frame: str | bytes) -> Event | None:
         seed=_int_or_none(data.get("seed")),
         url=data.get("url") if isinstance(data.get("url"), str) else None,
         error=error_text(data.get("error")),
+        loading_model=loading if isinstance(loading, str) else None,
+        images=images,
     )
 
 

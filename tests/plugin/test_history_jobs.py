@@ -123,3 +123,17 @@ def test_pending_events_replayed_for_their_job_only_and_bounded():
     for _ in range(5):
         pending.add(ev("started", job_id="z"))
     assert len(pending.take("z")) == 3
+
+
+def test_started_with_loading_model_then_progress():
+    j = job()
+    j.apply_event(ev("started", loading_model="big.safetensors"))
+    assert j.describe() == "Loading big.safetensors"
+    j.apply_event(ev("progress", step=1, total=3))
+    assert j.describe() == "Step 1/3"
+
+
+def test_finished_event_carries_images():
+    j = job()
+    j.apply_event(Event(EventType.FINISHED, "j1", images=((0, 3, "/u0"),)))
+    assert j.done and j.results[0].url == "/u0"

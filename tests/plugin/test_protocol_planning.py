@@ -141,3 +141,20 @@ def test_plan_refuses_without_document_or_with_selection_off_canvas():
         make_plan(None, None, 100, 0, 512)
     with pytest.raises(PlanError, match="outside the canvas"):
         make_plan((64, 64), Rect(100, 100, 5, 5), 100, 8, 512)
+
+
+def test_parse_event_server_shapes_preview_image_and_finished_images():
+    preview = parse_event('{"type": "preview", "job_id": "j", "step": 1, "image": "QUJD"}')
+    assert preview.preview == "QUJD"
+    done = parse_event(
+        json.dumps(
+            {
+                "type": "finished",
+                "job_id": "j",
+                "images": [{"index": 0, "seed": 4, "url": "/a"}, "junk"],
+            }
+        )
+    )
+    assert done.images == ((0, 4, "/a"),)
+    started = parse_event('{"type": "started", "job_id": "j", "loading_model": "m"}')
+    assert started.loading_model == "m"

@@ -1,0 +1,203 @@
+"""Docker widgets and the controller where no server is needed (or none answers).
+
+Real PyQt5 widgets offscreen; the canvas is the in-memory test canvas.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conftest import free_port
+from krita_diffusers import images
+from krita_diffusers.client import ConnectionState
+from krita_diffusers.docker import DiffusersPanel
+from krita_diffusers.geometry import Rect
+from krita_diffusers.protocol import Task
+from krita_diffusers.qt_store import QtSettingsStore
+from krita_diffusers.settings import MemoryStore, Settings, load, save
+from PyQt5.QtCore import QSettings
+from PyQt5.QtWidgets import QDialogButtonBox, QLabel, QPushButton
+
+
+@pytest.fixture
+def dead_url():
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def make_panel(qtbot, canvas, dead_url):
+    panels = []
+
+    def make(store=None, url=dead_url, **settings):
+        if store is None:
+            store = MemoryStore()
+            save(store, Settings(server_url=url, **settings))
+        panel = DiffusersPanel(canvas, store)
+        qtbot.addWidget(panel)
+        panels.append(panel)
+        return panel
+
+    yield make
+    for panel in panels:
+        panel.shutdown()
+
+
+def test_every_named_control_exists(make_panel):
+    panel = make_panel()
+    for name in (
+        "kd-prompt",
+        "kd-negative-prompt",
+        "kd-generate",
+        "kd-strength",
+        "kd-model",
+        "kd-batch",
+        "kd-seed",
+        "kd-seed-lock",
+        "kd-progress",
+        "kd-preview",
+        "kd-cancel",
+        "kd-history",
+        "kd-settings",
+        "kd-connection",
+    ):
+        assert panel.findChild(object, name) is not None, name
+
+
+def test_negative_prompt_is_collapsible(make_panel):
+    panel = make_panel()
+    panel.show()
+    assert not panel.negative.isVisible()
+    panel.negative_toggle.click()
+    assert panel.negative.isVisible()
+    panel.negative_toggle.click()
+    assert not panel.negative.isVisible()
+
+
+def test_generate_label_follows_strength_and_selection(make_panel, canvas):
+    panel = make_panel()
+    button = panel.findChild(QPushButton, "kd-generate")
+    assert button.text() == "Generate"
+    panel.strength.setValue(60)
+    assert button.text() == "Refine"
+    canvas.select(Rect(10, 10, 20, 20))
+    panel.selection_timer.timeout.emit()
+    assert button.text() == "Inpaint"
+    canvas.deselect()
+    panel.strength.setValue(100)
+    panel.selection_timer.timeout.emit()
+    assert button.text() == "Generate"
+
+
+def test_unreachable_server_is_shown_in_plain_words(make_panel, qtbot, dead_url):
+    panel = make_panel()
+    connection = panel.findChild(QLabel, "kd-connection")
+    qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=30_000)
+    assert "Cannot reach the server" in connection.text() and dead_url in connection.text()
+    panel.prompt.setPlainText("a cat")
+    panel.generate_button.click()
+    error = panel.findChild(QLabel, "kd-error")
+    qtbot.waitUntil(lambda: "Cannot reach the server" in error.text(), timeout=30_000)
+    assert panel.cancel_button.isEnabled() is False
+    assert threading.main_thread() not in panel.client.network_threads
+
+
+def test_missing_prompt_and_refused_document_give_messages(make_panel, canvas):
+    panel = make_panel()
+    panel.generate_button.click()
+    assert "Write a prompt" in panel.error.text()
+    panel.prompt.setPlainText("a cat")
+    panel.strength.setValue(50)
+    canvas.refuse_reading = "This document is CMYKA/U8; convert it first."
+    panel.generate_button.click()
+    assert panel.error.text() == "This document is CMYKA/U8; convert it first."
+    canvas.open = False
+    panel.generate_button.click()
+    assert "Open or create a document" in panel.error.text()
+
+
+def test_settings_dialog_round_trip_through_qsettings(make_panel, qtbot, tmp_path, dead_url):
+    ini = QSettings(str(tmp_path / "plugin.ini"), QSettings.IniFormat)
+    store = QtSettingsStore(ini)
+    save(store, Settings(server_url=dead_url))
+    panel = make_panel(store=store)
+    dialog = panel.open_settings()
+    assert dialog.objectName() == "kd-settings-dialog"
+    dialog.steps.setValue(9)
+    dialog.cfg.setValue(3.5)
+    dialog.margin.setValue(12)
+    dialog.preview.setValue(0)
+    dialog.history.setValue(3)
+    dialog.token.setText("secret-token")
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+    assert panel.settings.steps == 9 and panel.client.token == "secret-token"
+    reread = load(QtSettingsStore(QSettings(str(tmp_path / "plugin.ini"), QSettings.IniFormat)))
+    assert (reread.steps, reread.cfg_scale, reread.context_margin) == (9, 3.5, 12)
+    assert (reread.preview_every, reread.history_size, reread.token) == (0, 3, "secret-token")
+    assert reread.server_url == dead_url
+
+
+def test_settings_dialog_refuses_invalid_values_and_restores_defaults(make_panel):
+    panel = make_panel()
+    dialog = panel.open_settings()
+    dialog.url.setText("not a url")
+    dialog.command.setText("")
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+    assert dialog.isVisible()
+    errors = dialog.findChild(QLabel, "kd-settings-errors")
+    assert "Server URL" in errors.text() and "command" in errors.text()
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.RestoreDefaults).click()
+    assert dialog.edited() == Settings()
+    dialog.reject()
+    assert panel.settings.server_url != "not a url"
+
+
+def test_history_select_apply_and_discard_on_the_canvas(make_panel, canvas):
+    panel = make_panel()
+    controller = panel.controller
+    red = images.encode_rgba_png(bytes([255, 0, 0, 255]) * 16 * 8, 16, 8)
+    region = Rect(4, 6, 16, 8)
+    controller.history.add("job", 0, 11, "a red box", Task.INPAINT, region, red, canvas.doc)
+    controller.history.add("job", 1, 12, "a red box", Task.INPAINT, region, red, canvas.doc)
+    controller.history_changed.emit()
+    assert panel.history.count() == 2
+
+    panel.history.setCurrentRow(0)
+    assert canvas.preview is not None and canvas.preview.rect == region
+    assert canvas.preview.rgba[:4] == bytes([255, 0, 0, 255])
+
+    panel.history.selectAll()
+    panel.apply_button.click()
+    assert canvas.preview is None
+    assert [layer.image.rect for layer in canvas.layers] == [region, region]
+    assert {layer.group for layer in canvas.layers} == {"a red box (batch)"}
+    assert [layer.image.name for layer in canvas.layers] == [
+        "a red box (seed 12)",
+        "a red box (seed 11)",
+    ]
+
+    panel.history.setCurrentRow(0)
+    panel.discard_button.click()
+    assert panel.history.count() == 1 and canvas.preview is None
+
+
+def test_result_for_another_document_is_not_placed(make_panel, canvas):
+    panel = make_panel()
+    png = images.encode_rgba_png(bytes(4 * 4), 2, 2)
+    item, _ = panel.controller.history.add(
+        "j", 0, 1, "p", Task.TXT2IMG, Rect(0, 0, 2, 2), png, "other"
+    )
+    assert not panel.controller.apply_items([item.item_id])
+    assert canvas.layers == [] and "another document" in panel.error.text()
+
+
+def test_txt2img_result_is_scaled_to_the_canvas(make_panel, canvas):
+    panel = make_panel()
+    small = images.encode_rgba_png(bytes([0, 0, 255, 255]) * 8 * 8, 8, 8)
+    item, _ = panel.controller.history.add(
+        "j", 0, 1, "p", Task.TXT2IMG, Rect(0, 0, 64, 64), small, canvas.doc
+    )
+    assert panel.controller.apply_items([item.item_id])
+    layer = canvas.layers[0].image
+    assert layer.rect == Rect(0, 0, 64, 64) and len(layer.rgba) == 64 * 64 * 4
+    assert canvas.layers[0].group is None
