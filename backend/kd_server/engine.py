@@ -178,7 +178,7 @@ class Engine:
         model = self._model(entry, on_loading)
         self._apply_loras(model, request.loras)
         pipe = model.pipeline_for(request.task)
-        pipe.scheduler = build_scheduler(request.sampler, dict(model.base.scheduler.config))
+        pipe.scheduler = build_scheduler(request.sampler, model.scheduler_config)
         prepared = _prepare(request, model)
         seed = _first_seed(request.seed)
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.batch_size)]

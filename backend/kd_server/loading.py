@@ -56,6 +56,7 @@ class LoadedModel:
     family: Family
     working_size: int
     base: Any  # the pipeline it was loaded as
+    scheduler_config: dict[str, Any]  # as loaded: jobs replace the pipeline's scheduler
     adapters: dict[str, str] = field(default_factory=dict)  # LoRA name -> adapter name
     _variants: dict[Task, Any] = field(default_factory=dict)
 
@@ -122,6 +123,7 @@ def _load_diffusers_folder(entry: ModelEntry, info: FamilyInfo, device: DeviceCh
     return _loader_class(info).from_pretrained(
         str(entry.path),
         local_files_only=True,
+        use_safetensors=True,  # never unpickle a .bin component
         dtype=device.dtype,
         **kwargs,
         **_extra_kwargs(info),
@@ -150,4 +152,6 @@ def load_model(entry: ModelEntry, device: DeviceChoice) -> LoadedModel:
         pipe.to(dtype=device.dtype)
     pipe.set_progress_bar_config(disable=True)
     log.info("Loaded %s (%s) on %s", entry.name, info.label, device.name)
-    return LoadedModel(entry.name, entry.family, working_size(entry), pipe)
+    return LoadedModel(
+        entry.name, entry.family, working_size(entry), pipe, dict(pipe.scheduler.config)
+    )

@@ -49,7 +49,6 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
     SamplerSpec("Euler", "EulerDiscreteScheduler", {}, _SIGMA_SCHEDULES),
     SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler"),
     SamplerSpec("Heun", "HeunDiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
-    SamplerSpec("LMS", "LMSDiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
     SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
     SamplerSpec(
         "DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)

@@ -1,0 +1,161 @@
+"""Samplers, LoRAs, cancellation and out-of-memory recovery on the embedded model."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from kd_server.engine import Engine
+from kd_server.generation import (
+    Cancelled,
+    EngineError,
+    EngineErrorCode,
+    GenerationRequest,
+    LoraSpec,
+    Task,
+)
+from kd_server.library import ModelLibrary
+from kd_server.samplers import canonical_name, sampler_names
+
+
+def small(**overrides) -> GenerationRequest:
+    fields = {"task": Task.TXT2IMG, "prompt": "a tree", "steps": 3, "width": 64, "height": 64}
+    fields.update(overrides)
+    return GenerationRequest(**fields)
+
+
+REQUIRED = [
+    "Euler",
+    "Euler a",
+    "DPM++ 2M",
+    "DPM++ 2M Karras",
+    "DPM++ 2M SDE Karras",
+    "DPM++ SDE Karras",
+    "DDIM",
+    "UniPC",
+    "LCM",
+]
+
+
+def test_required_samplers_are_listed():
+    names = sampler_names()
+    for name in REQUIRED:
+        assert name in names
+
+
+@pytest.mark.parametrize("name", sampler_names())
+def test_every_listed_sampler_runs(embedded_engine, name):
+    result = embedded_engine.generate(small(sampler=name, seed=1))[0]
+    values = np.asarray(result.image, dtype=np.float32)
+    assert np.isfinite(values).all() and values.std() > 0
+    assert f"Sampler: {name}," in result.parameters
+
+
+def test_sampler_and_schedule_spellings_agree():
+    assert canonical_name("DPM++ 2M", "Karras") == "DPM++ 2M Karras"
+    assert canonical_name("dpm++ 2m karras") == "DPM++ 2M Karras"
+    assert canonical_name("Euler a", "Automatic") == "Euler a"
+
+
+def test_samplers_give_different_images(embedded_engine):
+    euler = embedded_engine.generate(small(sampler="Euler", seed=4, steps=6))[0].image
+    ddim = embedded_engine.generate(small(sampler="DDIM", seed=4, steps=6))[0].image
+    diff = np.abs(np.asarray(euler, dtype=np.float32) - np.asarray(ddim, dtype=np.float32))
+    assert diff.mean() > 0.5
+
+
+def _write_lora(engine: Engine, folder, name: str, seed: int) -> None:
+    """A real LoRA on the embedded model's attention layers, saved in diffusers format."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    from kd_server.tiny_model import build_embedded_pipeline
+
+    unet = build_embedded_pipeline().unet
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    unet = inject_adapter_in_model(config, unet, adapter_name="default")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param_name, param in unet.named_parameters():
+            if "lora_" in param_name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    state = get_peft_model_state_dict(unet, adapter_name="default")
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder), unet_lora_layers=state, weight_name=f"{name}.safetensors"
+    )
+
+
+@pytest.fixture(scope="module")
+def lora_engine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    probe = Engine(ModelLibrary([]), device="cpu")
+    _write_lora(probe, root / "loras", "bright", seed=1)
+    _write_lora(probe, root / "loras", "dark", seed=2)
+    return Engine(ModelLibrary([root]), device="cpu")
+
+
+def _image(engine: Engine, loras: list[LoraSpec]) -> np.ndarray:
+    result = engine.generate(small(seed=11, steps=4, loras=loras))[0]
+    return np.asarray(result.image, dtype=np.float32)
+
+
+def test_lora_changes_the_image_and_never_leaks(lora_engine):
+    names = [entry.name for entry in lora_engine.library.loras() if entry.usable]
+    assert names == ["bright", "dark"]
+    base = _image(lora_engine, [])
+    with_bright = _image(lora_engine, [LoraSpec("bright", 1.0)])
+    assert np.abs(with_bright - base).mean() > 1.0
+    after = _image(lora_engine, [])
+    assert np.abs(after - base).max() <= 1  # no leak into a job that did not ask for it
+    both = _image(lora_engine, [LoraSpec("bright", 1.0), LoraSpec("dark", 0.5)])
+    assert np.abs(both - with_bright).mean() > 0.5
+    zero = _image(lora_engine, [LoraSpec("bright", 0.0)])
+    assert np.abs(zero - base).max() <= 1
+
+
+def test_lora_gone_after_unload(lora_engine):
+    base = _image(lora_engine, [])
+    _image(lora_engine, [LoraSpec("dark", 1.0)])
+    lora_engine.unload()
+    assert lora_engine.loaded_models() == []
+    assert np.abs(_image(lora_engine, []) - base).max() <= 1
+
+
+def test_unknown_lora_is_refused(lora_engine):
+    with pytest.raises(EngineError) as info:
+        lora_engine.check(small(loras=[LoraSpec("nope")]))
+    assert info.value.code is EngineErrorCode.LORA_NOT_FOUND
+
+
+def test_cancel_mid_run_returns_promptly_and_pipeline_is_reusable(embedded_engine):
+    steps_seen: list[int] = []
+    stop = threading.Event()
+
+    def on_progress(progress) -> None:
+        steps_seen.append(progress.step)
+        if progress.step == 3:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        embedded_engine.generate(
+            small(steps=50), on_progress=on_progress, should_cancel=stop.is_set
+        )
+    assert steps_seen == [1, 2, 3]  # stopped at the next step boundary
+    again = embedded_engine.generate(small(seed=1))
+    assert again[0].image.size == (64, 64)
+
+
+def test_out_of_memory_fails_the_job_and_the_engine_keeps_working(embedded_engine):
+    def exhaust(progress) -> None:
+        if progress.step == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(EngineError) as info:
+        embedded_engine.generate(small(steps=5), on_progress=exhaust)
+    assert info.value.code is EngineErrorCode.OUT_OF_MEMORY
+    assert "smaller" in info.value.message
+    assert embedded_engine.generate(small(seed=2))[0].image.size == (64, 64)
