@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from kd_server.generation import EngineError, EngineErrorCode, GenerationRequest, Task
 from kd_server.pngmeta import encode_png, read_parameters
-from PIL import Image
 from support.images import painted
 
 

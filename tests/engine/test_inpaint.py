@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from kd_server.generation import GenerationRequest, Task
 from kd_server.masks import prepare_mask, working_size
-from PIL import Image
 from support.images import painted, rect_mask
 
 
