@@ -1,0 +1,55 @@
+"""A real server on a free loopback port: uvicorn in a thread, the real engine and the
+embedded tiny model. Tests talk to it with `requests` and the `websockets` client.
+
+One engine serves every server of the session (its lock keeps generations one at a
+time), so the tiny model is built once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from api.live import LiveServer, start_server, stop_server
+
+from kd_server.config import Settings
+
+
+@pytest.fixture(scope="session")
+def library() -> Any:
+    from kd_server.library import ModelLibrary
+
+    return ModelLibrary([])
+
+
+@pytest.fixture(scope="session")
+def engine(library: Any) -> Any:
+    from kd_server.engine import Engine
+
+    return Engine(library, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def server(engine: Any, library: Any) -> Iterator[LiveServer]:
+    """The shared server: default limits, no token."""
+    live = start_server(Settings(device="cpu"), engine, library)
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture
+def server_factory(engine: Any, library: Any) -> Iterator[Callable[..., LiveServer]]:
+    """Start extra servers with other settings (token, small limits) for one test."""
+    started: list[LiveServer] = []
+
+    def factory(**settings: Any) -> LiveServer:
+        live = start_server(Settings(device="cpu", **settings), engine, library)
+        started.append(live)
+        return live
+
+    yield factory
+    for live in started:
+        with contextlib.suppress(Exception):
+            stop_server(live)
