@@ -131,7 +131,11 @@ def _load_diffusers_folder(entry: ModelEntry, info: FamilyInfo, device: DeviceCh
 
 
 def working_size(entry: ModelEntry) -> int:
-    """The side of the square a checkpoint works best at (regions are scaled to it)."""
+    """The side of the square a checkpoint works best at, known before loading it.
+
+    Once loaded, the pipeline's own default (UNet sample size x VAE factor) is used, so a
+    model with a sidecar config of another size gets its own working size.
+    """
     if entry.format is ModelFormat.EMBEDDED:
         return EMBEDDED_WORKING_SIZE
     return entry.family.info.working_size if entry.family else 512
@@ -152,6 +156,5 @@ def load_model(entry: ModelEntry, device: DeviceChoice) -> LoadedModel:
         pipe.to(dtype=device.dtype)
     pipe.set_progress_bar_config(disable=True)
     log.info("Loaded %s (%s) on %s", entry.name, info.label, device.name)
-    return LoadedModel(
-        entry.name, entry.family, working_size(entry), pipe, dict(pipe.scheduler.config)
-    )
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return LoadedModel(entry.name, entry.family, native, pipe, dict(pipe.scheduler.config))

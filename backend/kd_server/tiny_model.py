@@ -35,7 +35,7 @@ TEXT_HIDDEN = 32
 
 def _unet() -> UNet2DConditionModel:
     return UNet2DConditionModel(
-        sample_size=32,
+        sample_size=EMBEDDED_WORKING_SIZE // 8,  # latent side; the VAE factor is 8
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 64),
