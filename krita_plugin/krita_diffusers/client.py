@@ -10,6 +10,7 @@ missed through `GET /v1/jobs/{id}`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import threading
 import uuid
@@ -78,13 +79,15 @@ class _Relay(QObject):
     def _deliver_ok(self, value: object) -> None:
         self._done(self)
         if self._on_ok is not None:
-            self._on_ok(value)
+            with contextlib.suppress(RuntimeError):  # its widgets closed meanwhile
+                self._on_ok(value)
 
     @pyqtSlot(str)
     def _deliver_error(self, message: str) -> None:
         self._done(self)
         if self._on_error is not None:
-            self._on_error(message)
+            with contextlib.suppress(RuntimeError):
+                self._on_error(message)
 
 
 class _Call(QRunnable):
@@ -173,11 +176,12 @@ class ServerClient(QObject):
     def _remember_health(self, health: dict[str, Any]) -> None:
         self.health = health
 
-    def _emit(self, stop: threading.Event, signal, *args: object) -> None:
+    def _emit(self, stop: threading.Event, signal: str, *args: object) -> None:
+        """Emit by name: even looking a signal up fails once Qt deleted the client."""
         if stop.is_set():
             return
         try:
-            signal.emit(*args)
+            getattr(self, signal).emit(*args)
         except RuntimeError:  # the client was deleted while Krita closes
             stop.set()
 
@@ -186,9 +190,7 @@ class ServerClient(QObject):
         connection drops; then wait and try again until stopped."""
         delay = FIRST_RETRY_DELAY
         while not stop.is_set():
-            self._emit(
-                stop, self.state_changed, ConnectionState.CONNECTING, f"Connecting to {url}…"
-            )
+            self._emit(stop, "state_changed", ConnectionState.CONNECTING, f"Connecting to {url}…")
             try:
                 health = self._request(url, token, "GET", "/v1/health", timeout=HEALTH_TIMEOUT)
                 models = parse_models(self._request(url, token, "GET", "/v1/models"))
@@ -208,12 +210,12 @@ class ServerClient(QObject):
                     if exc.status in (401, 403)
                     else ConnectionState.UNREACHABLE
                 )
-                self._emit(stop, self.state_changed, state, friendly_message(exc))
+                self._emit(stop, "state_changed", state, friendly_message(exc))
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (401, 403):
                     text = "The server refused the token. Put the server's token in the settings."
-                    self._emit(stop, self.state_changed, ConnectionState.REFUSED, text)
+                    self._emit(stop, "state_changed", ConnectionState.REFUSED, text)
                 else:
                     self._emit(
                         stop,
@@ -223,11 +225,11 @@ class ServerClient(QObject):
                     )
             except (Unreachable, OSError, WebSocketException, TimeoutError):
                 self._emit(
-                    stop, self.state_changed, ConnectionState.UNREACHABLE, unreachable_message(url)
+                    stop, "state_changed", ConnectionState.UNREACHABLE, unreachable_message(url)
                 )
             except Exception as exc:  # never let the thread die: the plugin would go deaf
                 text = f"Lost the server's event stream ({exc}); retrying."
-                self._emit(stop, self.state_changed, ConnectionState.UNREACHABLE, text)
+                self._emit(stop, "state_changed", ConnectionState.UNREACHABLE, text)
             stop.wait(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
 
@@ -240,11 +242,11 @@ class ServerClient(QObject):
             close_timeout=1,
             max_size=MAX_FRAME_BYTES,
         ) as socket:
-            self._emit(stop, self.health_changed, health if isinstance(health, dict) else {})
-            self._emit(stop, self.models_changed, models)
-            self._emit(stop, self.samplers_changed, [str(s) for s in samplers or []])
-            self._emit(stop, self.state_changed, ConnectionState.CONNECTED, describe_server(health))
-            self._emit(stop, self.reconnected)
+            self._emit(stop, "health_changed", health if isinstance(health, dict) else {})
+            self._emit(stop, "models_changed", models)
+            self._emit(stop, "samplers_changed", [str(s) for s in samplers or []])
+            self._emit(stop, "state_changed", ConnectionState.CONNECTED, describe_server(health))
+            self._emit(stop, "reconnected")
             while not stop.is_set():
                 try:
                     frame = socket.recv(timeout=0.5)
@@ -252,7 +254,7 @@ class ServerClient(QObject):
                     continue
                 event = parse_event(frame)
                 if event is not None:
-                    self._emit(stop, self.event_received, event)
+                    self._emit(stop, "event_received", event)
 
     # REST calls, each in the pool
 

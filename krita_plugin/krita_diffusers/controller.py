@@ -50,7 +50,7 @@ class Controller(QObject):
     preview_ready = pyqtSignal(bytes)  # JPEG of the image in progress
     history_changed = pyqtSignal()
     result_added = pyqtSignal(object)  # HistoryItem
-    seed_used = pyqtSignal(int)
+    seed_used = pyqtSignal(object)  # int; object keeps seeds past 2**31
     message = pyqtSignal(str)  # a problem in plain words; "" clears it
 
     def __init__(self, client: ServerClient, canvas: CanvasAdapter, settings: Settings) -> None:

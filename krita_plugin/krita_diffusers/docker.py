@@ -6,8 +6,8 @@ talks to Krita only through the `CanvasAdapter` it is given.
 
 from __future__ import annotations
 
-from PyQt5.QtCore import QSize, Qt, QTimer
-from PyQt5.QtGui import QIcon, QIntValidator, QPixmap
+from PyQt5.QtCore import QRegularExpression, QSize, Qt, QTimer
+from PyQt5.QtGui import QIcon, QPixmap, QRegularExpressionValidator
 from PyQt5.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -43,6 +43,7 @@ from .settings_dialog import SettingsDialog
 
 SELECTION_POLL_MS = 700  # Krita's Python API has no "selection changed" signal
 THUMBNAIL = 72
+MAX_SEED = 2**32 - 1  # the protocol's seed range
 PREVIEW_SIZE = 256
 STATE_COLOURS = {
     ConnectionState.CONNECTED: "#2e7d32",
@@ -144,7 +145,9 @@ class DiffusersPanel(QWidget):
         self.batch = QSpinBox(objectName="kd-batch")
         self.batch.setRange(1, 8)
         self.seed = QLineEdit(objectName="kd-seed")
-        self.seed.setValidator(QIntValidator(0, 2_147_483_647, self.seed))
+        self.seed.setValidator(
+            QRegularExpressionValidator(QRegularExpression(r"\d{0,10}"), self.seed)
+        )
         self.seed.setPlaceholderText("random")
         self.seed_lock = QToolButton(objectName="kd-seed-lock", text="Lock")
         self.seed_lock.setCheckable(True)
@@ -305,7 +308,7 @@ class DiffusersPanel(QWidget):
             model=self.model.currentData(),
             loras=[Lora(row.name, round(row.weight.value(), 3)) for row in self.lora_rows],
             batch_size=self.batch.value(),
-            seed=int(self.seed.text()) if locked else None,
+            seed=min(int(self.seed.text()), MAX_SEED) if locked else None,
         )
 
     def generate(self) -> None:

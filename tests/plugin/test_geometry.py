@@ -1,6 +1,7 @@
 """Region rules: selection bounds + context margin, clamped to the canvas."""
 
 import pytest
+
 from krita_diffusers.geometry import Rect, region_for_selection, txt2img_size
 
 

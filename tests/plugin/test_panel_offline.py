@@ -9,6 +9,9 @@ import threading
 
 import pytest
 from conftest import free_port
+from PyQt5.QtCore import QSettings
+from PyQt5.QtWidgets import QDialogButtonBox, QLabel, QPushButton
+
 from krita_diffusers import images
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
@@ -16,8 +19,6 @@ from krita_diffusers.geometry import Rect
 from krita_diffusers.protocol import Task
 from krita_diffusers.qt_store import QtSettingsStore
 from krita_diffusers.settings import MemoryStore, Settings, load, save
-from PyQt5.QtCore import QSettings
-from PyQt5.QtWidgets import QDialogButtonBox, QLabel, QPushButton
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import base64
 import json
 
 import pytest
+
 from krita_diffusers.geometry import Rect
 from krita_diffusers.planning import PlanError, action_label, make_plan
 from krita_diffusers.protocol import (

@@ -1,0 +1,154 @@
+"""The docker against the real server with its embedded tiny model.
+
+Sizes and step counts stay tiny: the machine is small and shared. Waits are for
+events, never assertions about how long something took.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PyQt5.QtWidgets import QLabel, QListWidget, QProgressBar
+
+from krita_diffusers.client import ConnectionState
+from krita_diffusers.docker import DiffusersPanel
+from krita_diffusers.geometry import Rect
+from krita_diffusers.jobs import JobStatus
+from krita_diffusers.protocol import Task
+from krita_diffusers.settings import MemoryStore, Settings, save
+
+WAIT_MS = 180_000
+
+
+@pytest.fixture
+def make_panel(qtbot, canvas, live_server):
+    panels = []
+
+    def make(**overrides):
+        store = MemoryStore()
+        values = dict(server_url=live_server.url, steps=3, preview_every=1, working_resolution=64)
+        values.update(overrides)
+        save(store, Settings(**values))
+        panel = DiffusersPanel(canvas, store)
+        qtbot.addWidget(panel)
+        panels.append(panel)
+        qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
+        return panel
+
+    yield make
+    for panel in panels:
+        panel.shutdown()
+
+
+def watch(panel):
+    """Records what the artist would have seen: progress texts and previews."""
+    seen = {"progress": [], "previews": 0}
+    progress = panel.findChild(QProgressBar, "kd-progress")
+    panel.controller.job_updated.connect(lambda _job: seen["progress"].append(progress.text()))
+    panel.controller.preview_ready.connect(
+        lambda _jpeg: seen.__setitem__("previews", seen["previews"] + 1)
+    )
+    return seen
+
+
+def test_connection_shows_server_device(make_panel):
+    panel = make_panel()
+    text = panel.findChild(QLabel, "kd-connection").text()
+    assert text.startswith("Connected: ") and panel.client.health.get("device") in text
+    assert panel.model.count() >= 2  # "Server default" and the embedded model
+
+
+def test_generate_shows_progress_preview_then_result(make_panel, qtbot, canvas):
+    panel = make_panel()
+    seen = watch(panel)
+    panel.prompt.setPlainText("a small red square")
+    panel.generate_button.click()
+    history = panel.findChild(QListWidget, "kd-history")
+    qtbot.waitUntil(lambda: history.count() == 1, timeout=WAIT_MS)
+    assert any(text.startswith("Step ") for text in seen["progress"])
+    assert seen["previews"] >= 1
+    assert not panel.findChild(QLabel, "kd-preview").pixmap().isNull()
+    item = panel.controller.history.items[0]
+    assert item.task is Task.TXT2IMG and item.region == Rect(0, 0, 64, 64)
+    assert panel.seed.text() == str(item.seed)
+    # the newest result shows on the canvas as the temporary preview layer
+    qtbot.waitUntil(lambda: canvas.preview is not None, timeout=WAIT_MS)
+    panel.apply_button.click()
+    assert len(canvas.layers) == 1 and canvas.layers[0].image.rect == Rect(0, 0, 64, 64)
+    assert canvas.layers[0].image.name == f"a small red square (seed {item.seed})"
+    assert panel.client.network_threads
+    assert threading.main_thread() not in panel.client.network_threads
+
+
+def test_inpaint_result_lands_exactly_over_the_grown_selection(make_panel, qtbot, canvas):
+    panel = make_panel(context_margin=4, mask_feather=0, mask_grow=0)
+    canvas.select(Rect(20, 24, 10, 6))
+    panel.selection_timer.timeout.emit()
+    assert panel.generate_button.text() == "Inpaint"
+    panel.prompt.setPlainText("a blue dot")
+    panel.seed.setText("1234")
+    panel.seed_lock.setChecked(True)
+    panel.batch.setValue(2)
+    panel.generate_button.click()
+    qtbot.waitUntil(lambda: panel.history.count() == 2, timeout=WAIT_MS)
+    items = panel.controller.history.items
+    assert {item.seed for item in items} == {1234, 1235}
+    assert all(item.region == Rect(16, 20, 18, 14) for item in items)
+    panel.history.selectAll()
+    panel.apply_button.click()
+    layers = canvas.layers
+    assert len(layers) == 2 and {layer.group for layer in layers} == {"a blue dot (batch)"}
+    image = layers[0].image
+    assert image.rect == Rect(16, 20, 18, 14)
+    alpha = image.rgba[3::4]
+    corner, inside = alpha[0], alpha[(4 + 3) * 18 + 4 + 5]  # region corner vs. selection centre
+    assert corner == 0 and inside == 255
+
+
+def test_cancel_stops_a_running_job(make_panel, qtbot):
+    panel = make_panel(steps=150, working_resolution=512, preview_every=0)
+    panel.prompt.setPlainText("a long job")
+    panel.generate_button.click()
+    qtbot.waitUntil(lambda: bool(panel.controller.jobs), timeout=WAIT_MS)
+    job = next(iter(panel.controller.jobs.values()))
+    qtbot.waitUntil(lambda: job.status is JobStatus.RUNNING and job.step >= 1, timeout=WAIT_MS)
+    assert panel.cancel_button.isEnabled()
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: job.done, timeout=WAIT_MS)
+    assert job.status is JobStatus.CANCELLED and job.step < 150
+    assert panel.progress.text() == "Cancelled"
+    assert not panel.cancel_button.isEnabled()
+    assert panel.history.count() == 0
+
+
+def test_missed_events_are_recovered_from_the_job_record(make_panel, qtbot):
+    panel = make_panel()
+    panel.client.stop()  # the event stream is gone while the job runs
+    panel.prompt.setPlainText("nobody is listening")
+    panel.generate_button.click()
+    qtbot.waitUntil(lambda: bool(panel.controller.jobs), timeout=WAIT_MS)
+    job = next(iter(panel.controller.jobs.values()))
+
+    def finished_on_server():
+        panel.client.job_status(job.job_id, lambda data: seen.append(data.get("status")))
+        return bool(seen) and seen[-1] == "finished"
+
+    seen: list[str] = []
+    qtbot.waitUntil(finished_on_server, timeout=WAIT_MS)
+    panel.client.start()  # reconnecting reads the job's record
+    qtbot.waitUntil(lambda: panel.history.count() == 1, timeout=WAIT_MS)
+    assert job.status is JobStatus.FINISHED
+
+
+def test_stopped_server_is_reported_and_a_restarted_one_picked_up(make_panel, qtbot, live_server):
+    panel = make_panel()
+    connection = panel.findChild(QLabel, "kd-connection")
+    live_server.stop()
+    try:
+        qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
+        assert "Cannot reach the server" in connection.text()
+    finally:
+        live_server.start()
+    qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
+    assert connection.text().startswith("Connected: ")
