@@ -126,8 +126,8 @@ def _build_zip(args: argparse.Namespace, report: Report) -> None:
 
     where = _where(args)
     source = plugin_build.PluginSource.in_repo(REPO)
-    python = plugin_build.pick_pip_python(plugin_build.default_python_candidates(None))
-    vendor = plugin_build.vendor_libraries(where.data_dir / "cache", python)
+    pythons = plugin_build.default_python_candidates(None)
+    vendor = plugin_build.vendor_libraries(where.data_dir / "cache", pythons)
     with tempfile.TemporaryDirectory(prefix="kd-zip-") as temp:
         staged = plugin_build.stage(source, vendor, Path(temp))
         plugin_build.build_zip(staged, args.output)

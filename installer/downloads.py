@@ -75,8 +75,8 @@ def find(catalogue: dict[str, Entry], name: str) -> Entry:
 
 
 def destination(models_dir: Path, entry: Entry) -> Path:
-    """Checkpoints at the top of our models folder, LoRAs in its `loras/`."""
-    folder = models_dir / "loras" if entry.kind == "lora" else models_dir
+    """Our layout, which the model library reads: `checkpoints/` and `loras/`."""
+    folder = models_dir / ("loras" if entry.kind == "lora" else "checkpoints")
     return folder / entry.filename
 
 

@@ -117,8 +117,7 @@ def _server(ctx: Context) -> server_env.ServerEnv | None:
 def _plugin(ctx: Context, env: server_env.ServerEnv | None) -> None:
     source = plugin_build.PluginSource.in_repo(ctx.options.repo)
     candidates = plugin_build.default_python_candidates(env.python if env else None)
-    python = plugin_build.pick_pip_python(candidates)
-    vendor = plugin_build.vendor_libraries(ctx.where.data_dir / "cache", python)
+    vendor = plugin_build.vendor_libraries(ctx.where.data_dir / "cache", candidates)
     with tempfile.TemporaryDirectory(prefix="kd-plugin-") as temp:
         staged = plugin_build.stage(source, vendor, Path(temp))
         action = plugin_install.install(staged, ctx.where.pykrita)
@@ -147,8 +146,9 @@ def _model_dirs(ctx: Context) -> tuple[Path, list[Path]]:
     opts = ctx.options
     own = (opts.models_dir or ctx.where.default_models_dir).expanduser().absolute()
     if not own.is_dir():
-        own.mkdir(parents=True)
-        ctx.report.add(Action.CREATED, f"models folder {own} (downloads go here)")
+        ctx.report.add(Action.CREATED, f"models folder {own} (checkpoints/ and loras/)")
+    for sub in ("checkpoints", "loras"):  # the library's own layout
+        (own / sub).mkdir(parents=True, exist_ok=True)
     ctx.record.models_dir = str(own)
     dirs = [own] + [d.expanduser().absolute() for d in opts.model_dirs]
     for path in dirs[1:]:
@@ -242,7 +242,7 @@ def _summary(ctx: Context, env: server_env.ServerEnv | None) -> None:
         r.say(f"  {env.script} serve")
         r.say("  (or `python3 -m installer start`; stop it with `python3 -m installer stop`)")
     r.say("Then open Krita: the Krita Diffusers docker is under Settings > Dockers.")
-    r.say(f"Put models (.safetensors) in {ctx.record.models_dir}.")
+    r.say(f"Put models (.safetensors) in {ctx.record.models_dir}/checkpoints and /loras.")
     r.say(f"Settings: {ctx.where.config_file}. Undo all of this: `python3 -m installer uninstall`.")
 
 

@@ -65,17 +65,13 @@ def _write(path: Path, text: str) -> None:
     """Write beside and rename, so a crash never leaves half a kritarc."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".kd-tmp")
-    temp.write_text(text, encoding="utf-8", errors="surrogateescape", newline="")
+    temp.write_bytes(text.encode("utf-8", "surrogateescape"))
     os.replace(temp, path)
 
 
 def set_value(path: Path, plugin: str, value: str | None) -> Change:
     """Set `enable_<plugin>` to `value`, or remove the key when `value` is None."""
-    text = (
-        path.read_text(encoding="utf-8", errors="surrogateescape", newline="")
-        if path.is_file()
-        else ""
-    )
+    text = path.read_bytes().decode("utf-8", "surrogateescape") if path.is_file() else ""
     nl = _newline(text) if text else os.linesep if os.name == "nt" else "\n"
     lines = text.splitlines(keepends=True)
     bare = [line.rstrip("\r\n") for line in lines]

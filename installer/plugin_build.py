@@ -75,11 +75,13 @@ def pick_pip_python(candidates: list[Path | str]) -> Path | str:
     )
 
 
-def vendor_libraries(cache: Path, python: Path | str) -> Path:
-    """The vendored libraries, fetched once into `cache` and reused by later runs."""
+def vendor_libraries(cache: Path, pythons: list[Path | str]) -> Path:
+    """The vendored libraries, fetched once into `cache` (with the first of `pythons`
+    that has pip) and reused by later runs without starting pip at all."""
     target = cache / f"vendor-{vendor_key()}"
     if (target / ".complete").is_file():
         return target
+    python = pick_pip_python(pythons)
     cache.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix="vendor-", dir=cache))
     cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]

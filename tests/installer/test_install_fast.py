@@ -1,0 +1,156 @@
+"""The install command without the server venv (seconds): plugin, kritarc, settings,
+model folders, re-runs, user edits, uninstall. The full install is test_full_install.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from installer import install, uninstall
+from installer.errors import InstallError
+from installer.install import InstallOptions
+from installer.platforms import Locations
+from installer.report import Report
+
+from .conftest import ROOT, sandbox_env
+
+
+def _options(repo: Path, **changes: object) -> InstallOptions:
+    return InstallOptions(skip_server=True, assume_yes=True, repo=repo, **changes)  # type: ignore[arg-type]
+
+
+def _install(where: Locations, repo: Path, **changes: object) -> Report:
+    return install.run(_options(repo, **changes), where, Report(quiet=True))
+
+
+def test_installs_plugin_enables_it_and_writes_settings(seeded: Locations, fake_repo: Path) -> None:
+    report = _install(seeded, fake_repo)
+    assert (seeded.pykrita / "krita_diffusers.desktop").is_file()
+    assert (seeded.pykrita / "krita_diffusers" / "__init__.py").is_file()
+    assert (seeded.pykrita / "krita_diffusers" / "vendor" / "requests").is_dir()
+    assert "[python]\nenable_krita_diffusers=true\n" in seeded.kritarc.read_text()
+    settings = tomllib.loads(seeded.config_file.read_text())
+    assert settings["port"] == 7860 and settings["host"] == "127.0.0.1"
+    assert settings["model_dirs"] == [str(seeded.default_models_dir)]
+    assert (seeded.default_models_dir / "checkpoints").is_dir()
+    assert seeded.manifest.is_file() and report.changed()
+
+
+def test_settings_are_what_the_server_reads(seeded: Locations, fake_repo: Path) -> None:
+    config = pytest.importorskip("kd_server.config")
+    _install(seeded, fake_repo, port=7999)
+    settings = config.load_settings(config_path=seeded.config_file)
+    assert settings.port == 7999 and settings.model_dirs == [seeded.default_models_dir]
+
+
+def test_second_run_changes_nothing(seeded: Locations, fake_repo: Path) -> None:
+    _install(seeded, fake_repo)
+    before = {p: p.read_bytes() for p in seeded.home.rglob("*") if p.is_file()}
+    again = _install(seeded, fake_repo)
+    assert again.changed() == []
+    after = {p: p.read_bytes() for p in seeded.home.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_rerun_repairs_a_damaged_plugin(seeded: Locations, fake_repo: Path) -> None:
+    _install(seeded, fake_repo)
+    (seeded.pykrita / "krita_diffusers" / "panel.py").unlink()
+    report = _install(seeded, fake_repo)
+    assert (seeded.pykrita / "krita_diffusers" / "panel.py").is_file()
+    assert [s.what for s in report.changed()] == [f"Krita plugin in {seeded.pykrita}"]
+
+
+def test_user_edits_to_settings_are_kept(seeded: Locations, fake_repo: Path) -> None:
+    _install(seeded, fake_repo)
+    seeded.config_file.write_text('port = 9000\ndevice = "cpu"\n\n[extra]\nx = 1\n')
+    report = _install(seeded, fake_repo, port=7860)
+    text = seeded.config_file.read_text()
+    data = tomllib.loads(text)
+    assert data["port"] == 9000 and data["device"] == "cpu" and data["extra"] == {"x": 1}
+    assert data["host"] == "127.0.0.1" and "model_dirs" in data  # only missing keys added
+    assert any("kept your edits" in s.what for s in report.steps)
+    assert _install(seeded, fake_repo).changed() == []
+
+
+def test_existing_a1111_and_comfyui_folders_are_used_in_place(
+    seeded: Locations, fake_repo: Path
+) -> None:
+    a1111 = seeded.home / "stable-diffusion-webui"
+    (a1111 / "models" / "Stable-diffusion").mkdir(parents=True)
+    comfy = seeded.home / "ComfyUI"
+    (comfy / "models" / "checkpoints").mkdir(parents=True)
+    (seeded.home / "ComfyUI-empty").mkdir()
+    _install(seeded, fake_repo)
+    dirs = tomllib.loads(seeded.config_file.read_text())["model_dirs"]
+    assert dirs == [str(seeded.default_models_dir), str(a1111), str(comfy)]
+    ignored = dataclasses.replace(seeded, config_file=seeded.home / "other.toml")
+    _install(ignored, fake_repo, existing_models="ignore")
+    assert tomllib.loads(ignored.config_file.read_text())["model_dirs"] == [
+        str(seeded.default_models_dir)
+    ]
+
+
+def test_non_loopback_host_gets_a_token(seeded: Locations, fake_repo: Path) -> None:
+    _install(seeded, fake_repo, host="0.0.0.0")
+    data = tomllib.loads(seeded.config_file.read_text())
+    assert len(data["token"]) >= 24
+    assert seeded.config_file.stat().st_mode & 0o077 == 0
+
+
+def test_unwritable_plugin_folder_is_a_clear_error(where: Locations, fake_repo: Path) -> None:
+    where.krita_resources.parent.mkdir(parents=True)
+    where.krita_resources.write_text("a file where Krita's folder should be")
+    with pytest.raises(InstallError, match=r"Krita.s Python plugin folder .* is not writable"):
+        _install(where, fake_repo)
+
+
+def test_uninstall_removes_only_what_install_added(seeded: Locations, fake_repo: Path) -> None:
+    seeded.kritarc.parent.mkdir(parents=True, exist_ok=True)
+    seeded.kritarc.write_text("[General]\nfoo=1\n")
+    other_plugin = seeded.pykrita / "someone_else.desktop"
+    other_plugin.parent.mkdir(parents=True)
+    other_plugin.write_text("x")
+    _install(seeded, fake_repo)
+    model = seeded.default_models_dir / "checkpoints" / "mine.safetensors"
+    model.write_bytes(b"weights")
+    uninstall.run(seeded, Report(quiet=True))
+    assert model.read_bytes() == b"weights"
+    assert other_plugin.is_file()
+    assert not (seeded.pykrita / "krita_diffusers").exists()
+    assert not (seeded.pykrita / "krita_diffusers.desktop").exists()
+    assert seeded.kritarc.read_text() == "[General]\nfoo=1\n\n[python]\n"
+    assert not seeded.config_file.exists() and not seeded.manifest.exists()
+
+
+def test_uninstall_keeps_edited_settings(seeded: Locations, fake_repo: Path) -> None:
+    _install(seeded, fake_repo)
+    seeded.config_file.write_text("port = 1234\n")
+    uninstall.run(seeded, Report(quiet=True))
+    assert seeded.config_file.read_text() == "port = 1234\n"
+
+
+def test_cli_install_skip_server_then_uninstall(home: Path, vendor_cache: Path) -> None:
+    """The real command line in a throw-away HOME (the real plugin when it exists)."""
+    if not (ROOT / "krita_plugin" / "krita_diffusers.desktop").is_file():
+        pytest.skip("the Krita plugin is not in this checkout yet")
+    env = sandbox_env(home)
+    data = home / ".local" / "share" / "krita-diffusers"
+    (data / "cache").mkdir(parents=True)
+    subprocess.run(["cp", "-r", *map(str, vendor_cache.iterdir()), str(data / "cache")], check=True)
+    cmd = [sys.executable, "-m", "installer", "--skip-server", "--yes"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "enable_krita_diffusers=true" in done.stdout
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "nothing changed" in again.stdout
+    gone = subprocess.run(
+        [sys.executable, "-m", "installer", "uninstall"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert gone.returncode == 0 and "Uninstalled." in gone.stdout
