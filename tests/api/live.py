@@ -36,13 +36,16 @@ class LiveServer:
         return self.url.replace("http://", "ws://") + "/v1/events"
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.get(self.url + path, headers=self.headers, timeout=30, **kwargs)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return requests.get(self.url + path, headers=headers, timeout=30, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.post(self.url + path, headers=self.headers, timeout=30, **kwargs)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return requests.post(self.url + path, headers=headers, timeout=30, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.delete(self.url + path, headers=self.headers, timeout=30, **kwargs)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return requests.delete(self.url + path, headers=headers, timeout=30, **kwargs)
 
     def submit(self, **body: Any) -> str:
         response = self.post("/v1/jobs", json=job(**body))
