@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from kd_server.families import Family
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.library import (
@@ -25,7 +27,6 @@ from kd_server.library import (
     ModelLibrary,
     read_safetensors_header,
 )
-from safetensors.torch import save_file
 
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
 VAE = "first_stage_model.encoder.conv_in.weight"

@@ -12,9 +12,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from transformers import CLIPTokenizer
+
 from kd_server.families import resources_dir, tokenizer_dir
 from kd_server.tokenizer import load_tokenizer, tokenizer_settings
-from transformers import CLIPTokenizer
 
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
 VOCAB = tokenizer_dir() / "vocab.json"
