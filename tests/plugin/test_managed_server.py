@@ -1,0 +1,63 @@
+"""The settings dialog starts the real server as a child process, shows its log,
+waits for /v1/health, and the docker connects; stopping it ends the process."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from conftest import PYTHON, ROOT, free_port, server_available
+from PyQt5.QtWidgets import QLabel, QPlainTextEdit, QPushButton
+
+from krita_diffusers.client import ConnectionState
+from krita_diffusers.docker import DiffusersPanel
+from krita_diffusers.managed_server import ServerState
+from krita_diffusers.settings import MemoryStore, Settings, save
+
+WAIT_MS = 180_000
+
+
+@pytest.mark.skipif(not server_available(), reason="the server is not in the tree yet")
+def test_start_and_stop_the_local_server_from_the_dialog(qtbot, canvas, tmp_path, monkeypatch):
+    config = tmp_path / "server.toml"
+    config.write_text("", encoding="utf-8")
+    monkeypatch.setenv("KD_CONFIG", str(config))
+    monkeypatch.delenv("KD_TOKEN", raising=False)
+    monkeypatch.chdir(ROOT)
+    port = free_port()
+    command = f"{shlex.quote(str(PYTHON))} -m kd_server.cli serve --host 127.0.0.1 --port {port}"
+    store = MemoryStore()
+    save(store, Settings(server_url=f"http://127.0.0.1:{port}", server_command=command))
+    panel = DiffusersPanel(canvas, store)
+    qtbot.addWidget(panel)
+    try:
+        qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
+        dialog = panel.open_settings()
+        dialog.findChild(QPushButton, "kd-server-start").click()
+        qtbot.waitUntil(lambda: panel.server.state is ServerState.RUNNING, timeout=WAIT_MS)
+        assert dialog.findChild(QLabel, "kd-server-state").text() == "The server is running."
+        assert dialog.findChild(QPlainTextEdit, "kd-server-log").toPlainText().startswith("$ ")
+        qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
+        dialog.findChild(QPushButton, "kd-server-stop").click()
+        qtbot.waitUntil(lambda: panel.server.state is ServerState.STOPPED, timeout=WAIT_MS)
+        assert not panel.server.running
+        qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
+        dialog.reject()
+    finally:
+        panel.shutdown()
+
+
+def test_a_command_that_does_not_exist_says_so(qtbot, canvas):
+    store = MemoryStore()
+    save(store, Settings(server_command="/nonexistent/krita-diffusers-server serve"))
+    panel = DiffusersPanel(canvas, store)
+    qtbot.addWidget(panel)
+    try:
+        dialog = panel.open_settings()
+        dialog.findChild(QPushButton, "kd-server-start").click()
+        qtbot.waitUntil(lambda: panel.server.state is ServerState.FAILED, timeout=WAIT_MS)
+        assert "could not be started" in dialog.findChild(QLabel, "kd-server-state").text()
+        assert dialog.findChild(QPushButton, "kd-server-start").isEnabled()
+        dialog.reject()
+    finally:
+        panel.shutdown()
