@@ -8,9 +8,11 @@ close connections and exit.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -50,6 +52,18 @@ class KdServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.kd_app = app
+        self.stopped_by: list[int] = []
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """As uvicorn's, but a SIGTERM/Ctrl-C that shut us down cleanly is not re-raised
+        afterwards: the CLI then exits with status 0 instead of dying by the signal."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self.stopped_by = list(self._captured_signals)
+                self._captured_signals.clear()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         try:
