@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
 from kd_server.generation import Cancelled, EngineError, EngineErrorCode
 from kd_server.jobqueue import (
     JobNotActive,
