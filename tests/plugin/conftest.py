@@ -1,108 +1,15 @@
-"""Fixtures for the plugin's tests: an in-memory canvas and the real server.
-
-The server is the project's own (`kd_server.cli serve`) with its embedded tiny model,
-on a free loopback port, in its own process group so a test can stop and restart it.
-"""
+"""Fixtures for the plugin's tests: an in-memory canvas and the real server."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PYTHON = ROOT / ".venv" / "bin" / "python"
-STARTUP_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_available() -> bool:
-    cli = ROOT / "backend" / "kd_server" / "cli.py"
-    app = ROOT / "backend" / "kd_server" / "api" / "app.py"
-    return cli.is_file() and app.is_file() and "serve" in cli.read_text(encoding="utf-8")
-
-
-class LiveServer:
-    """Start, stop and restart the real server on one port."""
-
-    def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.work = work
-        self.log = work / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        config = self.work / "server.toml"
-        config.write_text("", encoding="utf-8")
-        env = dict(os.environ, KD_CONFIG=str(config), HF_HUB_OFFLINE="1")
-        env.pop("KD_TOKEN", None)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(PYTHON),
-                    "-m",
-                    "kd_server.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.tail()}")
-            with (
-                contextlib.suppress(OSError, ValueError),
-                urllib.request.urlopen(f"{self.url}/v1/health", timeout=2) as reply,
-            ):
-                if reply.status == 200:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError(f"the server did not answer /v1/health: {self.tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        return ""
+from kd_plugin_server import LiveServer, server_available
 
 
 @pytest.fixture(scope="session")

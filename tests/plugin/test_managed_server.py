@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 import pytest
-from conftest import PYTHON, ROOT, free_port, server_available
+from kd_plugin_server import PYTHON, ROOT, free_port, server_available
 from PyQt5.QtWidgets import QLabel, QPlainTextEdit, QPushButton
 
 from krita_diffusers.client import ConnectionState

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import free_port
+from kd_plugin_server import free_port
 from PyQt5.QtCore import QSettings
 from PyQt5.QtWidgets import QDialogButtonBox, QLabel, QPushButton
 
