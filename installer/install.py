@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -124,13 +125,50 @@ def _plugin(ctx: Context, env: server_env.ServerEnv | None) -> None:
     for path in plugin_install.installed_paths(ctx.where.pykrita):
         ctx.record.add_path(path)
     ctx.report.add(action, f"Krita plugin in {ctx.where.pykrita}")
-    change = kritarc.enable(ctx.where.kritarc, plugin_build.PLUGIN)
-    if ctx.record.kritarc is None:
-        ctx.record.kritarc = manifest.KritarcEntry(
-            str(ctx.where.kritarc), plugin_build.PLUGIN, change.previous
-        )
+    _kritarc_key(ctx, kritarc.PYTHON, kritarc.enable_key(plugin_build.PLUGIN), "true", force=True)
+    ctx.save()
+
+
+# The plugin's own defaults: a kritarc holding these was never set by the user.
+PLUGIN_DEFAULTS = {
+    "server_url": "http://127.0.0.1:7860",
+    "server_command": "krita-diffusers-server serve --host 127.0.0.1 --port 7860",
+    "token": "",
+}
+
+
+def _kritarc_key(ctx: Context, section: str, key: str, value: str, force: bool) -> None:
+    """Set one kritarc key, remembering its first value for uninstall. Without `force`
+    a value the user chose (not one we wrote earlier, nor the plugin's default) is
+    left as it is."""
+    path = ctx.where.kritarc
+    recorded = ctx.record.kritarc_key(str(path), section, key)
+    current = kritarc.read_value(path, section, key)
+    ours = recorded is not None and current == recorded.value
+    default = current is not None and current.strip('"') == PLUGIN_DEFAULTS.get(key)
+    if not force and current is not None and current != value and not (ours or default):
+        ctx.report.add(Action.KEPT, f"[{section}] {key} in {path} (your setting)")
+        return
+    change = kritarc.set_value(path, section, key, value)
+    if recorded is None:
+        recorded = manifest.KritarcKey(str(path), section, key, value, change.previous)
+        ctx.record.kritarc_keys.append(recorded)
+    recorded.value = value
+    shown = value if key != "token" else "(hidden)"
     state = Action.UPDATED if change.changed else Action.KEPT
-    ctx.report.add(state, f"[python] enable_{plugin_build.PLUGIN}=true in {ctx.where.kritarc}")
+    ctx.report.add(state, f"[{section}] {key}={shown} in {path}")
+
+
+def _plugin_settings(ctx: Context, env: server_env.ServerEnv | None, token: str | None) -> None:
+    """Point the plugin at the installed server, so the docker connects with no setup."""
+    port = server_run.read_port(ctx.where.config_file, ctx.options.port)
+    section = plugin_build.PLUGIN
+    _kritarc_key(ctx, section, "server_url", f"http://127.0.0.1:{port}", force=False)
+    if env is not None:
+        command = f"{shlex.quote(env.script.as_posix())} serve"
+        _kritarc_key(ctx, section, "server_command", kritarc.qt_string(command), force=False)
+    if token:
+        _kritarc_key(ctx, section, "token", kritarc.qt_string(token), force=False)
     ctx.save()
 
 
@@ -171,7 +209,7 @@ def _model_dirs(ctx: Context) -> tuple[Path, list[Path]]:
     return own, dirs
 
 
-def _settings(ctx: Context, model_dirs: list[Path]) -> None:
+def _settings(ctx: Context, model_dirs: list[Path]) -> str | None:
     opts = ctx.options
     token = opts.token
     if token is None and opts.host not in LOOPBACK:
@@ -204,6 +242,7 @@ def _settings(ctx: Context, model_dirs: list[Path]) -> None:
     }
     ctx.report.add(*messages[outcome.action])
     ctx.save()
+    return token
 
 
 def _downloads(ctx: Context, models_dir: Path) -> None:
@@ -254,7 +293,8 @@ def run(options: InstallOptions, where: Locations, report: Report) -> Report:
     env = _server(ctx)
     _plugin(ctx, env)
     models_dir, model_dirs = _model_dirs(ctx)
-    _settings(ctx, model_dirs)
+    token = _settings(ctx, model_dirs)
+    _plugin_settings(ctx, env, token)
     _downloads(ctx, models_dir)
     ctx.save()
     _start(ctx, env)

@@ -1,10 +1,11 @@
-"""Turn a Python plugin on (or back off) in Krita's `kritarc`, touching nothing else.
+"""Edit single keys of Krita's `kritarc` (enable the plugin, preset its settings),
+touching nothing else.
 
 kritarc is a Qt INI file with hundreds of keys, some with backslashes, `@Variant(...)`
 values and case-sensitive names that configparser would mangle. So this edits lines:
-only the one `enable_<plugin>=` line inside `[python]` changes, everything else is
-written back byte for byte (line endings included). Krita itself rewrites kritarc on
-exit, so the install should happen while Krita is closed.
+only the one `key=` line inside its `[section]` changes, everything else is written
+back byte for byte (line endings included). Krita itself rewrites kritarc on exit, so
+the install should happen while Krita is closed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SECTION = "[python]"
+PYTHON = "python"
 
 
 @dataclass(frozen=True)
@@ -22,20 +23,27 @@ class Change:
     changed: bool
 
 
-def _key(plugin: str) -> str:
+def enable_key(plugin: str) -> str:
     return f"enable_{plugin}"
+
+
+def qt_string(value: str) -> str:
+    """A string as QSettings' INI reader reads it back (backslash escapes; quotes keep
+    commas from turning the value into a list)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"' if ("," in escaped or escaped != escaped.strip()) else escaped
 
 
 def _newline(text: str) -> str:
     return "\r\n" if "\r\n" in text else "\n"
 
 
-def _section_bounds(lines: list[str]) -> tuple[int, int] | None:
-    """(index of the [python] header, index where the section ends)."""
+def _section_bounds(lines: list[str], section: str) -> tuple[int, int] | None:
+    """(index of the section's header, index where the section ends)."""
     start = None
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if start is None and stripped == SECTION:
+        if start is None and stripped == f"[{section}]":
             start = i
         elif start is not None and stripped.startswith("[") and stripped.endswith("]"):
             return start, i
@@ -50,14 +58,24 @@ def _find_key(lines: list[str], bounds: tuple[int, int], key: str) -> int | None
     return None
 
 
-def read_value(path: Path, plugin: str) -> str | None:
+def _drop_if_empty(lines: list[str], start: int, end: int) -> None:
+    """Remove a section left with no keys (we only empty sections we filled), and the
+    blank line that separated it when it was the last one."""
+    if any(line.strip() for line in lines[start + 1 : end]):
+        return
+    del lines[start:end]
+    if start == len(lines) and start > 0 and not lines[start - 1].strip():
+        del lines[start - 1]
+
+
+def read_value(path: Path, section: str, key: str) -> str | None:
     if not path.is_file():
         return None
     lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-    bounds = _section_bounds(lines)
+    bounds = _section_bounds(lines, section)
     if bounds is None:
         return None
-    index = _find_key(lines, bounds, _key(plugin))
+    index = _find_key(lines, bounds, key)
     return None if index is None else lines[index].partition("=")[2].strip()
 
 
@@ -69,21 +87,21 @@ def _write(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
-def set_value(path: Path, plugin: str, value: str | None) -> Change:
-    """Set `enable_<plugin>` to `value`, or remove the key when `value` is None."""
+def set_value(path: Path, section: str, key: str, value: str | None) -> Change:
+    """Set `[section] key` to `value` (raw INI text), or remove the key when None."""
     text = path.read_bytes().decode("utf-8", "surrogateescape") if path.is_file() else ""
     nl = _newline(text) if text else os.linesep if os.name == "nt" else "\n"
     lines = text.splitlines(keepends=True)
     bare = [line.rstrip("\r\n") for line in lines]
-    key = _key(plugin)
-    bounds = _section_bounds(bare)
+    bounds = _section_bounds(bare, section)
     index = None if bounds is None else _find_key(bare, bounds, key)
     previous = None if index is None else bare[index].partition("=")[2].strip()
     if previous == value:
         return Change(previous, changed=False)
     if value is None:
-        assert index is not None
+        assert index is not None and bounds is not None
         del lines[index]
+        _drop_if_empty(lines, bounds[0], bounds[1] - 1)
     elif index is not None:
         lines[index] = f"{key}={value}{nl}"
     elif bounds is not None:
@@ -98,10 +116,10 @@ def set_value(path: Path, plugin: str, value: str | None) -> Change:
             lines[-1] += nl
         if lines and lines[-1].strip():
             lines.append(nl)
-        lines += [f"{SECTION}{nl}", f"{key}={value}{nl}"]
+        lines += [f"[{section}]{nl}", f"{key}={value}{nl}"]
     _write(path, "".join(lines))
     return Change(previous, changed=True)
 
 
 def enable(path: Path, plugin: str) -> Change:
-    return set_value(path, plugin, "true")
+    return set_value(path, PYTHON, enable_key(plugin), "true")

@@ -16,9 +16,11 @@ FORMAT = 1
 
 
 @dataclass
-class KritarcEntry:
+class KritarcKey:
     path: str
-    plugin: str
+    section: str
+    key: str
+    value: str  # what we set
     previous: str | None  # value before the first install; None = the key was absent
 
 
@@ -31,7 +33,7 @@ class SettingsEntry:
 @dataclass
 class Manifest:
     paths: list[str] = field(default_factory=list)  # files and folders we created
-    kritarc: KritarcEntry | None = None
+    kritarc_keys: list[KritarcKey] = field(default_factory=list)
     settings: SettingsEntry | None = None
     venv: str | None = None
     models_dir: str | None = None  # never removed; recorded to say so
@@ -41,6 +43,12 @@ class Manifest:
         if text not in self.paths:
             self.paths.append(text)
 
+    def kritarc_key(self, path: str, section: str, key: str) -> KritarcKey | None:
+        for entry in self.kritarc_keys:
+            if (entry.path, entry.section, entry.key) == (path, section, key):
+                return entry
+        return None
+
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=2) + "\n"
 
@@ -48,10 +56,10 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         data.pop("format", None)
-        kritarc = data.pop("kritarc", None)
+        keys = data.pop("kritarc_keys", [])
         settings = data.pop("settings", None)
         manifest = cls(**data)
-        manifest.kritarc = KritarcEntry(**kritarc) if kritarc else None
+        manifest.kritarc_keys = [KritarcKey(**key) for key in keys]
         manifest.settings = SettingsEntry(**settings) if settings else None
         return manifest
 

@@ -25,16 +25,17 @@ def _remove_path(path: Path, report: Report) -> None:
     report.add(Action.REMOVED, str(path))
 
 
-def _restore_kritarc(entry: manifest.KritarcEntry, report: Report) -> None:
+def _restore_kritarc(entry: manifest.KritarcKey, report: Report) -> None:
     path = Path(entry.path)
-    if kritarc.read_value(path, entry.plugin) != "true":
-        report.add(Action.KEPT, f"{path}: enable_{entry.plugin} was changed since; left alone")
+    name = f"[{entry.section}] {entry.key}"
+    if kritarc.read_value(path, entry.section, entry.key) != entry.value:
+        report.add(Action.KEPT, f"{path}: {name} was changed since; left alone")
         return
-    if entry.previous == "true":
+    if entry.previous == entry.value:
         return
-    kritarc.set_value(path, entry.plugin, entry.previous)
-    what = "removed" if entry.previous is None else f"set back to {entry.previous}"
-    report.add(Action.UPDATED, f"{path}: enable_{entry.plugin} {what}")
+    kritarc.set_value(path, entry.section, entry.key, entry.previous)
+    what = "removed" if entry.previous is None else "set back to its earlier value"
+    report.add(Action.UPDATED, f"{path}: {name} {what}")
 
 
 def _remove_settings(entry: manifest.SettingsEntry, report: Report) -> None:
@@ -65,8 +66,8 @@ def run(where: Locations, report: Report) -> Report:
         report.add(Action.REMOVED, "the running server (stopped)")
     for text in record.paths:
         _remove_path(Path(text), report)
-    if record.kritarc:
-        _restore_kritarc(record.kritarc, report)
+    for entry in reversed(record.kritarc_keys):
+        _restore_kritarc(entry, report)
     if record.settings:
         _remove_settings(record.settings, report)
     if record.venv:

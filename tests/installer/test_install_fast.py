@@ -42,6 +42,39 @@ def test_installs_plugin_enables_it_and_writes_settings(seeded: Locations, fake_
     assert seeded.manifest.is_file() and report.changed()
 
 
+def test_plugin_is_pointed_at_the_server_but_user_choices_win(
+    seeded: Locations, fake_repo: Path
+) -> None:
+    from installer import kritarc
+
+    seeded.kritarc.parent.mkdir(parents=True)
+    seeded.kritarc.write_text(
+        "[krita_diffusers]\nserver_url=http://127.0.0.1:7860\nsteps=30\n", encoding="utf-8"
+    )
+    _install(seeded, fake_repo, port=7861)
+    assert kritarc.read_value(seeded.kritarc, "krita_diffusers", "server_url") == (
+        "http://127.0.0.1:7861"  # the plugin's default was replaced
+    )
+    kritarc.set_value(seeded.kritarc, "krita_diffusers", "server_url", "http://gpu-box:7860")
+    report = _install(seeded, fake_repo, port=7861)
+    assert kritarc.read_value(seeded.kritarc, "krita_diffusers", "server_url") == (
+        "http://gpu-box:7860"
+    )
+    assert any("(your setting)" in step.what for step in report.steps)
+    uninstall.run(seeded, Report(quiet=True))
+    text = seeded.kritarc.read_text()
+    assert "steps=30" in text and "server_url=http://gpu-box:7860" in text
+
+
+def test_qt_string_quotes_what_qsettings_would_split() -> None:
+    from installer.kritarc import qt_string
+
+    assert qt_string("/opt/kd/bin/krita-diffusers-server serve") == (
+        "/opt/kd/bin/krita-diffusers-server serve"
+    )
+    assert qt_string('C:\\a,b "x"') == '"C:\\\\a,b \\"x\\""'
+
+
 def test_settings_are_what_the_server_reads(seeded: Locations, fake_repo: Path) -> None:
     config = pytest.importorskip("kd_server.config")
     _install(seeded, fake_repo, port=7999)
@@ -124,7 +157,7 @@ def test_uninstall_removes_only_what_install_added(seeded: Locations, fake_repo:
     assert other_plugin.is_file()
     assert not (seeded.pykrita / "krita_diffusers").exists()
     assert not (seeded.pykrita / "krita_diffusers.desktop").exists()
-    assert seeded.kritarc.read_text() == "[General]\nfoo=1\n\n[python]\n"
+    assert seeded.kritarc.read_text() == "[General]\nfoo=1\n"  # exactly as before
     assert not seeded.config_file.exists() and not seeded.manifest.exists()
 
 

@@ -27,7 +27,7 @@ def test_adds_key_inside_existing_section_keeping_everything_else(tmp_path: Path
         "enable_Other_Plugin=false\r\n",
         "enable_Other_Plugin=false\r\nenable_krita_diffusers=true\r\n",
     )
-    assert kritarc.read_value(rc, "krita_diffusers") == "true"
+    assert kritarc.read_value(rc, "python", "enable_krita_diffusers") == "true"
 
 
 def test_flips_false_and_restores_exactly(tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_flips_false_and_restores_exactly(tmp_path: Path) -> None:
     change = kritarc.enable(rc, "krita_diffusers")
     assert change.previous == "false" and change.changed
     assert kritarc.enable(rc, "krita_diffusers").changed is False  # idempotent
-    kritarc.set_value(rc, "krita_diffusers", change.previous)
+    kritarc.set_value(rc, "python", "enable_krita_diffusers", change.previous)
     assert rc.read_bytes().decode() == original
 
 
@@ -45,7 +45,7 @@ def test_removing_an_added_key_gives_back_the_original_bytes(tmp_path: Path) -> 
     rc = tmp_path / "kritarc"
     rc.write_bytes(SAMPLE.encode())
     kritarc.enable(rc, "krita_diffusers")
-    kritarc.set_value(rc, "krita_diffusers", None)
+    kritarc.set_value(rc, "python", "enable_krita_diffusers", None)
     assert rc.read_bytes().decode() == SAMPLE
 
 
