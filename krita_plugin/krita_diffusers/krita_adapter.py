@@ -46,7 +46,12 @@ class KritaCanvas:
 
     def document_id(self) -> str:
         document = _active_document()
-        return "" if document is None else document.rootNode().uniqueId().toString()
+        if document is None:
+            return ""
+        try:
+            return document.rootNode().uniqueId().toString()
+        except AttributeError:  # an older Krita without Node.uniqueId
+            return document.fileName() or document.name()
 
     def selection_bounds(self) -> Rect | None:
         document = _active_document()

@@ -36,7 +36,8 @@ def server_available() -> bool:
 class LiveServer:
     """Start, stop and restart the real server on one port."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, token: str = "") -> None:
+        self.token = token
         self.port = free_port()
         self.work = work
         self.log = work / "server.log"
@@ -51,6 +52,8 @@ class LiveServer:
         config.write_text("", encoding="utf-8")
         env = dict(os.environ, KD_CONFIG=str(config), HF_HUB_OFFLINE="1")
         env.pop("KD_TOKEN", None)
+        if self.token:
+            env["KD_TOKEN"] = self.token
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -75,12 +78,16 @@ class LiveServer:
                 raise RuntimeError(f"the server exited: {self.tail()}")
             with (
                 contextlib.suppress(OSError, ValueError),
-                urllib.request.urlopen(f"{self.url}/v1/health", timeout=2) as reply,
+                urllib.request.urlopen(self._health_request(), timeout=2) as reply,
             ):
                 if reply.status == 200:
                     return
             time.sleep(0.3)
         raise RuntimeError(f"the server did not answer /v1/health: {self.tail()}")
+
+    def _health_request(self) -> urllib.request.Request:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return urllib.request.Request(f"{self.url}/v1/health", headers=headers)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from kd_plugin_server import LiveServer
 from PyQt5.QtWidgets import QLabel, QListWidget, QProgressBar
 
 from krita_diffusers.client import ConnectionState
@@ -152,3 +153,32 @@ def test_stopped_server_is_reported_and_a_restarted_one_picked_up(make_panel, qt
         live_server.start()
     qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
     assert connection.text().startswith("Connected: ")
+
+
+def test_missing_model_is_explained(make_panel, qtbot):
+    panel = make_panel()
+    panel.model.addItem("ghost-model", "ghost-model")  # e.g. deleted since the list was read
+    panel.model.setCurrentIndex(panel.model.count() - 1)
+    panel.prompt.setPlainText("anything")
+    panel.generate_button.click()
+    error = panel.findChild(QLabel, "kd-error")
+    qtbot.waitUntil(lambda: error.text() != "", timeout=WAIT_MS)
+    assert "ghost-model" in error.text() and "Pick another model" in error.text()
+    assert panel.controller.jobs == {}
+
+
+def test_server_with_a_token_refuses_until_the_token_is_set(qtbot, canvas, tmp_path):
+    server = LiveServer(tmp_path, token="s3cret")
+    server.start()
+    store = MemoryStore()
+    save(store, Settings(server_url=server.url))
+    panel = DiffusersPanel(canvas, store)
+    qtbot.addWidget(panel)
+    try:
+        qtbot.waitUntil(lambda: panel.client.state is ConnectionState.REFUSED, timeout=WAIT_MS)
+        assert "token" in panel.findChild(QLabel, "kd-connection").text()
+        panel.apply_settings(Settings(server_url=server.url, token="s3cret"))
+        qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
+    finally:
+        panel.shutdown()
+        server.stop()
