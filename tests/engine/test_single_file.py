@@ -61,3 +61,34 @@ def test_family_is_detected_and_every_task_runs(single_file_engine, family):
 
 def test_cache_keeps_at_most_cache_size_models(single_file_engine):
     assert len(single_file_engine.loaded_models()) <= 2
+
+
+def test_tasks_share_one_set_of_weights(single_file_engine):
+
+    single_file_engine.generate(
+        GenerationRequest(
+            task=Task.TXT2IMG, model="tiny-sdxl", prompt="x", steps=1, width=64, height=64
+        )
+    )
+    model = single_file_engine._cache["tiny-sdxl"]
+    img2img, inpaint = model.pipeline_for(Task.IMG2IMG), model.pipeline_for(Task.INPAINT)
+    assert img2img.unet is model.base.unet is inpaint.unet
+    assert img2img.vae is model.base.vae and img2img.text_encoder_2 is model.base.text_encoder_2
+
+
+def test_sdxl_previews_use_the_sdxl_map(single_file_engine):
+    seen = []
+    single_file_engine.generate(
+        GenerationRequest(
+            task=Task.TXT2IMG,
+            model="tiny-sdxl",
+            prompt="x",
+            steps=2,
+            width=64,
+            height=32,
+            preview_every=1,
+        ),
+        on_progress=seen.append,
+    )
+    previews = [p.preview for p in seen if p.preview is not None]
+    assert len(previews) == 2 and previews[0].size == (256, 128)
