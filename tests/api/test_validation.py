@@ -132,3 +132,9 @@ def test_wrong_method(server: LiveServer) -> None:
     response = server.post("/v1/health")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_form_body_is_explained(server: LiveServer) -> None:
+    response = server.post("/v1/jobs", data={"task": "txt2img"})  # what `curl -d` sends
+    assert response.status_code == 422
+    assert "Content-Type: application/json" in response.json()["error"]["message"]

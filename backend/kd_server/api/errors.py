@@ -160,8 +160,14 @@ async def _engine_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(ENGINE_STATUS.get(exc.code, 500), exc.code.value, exc.message)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    content_type = request.headers.get("content-type", "")
+    whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+    if whole_body and request.method == "POST" and "json" not in content_type:
+        # curl -d sends a form by default; say so instead of "body: must be an object"
+        message = "body: must be a JSON object sent with 'Content-Type: application/json'."
+        return error_response(422, "invalid_request", message)
     return error_response(422, "invalid_request", describe_errors(exc.errors()))
 
 
