@@ -106,6 +106,13 @@ class Engine:
 
     # -- the cache -------------------------------------------------------------------
 
+    def preload(self, name: str | None = None) -> str:
+        """Load a checkpoint (the default one without a name) before the first job asks."""
+        entry = self.check_model(name)
+        with self._lock:
+            self._model(entry, on_loading=None)
+        return entry.name
+
     def unload(self, name: str | None = None) -> None:
         """Drop one model (or all) from memory; the next job that needs it reloads it."""
         with self._lock:

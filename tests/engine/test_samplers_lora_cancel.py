@@ -159,3 +159,15 @@ def test_out_of_memory_fails_the_job_and_the_engine_keeps_working(embedded_engin
     assert info.value.code is EngineErrorCode.OUT_OF_MEMORY
     assert "smaller" in info.value.message
     assert embedded_engine.generate(small(seed=2))[0].image.size == (64, 64)
+
+
+def test_preload_warms_the_default_model_and_unload_drops_it():
+    engine = Engine(ModelLibrary([]), device="cpu")
+    loading: list[str] = []
+    assert engine.preload() == "tiny-sd15-embedded"
+    assert engine.loaded_models() == ["tiny-sd15-embedded"]
+    engine.generate(small(), on_loading=loading.append)
+    assert loading == []  # already warm: nothing to load
+    engine.unload("tiny-sd15-embedded")
+    engine.generate(small(), on_loading=loading.append)
+    assert loading == ["tiny-sd15-embedded"]
