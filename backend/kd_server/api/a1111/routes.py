@@ -1,0 +1,293 @@
+"""`/sdapi/v1/...`: AUTOMATIC1111's API, served by our engine and our job queue.
+
+The routes only translate: payloads become `Plan`s (translate.py), plans run as
+queue jobs (calls.py), and answers take A1111's shapes (schemas.py). Auth is the
+server's token, as Bearer or as HTTP Basic password (auth.py). docs/a1111.md lists
+what is supported, what is accepted and ignored, and what is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+
+from kd_server.api.a1111 import infotext
+from kd_server.api.a1111.auth import require_sdapi_auth
+from kd_server.api.a1111.calls import (
+    cancel_job,
+    encode_images,
+    finish_images,
+    info_json,
+    run_call,
+)
+from kd_server.api.a1111.images import decode_image
+from kd_server.api.a1111.options import CHECKPOINT_OPTION, all_options, check_option
+from kd_server.api.a1111.schemas import (
+    ImageResponse,
+    Img2ImgRequest,
+    LoraItem,
+    PngInfoRequest,
+    PngInfoResponse,
+    ProgressResponse,
+    ProgressState,
+    SamplerItem,
+    SchedulerItem,
+    ScriptsList,
+    SDModelItem,
+    Txt2ImgRequest,
+)
+from kd_server.api.a1111.state import SdapiState
+from kd_server.api.a1111.translate import (
+    SAMPLER_ALIASES,
+    Plan,
+    find_checkpoint,
+    model_name_of,
+    plan_img2img,
+    plan_txt2img,
+)
+from kd_server.api.errors import ApiError
+from kd_server.api.imaging import ImageInputError
+from kd_server.api.services import Services, ServicesDep
+from kd_server.generation import EngineError
+from kd_server.samplers import SAMPLERS, Schedule
+
+router = APIRouter(prefix="/sdapi/v1", tags=["a1111"], dependencies=[Depends(require_sdapi_auth)])
+
+_STATE_LOCK = threading.Lock()
+
+
+def get_state(request: Request) -> SdapiState:
+    """The app's one SdapiState, made on first use (the app itself needs no wiring)."""
+    with _STATE_LOCK:
+        state = getattr(request.app.state, "sdapi", None)
+        if state is None:
+            state = SdapiState()
+            request.app.state.sdapi = state
+        return state  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[SdapiState, Depends(get_state)]
+
+
+def current_model(services: Services, state: SdapiState) -> str:
+    """The checkpoint A1111 calls `sd_model_checkpoint`: the one set through options,
+    or the library's default (also when the chosen one has gone after a refresh)."""
+    if state.current_model is not None:
+        try:
+            return services.library.get_checkpoint(state.current_model).name
+        except EngineError:
+            state.current_model = None
+    return services.library.default_checkpoint().name
+
+
+# ------------------------------------------------------------------- generation
+
+
+def _prepare(
+    services: Services,
+    state: SdapiState,
+    planner: Callable[..., Plan],
+    body: Any,
+) -> Plan:
+    """Translate and check the request (decoding images is CPU work: worker thread)."""
+    plan = planner(body, services.settings, services.library, current_model(services, state))
+    services.engine.check(plan.request)
+    return plan
+
+
+async def _generate(
+    services: Services, state: SdapiState, planner: Any, body: Any
+) -> ImageResponse:
+    if services.closing:
+        raise ApiError(503, "shutting_down", "The server is shutting down; try again soon.")
+    plan = await asyncio.to_thread(_prepare, services, state, planner, body)
+    timestamp = time.strftime("%Y%m%d%H%M%S")
+    results = await run_call(services, state, plan)
+    images = await asyncio.to_thread(finish_images, plan, results)
+    if plan.persist_model is not None:
+        state.current_model = plan.persist_model
+    assert plan.request.model is not None
+    return ImageResponse(
+        images=encode_images(plan, images),
+        parameters=plan.echo,
+        info=info_json(plan, images, plan.request.model, timestamp),
+    )
+
+
+@router.post("/txt2img", response_model=ImageResponse, summary="Text to image (waits for it)")
+async def txt2img(body: Txt2ImgRequest, services: ServicesDep, state: StateDep) -> ImageResponse:
+    return await _generate(services, state, plan_txt2img, body)
+
+
+@router.post(
+    "/img2img", response_model=ImageResponse, summary="Image to image, inpainting with `mask`"
+)
+async def img2img(body: Img2ImgRequest, services: ServicesDep, state: StateDep) -> ImageResponse:
+    return await _generate(services, state, plan_img2img, body)
+
+
+# ------------------------------------------------------------- progress, control
+
+
+@router.get("/progress", response_model=ProgressResponse, summary="The running A1111 request")
+def progress(
+    services: ServicesDep,
+    state: StateDep,
+    skip_current_image: Annotated[bool, Query()] = False,
+) -> ProgressResponse:
+    snapshot = state.snapshot()
+    call = snapshot.call
+    if call is None:
+        return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState())
+    within = call.step / call.total if call.total else 0.0
+    fraction = min(1.0, (call.job_no + within) / max(1, call.job_count))
+    elapsed = time.monotonic() - call.started
+    eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+    textinfo = None
+    if not call.running:
+        textinfo = "Waiting for the GPU: other jobs are ahead in the queue."
+    return ProgressResponse(
+        progress=fraction,
+        eta_relative=eta,
+        state=ProgressState(
+            skipped=call.skipped,
+            interrupted=call.interrupted,
+            job=call.kind,
+            job_count=call.job_count,
+            job_timestamp=call.timestamp,
+            job_no=call.job_no,
+            sampling_step=call.step,
+            sampling_steps=call.total,
+        ),
+        current_image=None if skip_current_image else state.preview_png(call.id),
+        textinfo=textinfo,
+    )
+
+
+def _flag(services: Services, state: SdapiState, flag: str) -> dict[str, Any]:
+    flagged = state.flag_current(flag)
+    if flagged is not None and flagged[1] is not None:
+        cancel_job(services, flagged[1])
+    return {}
+
+
+@router.post("/interrupt", summary="Stop the current A1111 request; it returns what is done")
+def interrupt(services: ServicesDep, state: StateDep) -> dict[str, Any]:
+    return _flag(services, state, "interrupted")
+
+
+@router.post("/skip", summary="Drop the current iteration; the request goes on with the next")
+def skip(services: ServicesDep, state: StateDep) -> dict[str, Any]:
+    return _flag(services, state, "skipped")
+
+
+# ------------------------------------------------------------------ lists, options
+
+
+@router.get("/sd-models", response_model=list[SDModelItem], summary="Usable checkpoints")
+def sd_models(services: ServicesDep) -> list[SDModelItem]:
+    return [
+        SDModelItem(
+            title=entry.name,
+            model_name=model_name_of(entry.name),
+            filename=str(entry.path) if entry.path is not None else entry.name,
+        )
+        for entry in services.library.checkpoints()
+        if entry.usable
+    ]
+
+
+@router.get("/samplers", response_model=list[SamplerItem], summary="Samplers")
+def samplers() -> list[SamplerItem]:
+    return [
+        SamplerItem(name=spec.name, aliases=list(SAMPLER_ALIASES.get(spec.name, ())), options={})
+        for spec in SAMPLERS
+    ]
+
+
+@router.get("/schedulers", response_model=list[SchedulerItem], summary="Schedule types")
+def schedulers() -> list[SchedulerItem]:
+    return [
+        SchedulerItem(
+            name=schedule.value.lower(),
+            label=schedule.value,
+            default_rho=7.0 if schedule is Schedule.KARRAS else -1,
+        )
+        for schedule in Schedule
+    ]
+
+
+@router.get("/loras", response_model=list[LoraItem], summary="Usable LoRAs")
+def loras(services: ServicesDep) -> list[LoraItem]:
+    return [
+        LoraItem(
+            name=entry.name,
+            alias=PurePosixPath(entry.name).name,
+            path=str(entry.path) if entry.path is not None else entry.name,
+        )
+        for entry in services.library.loras()
+        if entry.usable
+    ]
+
+
+@router.get("/scripts", response_model=ScriptsList, summary="Scripts (none here)")
+def scripts() -> ScriptsList:
+    return ScriptsList()
+
+
+@router.get("/options", summary="Settings: the current checkpoint and fixed values")
+def get_options(services: ServicesDep, state: StateDep) -> dict[str, Any]:
+    return all_options(current_model(services, state))
+
+
+@router.post("/options", summary="Set `sd_model_checkpoint` (other options: only as they are)")
+def set_options(
+    services: ServicesDep, state: StateDep, body: Annotated[dict[str, Any], Body()]
+) -> None:
+    """All options are checked before any is applied, so a refused one changes nothing."""
+    for key, value in body.items():
+        check_option("options", key, value)
+    if CHECKPOINT_OPTION in body:
+        state.current_model = find_checkpoint(services.library, body[CHECKPOINT_OPTION])
+
+
+@router.post("/refresh-checkpoints", summary="Rescan the model folders")
+def refresh_checkpoints(services: ServicesDep) -> None:
+    services.library.refresh()
+
+
+@router.post("/refresh-loras", summary="Rescan the model folders")
+def refresh_loras(services: ServicesDep) -> None:
+    services.library.refresh()
+
+
+@router.post("/png-info", response_model=PngInfoResponse, summary="Read an image's parameters")
+def png_info(body: PngInfoRequest, services: ServicesDep) -> PngInfoResponse:
+    try:
+        image = decode_image(body.image, "image", services.settings.max_pixels)
+    except ImageInputError as exc:
+        raise ApiError(422, "invalid_request", f"{exc}.") from exc
+    text = image.info.get("parameters")
+    text = text if isinstance(text, str) else ""
+    items = {
+        key: value
+        for key, value in image.info.items()
+        if isinstance(key, str) and isinstance(value, str) and key != "parameters"
+    }
+    return PngInfoResponse(info=text, items=items, parameters=infotext.parse(text))
+
+
+@router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
+def not_supported(rest: str, request: Request) -> None:
+    raise ApiError(
+        404,
+        "not_supported",
+        f"{request.method} /sdapi/v1/{rest} is not part of this server's A1111-compatible "
+        "API; docs/a1111.md lists what is.",
+    )

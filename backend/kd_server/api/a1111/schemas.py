@@ -1,0 +1,185 @@
+"""Request and response models of the A1111-compatible API, with A1111's field names.
+
+Names, defaults and shapes follow AUTOMATIC1111's `/sdapi/v1` so that scripts and
+client libraries written for it work unchanged. Every field A1111 accepts is declared
+here, including those we only accept at their harmless values (`translate.py` decides
+which values are refused, and says so in a 422 naming the field). Fields A1111 does
+not know are refused too (`extra="forbid"`): a misspelt or extension-only field (for
+example a ControlNet payload) would otherwise be silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SEED = 2**32 - 1
+
+
+class _A1111Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _GenerationFields(_A1111Request):
+    """Fields that txt2img and img2img share, with A1111's API defaults."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = Field(-1, ge=-1, description="-1: random.")
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = Field(None, max_length=64)
+    scheduler: str | None = Field(None, max_length=64)
+    sampler_index: str = Field("Euler", max_length=64, description="Deprecated: sampler_name.")
+    batch_size: int = Field(1, ge=1, le=8)
+    n_iter: int = Field(1, ge=1, le=32)
+    steps: int = Field(50, ge=1, le=150)
+    cfg_scale: float = Field(7.0, ge=0, le=30, allow_inf_nan=False)
+    width: int = Field(512, ge=64, le=4096)
+    height: int = Field(512, ge=64, le=4096)
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    firstpass_image: str | None = None
+    comments: dict[str, Any] | None = None
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    force_task_id: str | None = None
+    infotext: str | None = None
+    # Gone from A1111's processing classes but still sent by older scripts.
+    seed_enable_extras: bool | None = None
+    sampler_noise_scheduler_override: Any = None
+    outpath_samples: str | None = None
+    outpath_grids: str | None = None
+
+
+class Txt2ImgRequest(_GenerationFields):
+    """`POST /sdapi/v1/txt2img`. Hires fix (`enable_hr`, `hr_*`) is refused when enabled."""
+
+    enable_hr: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    hr_additional_modules: list[str] | None = None
+
+
+class Img2ImgRequest(_GenerationFields):
+    """`POST /sdapi/v1/img2img`: img2img, or inpainting when `mask` is given."""
+
+    init_images: list[str] | None = None
+    resize_mode: int = Field(0, ge=0, le=3)
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = Field(4, ge=0, le=256)
+    mask_blur_y: int = Field(4, ge=0, le=256)
+    mask_blur: int | None = Field(None, ge=0, le=256)
+    mask_round: bool = True
+    inpainting_fill: int = Field(0, ge=0, le=3)
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = Field(0, ge=0, le=1024)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+
+
+class ImageResponse(BaseModel):
+    """What txt2img and img2img return: base64 PNGs, the request echoed, `info` as JSON text."""
+
+    images: list[str] | None = Field(description="Base64 PNGs (no data-URI prefix).")
+    parameters: dict[str, Any]
+    info: str = Field(description="JSON text: seeds, infotexts, sampler, size, model ...")
+
+
+class ProgressState(BaseModel):
+    skipped: bool = False
+    interrupted: bool = False
+    stopping_generation: bool = False
+    job: str = ""
+    job_count: int = 0
+    job_timestamp: str = "0"
+    job_no: int = 0
+    sampling_step: int = 0
+    sampling_steps: int = 0
+
+
+class ProgressResponse(BaseModel):
+    progress: float = Field(description="0..1 over all of the current request's iterations.")
+    eta_relative: float = Field(description="Seconds left, estimated.")
+    state: ProgressState
+    current_image: str | None = Field(None, description="Base64 PNG of the latest preview.")
+    textinfo: str | None = None
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, str]
+
+
+class SchedulerItem(BaseModel):
+    name: str
+    label: str
+    aliases: list[str] | None = None
+    default_rho: float = -1
+    need_inner_model: bool = False
+
+
+class SDModelItem(BaseModel):
+    title: str
+    model_name: str
+    hash: str | None = None
+    sha256: str | None = None
+    filename: str
+    config: str | None = None
+
+
+class LoraItem(BaseModel):
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PngInfoRequest(_A1111Request):
+    image: str = Field(description="Base64 image (PNG, JPEG or WebP), data-URI prefix optional.")
+
+
+class PngInfoResponse(BaseModel):
+    info: str = Field(description="The generation parameters text, empty when there is none.")
+    items: dict[str, Any] = Field(description="Other text chunks of the image.")
+    parameters: dict[str, Any] = Field(description="`info` parsed into A1111's keys.")
+
+
+class ScriptsList(BaseModel):
+    txt2img: list[str] = Field(default_factory=list)
+    img2img: list[str] = Field(default_factory=list)
