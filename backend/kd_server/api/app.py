@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from kd_server import __version__
-from kd_server.api import routes_events, routes_jobs, routes_system
+from kd_server.api import a1111, routes_events, routes_jobs, routes_system
 from kd_server.api.auth import require_token
 from kd_server.api.errors import install_error_handlers
 from kd_server.api.limits import BodySizeLimit
@@ -74,6 +74,7 @@ def create_app(
     app.include_router(routes_system.router, prefix="/v1", dependencies=secured)
     app.include_router(routes_jobs.router, prefix="/v1", dependencies=secured)
     app.include_router(routes_events.router, prefix="/v1")  # checks the token itself
+    app.include_router(a1111.router)  # /sdapi/v1 (A1111): token as Bearer or Basic password
     app.include_router(_docs_router(app), dependencies=secured)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
