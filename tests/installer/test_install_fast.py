@@ -7,10 +7,10 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from installer import install, uninstall
 from installer.errors import InstallError

@@ -1,0 +1,132 @@
+"""The README's command for real, once per session: a throw-away HOME, a real venv
+with CPU torch (~1.3 GB, a few minutes), the plugin, the server started with --start.
+
+Then: /v1/health answers, a second run changes nothing and skips pip, and real Krita
+(under Xvfb, with the e2e harness's cached profile) loads the installed plugin, which
+reaches the installed server with the settings the installer wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, real_plugin_present, sandbox_env
+
+PROBE = Path(__file__).resolve().parent / "kd_install_probe"
+INSTALL_TIMEOUT_S = 1200
+
+
+@dataclass
+class FullInstall:
+    home: Path
+    env: dict[str, str]
+    port: int
+    output: str
+
+    @property
+    def venv(self) -> Path:
+        return self.home / ".local" / "share" / "krita-diffusers" / "venv"
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "installer", *args], cwd=ROOT, env=env or self.env,
+            capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S,
+        )  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def full_install() -> Iterator[FullInstall]:
+    if not real_plugin_present():
+        pytest.skip("the Krita plugin is not in this checkout yet")
+    home = Path(tempfile.mkdtemp(prefix="kd-full-install-")) / "home"
+    home.mkdir()
+    setup = FullInstall(home, sandbox_env(home), _free_port(), "")
+    done = setup.run("--yes", "--quiet", "--port", str(setup.port), "--start")
+    setup.output = done.stdout + done.stderr
+    try:
+        assert done.returncode == 0, setup.output
+        yield setup
+    finally:
+        setup.run("stop")
+        shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def _health(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def test_installed_server_answers_health(full_install: FullInstall) -> None:
+    assert "server running on" in full_install.output
+    health = _health(full_install.port)
+    assert health["status"] == "ok" and health["device"] == "cpu"
+    assert (full_install.venv / "bin" / "krita-diffusers-server").exists()
+
+
+def test_plugin_settings_and_kritarc_are_in_place(full_install: FullInstall) -> None:
+    data = full_install.home / ".local" / "share"
+    assert (data / "krita" / "pykrita" / "krita_diffusers.desktop").is_file()
+    assert (data / "krita" / "pykrita" / "krita_diffusers" / "vendor" / "requests").is_dir()
+    kritarc = (full_install.home / ".config" / "kritarc").read_text()
+    assert "enable_krita_diffusers=true" in kritarc
+    assert f"server_url=http://127.0.0.1:{full_install.port}" in kritarc
+    toml = full_install.home / ".config" / "krita-diffusers" / "server.toml"
+    assert tomllib.loads(toml.read_text())["port"] == full_install.port
+
+
+def test_second_run_skips_pip_and_changes_nothing(full_install: FullInstall) -> None:
+    again = full_install.run("--yes", "--quiet", "--port", str(full_install.port), "--start")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "pip skipped" in again.stdout
+    assert "nothing changed" in again.stdout
+    assert "server already running" in again.stdout
+
+
+def test_real_krita_loads_the_installed_plugin(full_install: FullInstall, tmp_path: Path) -> None:
+    """Krita 5.1.5 under Xvfb, profile set up by the installer (reusing the session's
+    venv, so pip is skipped); a probe plugin reports what Krita loaded."""
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    harness = pytest.importorskip("harness")
+    if missing := harness.missing_tools():
+        pytest.skip(f"missing programs for Krita: {', '.join(missing)}")
+    profile = harness.Profile(tmp_path / "home")
+    shutil.copytree(harness.cached_profile() / "home", profile.home, symlinks=True)
+    profile.prepare()
+    env = sandbox_env(profile.home)
+    cmd = ["--yes", "--quiet", "--port", str(full_install.port), "--venv", str(full_install.venv)]
+    done = full_install.run(*cmd, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pip skipped" in done.stdout
+    shutil.copy2(PROBE / "kd_install_probe.desktop", profile.pykrita)
+    shutil.copytree(PROBE / "kd_install_probe", profile.pykrita / "kd_install_probe")
+    harness.ini_set(profile.kritarc, "python", "enable_kd_install_probe", "true")
+    plan = tmp_path / "plan.json"
+    out = tmp_path / "probe.json"
+    plan.write_text(json.dumps({"out": str(out)}), encoding="utf-8")
+    launch = harness._launch(profile, tmp_path, plan, timeout_s=180, server=None)
+    assert out.is_file(), f"Krita exit {launch.returncode}:\n{launch.output[-3000:]}"
+    facts = json.loads(out.read_text())
+    assert facts["loaded"], facts
+    assert "error" not in facts, facts["error"]
+    assert facts["server_url"] == f"http://127.0.0.1:{full_install.port}"
+    assert str(full_install.venv) in facts["server_command"]
+    assert "/pykrita/krita_diffusers/vendor/" in facts["requests_from"]
+    assert facts["health"]["status"] == "ok"
