@@ -42,7 +42,10 @@ PLUGIN_SRC = ROOT / "krita_plugin"
 SCENARIO_SRC = E2E_DIR / "kd_scenario"
 PROFILE_RECIPE = 1  # bump when the cached profile's recipe changes
 SCREEN = "1600x1000x24"
-VENDOR_REQUIREMENTS = ["requests", "websockets"]
+VENDOR_REQUIREMENTS = ["requests>=2.31", "websockets>=12"]
+# Pure-Python wheels, as a user's build bundles them (no compiled speedups).
+PURE_WHEELS = ["--platform", "any", "--implementation", "py", "--abi", "none"]
+PURE_WHEELS += ["--python-version", "3.10", "--only-binary=:all:"]
 
 
 class HarnessError(Exception):
@@ -212,14 +215,14 @@ def cached_profile(timeout_s: int = 180) -> Path:
 
 def _vendor_cache() -> Path:
     """requests + websockets installed once with pip --target, the way a build bundles them."""
-    target = cache_root() / "vendor-py311"
+    target = cache_root() / "vendor-pure-r1"
     if (target / "ready").exists():
         return target
     staging = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     pip = [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--no-compile"]
     proc = subprocess.run(
-        [*pip, "--target", str(staging / "lib"), *VENDOR_REQUIREMENTS],
+        [*pip, "--target", str(staging / "lib"), *PURE_WHEELS, *VENDOR_REQUIREMENTS],
         capture_output=True,
         text=True,
     )

@@ -1,20 +1,27 @@
 """The end-to-end scenarios. Each is a generator over `Wait`s (see runner.py) that goes
 through the Krita Diffusers docker the way an artist does and records facts in its log
-section; the pytest side decides what those facts must be.
+section; the pytest side (tests/e2e/test_krita_*.py) decides what those facts must be.
+
+Facts recorded (in `section.data`): layer stacks before/after with pixel digests, PNG
+exports of new layers and of the selection (file names under the artifacts folder),
+what the docker showed over time, and the GUI heartbeat while a generation ran.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from krita import Krita  # type: ignore[import-not-found]
+from krita import Document, Krita  # type: ignore[import-not-found]
 from PyQt5.QtWidgets import QApplication
 
-from . import canvas
-from .runner import Heartbeat, Scenario, Section, pause, until
+from . import canvas, docker
+from .runner import Heartbeat, Scenario, Section, StepTimeout, pause, until
+
+GENERATION_TIMEOUT_S = 240.0
+CONNECT_TIMEOUT_S = 180.0
 
 
 class Context:
@@ -32,36 +39,357 @@ class Context:
         return self.artifacts / f"{section.name}-{name}"
 
     def screenshot(self, section: Section, name: str) -> str:
-        """The whole virtual screen, as the artist would see it."""
+        """The whole virtual screen, as the artist would see it; returns the file name."""
         path = self.artifact(section, name)
         QApplication.primaryScreen().grabWindow(0).save(str(path), "PNG")
-        return str(path)
+        return path.name
+
+    def grab_docker(self, section: Section, name: str) -> str:
+        """Just the docker, at its on-screen size: progress bar and preview up close."""
+        path = self.artifact(section, name)
+        docker.dock().grab().save(str(path), "PNG")
+        return path.name
 
     def ask_harness(self, command: str) -> None:
         """Asks the harness (outside Krita) for something, e.g. to start the server."""
         (self.requests / command).write_text(str(time.time()), encoding="utf-8")
 
 
+# -- building blocks ---------------------------------------------------------------------
+
+
+def open_document(
+    width: int, height: int, name: str, painted: bool = True
+) -> Generator[Any, None, Document]:
+    """A new document in a view, optionally with a painted layer above the background."""
+    doc = canvas.new_document(width, height, name)
+    yield until(lambda: canvas.is_active(doc), 20, f"the view of {name} to become active")
+    if painted:
+        canvas.paint_pattern(doc)
+    docker.show_dock()
+    return doc
+
+
+def wait_connected(timeout_s: float = CONNECT_TIMEOUT_S) -> Scenario:
+    yield until(
+        lambda: docker.connection()["state"] == "connected",
+        timeout_s,
+        "the docker to say it is connected",
+    )
+
+
+def watch_generation(
+    ctx: Context,
+    section: Section,
+    done: Callable[[], bool],
+    screenshot: bool,
+) -> Scenario:
+    """Waits for `done` while recording every distinct thing the docker shows, and takes
+    the mid-generation screenshot once the progress bar and the preview are both live."""
+    seen: list[dict[str, Any]] = []
+    started = time.monotonic()
+    shots: dict[str, str] = {}
+    old_preview = docker.preview_key()
+
+    def observe() -> bool:
+        now = docker.state()
+        now["preview_shown"] = now["preview_shown"] and docker.preview_key() != old_preview
+        summary = {k: now[k] for k in ("busy", "progress", "preview_shown", "error")}
+        if not seen or {k: seen[-1][k] for k in summary} != summary:
+            seen.append({"t": round(time.monotonic() - started, 2), **summary})
+        running = now["progress"]["maximum"] > 1 and now["progress"]["value"] >= 1
+        if screenshot and not shots and running and now["preview_shown"] and now["busy"]:
+            shots["screen"] = ctx.screenshot(section, "mid-generation-screen.png")
+            shots["docker"] = ctx.grab_docker(section, "mid-generation-docker.png")
+            shots["progress"] = now["progress"]["text"]
+        return done()
+
+    try:
+        yield until(observe, GENERATION_TIMEOUT_S, "the generation to end")
+    finally:
+        section.data["docker_timeline"] = seen
+        if shots:
+            section.data["mid_generation"] = shots
+
+
+def generate(
+    ctx: Context,
+    section: Section,
+    prompt: str,
+    batch: int = 1,
+    screenshot: bool = False,
+) -> Generator[Any, None, list[int]]:
+    """Types the prompt, presses Generate, waits for the results in the history.
+
+    Returns the history ids of the new results. The GUI heartbeat runs from the click
+    until the docker is idle again with every result fetched.
+    """
+    yield from wait_connected()
+    docker.set_prompt(prompt)
+    docker.set_number("kd-batch", batch)
+    ids_before = docker.history_ids()
+    section.data["docker_before"] = docker.state()
+    ctx.heartbeat.start()
+    docker.click("kd-generate")
+
+    def finished() -> bool:
+        if docker.error_text():
+            return True
+        new = [i for i in docker.history_ids() if i not in ids_before]
+        return len(new) >= batch and not docker.busy()
+
+    try:
+        yield from watch_generation(ctx, section, finished, screenshot)
+    finally:
+        section.data["heartbeat"] = ctx.heartbeat.stop()
+    section.data["docker_after"] = docker.state()
+    if docker.error_text():
+        raise RuntimeError(f"the docker reported: {docker.error_text()}")
+    return [i for i in docker.history_ids() if i not in ids_before]
+
+
+def apply_results(
+    section: Section, doc: Document, ids: list[Any], before: list[dict[str, Any]]
+) -> Scenario:
+    """Selects the results in the history and presses Apply; waits for the new layers."""
+    known = {node["id"] for node in before}
+    rows = docker.rows_of(ids)
+    docker.select_history_rows(rows)
+    yield pause(0.2)
+    section.data["history_texts"] = docker.history_texts(rows)
+    docker.click("kd-apply")
+
+    def applied() -> bool:
+        nodes = canvas.snapshot(doc)
+        fresh = [n for n in nodes if n["id"] not in known]
+        previews = [n for n in nodes if n["name"].startswith(docker.PREVIEW_LAYER_PREFIX)]
+        return bool(fresh) and not previews
+
+    try:
+        yield until(applied, 30, "the applied result's layer(s) without a preview layer")
+    except StepTimeout:
+        section.data["apply_timeout"] = {"docker": docker.state(), "layers": canvas.snapshot(doc)}
+        raise
+    yield pause(0.3)
+
+
+def record_layers(
+    ctx: Context, section: Section, doc: Document, before: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Logs the stack after, and exports every new paint layer as a PNG."""
+    after = canvas.snapshot(doc)
+    known = {node["id"] for node in before}
+    new = [node for node in after if node["id"] not in known]
+    by_id = {node.uniqueId().toString(): node for node in canvas.artist_nodes(doc)}
+    for i, node in enumerate(new):
+        if node["type"] == "paintlayer":
+            path = ctx.artifact(section, f"new-layer-{i}.png")
+            canvas.export_node(doc, by_id[node["id"]], path)
+            node["png"] = path.name
+    section.data["layers_after"] = after
+    section.data["new_layers"] = new
+    return new
+
+
+def begin_canvas(ctx: Context, section: Section, doc: Document) -> list[dict[str, Any]]:
+    """Logs the document and its layer stack before anything is generated."""
+    before = canvas.snapshot(doc)
+    section.data["canvas"] = [doc.width(), doc.height()]
+    section.data["layers_before"] = before
+    selection_png = canvas.export_selection(doc, ctx.artifact(section, "selection.png"))
+    section.data["selection_png"] = Path(selection_png).name if selection_png else None
+    section.data["projection_before_png"] = Path(
+        canvas.export_projection(doc, ctx.artifact(section, "projection-before.png"))
+    ).name
+    return before
+
+
+def generate_and_apply(
+    ctx: Context,
+    section: Section,
+    doc: Document,
+    prompt: str,
+    batch: int = 1,
+    screenshot: bool = False,
+) -> Scenario:
+    """The artist's whole loop: prompt, Generate, wait, Apply; everything logged."""
+    before = begin_canvas(ctx, section, doc)
+    ids = yield from generate(ctx, section, prompt, batch, screenshot)
+    section.data["history_ids"] = ids
+    yield from apply_results(section, doc, ids, before)
+    record_layers(ctx, section, doc, before)
+    section.data["projection_after_png"] = Path(
+        canvas.export_projection(doc, ctx.artifact(section, "projection-after.png"))
+    ).name
+
+
+def change_settings(values: dict[str, int]) -> Scenario:
+    """Opens the gear dialog, sets spin boxes (kd-setting-<name>), presses OK."""
+    docker.click("kd-settings")
+    yield until(lambda: docker.settings_dialog() is not None, 10, "the settings dialog")
+    dialog = docker.settings_dialog()
+    assert dialog is not None
+    for name, value in values.items():
+        docker.dialog_spin(dialog, f"kd-setting-{name}").setValue(value)
+    dialog.accept()
+    yield until(lambda: docker.settings_dialog() is None, 10, "the settings dialog to close")
+
+
+# -- the scenarios ------------------------------------------------------------------------
+
+
 def scenario_canvas_smoke(ctx: Context, section: Section) -> Scenario:
-    """The harness itself: a document, a painted layer, a selection, exports, a screenshot."""
+    """The harness alone: a document, a painted layer, a selection, exports, a screenshot."""
     doc = canvas.new_document(256, 192, "smoke")
     yield until(lambda: canvas.is_active(doc), 20, "the new document's view")
     canvas.paint_pattern(doc)
     canvas.select_rect(doc, 32, 40, 100, 60)
     yield pause(0.3)
-    section.data["layers"] = canvas.snapshot(doc)
-    section.data["selection_png"] = canvas.export_selection(doc, ctx.artifact(section, "sel.png"))
-    section.data["projection_png"] = canvas.export_projection(
-        doc, ctx.artifact(section, "projection.png")
-    )
+    begin_canvas(ctx, section, doc)
     ctx.heartbeat.start()
     yield pause(1.0)
     section.data["heartbeat"] = ctx.heartbeat.stop()
     section.data["screenshot"] = ctx.screenshot(section, "screen.png")
 
 
+def scenario_server_down(ctx: Context, section: Section) -> Scenario:
+    """No server yet: the docker must say so, Krita must stay responsive, and the docker
+    must connect by itself once the harness starts the server."""
+    doc = yield from open_document(256, 256, "offline")
+    docker.show_dock()
+    yield until(
+        lambda: docker.connection()["state"] == "unreachable",
+        60,
+        "the docker to report the server unreachable",
+    )
+    section.data["unreachable"] = docker.connection()
+    # What pressing Generate does without a server (a plain-words message, no hang).
+    docker.set_prompt("a lighthouse")
+    ctx.heartbeat.start()
+    clicked = docker.widget("kd-generate").isEnabled()
+    if clicked:
+        docker.click("kd-generate")
+    yield pause(3.0)
+    section.data["heartbeat"] = ctx.heartbeat.stop()
+    section.data["generate_while_down"] = {"clicked": clicked, "docker": docker.state()}
+    section.data["screenshot_down"] = ctx.screenshot(section, "unreachable-screen.png")
+    yield until(lambda: not docker.busy(), 60, "the docker to give up on the job")
+    section.data["layers_while_down"] = canvas.snapshot(doc)
+    ctx.ask_harness("start-server")
+    section.data["server_requested_at"] = time.time()
+    yield from wait_connected()
+    section.data["connected_after_s"] = round(time.time() - section.data["server_requested_at"], 1)
+    section.data["connected"] = docker.connection()
+
+
+def scenario_txt2img(ctx: Context, section: Section) -> Scenario:
+    """No selection on a 512x512 document: the result covers the whole canvas."""
+    doc = yield from open_document(512, 512, "txt2img", painted=False)
+    yield from generate_and_apply(ctx, section, doc, "a red apple on a table")
+
+
+def inpaint(
+    ctx: Context,
+    section: Section,
+    size: tuple[int, int],
+    select: Callable[[Document], None],
+    screenshot: bool = False,
+) -> Scenario:
+    doc = yield from open_document(size[0], size[1], section.name)
+    select(doc)
+    yield pause(0.2)
+    yield until(
+        lambda: docker.widget("kd-generate").text() == "Inpaint",
+        5,
+        "the Generate button to say Inpaint (the docker noticed the selection)",
+    )
+    yield from generate_and_apply(ctx, section, doc, "a small house", screenshot=screenshot)
+
+
+def scenario_inpaint_rect(ctx: Context, section: Section) -> Scenario:
+    """A rectangular selection on painted content, with the mid-generation screenshot."""
+    yield from inpaint(
+        ctx, section, (512, 512), lambda d: canvas.select_rect(d, 160, 176, 192, 128), True
+    )
+
+
+def scenario_inpaint_edge(ctx: Context, section: Section) -> Scenario:
+    """A selection touching the right and bottom edges of the canvas."""
+    yield from inpaint(
+        ctx, section, (512, 512), lambda d: canvas.select_rect(d, 368, 400, 144, 112)
+    )
+
+
+def scenario_inpaint_nonsquare(ctx: Context, section: Section) -> Scenario:
+    """A 640x384 document, selection off-centre and touching the top edge."""
+    yield from inpaint(ctx, section, (640, 384), lambda d: canvas.select_rect(d, 64, 0, 240, 150))
+
+
+def scenario_inpaint_soft(ctx: Context, section: Section) -> Scenario:
+    """A feathered round selection: full inside r=50, fading to nothing at r=100."""
+    yield from inpaint(ctx, section, (512, 512), lambda d: canvas.select_soft(d, 288, 232, 50, 100))
+
+
+def scenario_batch(ctx: Context, section: Section) -> Scenario:
+    """Batch of 2, both applied at once: they land in one group layer."""
+    doc = yield from open_document(256, 256, "batch", painted=False)
+    yield from generate_and_apply(ctx, section, doc, "two variations of a tree", batch=2)
+    docker.set_number("kd-batch", 1)
+
+
+def scenario_cancel(ctx: Context, section: Section) -> Scenario:
+    """Cancel while the server is working: no layer, the docker back to idle."""
+    doc = yield from open_document(512, 512, "cancel")
+    canvas.select_rect(doc, 100, 100, 200, 200)
+    yield from wait_connected()
+    steps_before = int(ctx.plan.get("generation", {}).get("steps", 20))
+    yield from change_settings({"steps": 60})
+    before = begin_canvas(ctx, section, doc)
+    ids_before = docker.history_ids()
+    docker.set_prompt("something slow")
+    ctx.heartbeat.start()
+    docker.click("kd-generate")
+    try:
+        yield until(
+            lambda: docker.progress()["maximum"] > 1 and docker.progress()["value"] >= 1,
+            GENERATION_TIMEOUT_S,
+            "the first step of the job",
+        )
+        section.data["progress_at_cancel"] = docker.progress()
+        docker.click("kd-cancel")
+        section.data["cancel_clicked_at"] = time.time()
+        yield from watch_generation(ctx, section, lambda: not docker.busy(), False)
+    finally:
+        section.data["heartbeat"] = ctx.heartbeat.stop()
+        yield from change_settings({"steps": steps_before})
+    yield pause(1.0)  # anything late (a result, a layer) would show up now
+    section.data["docker_after"] = docker.state()
+    section.data["history_added"] = len([i for i in docker.history_ids() if i not in ids_before])
+    record_layers(ctx, section, doc, before)
+
+
+def scenario_undo(ctx: Context, section: Section) -> Scenario:
+    """Apply a result, then Edit > Undo once: the result's layer is gone, the rest intact."""
+    doc = yield from open_document(256, 256, "undo")
+    canvas.select_rect(doc, 64, 64, 96, 96)
+    yield from generate_and_apply(ctx, section, doc, "a blue door")
+    section.data["layers_after_apply"] = canvas.snapshot(doc)
+    Krita.instance().action("edit_undo").trigger()
+    yield pause(1.0)
+    section.data["layers_after_undo"] = canvas.snapshot(doc)
+
+
 SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "canvas_smoke": scenario_canvas_smoke,
+    "server_down": scenario_server_down,
+    "txt2img": scenario_txt2img,
+    "inpaint_rect": scenario_inpaint_rect,
+    "inpaint_edge": scenario_inpaint_edge,
+    "inpaint_nonsquare": scenario_inpaint_nonsquare,
+    "inpaint_soft": scenario_inpaint_soft,
+    "batch": scenario_batch,
+    "cancel": scenario_cancel,
+    "undo": scenario_undo,
 }
 
 
@@ -72,6 +400,13 @@ def make_scenario(ctx: Context, name: str, section: Section) -> Scenario:
 
 
 def cleanup(ctx: Context, section: Section) -> Scenario:
-    """Leaves Krita as the next scenario expects it: no documents open."""
+    """Leaves Krita as the next scenario expects it: docker idle, no documents open."""
+    if docker.find_dock() is not None and docker.busy():
+        section.data["cleanup_cancelled_a_job"] = True
+        docker.click("kd-cancel")
+        try:
+            yield until(lambda: not docker.busy(), 60, "the docker to become idle")
+        except StepTimeout:
+            section.data["cleanup_idle_timeout"] = True
     canvas.close_all_documents()
     yield until(lambda: not Krita.instance().documents(), 10, "all documents closed")
