@@ -73,6 +73,8 @@ async def run_call(services: Services, state: SdapiState, plan: Plan) -> list[Re
                     results.extend(_collect(services, view))
                 elif view.status is JobStatus.FAILED:
                     raise _job_failed(view)
+                elif services.closing:
+                    raise ApiError(503, "shutting_down", "The server is shutting down.")
                 elif not call.skipped:  # cancelled, and not by `skip`: stop here
                     break
     finally:
