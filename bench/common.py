@@ -30,6 +30,10 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Idle OpenMP threads sleep instead of spinning: on a shared machine spinning threads
+# fight the neighbours' and a job's time varies twentyfold (measured, see
+# docs/performance.md). Only effective before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO / "tests", REPO / "krita_plugin"):
@@ -65,6 +69,33 @@ def add_profile_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="denoising steps per job")
     parser.add_argument("--repeats", type=int, help="repetitions of each measurement")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: stable timings on a shared machine)",
+    )
+
+
+def quiet_and_threads(threads: int) -> None:
+    """One torch thread by default, and no progress bars or load chatter in the output.
+
+    With as many threads as cores, on a machine shared with other work, a tiny-model
+    job took 1.5-10 s where one thread took a steady 0.26 s: OpenMP threads wait for
+    each other at every operation while a neighbour holds one of the cores.
+    """
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    torch.set_num_threads(max(1, threads))
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 def profile_from(args: argparse.Namespace) -> Profile:
@@ -398,4 +429,5 @@ def standard_main(
     parser = argparse.ArgumentParser(description=description)
     add_profile_args(parser)
     args = parser.parse_args(argv)
+    quiet_and_threads(args.threads)
     return run(profile_from(args), args.json)
