@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -349,6 +350,8 @@ def test_unknown_endpoint(server: LiveServer) -> None:
     response = server.post("/sdapi/v1/extra-single-image", json={})
     assert response.status_code == 404
     assert "A1111-compatible" in response.json()["error"]["message"]
+    wrong_method = server.get("/sdapi/v1/txt2img")
+    assert wrong_method.status_code == 405 and wrong_method.headers["Allow"] == "POST"
 
 
 # ----------------------------------------------------------- progress, png-info
@@ -388,3 +391,24 @@ def test_auth_bearer_basic_and_none(server_factory: Any) -> None:
     wrong = requests.get(url, auth=("anyone", "bad"), timeout=30)
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
     assert "Basic" in wrong.headers["WWW-Authenticate"]
+
+
+def test_a1111_requests_wait_in_the_shared_queue(server: LiveServer) -> None:
+    """A v1 job runs; an A1111 request submitted after it waits its turn, then runs."""
+    import threading
+
+    v1_job = server.submit(steps=30)
+    box: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: box.update(result=txt2img(server, steps=1)))
+    worker.start()
+    waiting: dict[str, Any] = {}
+    while worker.is_alive() and not waiting:
+        progress = server.get("/sdapi/v1/progress").json()
+        if progress["state"]["job"] == "txt2img" and progress["textinfo"]:
+            waiting = progress
+        time.sleep(0.01)
+    worker.join(120)
+    assert waiting and waiting["state"]["sampling_step"] == 0
+    assert "queue" in waiting["textinfo"]
+    assert server.wait(v1_job)["status"] == "finished"
+    assert len(box["result"]["images"]) == 1

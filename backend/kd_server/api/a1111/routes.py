@@ -285,9 +285,24 @@ def png_info(body: PngInfoRequest, services: ServicesDep) -> PngInfoResponse:
 
 @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
 def not_supported(rest: str, request: Request) -> None:
+    """404 for endpoints A1111 has and we do not; 405 for a known one with another method."""
+    path = f"/sdapi/v1/{rest}"
+    methods = sorted(
+        method
+        for route in router.routes
+        if getattr(route, "path", None) == path
+        for method in getattr(route, "methods", ())
+    )
+    if methods:
+        raise ApiError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {path}; use {' or '.join(methods)}.",
+            headers={"Allow": ", ".join(methods)},
+        )
     raise ApiError(
         404,
         "not_supported",
-        f"{request.method} /sdapi/v1/{rest} is not part of this server's A1111-compatible "
+        f"{request.method} {path} is not part of this server's A1111-compatible "
         "API; docs/a1111.md lists what is.",
     )
