@@ -234,31 +234,39 @@ def _vendor_cache() -> Path:
     return target
 
 
-def _build_with_installer(destination: Path) -> bool:
-    """Uses the project's installer to build the plugin when it offers a build command.
+def _install_with_installer(profile: Profile, port: int) -> bool:
+    """Installs the plugin with the project's own installer, as a user would.
 
-    Returns False when the installer has no such command yet, so the harness falls back
-    to copying the sources and vendoring the libraries itself.
+    `python -m installer install --skip-server` builds the plugin with its vendored
+    libraries, copies it into the profile's pykrita folder, enables it in kritarc and
+    points it at the port. Its own folder (and so its vendor cache) lives in the e2e
+    cache, so only the first run fetches anything. Returns False when the checkout
+    has no installer, so the harness copies the plugin itself.
     """
-    script = os.environ.get("KD_E2E_PLUGIN_BUILD")
-    if not script:
+    if not (ROOT / "installer" / "__main__.py").is_file():
         return False
-    proc = subprocess.run(
-        [*script.split(), str(destination)], cwd=ROOT, capture_output=True, text=True
-    )
+    cmd = [str(VENV_PYTHON), "-m", "installer", "install", "--skip-server", "-y", "-q"]
+    cmd += ["--krita-dir", str(profile.data / "krita"), "--kritarc", str(profile.kritarc)]
+    cmd += ["--data-dir", str(cache_root() / "installer"), "--port", str(port)]
+    env = profile.env(dict(os.environ))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise HarnessError(f"building the plugin failed:\n{proc.stdout}\n{proc.stderr}")
+        raise HarnessError(f"the installer failed:\n{proc.stdout}\n{proc.stderr}")
     return True
 
 
-def install_plugin(profile: Profile) -> None:
-    """Installs Krita Diffusers into the profile's pykrita folder, libraries bundled."""
+def install_plugin(profile: Profile, port: int) -> str:
+    """Installs Krita Diffusers into the profile's pykrita folder, libraries bundled.
+
+    Returns how: "installer" (the project's installer) or "copy" (sources copied and
+    libraries vendored here, for a checkout that has no installer yet).
+    """
     desktop = PLUGIN_SRC / "krita_diffusers.desktop"
     package = PLUGIN_SRC / "krita_diffusers"
     if not desktop.exists() or not (package / "__init__.py").exists():
         raise HarnessError(f"the plugin is not in {PLUGIN_SRC} (no .desktop or __init__.py)")
-    if _build_with_installer(profile.pykrita):
-        return
+    if _install_with_installer(profile, port):
+        return "installer"
     shutil.copy2(desktop, profile.pykrita / desktop.name)
     shutil.copytree(
         package,
@@ -268,6 +276,7 @@ def install_plugin(profile: Profile) -> None:
     )
     _copy_tree(_vendor_cache() / "lib", profile.pykrita / package.name / "vendor")
     ini_set(profile.kritarc, "python", "enable_krita_diffusers", "true")
+    return "copy"
 
 
 def _install_scenario_plugin(profile: Profile) -> None:
@@ -531,8 +540,9 @@ def run_krita(
         profile = Profile(work / "home")
         _copy_tree(cached_profile() / "home", profile.home)
         profile.prepare()
+        installed_by = None
         if with_plugin:
-            install_plugin(profile)
+            installed_by = install_plugin(profile, port)
             configure_plugin(profile, srv.url, generation or {})
         _install_scenario_plugin(profile)
         plan = _write_plan(work, names, srv.url, generation or {})
@@ -549,6 +559,7 @@ def run_krita(
         "timed_out": launch.timed_out,
         "leftovers": launch.leftovers,
         "requests_handled": launch.requests_handled,
+        "plugin_installed_by": installed_by,
     }
     kept = _keep_artifacts(work, keep, log)
     return KritaRun(log=log, launch=launch, work=work, artifacts=kept, server_log=srv.tail())
