@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 import webuiapi
+from a1111.names import EMBEDDED, SECOND
 from api.live import LiveServer, start_server, stop_server
 
 from kd_server.config import Settings
-
-EMBEDDED = "tiny-sd15-embedded"
-SECOND = "tiny-sd15"
 
 
 def _write_lora(folder: Path, name: str, seed: int) -> None:

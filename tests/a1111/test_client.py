@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import webuiapi
-from a1111.conftest import EMBEDDED, SECOND
+from a1111.names import EMBEDDED, SECOND
 from api.live import picture, square_mask
 from PIL import Image
 

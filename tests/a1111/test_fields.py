@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from a1111.conftest import EMBEDDED, SECOND
+from a1111.names import EMBEDDED, SECOND
 from api.live import LiveServer, picture, png_b64, square_mask
 from PIL import Image
 
