@@ -31,7 +31,14 @@ setup(
         "requests>=2.31",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-qt>=4", "PyQt5>=5.15", "httpx", "ruff"],
+        "test": [
+            "pytest>=8",
+            "pytest-qt>=4",
+            "PyQt5>=5.15",
+            "httpx",
+            "ruff",
+            "webuiapi==0.9.17",  # a real third-party A1111 client for tests/a1111
+        ],
     },
     entry_points={"console_scripts": ["krita-diffusers-server=kd_server.cli:main"]},
 )
