@@ -210,6 +210,8 @@ class EngineCall:
     started: float
     first_step: float | None = None
     ended: float | None = None
+    in_callbacks: float = 0.0  # seconds spent in the caller's on_progress (previews sent)
+    in_preview_map: float = 0.0  # seconds the engine spent making preview images
 
     @property
     def seconds(self) -> float:
@@ -259,19 +261,44 @@ class TimedEngine:
             self.calls.append(call)
 
         def progress(update: Any) -> None:
+            start = now()
             if call.first_step is None:
-                call.first_step = now()
+                call.first_step = start
             if on_progress is not None:
                 on_progress(update)
+            call.in_callbacks += now() - start
 
         try:
-            return self.engine.generate(request, progress, should_cancel, on_loading)
+            with _timed_preview_map(call):
+                return self.engine.generate(request, progress, should_cancel, on_loading)
         finally:
             call.ended = now()
 
     def last_call(self) -> EngineCall:
         with self._lock:
             return self.calls[-1]
+
+
+@contextmanager
+def _timed_preview_map(call: EngineCall) -> Iterator[None]:
+    """Add the time of the engine's latent -> RGB preview map to `call` (one engine call
+    at a time, so the module attribute is swapped for the call's duration only)."""
+    from kd_server import engine as engine_module
+
+    original = engine_module.latents_to_preview
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = now()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            call.in_preview_map += now() - start
+
+    engine_module.latents_to_preview = timed
+    try:
+        yield
+    finally:
+        engine_module.latents_to_preview = original
 
 
 def make_engine(folders: list[Path] | None = None, cache_size: int = 2) -> Any:
