@@ -181,8 +181,20 @@ _HTTP_CODES = {
 }
 
 
+#: FastAPI's bare 400 for a body that cannot be parsed at all (bytes that are not UTF-8,
+#: nesting deeper than the parser's recursion limit, a number with thousands of digits).
+_UNPARSABLE_BODY = "There was an error parsing the body"
+_UNPARSABLE_MESSAGE = (
+    "body: cannot be read as JSON: send a JSON object as UTF-8 text with "
+    "'Content-Type: application/json' (no deep nesting, no numbers thousands of digits long)."
+)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        # a bad body is a 422 invalid_request like any other (docs/protocol.md)
+        return error_response(422, "invalid_request", _UNPARSABLE_MESSAGE)
     if exc.status_code == 404:
         message = f"There is no endpoint {request.url.path}; the API lives under /v1 (see /docs)."
     elif exc.status_code == 405:
