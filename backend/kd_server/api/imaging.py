@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
@@ -55,10 +56,21 @@ def decode_png(data: str, field: str, max_pixels: int) -> Image.Image:
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as exc:
-        raise ImageInputError(field, f"is not a readable PNG ({exc})") from exc
+        raise ImageInputError(field, f"is not a readable PNG ({_decoder_reason(exc)})") from exc
     if width < 8 or height < 8:
         raise ImageInputError(field, f"is {width}x{height}; it must be at least 8x8 pixels")
     return image
+
+
+def _decoder_reason(exc: BaseException) -> str:
+    """Pillow's complaint in words for a person, without object reprs such as
+    `<_io.BytesIO object at 0x7f...>` that mean nothing to a client."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "the data is damaged or is not an image"
+    if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
+        return "the file is cut off"
+    reason = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the upload", str(exc)).strip()
+    return reason or type(exc).__name__
 
 
 def _base64(data: str, field: str) -> bytes:
