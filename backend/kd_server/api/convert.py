@@ -51,9 +51,23 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
 
 def _check_prompts(body: JobRequest, limit: int) -> None:
     for name in ("prompt", "negative_prompt"):
-        length = len(getattr(body, name))
-        if length > limit:
-            raise invalid(f"{name}: must be at most {limit} characters long (it has {length}).")
+        text: str = getattr(body, name)
+        if len(text) > limit:
+            raise invalid(f"{name}: must be at most {limit} characters long (it has {len(text)}).")
+        if not _is_valid_unicode(text):
+            # JSON can carry "\ud800" escapes; the tokenizer cannot encode them
+            raise invalid(
+                f"{name}: contains a lone surrogate escape (e.g. \\ud800), which is not a "
+                "character; send valid Unicode text."
+            )
+
+
+def _is_valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_images_present(body: JobRequest) -> None:
@@ -72,8 +86,10 @@ def _decode_images(
     body: JobRequest, max_pixels: int
 ) -> tuple[Image.Image | None, Image.Image | None]:
     try:
-        image = as_picture(decode_png(body.image, "image", max_pixels)) if body.image else None
-        mask = as_mask(decode_png(body.mask, "mask", max_pixels)) if body.mask else None
+        image = None
+        if body.image is not None:  # "" is an empty image, not a missing one
+            image = as_picture(decode_png(body.image, "image", max_pixels))
+        mask = as_mask(decode_png(body.mask, "mask", max_pixels)) if body.mask is not None else None
     except ImageInputError as exc:
         raise invalid(f"{exc}.") from exc
     if image is not None and mask is not None and image.size != mask.size:
