@@ -1,0 +1,68 @@
+"""Fixtures of the hardening suite: one engine on the embedded tiny model (built once),
+real uvicorn servers on loopback around it, and the quick/full switch.
+
+Servers run in a thread of the test process where a test needs to look inside (the
+event hub, live tensors); tests that kill the server, measure its memory alone or
+read its log use `hardening.support.ProcessServer` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from api.live import LiveServer, start_server, stop_server
+from hardening.support import full_mode
+
+from kd_server.config import Settings
+
+TOKEN = "hardening-s3cret-token-7b1f"
+
+
+@pytest.fixture(scope="session")
+def full(pytestconfig: pytest.Config) -> bool:
+    return full_mode(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def hard_library() -> Any:
+    from kd_server.library import ModelLibrary
+
+    return ModelLibrary([])
+
+
+@pytest.fixture(scope="session")
+def hard_engine(hard_library: Any) -> Any:
+    from kd_server.engine import Engine
+
+    return Engine(hard_library, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def token_server(hard_engine: Any, hard_library: Any) -> Iterator[LiveServer]:
+    """A server with a token and tight limits: a small queue and pixel budget keep
+    what the fuzzer gets accepted cheap on this CPU."""
+    settings = Settings(device="cpu", token=TOKEN, max_queue=4, max_pixels=2 * 128 * 128)
+    live = start_server(settings, hard_engine, hard_library)
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture
+def hard_server_factory(hard_engine: Any, hard_library: Any) -> Iterator[Callable[..., LiveServer]]:
+    """Servers with other settings (limits, fault injection, another library)."""
+    started: list[LiveServer] = []
+
+    def factory(engine: Any = None, library: Any = None, **settings: Any) -> LiveServer:
+        live = start_server(
+            Settings(device="cpu", **settings), engine or hard_engine, library or hard_library
+        )
+        started.append(live)
+        return live
+
+    yield factory
+    for live in started:
+        with contextlib.suppress(Exception):
+            stop_server(live)
