@@ -45,6 +45,15 @@ def test_server_not_running_is_said_plainly_then_it_connects(krita_run):
     assert "cpu" in data["connected"]["text"].lower()
 
 
+def test_no_stale_unreachable_message_once_connected(krita_run):
+    """Once connected, nothing on the docker may still tell the artist it cannot reach
+    the server (the header says Connected; a red error below must not contradict it)."""
+    data = passed(krita_run, "server_down")
+    shown = data["docker_once_connected"]
+    assert shown["connection"]["state"] == "connected"
+    assert not re.search(r"cannot reach|unreachable", shown["error"], re.I), shown["error"]
+
+
 def test_undo_after_a_result_removes_it(krita_run):
     data = passed(krita_run, "undo")
     assert len(data["new_layers"]) == 1

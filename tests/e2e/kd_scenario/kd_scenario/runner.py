@@ -69,9 +69,11 @@ class Heartbeat(QObject):
         self._last = 0.0
         self._started = 0.0
         self.gaps_ms: list[float] = []
+        self.skipped = 0
 
     def start(self) -> None:
         self.gaps_ms = []
+        self.skipped = 0
         self._started = self._last = time.monotonic()
         self._timer.start()
 
@@ -92,7 +94,14 @@ class Heartbeat(QObject):
             "longest_gap_ms": round(longest, 1),
             "longest_stall_ms": round(max(0.0, longest - self.interval_ms), 1),
             "p99_gap_ms": round(p99, 1),
+            "own_work_excluded": float(self.skipped),
         }
+
+    def skip(self) -> None:
+        """Forgets the time since the last tick: called right after the harness's own
+        GUI-thread work (a screenshot), which is not the plugin's stall to report."""
+        self._last = time.monotonic()
+        self.skipped += 1
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -102,6 +102,7 @@ def watch_generation(
             shots["screen"] = ctx.screenshot(section, "mid-generation-screen.png")
             shots["docker"] = ctx.grab_docker(section, "mid-generation-docker.png")
             shots["progress"] = now["progress"]["text"]
+            ctx.heartbeat.skip()
         return done()
 
     try:
@@ -280,6 +281,9 @@ def scenario_server_down(ctx: Context, section: Section) -> Scenario:
     yield from wait_connected()
     section.data["connected_after_s"] = round(time.time() - section.data["server_requested_at"], 1)
     section.data["connected"] = docker.connection()
+    yield pause(2.0)
+    section.data["docker_once_connected"] = docker.state()
+    section.data["screenshot_connected"] = ctx.screenshot(section, "connected-screen.png")
 
 
 def scenario_txt2img(ctx: Context, section: Section) -> Scenario:
