@@ -128,11 +128,26 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         out = args.output
         if len(images) > 1:
             out = out.with_name(f"{out.stem}-{image.index}{out.suffix}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(encode_png(image.image, image.parameters))
+        try:
+            _write_result(out, encode_png(image.image, image.parameters))
+        except OSError as exc:
+            # full disk, read-only folder, a folder in the way: say so, no traceback
+            print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         size_text = f"{image.image.width}x{image.image.height}"
         print(f"wrote {out} ({size_text}, seed {image.seed}, {entry.name})")
     return 0
+
+
+def _write_result(path: Path, png: bytes) -> None:
+    """Write one PNG; a failed write leaves no half-written file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.write_bytes(png)
+    except OSError:
+        if path.is_file():
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
