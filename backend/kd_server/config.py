@@ -21,6 +21,8 @@ max_queue, max_pixels, max_body_bytes, max_prompt_length, preview_max_size,
 result_ttl_s, result_max_jobs, result_max_bytes, cors_origins (a list; empty = CORS
 off). Environment: the upper-case name with KD_ in front (KD_MAX_QUEUE, ...);
 KD_CORS_ORIGINS is comma-separated.
+
+For tests only: test_fault_oom_at_step (KD_TEST_FAULT_OOM_AT_STEP), see below.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class Settings:
     result_max_jobs: int = 200  # ... and at most this many of them ...
     result_max_bytes: int = 1024 * 1024 * 1024  # ... holding at most this many PNG bytes
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
+    # Fault injection, for tests only (tests/hardening): 0 = off. When N > 0, every job
+    # that reaches denoising step N fails there as if the GPU ran out of memory (the
+    # engine sees a real torch.OutOfMemoryError), so the recovery path can be proven
+    # on any machine. Jobs with fewer than N steps are unaffected.
+    test_fault_oom_at_step: int = 0
 
 
 def default_config_path() -> Path:
@@ -82,6 +89,7 @@ _INT_FIELDS = {
     "result_ttl_s",
     "result_max_jobs",
     "result_max_bytes",
+    "test_fault_oom_at_step",
 }
 
 

@@ -60,12 +60,17 @@ class PngResult:
 class EngineRunner:
     """Runs one queued GenerationRequest on the engine, reporting through the hooks."""
 
-    def __init__(self, engine: EngineLike, preview_max_size: int) -> None:
+    def __init__(
+        self, engine: EngineLike, preview_max_size: int, test_fault_oom_at_step: int = 0
+    ) -> None:
         self.engine = engine
         self.preview_max_size = preview_max_size
+        self.test_fault_oom_at_step = test_fault_oom_at_step
 
     def __call__(self, request: GenerationRequest, hooks: RunHooks) -> list[PngResult]:
         def on_progress(progress: Progress) -> None:
+            if progress.step == self.test_fault_oom_at_step:
+                _inject_out_of_memory(progress.step)
             preview = None
             if progress.preview is not None:
                 preview = preview_jpeg(progress.preview, self.preview_max_size)
@@ -78,6 +83,15 @@ class EngineRunner:
             on_loading=hooks.loading,
         )
         return [PngResult(i.index, i.seed, i.image, i.parameters) for i in images]
+
+
+def _inject_out_of_memory(step: int) -> None:
+    """Settings.test_fault_oom_at_step: raise what CUDA raises when memory runs out,
+    from inside the denoising loop, so the engine's real recovery runs (tests only)."""
+    import torch
+
+    log.warning("test_fault_oom_at_step: simulating out of GPU memory at step %d", step)
+    raise torch.OutOfMemoryError(f"CUDA out of memory (simulated at step {step} for a test)")
 
 
 @dataclass
@@ -100,7 +114,8 @@ class Services:
             result_max_jobs=settings.result_max_jobs,
             result_max_bytes=settings.result_max_bytes,
         )
-        queue = JobQueue(EngineRunner(engine, settings.preview_max_size), hub.publish, limits)
+        runner = EngineRunner(engine, settings.preview_max_size, settings.test_fault_oom_at_step)
+        queue = JobQueue(runner, hub.publish, limits)
         return cls(settings, engine, library, queue, hub)
 
     def loaded_models(self) -> list[str]:
