@@ -36,6 +36,7 @@ from kd_server.loading import LoadedModel, load_model
 from kd_server.pngmeta import ParameterText
 from kd_server.previews import latents_to_preview
 from kd_server.samplers import UnknownSampler, build_scheduler, canonical_name, sampler_names
+from kd_server.speed import SpeedOptions, unfuse_for_lora
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,17 @@ class _Prepared:
 
 
 class Engine:
-    def __init__(self, library: ModelLibrary, device: str = "auto", cache_size: int = 2) -> None:
+    def __init__(
+        self,
+        library: ModelLibrary,
+        device: str = "auto",
+        cache_size: int = 2,
+        speed: SpeedOptions | None = None,
+    ) -> None:
         self.library = library
         self.device: DeviceChoice = choose_device(device)
         self.cache_size = max(1, cache_size)
+        self.speed = speed  # optional speed-ups applied at load time (kd_server.speed)
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -132,7 +140,7 @@ class Engine:
         if on_loading is not None:
             on_loading(entry.name)
         try:
-            model = load_model(entry, self.device)
+            model = load_model(entry, self.device, self.speed)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise
@@ -248,6 +256,7 @@ class Engine:
             if model.adapters:
                 pipe.disable_lora()
             return
+        unfuse_for_lora(pipe)
         if len(model.adapters) + len(loras) > MAX_WARM_ADAPTERS:
             pipe.unload_lora_weights()
             model.adapters.clear()

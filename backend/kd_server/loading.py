@@ -31,6 +31,8 @@ from kd_server.devices import DeviceChoice
 from kd_server.families import Family, FamilyInfo
 from kd_server.generation import Task
 from kd_server.library import ModelEntry, ModelFormat
+from kd_server.speed import SpeedOptions
+from kd_server.speed import apply as apply_speed
 from kd_server.tiny_model import EMBEDDED_WORKING_SIZE, build_embedded_pipeline
 from kd_server.tokenizer import load_tokenizer
 
@@ -141,7 +143,9 @@ def working_size(entry: ModelEntry) -> int:
     return entry.family.info.working_size if entry.family else 512
 
 
-def load_model(entry: ModelEntry, device: DeviceChoice) -> LoadedModel:
+def load_model(
+    entry: ModelEntry, device: DeviceChoice, speed: SpeedOptions | None = None
+) -> LoadedModel:
     """Load a usable library entry onto the device. Never touches the network."""
     assert entry.family is not None
     info = entry.family.info
@@ -155,6 +159,7 @@ def load_model(entry: ModelEntry, device: DeviceChoice) -> LoadedModel:
     if pipe.unet.dtype != device.dtype:  # the embedded model is built in fp32
         pipe.to(dtype=device.dtype)
     pipe.set_progress_bar_config(disable=True)
+    apply_speed(pipe, speed)
     log.info("Loaded %s (%s) on %s", entry.name, info.label, device.name)
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor
     return LoadedModel(entry.name, entry.family, native, pipe, dict(pipe.scheduler.config))
