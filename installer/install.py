@@ -137,11 +137,13 @@ PLUGIN_DEFAULTS = {
 }
 
 
-def _kritarc_key(ctx: Context, section: str, key: str, value: str, force: bool) -> None:
+def _kritarc_key(
+    ctx: Context, section: str, key: str, value: str, force: bool, path: Path | None = None
+) -> None:
     """Set one kritarc key, remembering its first value for uninstall. Without `force`
     a value the user chose (not one we wrote earlier, nor the plugin's default) is
     left as it is."""
-    path = ctx.where.kritarc
+    path = path or ctx.where.kritarc
     recorded = ctx.record.kritarc_key(str(path), section, key)
     current = kritarc.read_value(path, section, key)
     ours = recorded is not None and current == recorded.value
@@ -162,13 +164,22 @@ def _kritarc_key(ctx: Context, section: str, key: str, value: str, force: bool) 
 def _plugin_settings(ctx: Context, env: server_env.ServerEnv | None, token: str | None) -> None:
     """Point the plugin at the installed server, so the docker connects with no setup."""
     port = server_run.read_port(ctx.where.config_file, ctx.options.port)
+    file = ctx.where.plugin_settings
+    if file is None:
+        if env is not None:
+            ctx.report.add(
+                Action.NOTE,
+                f"in the plugin's settings (gear), set the server command to: {env.script} serve",
+            )
+        return
     section = plugin_build.PLUGIN
-    _kritarc_key(ctx, section, "server_url", f"http://127.0.0.1:{port}", force=False)
+    url = f"http://127.0.0.1:{port}"
+    _kritarc_key(ctx, section, "server_url", url, force=False, path=file)
     if env is not None:
-        command = f"{shlex.quote(env.script.as_posix())} serve"
-        _kritarc_key(ctx, section, "server_command", kritarc.qt_string(command), force=False)
+        command = kritarc.qt_string(f"{shlex.quote(env.script.as_posix())} serve")
+        _kritarc_key(ctx, section, "server_command", command, force=False, path=file)
     if token:
-        _kritarc_key(ctx, section, "token", kritarc.qt_string(token), force=False)
+        _kritarc_key(ctx, section, "token", kritarc.qt_string(token), force=False, path=file)
     ctx.save()
 
 

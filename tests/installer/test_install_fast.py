@@ -47,22 +47,22 @@ def test_plugin_is_pointed_at_the_server_but_user_choices_win(
 ) -> None:
     from installer import kritarc
 
-    seeded.kritarc.parent.mkdir(parents=True)
-    seeded.kritarc.write_text(
+    conf = seeded.plugin_settings
+    assert conf == seeded.kritarc.parent / "krita.org" / "krita.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(
         "[krita_diffusers]\nserver_url=http://127.0.0.1:7860\nsteps=30\n", encoding="utf-8"
     )
     _install(seeded, fake_repo, port=7861)
-    assert kritarc.read_value(seeded.kritarc, "krita_diffusers", "server_url") == (
+    assert kritarc.read_value(conf, "krita_diffusers", "server_url") == (
         "http://127.0.0.1:7861"  # the plugin's default was replaced
     )
-    kritarc.set_value(seeded.kritarc, "krita_diffusers", "server_url", "http://gpu-box:7860")
+    kritarc.set_value(conf, "krita_diffusers", "server_url", "http://gpu-box:7860")
     report = _install(seeded, fake_repo, port=7861)
-    assert kritarc.read_value(seeded.kritarc, "krita_diffusers", "server_url") == (
-        "http://gpu-box:7860"
-    )
+    assert kritarc.read_value(conf, "krita_diffusers", "server_url") == ("http://gpu-box:7860")
     assert any("(your setting)" in step.what for step in report.steps)
     uninstall.run(seeded, Report(quiet=True))
-    text = seeded.kritarc.read_text()
+    text = conf.read_text()
     assert "steps=30" in text and "server_url=http://gpu-box:7860" in text
 
 

@@ -23,6 +23,9 @@ def _facts():
     docks = window.qwindow().findChildren(QDockWidget) if window else []
     facts["dockers"] = [d.objectName() for d in docks if "diffusers" in d.objectName().lower()]
     try:
+        from PyQt5.QtCore import QSettings
+
+        facts["qsettings_file"] = QSettings().fileName()
         from krita_diffusers import qt_store, settings
 
         loaded = settings.load(qt_store.QtSettingsStore())
