@@ -30,6 +30,7 @@ from .protocol import (
     events_url,
     friendly_message,
     join_url,
+    lost_job_status,
     parse_event,
     parse_models,
     unreachable_message,
@@ -325,7 +326,17 @@ class ServerClient(QObject):
         self, job_id: str, on_ok: OkCallback, on_error: ErrorCallback | None = None
     ) -> None:
         url, token = self.url, self.token
-        self._run(lambda: self._request(url, token, "GET", f"/v1/jobs/{job_id}"), on_ok, on_error)
+
+        def work() -> object:
+            try:
+                return self._request(url, token, "GET", f"/v1/jobs/{job_id}")
+            except ServerError as exc:
+                if exc.code != "job_not_found":
+                    raise
+                # a restarted server forgot the job: report it failed, not pending forever
+                return lost_job_status(job_id)
+
+        self._run(work, on_ok, on_error)
 
     def fetch(self, path: str, on_ok: OkCallback, on_error: ErrorCallback | None = None) -> None:
         """GET a result (a URL relative to the server root) as bytes."""

@@ -183,6 +183,23 @@ class ServerError(Exception):
         self.message = message
 
 
+#: What a job the server does not know any more becomes (it restarted, or the results
+#: expired): failed, with a sentence, so the panel stops waiting for it.
+LOST_JOB_MESSAGE = (
+    "The server no longer knows this job: it was restarted (or the result expired). Generate again."
+)
+
+
+def lost_job_status(job_id: str) -> dict[str, Any]:
+    """A `GET /v1/jobs/{id}` body standing in for a 404 `job_not_found`."""
+    return {
+        "job_id": job_id,
+        "status": "failed",
+        "images": [],
+        "error": {"code": "job_lost", "message": LOST_JOB_MESSAGE},
+    }
+
+
 def error_from_response(status: int, text: str) -> ServerError:
     """The `{"error": {"code", "message"}}` body as an exception; a body that is not
     in that shape (a proxy's HTML page) still gives a usable sentence."""
