@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -267,6 +268,34 @@ def _downloads(ctx: Context, models_dir: Path) -> None:
         ctx.report.add(Action.CREATED if fetched else Action.KEPT, f"model {target}")
 
 
+FIRST_IMAGE_PROMPT = "a lighthouse at dusk"
+
+
+def _first_image(ctx: Context, env: server_env.ServerEnv | None) -> None:
+    """Prove the server works: one image from the embedded model, no download, no Krita.
+
+    It runs again whenever the picture is missing, so a repaired install is re-proved.
+    """
+    if env is None:
+        return
+    out = ctx.where.data_dir / "first-image.png"
+    if out.is_file():
+        ctx.report.add(Action.KEPT, f"first image {out}")
+        return
+    command = [str(env.script), "generate", FIRST_IMAGE_PROMPT, "-o", str(out)]
+    command += ["--model", "tiny-sd15-embedded", "--steps", "12", "--seed", "1"]
+    ctx.report.say("Generating a first image with the embedded model (seconds)...")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not out.is_file():
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise InstallError(
+            f"The server was installed but could not generate an image:\n{tail}",
+            f"Re-run the installer; if it fails again, report this message ({env.script}).",
+        )
+    ctx.record.add_path(out)
+    ctx.report.add(Action.CREATED, f"first image {out} (embedded model: proves the server works)")
+
+
 def _start(ctx: Context, env: server_env.ServerEnv | None) -> None:
     if not ctx.options.start:
         return
@@ -307,6 +336,7 @@ def run(options: InstallOptions, where: Locations, report: Report) -> Report:
     token = _settings(ctx, model_dirs)
     _plugin_settings(ctx, env, token)
     _downloads(ctx, models_dir)
+    _first_image(ctx, env)
     ctx.save()
     _start(ctx, env)
     _summary(ctx, env)

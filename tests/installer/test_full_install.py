@@ -81,6 +81,13 @@ def test_installed_server_answers_health(full_install: FullInstall) -> None:
     assert (full_install.venv / "bin" / "krita-diffusers-server").exists()
 
 
+def test_install_proves_itself_with_a_first_image(full_install: FullInstall) -> None:
+    first = full_install.home / ".local" / "share" / "krita-diffusers" / "first-image.png"
+    assert f"first image {first}" in full_install.output
+    header = first.read_bytes()
+    assert header.startswith(b"\x89PNG") and b"tiny-sd15-embedded" in header
+
+
 def test_plugin_settings_and_kritarc_are_in_place(full_install: FullInstall) -> None:
     data = full_install.home / ".local" / "share"
     assert (data / "krita" / "pykrita" / "krita_diffusers.desktop").is_file()
