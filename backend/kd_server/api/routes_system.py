@@ -19,7 +19,7 @@ def health(services: ServicesDep) -> Health:
         device=services.engine.device_name,
         dtype=services.engine.dtype_name,
         queue_length=services.queue.queue_length(),
-        running_job=services.queue.running_job(),
+        busy=services.queue.running_job() is not None,
         model_loaded=loaded[-1] if loaded else None,
         loaded_models=loaded,
     )

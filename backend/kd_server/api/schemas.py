@@ -179,7 +179,10 @@ class Health(BaseModel):
     device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
     dtype: str = Field(description="Weights' precision, e.g. `float16`.")
     queue_length: int = Field(description="Jobs waiting, not counting the running one.")
-    running_job: str | None = Field(description="The job being generated, if any.")
+    busy: bool = Field(
+        description="A job is being generated. (Its id is not shown: a job's id is what "
+        "lets a client read its results, so only the client that submitted it knows it.)"
+    )
     model_loaded: str | None = Field(description="The checkpoint used last (warm), if any.")
     loaded_models: list[str] = Field(description="All checkpoints held in memory.")
 
