@@ -73,6 +73,47 @@ class KdServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+class RedactToken(logging.Filter):
+    """Replaces the server's token in every log line with `[token]`.
+
+    The server itself never logs the token, but a client may put it where it does not
+    belong (`?token=...` in a URL ends up in the access log); logs get shared in bug
+    reports, so the secret is scrubbed on its way to any handler.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Arguments are scrubbed one by one: uvicorn's access formatter unpacks them.
+        record.msg = self._scrub(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._scrub(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: self._scrub(arg) for key, arg in record.args.items()}
+        if record.name != "uvicorn.access" and self.token in record.getMessage():
+            record.msg, record.args = record.getMessage().replace(self.token, "[token]"), ()
+        return True
+
+    def _scrub(self, value: Any) -> Any:
+        return value.replace(self.token, "[token]") if isinstance(value, str) else value
+
+
+#: Loggers whose handlers get the filter: ours (via the root) and uvicorn's own.
+_LOGGERS = ("", "uvicorn", "uvicorn.access", "uvicorn.error")
+
+
+def redact_token_in_logs(token: str | None) -> None:
+    """Install `RedactToken` on every handler that may write a request's details."""
+    if not token:
+        return
+    for name in _LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactToken) and f.token == token for f in handler.filters):
+                handler.addFilter(RedactToken(token))
+
+
 def make_server(settings: Settings, app: FastAPI, **config: Any) -> KdServer:
     options: dict[str, Any] = {
         "host": settings.host,
@@ -83,7 +124,9 @@ def make_server(settings: Settings, app: FastAPI, **config: Any) -> KdServer:
         "ws_ping_timeout": 20.0,
         **config,
     }
-    return KdServer(uvicorn.Config(app, **options), app)
+    server = KdServer(uvicorn.Config(app, **options), app)  # Config sets up logging
+    redact_token_in_logs(settings.token)
+    return server
 
 
 def serve(settings: Settings, preload: bool = False) -> int:
