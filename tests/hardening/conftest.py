@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 from api.live import LiveServer, start_server, stop_server
-from hardening.support import full_mode
+from hardening.support import TOKEN, ProcessServer, full_mode
 
 from kd_server.config import Settings
-
-TOKEN = "hardening-s3cret-token-7b1f"
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +46,16 @@ def token_server(hard_engine: Any, hard_library: Any) -> Iterator[LiveServer]:
     live = start_server(settings, hard_engine, hard_library)
     yield live
     stop_server(live)
+
+
+@pytest.fixture(scope="session")
+def process_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
+    """The real CLI server in its own process, with a token and a small queue: its
+    memory is measured alone under load, and its log is read for the token at the end."""
+    live = ProcessServer(tmp_path_factory.mktemp("kd-process"), token=TOKEN, max_queue=6)
+    live.start()
+    yield live
+    live.stop()
 
 
 @pytest.fixture

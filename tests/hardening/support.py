@@ -21,6 +21,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STARTUP_S = 180.0
+#: The token of the suite's servers (long and unique, so a grep of a log is proof).
+TOKEN = "hardening-s3cret-token-7b1f"
 #: No request of the suite may take longer than this: it guards against a hang only.
 HANG_GUARD_S = 30.0
 TERMINAL = ("finished", "failed", "cancelled")
