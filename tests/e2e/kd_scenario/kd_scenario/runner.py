@@ -69,10 +69,12 @@ class Heartbeat(QObject):
         self._last = 0.0
         self._started = 0.0
         self.gaps_ms: list[float] = []
+        self.ends_s: list[float] = []
         self.skipped = 0
 
     def start(self) -> None:
         self.gaps_ms = []
+        self.ends_s = []
         self.skipped = 0
         self._started = self._last = time.monotonic()
         self._timer.start()
@@ -86,6 +88,10 @@ class Heartbeat(QObject):
     def summary(self) -> dict[str, float]:
         gaps = sorted(self.gaps_ms)
         longest = gaps[-1] if gaps else 0.0
+        worst = self.gaps_ms.index(longest) if gaps else 0
+        # When the longest gap ended, in seconds after start(): lines up with the
+        # scenario's docker timeline to say what the GUI thread was doing.
+        longest_at = round(self.ends_s[worst] - self._started, 2) if gaps else 0.0
         p99 = gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] if gaps else 0.0
         return {
             "interval_ms": float(self.interval_ms),
@@ -95,6 +101,7 @@ class Heartbeat(QObject):
             "longest_stall_ms": round(max(0.0, longest - self.interval_ms), 1),
             "p99_gap_ms": round(p99, 1),
             "own_work_excluded": float(self.skipped),
+            "longest_gap_ended_at_s": longest_at,
         }
 
     def skip(self) -> None:
@@ -106,6 +113,7 @@ class Heartbeat(QObject):
     def _tick(self) -> None:
         now = time.monotonic()
         self.gaps_ms.append((now - self._last) * 1000.0)
+        self.ends_s.append(now)
         self._last = now
 
 
