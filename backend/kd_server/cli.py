@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 7860)")
     serve.add_argument("--token", help="require this bearer token (or KD_TOKEN / token_file)")
     serve.add_argument("--preload", action="store_true", help="load the default model at start")
+    serve.add_argument(
+        "--speedup",
+        action="append",
+        dest="speedups",
+        choices=["channels_last", "fuse_qkv", "compile"],
+        help="GPU speed-up applied when a model loads; repeatable (docs/performance.md)",
+    )
 
     generate = commands.add_parser("generate", help="generate one image, no server")
     _common_flags(generate)
@@ -70,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
-        key: getattr(args, key, None) for key in ("host", "port", "model_dirs", "device", "token")
+        key: getattr(args, key, None)
+        for key in ("host", "port", "model_dirs", "device", "token", "speedups")
     }
     return load_settings(overrides, args.config)
 

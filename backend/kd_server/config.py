@@ -20,7 +20,7 @@ Limits of the HTTP API (all optional; the defaults suit one artist on one GPU):
 max_queue, max_pixels, max_body_bytes, max_prompt_length, preview_max_size,
 result_ttl_s, result_max_jobs, result_max_bytes, cors_origins (a list; empty = CORS
 off). Environment: the upper-case name with KD_ in front (KD_MAX_QUEUE, ...);
-KD_CORS_ORIGINS is comma-separated.
+KD_CORS_ORIGINS and KD_SPEEDUPS are comma-separated.
 
 For tests only: test_fault_oom_at_step (KD_TEST_FAULT_OOM_AT_STEP), see below.
 """
@@ -55,6 +55,9 @@ class Settings:
     result_max_jobs: int = 200  # ... and at most this many of them ...
     result_max_bytes: int = 1024 * 1024 * 1024  # ... holding at most this many PNG bytes
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
+    # Optional GPU speed-ups applied when a model loads: channels_last, fuse_qkv,
+    # compile (see kd_server.speed and docs/performance.md). None by default.
+    speedups: list[str] = field(default_factory=list)
     # Fault injection, for tests only (tests/hardening): 0 = off. When N > 0, every job
     # that reaches denoising step N fails there as if the GPU ran out of memory (the
     # engine sees a real torch.OutOfMemoryError), so the recovery path can be proven
@@ -80,6 +83,7 @@ def _read_token_file(path: str | os.PathLike[str]) -> str:
 
 
 _INT_FIELDS = {
+    "port",
     "cache_size",
     "max_queue",
     "max_pixels",
@@ -91,6 +95,18 @@ _INT_FIELDS = {
     "result_max_bytes",
     "test_fault_oom_at_step",
 }
+
+
+def _check_speedups(names: list[str], origin: str) -> None:
+    from kd_server.speed import SpeedOptions  # imports torch: only when speed-ups are set
+
+    try:
+        SpeedOptions.from_names(names)
+    except ValueError as exc:
+        raise ConfigError(f"speedups in {origin}: {exc}") from exc
+
+
+_LIST_FIELDS = {"cors_origins", "speedups"}  # TOML lists, or comma-separated text
 
 
 def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
@@ -107,13 +123,6 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
         elif key == "model_dirs":
             items = value if isinstance(value, list) else [value]
             settings.model_dirs = [Path(str(item)).expanduser() for item in items]
-        elif key == "port":
-            try:
-                settings.port = int(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"port in {origin} must be a whole number, not {value!r}."
-                ) from exc
         elif key in _INT_FIELDS:
             try:
                 setattr(settings, key, int(value))  # type: ignore[arg-type]
@@ -121,9 +130,11 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
                 raise ConfigError(
                     f"{key} in {origin} must be a whole number, not {value!r}."
                 ) from exc
-        elif key == "cors_origins":
+        elif key in _LIST_FIELDS:
             items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
-            settings.cors_origins = [str(i).strip() for i in items if str(i).strip()]
+            setattr(settings, key, [str(i).strip() for i in items if str(i).strip()])
+            if key == "speedups":
+                _check_speedups(settings.speedups, origin)
         else:
             setattr(settings, key, str(value))
 
@@ -137,7 +148,7 @@ def _from_environment() -> dict[str, object]:
         "token_file": env.get("KD_TOKEN_FILE") or None,
         "device": env.get("KD_DEVICE"),
     }
-    for name in [*sorted(_INT_FIELDS - {"cache_size"}), "cors_origins"]:
+    for name in [*sorted(_INT_FIELDS - {"cache_size", "port"}), *sorted(_LIST_FIELDS)]:
         values[name] = env.get(f"KD_{name.upper()}") or None
     if dirs := env.get("KD_MODEL_DIRS"):
         values["model_dirs"] = [d for d in dirs.split(os.pathsep) if d]

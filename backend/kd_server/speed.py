@@ -41,6 +41,21 @@ class SpeedOptions:
     def any(self) -> bool:
         return self.channels_last or self.compile or self.fuse_qkv
 
+    @classmethod
+    def from_names(cls, names: list[str]) -> SpeedOptions:
+        """From the `speedups` setting: "channels_last", "fuse_qkv", "compile"."""
+        known = {"channels_last", "fuse_qkv", "compile"}
+        wanted = {name.strip().lower().replace("-", "_") for name in names}
+        if unknown := wanted - known:
+            raise ValueError(
+                f"Unknown speed-up {', '.join(sorted(unknown))}: use {', '.join(sorted(known))}."
+            )
+        return cls(
+            channels_last="channels_last" in wanted,
+            compile="compile" in wanted,
+            fuse_qkv="fuse_qkv" in wanted,
+        )
+
     def describe(self) -> str:
         parts = []
         if self.channels_last:

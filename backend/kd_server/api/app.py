@@ -48,8 +48,14 @@ def create_app(
         library = ModelLibrary(settings.model_dirs)
     if engine is None:
         from kd_server.engine import Engine
+        from kd_server.speed import SpeedOptions
 
-        engine = Engine(library, device=settings.device, cache_size=settings.cache_size)
+        engine = Engine(
+            library,
+            device=settings.device,
+            cache_size=settings.cache_size,
+            speed=SpeedOptions.from_names(settings.speedups),
+        )
     services = Services.build(settings, engine, library)
 
     @asynccontextmanager
