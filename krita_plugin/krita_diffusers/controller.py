@@ -27,6 +27,7 @@ from .protocol import (
     Lora,
     ModelList,
     Task,
+    is_unreachable_message,
     working_resolution_for,
 )
 from .settings import Settings
@@ -68,6 +69,8 @@ class Controller(QObject):
         self._fetching: set[tuple[str, int]] = set()
         client.event_received.connect(self._on_event)
         client.reconnected.connect(self.recover)
+        self._shown_message = ""
+        self.message.connect(self._remember_message)
         client.models_changed.connect(self._on_models)
 
     # settings and server facts
@@ -203,9 +206,14 @@ class Controller(QObject):
         elif event.type is EventType.FAILED:
             self.message.emit(job.error or "The job failed on the server.")
 
+    def _remember_message(self, text: str) -> None:
+        self._shown_message = text
+
     def recover(self) -> None:
         """After a (re)connection: read the record of every job that may have moved
-        on while the stream was down."""
+        on while the stream was down, and take back a "cannot reach" message."""
+        if is_unreachable_message(self._shown_message):
+            self.message.emit("")
         for job in self.jobs.values():
             missing = [i for i in job.results if (job.job_id, i) not in self._fetching]
             if not job.done or missing:

@@ -11,6 +11,8 @@ any document.
 
 from __future__ import annotations
 
+import contextlib
+
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 from PyQt5.QtCore import QByteArray
 
@@ -126,8 +128,16 @@ class KritaCanvas:
         document.refreshProjection()
 
     def show_preview(self, image: LayerImage) -> None:
-        self.clear_preview()
+        """Replace the preview layer.
+
+        Krita's `refreshProjection` runs queued events while it waits, so a second
+        result can call this again before the first call returns. Every step therefore
+        works from the document itself (all preview-named layers go), never from a
+        remembered node alone, and exactly one preview layer is left whatever the
+        interleaving.
+        """
         document = self._document()
+        self._remove_previews(document)
         preview = LayerImage(PREVIEW_PREFIX + image.name, image.rect, image.rgba)
         node = self._paint_layer(document, preview)
         document.rootNode().addChildNode(node, None)
@@ -135,16 +145,22 @@ class KritaCanvas:
         document.refreshProjection()
 
     def clear_preview(self) -> None:
+        document = _active_document()
+        self._remove_previews(document)
+        if document is not None:
+            document.refreshProjection()
+
+    def _remove_previews(self, document) -> None:
+        """Remove the remembered preview and any preview-named top-level layer."""
         node, self._preview = self._preview, None
-        if node is None:
+        if node is not None:
+            with contextlib.suppress(RuntimeError):  # its document was closed meanwhile
+                node.remove()
+        if document is None:
             return
-        try:
-            node.remove()
-            document = _active_document()
-            if document is not None:
-                document.refreshProjection()
-        except RuntimeError:  # its document was closed meanwhile
-            pass
+        for child in document.rootNode().childNodes():
+            if child.name().startswith(PREVIEW_PREFIX):
+                child.remove()
 
 
 class KritaSettingsStore:

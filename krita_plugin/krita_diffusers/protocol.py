@@ -294,8 +294,16 @@ def friendly_message(error: ServerError) -> str:
     return message + hint
 
 
+UNREACHABLE_PREFIX = "Cannot reach the server at "
+
+
+def is_unreachable_message(text: str) -> bool:
+    """True for the message a (re)connection makes stale."""
+    return text.startswith(UNREACHABLE_PREFIX)
+
+
 def unreachable_message(url: str) -> str:
     return (
-        f"Cannot reach the server at {url}. Start it (gear button, Start server) or check "
+        f"{UNREACHABLE_PREFIX}{url}. Start it (gear button, Start server) or check "
         "the server URL in the settings; the plugin keeps trying to connect."
     )

@@ -149,10 +149,15 @@ def test_stopped_server_is_reported_and_a_restarted_one_picked_up(make_panel, qt
     try:
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
         assert "Cannot reach the server" in connection.text()
+        panel.prompt.setPlainText("a cat")
+        panel.generate_button.click()  # pressed while the server is down
+        error = panel.findChild(QLabel, "kd-error")
+        qtbot.waitUntil(lambda: "Cannot reach the server" in error.text(), timeout=WAIT_MS)
     finally:
         live_server.start()
     qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
     assert connection.text().startswith("Connected: ")
+    qtbot.waitUntil(lambda: error.text() == "", timeout=WAIT_MS)  # no stale message
 
 
 def test_missing_model_is_explained(make_panel, qtbot):
