@@ -10,6 +10,7 @@ resident memory is back near its baseline. Sizes stay tiny (64x64, 2 steps).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -115,11 +116,14 @@ def test_many_clients_many_jobs(process_server: ProcessServer, clients: list[Cli
     per_client = (FULL if full else QUICK)[1]
     blocker = _hold_worker(server)
 
+    exits = contextlib.ExitStack()
     sockets = [
-        connect(
-            f"{server.url.replace('http', 'ws')}/v1/events?client_id={c.name}",
-            additional_headers=server.headers,
-            open_timeout=HANG_GUARD_S,
+        exits.enter_context(
+            connect(
+                f"{server.url.replace('http', 'ws')}/v1/events?client_id={c.name}",
+                additional_headers=server.headers,
+                open_timeout=HANG_GUARD_S,
+            )
         )
         for c in clients
     ]
@@ -162,8 +166,7 @@ def test_many_clients_many_jobs(process_server: ProcessServer, clients: list[Cli
         stop.set()
         for thread in listeners:
             thread.join(5)
-        for ws in sockets:
-            ws.close()
+        exits.close()
     for client in clients:  # each heard the end of its jobs and nothing of the others'
         heard = {e["job_id"] for e in client.events}
         assert heard == set(client.accepted), (client.name, heard, client.accepted)
