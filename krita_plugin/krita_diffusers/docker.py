@@ -22,6 +22,7 @@ from PyQt5.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QToolButton,
@@ -179,6 +180,8 @@ class DiffusersPanel(QWidget):
         self.preview = QLabel(objectName="kd-preview")
         self.preview.setAlignment(Qt.AlignCenter)
         self.preview.setMinimumHeight(64)
+        # Ignored width: the pixmap must never widen the docker; it is fitted to it.
+        self.preview.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.error = QLabel(objectName="kd-error")
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #c0392b")
@@ -342,10 +345,9 @@ class DiffusersPanel(QWidget):
     def _on_preview(self, jpeg: bytes) -> None:
         pixmap = QPixmap()
         if pixmap.loadFromData(jpeg):
+            side = max(64, min(PREVIEW_SIZE, self.preview.width()))
             self.preview.setPixmap(
-                pixmap.scaled(
-                    PREVIEW_SIZE, PREVIEW_SIZE, Qt.KeepAspectRatio, Qt.SmoothTransformation
-                )
+                pixmap.scaled(side, PREVIEW_SIZE, Qt.KeepAspectRatio, Qt.SmoothTransformation)
             )
 
     def _on_seed(self, seed: int) -> None:
