@@ -54,6 +54,52 @@ STATE_COLOURS = {
 }
 
 
+class FittedPreview(QLabel):
+    """The live preview, fitted to the room the docker gives it, aspect kept.
+
+    A plain QLabel sizes itself to its pixmap, so a narrow or short docker crops the
+    picture; this one keeps the source and rescales on every resize instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(objectName="kd-preview")
+        self._source = QPixmap()
+        self.setAlignment(Qt.AlignCenter)
+        self.setMinimumSize(64, 64)
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+
+    def show_image(self, pixmap: QPixmap) -> None:
+        self._source = pixmap
+        self.updateGeometry()
+        self._fit()
+
+    def hasHeightForWidth(self) -> bool:
+        return not self._source.isNull()
+
+    def heightForWidth(self, width: int) -> int:
+        if self._source.isNull() or self._source.width() == 0:
+            return 64
+        shown = min(width, PREVIEW_SIZE)
+        return max(
+            64, min(PREVIEW_SIZE, round(shown * self._source.height() / self._source.width()))
+        )
+
+    def sizeHint(self) -> QSize:
+        return QSize(PREVIEW_SIZE, self.heightForWidth(PREVIEW_SIZE))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self._source.isNull():
+            return
+        width, height = min(self.width(), PREVIEW_SIZE), min(self.height(), PREVIEW_SIZE)
+        self.setPixmap(
+            self._source.scaled(width, height, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+        )
+
+
 class LoraRow(QWidget):
     """One chosen LoRA: its name, a weight, and a button to take it off."""
 
@@ -177,11 +223,7 @@ class DiffusersPanel(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("Idle")
-        self.preview = QLabel(objectName="kd-preview")
-        self.preview.setAlignment(Qt.AlignCenter)
-        self.preview.setMinimumHeight(64)
-        # Ignored width: the pixmap must never widen the docker; it is fitted to it.
-        self.preview.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.preview = FittedPreview()
         self.error = QLabel(objectName="kd-error")
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #c0392b")
@@ -345,10 +387,7 @@ class DiffusersPanel(QWidget):
     def _on_preview(self, jpeg: bytes) -> None:
         pixmap = QPixmap()
         if pixmap.loadFromData(jpeg):
-            side = max(64, min(PREVIEW_SIZE, self.preview.width()))
-            self.preview.setPixmap(
-                pixmap.scaled(side, PREVIEW_SIZE, Qt.KeepAspectRatio, Qt.SmoothTransformation)
-            )
+            self.preview.show_image(pixmap)
 
     def _on_seed(self, seed: int) -> None:
         if not self.seed_lock.isChecked():
