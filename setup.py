@@ -38,6 +38,8 @@ setup(
             "httpx",
             "ruff",
             "webuiapi==0.9.17",  # a real third-party A1111 client for tests/a1111
+            "schemathesis==4.32.5",  # property-based fuzzing of our OpenAPI schema
+            "psutil",  # memory figures in tests/hardening
         ],
     },
     entry_points={"console_scripts": ["krita-diffusers-server=kd_server.cli:main"]},

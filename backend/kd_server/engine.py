@@ -326,7 +326,7 @@ def _check_inputs(request: GenerationRequest) -> None:
         return EngineError(EngineErrorCode.INVALID_INPUT, message)
 
     if request.task in (Task.IMG2IMG, Task.INPAINT) and request.image is None:
-        raise invalid(f"A {request.task.value} job needs an image.")
+        raise invalid(f"The {request.task.value} task needs an image: send the region to change.")
     if request.task is Task.INPAINT:
         if request.mask is None:
             raise invalid("An inpaint job needs a mask (white = repaint).")
