@@ -31,7 +31,7 @@ class ImageInputError(ValueError):
 
 def decode_png(data: str, field: str, max_pixels: int) -> Image.Image:
     """Base64 text (optionally a `data:image/png;base64,` URL) -> a loaded PIL image."""
-    raw = _base64(data, field)
+    raw = decode_base64(data, field)
     if not raw.startswith(PNG_SIGNATURE):
         raise ImageInputError(field, "must be a PNG image (base64 of the .png file's bytes)")
     try:
@@ -73,7 +73,8 @@ def _decoder_reason(exc: BaseException) -> str:
     return reason or type(exc).__name__
 
 
-def _base64(data: str, field: str) -> bytes:
+def decode_base64(data: str, field: str) -> bytes:
+    """Base64 text, with or without a data-URI prefix or line breaks, to bytes."""
     text = data.strip()
     if text.startswith("data:"):
         _, _, text = text.partition(",")

@@ -11,7 +11,7 @@ from kd_server.api.convert import to_generation_request
 from kd_server.api.errors import ApiError
 from kd_server.api.schemas import ErrorResponse, ImageInfo, JobAccepted, JobRequest, JobState
 from kd_server.api.services import ServicesDep
-from kd_server.jobqueue import JobNotActive, JobNotFound, JobStatus, JobView, QueueClosed, QueueFull
+from kd_server.jobqueue import JobNotActive, JobNotFound, JobStatus, JobView
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -58,18 +58,7 @@ def submit_job(body: JobRequest, services: ServicesDep) -> JobAccepted:
         raise ApiError(503, "shutting_down", "The server is shutting down; try again soon.")
     request = to_generation_request(body, services.settings)
     services.engine.check(request)
-    try:
-        view = services.queue.submit(request, body.client_id)
-    except QueueFull as exc:
-        raise ApiError(
-            429,
-            "queue_full",
-            f"The queue is full ({exc.limit} jobs waiting); try again in about "
-            f"{exc.retry_after} s.",
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from exc
-    except QueueClosed as exc:
-        raise ApiError(503, "shutting_down", "The server is shutting down.") from exc
+    view = services.submit(request, body.client_id)
     return JobAccepted(job_id=view.job_id, position=view.position or 0)
 
 

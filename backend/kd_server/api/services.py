@@ -17,11 +17,12 @@ from fastapi import Depends
 from PIL import Image
 from starlette.requests import HTTPConnection
 
+from kd_server.api.errors import ApiError
 from kd_server.api.imaging import preview_jpeg
 from kd_server.config import Settings
 from kd_server.events import EventHub
 from kd_server.generation import GeneratedImage, GenerationRequest, Progress
-from kd_server.jobqueue import JobQueue, QueueLimits, RunHooks
+from kd_server.jobqueue import JobQueue, JobView, QueueClosed, QueueFull, QueueLimits, RunHooks
 
 if TYPE_CHECKING:
     from kd_server.library import ModelLibrary
@@ -117,6 +118,24 @@ class Services:
         runner = EngineRunner(engine, settings.preview_max_size, settings.test_fault_oom_at_step)
         queue = JobQueue(runner, hub.publish, limits)
         return cls(settings, engine, library, queue, hub)
+
+    def submit(self, request: GenerationRequest, client_id: str | None) -> JobView:
+        """Queue a checked job, or refuse it the way both APIs answer: 503 while
+        shutting down, 429 with Retry-After when the queue is full."""
+        if self.closing:
+            raise ApiError(503, "shutting_down", "The server is shutting down; try again soon.")
+        try:
+            return self.queue.submit(request, client_id)
+        except QueueFull as exc:
+            raise ApiError(
+                429,
+                "queue_full",
+                f"The queue is full ({exc.limit} jobs waiting); try again in about "
+                f"{exc.retry_after} s.",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from exc
+        except QueueClosed as exc:
+            raise ApiError(503, "shutting_down", "The server is shutting down.") from exc
 
     def loaded_models(self) -> list[str]:
         loaded = getattr(self.engine, "loaded_models", None)

@@ -35,8 +35,6 @@ from kd_server.jobqueue import (
     JobNotFound,
     JobStatus,
     JobView,
-    QueueClosed,
-    QueueFull,
 )
 from kd_server.pngmeta import encode_png, read_parameters
 
@@ -100,20 +98,7 @@ async def _run_job(
 
 
 def _submit(services: Services, request: GenerationRequest) -> str:
-    if services.closing:
-        raise ApiError(503, "shutting_down", "The server is shutting down; try again soon.")
-    try:
-        return services.queue.submit(request, SDAPI_CLIENT).job_id
-    except QueueFull as exc:
-        raise ApiError(
-            429,
-            "queue_full",
-            f"The queue is full ({exc.limit} jobs waiting); try again in about "
-            f"{exc.retry_after} s.",
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from exc
-    except QueueClosed as exc:
-        raise ApiError(503, "shutting_down", "The server is shutting down.") from exc
+    return services.submit(request, SDAPI_CLIENT).job_id
 
 
 def cancel_job(services: Services, job_id: str) -> None:

@@ -10,14 +10,13 @@ and paste its patch back into the fitted picture.
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import warnings
 
 import numpy as np
 from PIL import Image
 
-from kd_server.api.imaging import PNG_SIGNATURE, ImageInputError, decode_png
+from kd_server.api.imaging import PNG_SIGNATURE, ImageInputError, decode_base64, decode_png
 
 Box = tuple[int, int, int, int]
 
@@ -33,7 +32,7 @@ def decode_image(data: str, field: str, max_pixels: int) -> Image.Image:
     A1111 accepts any image PIL reads, and scripts often send the bytes of a .jpg;
     PNGs go through the v1 decoder, the others get the same pixel-count guard.
     """
-    raw = _raw_bytes(data, field)
+    raw = decode_base64(data, field)
     if raw.startswith(PNG_SIGNATURE):
         return decode_png(data, field, max_pixels)
     fmt = next((f for sig, f in _OTHER_FORMATS.items() if raw.startswith(sig)), None)
@@ -59,19 +58,6 @@ def decode_image(data: str, field: str, max_pixels: int) -> Image.Image:
     if image.width < 8 or image.height < 8:
         raise ImageInputError(field, f"is {image.width}x{image.height}; it must be at least 8x8")
     return image
-
-
-def _raw_bytes(data: str, field: str) -> bytes:
-    text = data.strip()
-    if text.startswith("data:"):
-        text = text.partition(",")[2]
-    text = "".join(text.split())
-    if not text:
-        raise ImageInputError(field, "is empty")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageInputError(field, "is not valid base64") from exc
 
 
 def fit(image: Image.Image, width: int, height: int, mode: int) -> Image.Image:
