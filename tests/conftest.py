@@ -1,8 +1,11 @@
 """Suite-wide set-up: no network, offscreen Qt, the plugin's package importable."""
 
+import contextlib
 import os
 import sys
 from pathlib import Path
+
+import pytest
 
 # Before anything imports diffusers or huggingface_hub: a slip to the hub fails at once.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -24,3 +27,30 @@ def pytest_addoption(parser):
         default=False,
         help="tests/hardening: thousands of fuzz cases and a bigger load (slow)",
     )
+
+
+@pytest.fixture
+def server_factory(engine, library):
+    """Start extra live servers with other settings (token, small limits, fault
+    injection) for one test, on the `engine` and `library` fixtures of the test's own
+    folder unless others are passed."""
+    from api.live import start_server, stop_server
+
+    from kd_server.config import Settings
+
+    started = []
+    folder_engine, folder_library = engine, library
+
+    def factory(engine=None, library=None, **settings):
+        live = start_server(
+            Settings(device="cpu", **settings),
+            engine or folder_engine,
+            library or folder_library,
+        )
+        started.append(live)
+        return live
+
+    yield factory
+    for live in started:
+        with contextlib.suppress(Exception):
+            stop_server(live)

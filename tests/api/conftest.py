@@ -7,8 +7,7 @@ time), so the tiny model is built once.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,19 +36,3 @@ def server(engine: Any, library: Any) -> Iterator[LiveServer]:
     live = start_server(Settings(device="cpu"), engine, library)
     yield live
     stop_server(live)
-
-
-@pytest.fixture
-def server_factory(engine: Any, library: Any) -> Iterator[Callable[..., LiveServer]]:
-    """Start extra servers with other settings (token, small limits) for one test."""
-    started: list[LiveServer] = []
-
-    def factory(**settings: Any) -> LiveServer:
-        live = start_server(Settings(device="cpu", **settings), engine, library)
-        started.append(live)
-        return live
-
-    yield factory
-    for live in started:
-        with contextlib.suppress(Exception):
-            stop_server(live)

@@ -19,6 +19,7 @@ from kd_server.generation import (
 )
 from kd_server.library import ModelLibrary
 from kd_server.samplers import canonical_name, sampler_names
+from support.loras import write_test_lora
 
 
 def small(**overrides) -> GenerationRequest:
@@ -67,34 +68,11 @@ def test_samplers_give_different_images(embedded_engine):
     assert diff.mean() > 0.5
 
 
-def _write_lora(engine: Engine, folder, name: str, seed: int) -> None:
-    """A real LoRA on the embedded model's attention layers, saved in diffusers format."""
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-
-    from kd_server.tiny_model import build_embedded_pipeline
-
-    unet = build_embedded_pipeline().unet
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    unet = inject_adapter_in_model(config, unet, adapter_name="default")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param_name, param in unet.named_parameters():
-            if "lora_" in param_name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    state = get_peft_model_state_dict(unet, adapter_name="default")
-    folder.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(
-        str(folder), unet_lora_layers=state, weight_name=f"{name}.safetensors"
-    )
-
-
 @pytest.fixture(scope="module")
 def lora_engine(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    probe = Engine(ModelLibrary([]), device="cpu")
-    _write_lora(probe, root / "loras", "bright", seed=1)
-    _write_lora(probe, root / "loras", "dark", seed=2)
+    write_test_lora(root / "loras", "bright", seed=1)
+    write_test_lora(root / "loras", "dark", seed=2)
     return Engine(ModelLibrary([root]), device="cpu")
 
 

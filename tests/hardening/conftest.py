@@ -8,8 +8,7 @@ read its log use `hardening.support.ProcessServer` instead.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,25 +24,25 @@ def full(pytestconfig: pytest.Config) -> bool:
 
 
 @pytest.fixture(scope="session")
-def hard_library() -> Any:
+def library() -> Any:
     from kd_server.library import ModelLibrary
 
     return ModelLibrary([])
 
 
 @pytest.fixture(scope="session")
-def hard_engine(hard_library: Any) -> Any:
+def engine(library: Any) -> Any:
     from kd_server.engine import Engine
 
-    return Engine(hard_library, device="cpu")
+    return Engine(library, device="cpu")
 
 
 @pytest.fixture(scope="session")
-def token_server(hard_engine: Any, hard_library: Any) -> Iterator[LiveServer]:
+def token_server(engine: Any, library: Any) -> Iterator[LiveServer]:
     """A server with a token and tight limits: a small queue and pixel budget keep
     what the fuzzer gets accepted cheap on this CPU."""
     settings = Settings(device="cpu", token=TOKEN, max_queue=4, max_pixels=2 * 128 * 128)
-    live = start_server(settings, hard_engine, hard_library)
+    live = start_server(settings, engine, library)
     yield live
     stop_server(live)
 
@@ -56,21 +55,3 @@ def process_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process
     live.start()
     yield live
     live.stop()
-
-
-@pytest.fixture
-def hard_server_factory(hard_engine: Any, hard_library: Any) -> Iterator[Callable[..., LiveServer]]:
-    """Servers with other settings (limits, fault injection, another library)."""
-    started: list[LiveServer] = []
-
-    def factory(engine: Any = None, library: Any = None, **settings: Any) -> LiveServer:
-        live = start_server(
-            Settings(device="cpu", **settings), engine or hard_engine, library or hard_library
-        )
-        started.append(live)
-        return live
-
-    yield factory
-    for live in started:
-        with contextlib.suppress(Exception):
-            stop_server(live)

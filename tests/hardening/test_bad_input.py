@@ -315,8 +315,8 @@ def test_odd_paths_get_the_error_body(token_server: LiveServer, path):
     assert error_problem(reply) is None, reply.text
 
 
-def test_bodies_over_the_limit_are_refused_before_being_read(hard_server_factory):
-    live = hard_server_factory(max_body_bytes=1000)
+def test_bodies_over_the_limit_are_refused_before_being_read(server_factory):
+    live = server_factory(max_body_bytes=1000)
     body = json.dumps(job(prompt="p" * 5000)).encode()
     assert_error(
         live.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"}), 413

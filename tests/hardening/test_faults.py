@@ -86,8 +86,8 @@ def _live_tensors() -> int:
         return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
 
 
-def test_out_of_memory_fails_the_job_frees_memory_and_the_next_job_runs(hard_server_factory):
-    live = hard_server_factory(test_fault_oom_at_step=2)
+def test_out_of_memory_fails_the_job_frees_memory_and_the_next_job_runs(server_factory):
+    live = server_factory(test_fault_oom_at_step=2)
     warm = wait_job(live.url, live.headers, live.submit(steps=1))  # under the fault step
     assert warm["status"] == "finished", warm
     baseline = _live_tensors()
@@ -147,9 +147,9 @@ def _fragile_server(factory: Any, folder: Path) -> tuple[LiveServer, str]:
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "overwritten with zeros"])
 def test_model_file_damaged_while_listed_fails_the_job_clearly(
-    hard_server_factory, model_folder, damage
+    server_factory, model_folder, damage
 ):
-    live, name = _fragile_server(hard_server_factory, model_folder)
+    live, name = _fragile_server(server_factory, model_folder)
     path = next(model_folder.rglob("fragile.safetensors"))
     if damage == "deleted":
         path.unlink()
@@ -232,11 +232,11 @@ def _subscription(live: LiveServer, client_id: str) -> Any:
     raise AssertionError("the stuck consumer never subscribed")
 
 
-def test_stuck_websocket_consumer_never_holds_up_the_worker(hard_server_factory):
+def test_stuck_websocket_consumer_never_holds_up_the_worker(server_factory):
     """Jobs for a client that never reads pile events up; once the kernel's socket
     buffers are full too, the server sheds previews and progress (bounded buffer),
     and the worker goes on: the jobs after that point, and another client's, finish."""
-    live = hard_server_factory()
+    live = server_factory()
     stuck = _stuck_consumer(live, "stuck")
     try:
         subscription = _subscription(live, "stuck")

@@ -1,0 +1,34 @@
+"""Real LoRA files for the embedded model, written by the tests that need one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_test_lora(folder: Path, name: str, seed: int) -> Path:
+    """A LoRA on the embedded model's attention layers, saved in diffusers format.
+
+    peft initialises LoRA B matrices to zero (a no-op adapter), so every LoRA weight is
+    filled with seeded noise: the file then visibly changes the image.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    from kd_server.tiny_model import build_embedded_pipeline
+
+    unet = build_embedded_pipeline().unet
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    unet = inject_adapter_in_model(config, unet, adapter_name="default")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param_name, param in unet.named_parameters():
+            if "lora_" in param_name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder),
+        unet_lora_layers=get_peft_model_state_dict(unet, adapter_name="default"),
+        weight_name=f"{name}.safetensors",
+    )
+    return folder / f"{name}.safetensors"
