@@ -85,9 +85,3 @@ def make_fake_repo(root: Path) -> Path:
 @pytest.fixture
 def fake_repo(tmp_path: Path) -> Path:
     return make_fake_repo(tmp_path / "repo")
-
-
-def real_plugin_present() -> bool:
-    return (ROOT / "krita_plugin" / "krita_diffusers.desktop").is_file() and (
-        ROOT / "krita_plugin" / "krita_diffusers" / "__init__.py"
-    ).is_file()

@@ -39,7 +39,8 @@ def test_macos_uses_library_folders() -> None:
 
 def test_config_path_matches_the_server(monkeypatch, tmp_path: Path) -> None:
     """The installer writes the settings file exactly where kd_server reads it."""
-    config = __import__("pytest").importorskip("kd_server.config")
+    from kd_server import config
+
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv("KD_CONFIG", raising=False)
     where = locations(System.LINUX, {"XDG_CONFIG_HOME": str(tmp_path)}, HOME)

@@ -12,13 +12,13 @@ import pytest
 from installer import plugin_build
 from installer.plugin_build import PLUGIN, PluginSource
 
-from .conftest import ROOT, real_plugin_present
+from .conftest import ROOT
 
 KRITA_IMPORTER = Path("/usr/share/krita/pykrita/plugin_importer/plugin_importer.py")
 
 
 def _source(fake_repo: Path) -> PluginSource:
-    return PluginSource.in_repo(ROOT if real_plugin_present() else fake_repo)
+    return PluginSource.in_repo(ROOT)
 
 
 def test_vendored_libraries_are_pure_python(vendor_cache: Path) -> None:

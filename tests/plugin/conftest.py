@@ -9,13 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kd_plugin_server import LiveServer, server_available
+from kd_plugin_server import LiveServer
 
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
-    if not server_available():
-        pytest.skip("the server (kd_server.cli serve) is not in the tree yet")
     server = LiveServer(tmp_path_factory.mktemp("kd-plugin-server"))
     server.start()
     yield server

@@ -27,12 +27,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_available() -> bool:
-    cli = ROOT / "backend" / "kd_server" / "cli.py"
-    app = ROOT / "backend" / "kd_server" / "api" / "app.py"
-    return cli.is_file() and app.is_file() and "serve" in cli.read_text(encoding="utf-8")
-
-
 class LiveServer:
     """Start, stop and restart the real server on one port."""
 

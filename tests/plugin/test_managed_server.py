@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-import pytest
-from kd_plugin_server import PYTHON, ROOT, free_port, server_available
+from kd_plugin_server import PYTHON, ROOT, free_port
 from PyQt5.QtWidgets import QLabel, QPlainTextEdit, QPushButton
 
 from krita_diffusers.client import ConnectionState
@@ -17,7 +16,6 @@ from krita_diffusers.settings import MemoryStore, Settings, save
 WAIT_MS = 180_000
 
 
-@pytest.mark.skipif(not server_available(), reason="the server is not in the tree yet")
 def test_start_and_stop_the_local_server_from_the_dialog(qtbot, canvas, tmp_path, monkeypatch):
     config = tmp_path / "server.toml"
     config.write_text("", encoding="utf-8")
