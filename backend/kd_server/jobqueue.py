@@ -243,6 +243,7 @@ class JobQueue:
     def image(self, job_id: str, index: int) -> bytes | None:
         """The PNG of one result, or None when the job has no such image (yet)."""
         with self._cond:
+            self._prune()
             job = self._find(job_id)
             for image in job.images:
                 if image.index == index:

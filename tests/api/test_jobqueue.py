@@ -238,3 +238,19 @@ def test_retention_by_time(recorder: Recorder) -> None:
             q.get(job.job_id)
     finally:
         q.stop()
+
+
+def test_expired_images_are_not_served(recorder: Recorder) -> None:
+    """The image route honours the TTL too, even when nothing else read the queue."""
+    now = [0.0]
+    q = JobQueue(runner, recorder, QueueLimits(result_ttl_s=60), clock=lambda: now[0])
+    q.start()
+    try:
+        job = q.submit(Work())
+        recorder.wait_for(job.job_id, "finished")
+        assert q.image(job.job_id, 0) == b"xxx"
+        now[0] = 61.0
+        with pytest.raises(JobNotFound):
+            q.image(job.job_id, 0)
+    finally:
+        q.stop()
