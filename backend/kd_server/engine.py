@@ -7,6 +7,7 @@ thread calls `generate` for one job at a time, and the CLI calls it directly.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -270,7 +271,7 @@ class Engine:
 
     def _load_adapter(self, model: LoadedModel, name: str) -> str:
         entry = self.library.get_lora(name)
-        adapter = "kd_" + re.sub(r"\W", "_", name)
+        adapter = _adapter_name(name)
         try:
             model.base.load_lora_weights(str(entry.path), adapter_name=adapter)
         except Exception as exc:
@@ -286,6 +287,14 @@ class Engine:
                 f"({model.info.label}): {exc}. Choose a LoRA made for this model family.",
             ) from exc
         return adapter
+
+
+def _adapter_name(lora_name: str) -> str:
+    """A peft adapter name for a LoRA: readable, and unique even for names that differ
+    only in characters an adapter name cannot hold ("ink-style" and "ink_style")."""
+    readable = re.sub(r"\W", "_", lora_name)
+    digest = hashlib.sha1(lora_name.encode("utf-8")).hexdigest()[:10]
+    return f"kd_{readable}_{digest}"
 
 
 class _StepReporter:

@@ -149,3 +149,13 @@ def test_preload_warms_the_default_model_and_unload_drops_it():
     engine.unload("tiny-sd15-embedded")
     engine.generate(small(), on_loading=loading.append)
     assert loading == ["tiny-sd15-embedded"]
+
+
+def test_loras_whose_names_differ_only_in_punctuation_are_kept_apart(tmp_path):
+    write_test_lora(tmp_path / "loras", "ink-style", seed=3)
+    write_test_lora(tmp_path / "loras", "ink_style", seed=4)
+    engine = Engine(ModelLibrary([tmp_path]), device="cpu")
+    hyphen = _image(engine, [LoraSpec("ink-style", 1.0)])
+    underscore = _image(engine, [LoraSpec("ink_style", 1.0)])
+    assert np.abs(hyphen - underscore).mean() > 0.5  # two files, two different results
+    assert np.abs(_image(engine, [LoraSpec("ink-style", 1.0)]) - hyphen).max() <= 1
