@@ -258,12 +258,14 @@ class Engine:
                 pipe.disable_lora()
             return
         unfuse_for_lora(pipe)
-        if len(model.adapters) + len(loras) > MAX_WARM_ADAPTERS:
+        wanted = list(dict.fromkeys(lora.name for lora in loras))
+        new = [name for name in wanted if name not in model.adapters]
+        if len(model.adapters) + len(new) > MAX_WARM_ADAPTERS:
             pipe.unload_lora_weights()
             model.adapters.clear()
-        for lora in loras:
-            if lora.name not in model.adapters:
-                model.adapters[lora.name] = self._load_adapter(model, lora.name)
+            new = wanted
+        for name in new:
+            model.adapters[name] = self._load_adapter(model, name)
         pipe.enable_lora()
         pipe.set_adapters(
             [model.adapters[lora.name] for lora in loras], [lora.weight for lora in loras]

@@ -159,3 +159,16 @@ def test_loras_whose_names_differ_only_in_punctuation_are_kept_apart(tmp_path):
     underscore = _image(engine, [LoraSpec("ink_style", 1.0)])
     assert np.abs(hyphen - underscore).mean() > 0.5  # two files, two different results
     assert np.abs(_image(engine, [LoraSpec("ink-style", 1.0)]) - hyphen).max() <= 1
+
+
+def test_warm_adapters_are_not_dropped_for_loras_already_loaded(tmp_path):
+    names = [f"l{i}" for i in range(6)]
+    for seed, name in enumerate(names):
+        write_test_lora(tmp_path / "loras", name, seed=seed)
+    engine = Engine(ModelLibrary([tmp_path]), device="cpu")
+    for name in names:
+        engine.generate(small(steps=1, loras=[LoraSpec(name, 1.0)]))
+    model = engine._cache["tiny-sd15-embedded"]
+    assert set(model.adapters) == set(names)
+    engine.generate(small(steps=1, loras=[LoraSpec(n, 0.5) for n in names[:4]]))
+    assert set(model.adapters) == set(names)  # nothing new to load: no reason to unload
