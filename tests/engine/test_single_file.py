@@ -59,8 +59,14 @@ def test_family_is_detected_and_every_task_runs(single_file_engine, family):
     assert inpainted.size == (40, 56) and alpha[0, 0] == 0 and alpha[25, 20] == 255
 
 
-def test_cache_keeps_at_most_cache_size_models(single_file_engine):
-    assert len(single_file_engine.loaded_models()) <= 2
+def test_cache_keeps_the_most_recently_used_models(single_file_engine):
+    for name in ("tiny-sd15", "tiny-sdxl", "tiny-sd15-inpaint", "tiny-sdxl"):
+        single_file_engine.generate(
+            GenerationRequest(
+                task=Task.TXT2IMG, model=name, prompt="x", steps=1, width=64, height=64
+            )
+        )
+    assert single_file_engine.loaded_models() == ["tiny-sd15-inpaint", "tiny-sdxl"]
 
 
 def test_tasks_share_one_set_of_weights(single_file_engine):
