@@ -128,7 +128,7 @@ class ServerClient(QObject):
         self.token = ""
         self.state = ConnectionState.CONNECTING
         self.health: dict[str, Any] = {}
-        self.network_threads: list[threading.Thread] = []  # who ran network code (tests)
+        self.network_threads: set[threading.Thread] = set()  # who ran network code (tests)
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(4)
         self._relays: set[_Relay] = set()
@@ -196,15 +196,15 @@ class ServerClient(QObject):
                 health = self._request(url, token, "GET", "/v1/health", timeout=HEALTH_TIMEOUT)
                 models = parse_models(self._request(url, token, "GET", "/v1/models"))
                 samplers = self._request(url, token, "GET", "/v1/samplers")
-                self._listen(url, token, stop, health, models, samplers)
-                delay = FIRST_RETRY_DELAY
-                if not stop.is_set():
-                    self._emit(
-                        stop,
-                        self.state_changed,
-                        ConnectionState.UNREACHABLE,
-                        unreachable_message(url),
-                    )
+                with self._open_events(url, token) as socket:
+                    delay = FIRST_RETRY_DELAY  # connected: the next drop retries quickly
+                    self._emit(stop, "health_changed", health if isinstance(health, dict) else {})
+                    self._emit(stop, "models_changed", models)
+                    self._emit(stop, "samplers_changed", [str(s) for s in samplers or []])
+                    text = describe_server(health)
+                    self._emit(stop, "state_changed", ConnectionState.CONNECTED, text)
+                    self._emit(stop, "reconnected")
+                    self._receive(socket, stop)
             except ServerError as exc:
                 state = (
                     ConnectionState.REFUSED
@@ -220,9 +220,9 @@ class ServerClient(QObject):
                 else:
                     self._emit(
                         stop,
-                        self.state_changed,
+                        "state_changed",
                         ConnectionState.UNREACHABLE,
-                        unreachable_message(url),
+                        refused_stream(url, status),
                     )
             except (Unreachable, OSError, WebSocketException, TimeoutError):
                 self._emit(
@@ -234,28 +234,26 @@ class ServerClient(QObject):
             stop.wait(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
 
-    def _listen(self, url, token, stop, health, models, samplers) -> None:
-        self.network_threads.append(threading.current_thread())
-        with ws_connect(
+    def _open_events(self, url: str, token: str):
+        self.network_threads.add(threading.current_thread())
+        return ws_connect(
             events_url(url, self.client_id),
             additional_headers=auth_headers(token),
             open_timeout=HEALTH_TIMEOUT,
             close_timeout=1,
             max_size=MAX_FRAME_BYTES,
-        ) as socket:
-            self._emit(stop, "health_changed", health if isinstance(health, dict) else {})
-            self._emit(stop, "models_changed", models)
-            self._emit(stop, "samplers_changed", [str(s) for s in samplers or []])
-            self._emit(stop, "state_changed", ConnectionState.CONNECTED, describe_server(health))
-            self._emit(stop, "reconnected")
-            while not stop.is_set():
-                try:
-                    frame = socket.recv(timeout=0.5)
-                except TimeoutError:
-                    continue
-                event = parse_event(frame)
-                if event is not None:
-                    self._emit(stop, "event_received", event)
+        )
+
+    def _receive(self, socket, stop: threading.Event) -> None:
+        """Frames until stopped; a dropped connection raises out of here."""
+        while not stop.is_set():
+            try:
+                frame = socket.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            event = parse_event(frame)
+            if event is not None:
+                self._emit(stop, "event_received", event)
 
     # REST calls, each in the pool
 
@@ -270,7 +268,7 @@ class ServerClient(QObject):
         raw: bool = False,
     ) -> Any:
         """One HTTP call; runs only in worker threads (recorded so tests can check)."""
-        self.network_threads.append(threading.current_thread())
+        self.network_threads.add(threading.current_thread())
         target = join_url(url, path)
         try:
             response = requests.request(
@@ -352,6 +350,16 @@ class ServerClient(QObject):
             on_ok,
             on_error,
         )
+
+
+def refused_stream(url: str, status: int) -> str:
+    """The server answers HTTP but its event stream was refused (a proxy that does not
+    pass WebSockets, or something else on that port)."""
+    return (
+        f"The server at {url} answered, but its event stream (WebSocket /v1/events) was "
+        f"refused with HTTP {status}. If it is behind a proxy, let WebSockets through; "
+        "the plugin keeps trying."
+    )
 
 
 def describe_server(health: object) -> str:

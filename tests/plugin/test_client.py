@@ -1,0 +1,79 @@
+"""The client's event-stream thread against the real server behind a proxy that does
+not pass WebSockets (a common reverse-proxy misconfiguration)."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from krita_diffusers.client import ConnectionState, ServerClient
+
+WAIT_MS = 60_000
+
+
+class NoWebSocketProxy:
+    """Forwards plain GETs to `upstream`; answers 502 to every WebSocket upgrade."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upgrades = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.headers.get("Upgrade", "").lower() == "websocket":
+                    proxy.upgrades += 1
+                    self._answer(502, b"Bad Gateway")
+                    return
+                try:
+                    with urllib.request.urlopen(upstream + self.path, timeout=10) as reply:
+                        self._answer(reply.status, reply.read(), "application/json")
+                except urllib.error.HTTPError as exc:
+                    self._answer(exc.code, exc.read(), "application/json")
+
+            def _answer(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(live_server):
+    proxy = NoWebSocketProxy(live_server.url)
+    yield proxy
+    proxy.close()
+
+
+def test_a_refused_event_stream_is_reported_and_retried(qtbot, proxy):
+    client = ServerClient()
+    states: list[tuple[ConnectionState, str]] = []
+    client.state_changed.connect(lambda state, text: states.append((state, text)))
+    client.configure(proxy.url, "")
+    client.start()
+    try:
+        qtbot.waitUntil(lambda: client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
+        # the thread lives on and tries again, rather than dying and going deaf
+        qtbot.waitUntil(lambda: proxy.upgrades >= 2, timeout=WAIT_MS)
+    finally:
+        client.stop()
+    text = next(text for state, text in states if state is ConnectionState.UNREACHABLE)
+    assert "502" in text and "WebSocket" in text
