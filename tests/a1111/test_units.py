@@ -64,3 +64,18 @@ def test_lora_tags() -> None:
     assert parse_networks("<lora:x:1> b", "prompt", False) == ("b", [])
     with pytest.raises(ApiError, match="separate text-encoder"):
         parse_networks("<lora:x:1:0.5>", "prompt", True)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"RIFF\x10\x00\x00\x00WAVEfmt junk", b"\xff\xd8\xff\xe0 not really a jpeg"]
+)
+def test_undecodable_uploads_are_described_without_object_reprs(raw: bytes) -> None:
+    import base64
+
+    from kd_server.api.imaging import ImageInputError
+
+    with pytest.raises(ImageInputError) as info:
+        images.decode_image(base64.b64encode(raw).decode(), "init_images[0]", 1 << 24)
+    message = str(info.value)
+    assert message.startswith("init_images[0]: is not a readable")
+    assert "0x" not in message and "BytesIO" not in message, message

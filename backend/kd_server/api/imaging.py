@@ -34,10 +34,16 @@ def decode_png(data: str, field: str, max_pixels: int) -> Image.Image:
     raw = decode_base64(data, field)
     if not raw.startswith(PNG_SIGNATURE):
         raise ImageInputError(field, "must be a PNG image (base64 of the .png file's bytes)")
+    return open_image(raw, "PNG", field, max_pixels)
+
+
+def open_image(raw: bytes, fmt: str, field: str, max_pixels: int) -> Image.Image:
+    """Decode `raw` as `fmt` (a Pillow format name), checking the pixel count from the
+    header before any pixel is decompressed; every decoder failure names the field."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw), formats=["PNG"])
+            image = Image.open(io.BytesIO(raw), formats=[fmt])
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageInputError(
@@ -56,7 +62,7 @@ def decode_png(data: str, field: str, max_pixels: int) -> Image.Image:
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as exc:
-        raise ImageInputError(field, f"is not a readable PNG ({_decoder_reason(exc)})") from exc
+        raise ImageInputError(field, f"is not a readable {fmt} ({_decoder_reason(exc)})") from exc
     if width < 8 or height < 8:
         raise ImageInputError(field, f"is {width}x{height}; it must be at least 8x8 pixels")
     return image
