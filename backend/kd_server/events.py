@@ -133,6 +133,7 @@ class EventHub:
         self.hard_limit = hard_limit
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._lock = threading.Lock()
+        self._closed_reason: str | None = None  # set by close_all: no new listeners
 
     @contextmanager
     def subscribe(self, client_id: str) -> Iterator[Subscription]:
@@ -140,6 +141,8 @@ class EventHub:
         sub = Subscription(client_id, asyncio.get_running_loop(), self.capacity, self.hard_limit)
         with self._lock:
             self._subscriptions.setdefault(client_id, set()).add(sub)
+            if self._closed_reason is not None:  # connected while the server shuts down
+                sub.close(self._closed_reason)
         try:
             yield sub
         finally:
@@ -166,6 +169,7 @@ class EventHub:
     def close_all(self, reason: str) -> None:
         """Tell every sender to finish what is buffered and close (server shutdown)."""
         with self._lock:
+            self._closed_reason = reason
             subs = [sub for group in self._subscriptions.values() for sub in group]
         for sub in subs:
             sub.close(reason)

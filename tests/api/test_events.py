@@ -70,3 +70,16 @@ def test_close_delivers_what_is_buffered() -> None:
             assert await hub.wait_drained(1)
 
     asyncio.run(main())
+
+
+def test_a_connection_opened_after_close_all_is_closed_too() -> None:
+    """A WebSocket accepted while the server shuts down must not hold shutdown up."""
+
+    async def main() -> None:
+        hub = EventHub()
+        hub.close_all("bye")
+        with hub.subscribe("late") as sub:
+            assert await asyncio.wait_for(sub.get(), 1) is None
+            assert sub.close_reason == "bye"
+
+    asyncio.run(main())
