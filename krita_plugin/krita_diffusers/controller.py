@@ -157,6 +157,7 @@ class Controller(QObject):
     def _submitted(self, context: JobContext, data: object) -> None:
         self.submitting -= 1
         if not isinstance(data, dict) or "job_id" not in data:
+            self._submission_ended()
             self.message.emit("The server accepted the job but did not say its id; try again.")
             return
         job = Job(str(data["job_id"]), context, position=int(data.get("position") or 0))
@@ -166,13 +167,18 @@ class Controller(QObject):
         self.job_updated.emit(job)
         if self.cancel_when_submitted and not job.done:
             self.client.cancel(job.job_id, on_error=self.message.emit)
-        if self.submitting == 0:
-            self.cancel_when_submitted = False
+        self._submission_ended()
 
     def _submit_failed(self, message: str) -> None:
         self.submitting -= 1
+        self._submission_ended()
         self.message.emit(message)
         self.job_updated.emit(None)
+
+    def _submission_ended(self) -> None:
+        """A Cancel pressed while jobs were being sent applies to those jobs only."""
+        if self.submitting == 0:
+            self.cancel_when_submitted = False
 
     def cancel(self) -> None:
         """Cancel every job of ours still queued or running (and one being sent)."""

@@ -187,3 +187,21 @@ def test_server_with_a_token_refuses_until_the_token_is_set(qtbot, canvas, tmp_p
     finally:
         panel.shutdown()
         server.stop()
+
+
+def test_cancel_of_a_refused_submission_does_not_cancel_the_next_job(make_panel, qtbot):
+    panel = make_panel()
+    panel.model.addItem("ghost-model", "ghost-model")
+    panel.model.setCurrentIndex(panel.model.count() - 1)
+    panel.prompt.setPlainText("refused")
+    panel.generate_button.click()
+    panel.cancel_button.click()  # while the POST is on its way; the server refuses it
+    error = panel.findChild(QLabel, "kd-error")
+    qtbot.waitUntil(lambda: "ghost-model" in error.text(), timeout=WAIT_MS)
+    panel.model.setCurrentIndex(0)
+    panel.prompt.setPlainText("accepted")
+    panel.generate_button.click()
+    qtbot.waitUntil(lambda: bool(panel.controller.jobs), timeout=WAIT_MS)
+    job = next(iter(panel.controller.jobs.values()))
+    qtbot.waitUntil(lambda: job.done, timeout=WAIT_MS)
+    assert job.status is JobStatus.FINISHED
