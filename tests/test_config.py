@@ -52,6 +52,8 @@ def test_token_file_is_read_and_an_empty_one_refused(tmp_path: Path, clean_env) 
         ("colour = 'blue'", "Unknown setting 'colour'"),
         ("speedups = ['warp']", "Unknown speed-up warp"),
         ("port = [", "not valid TOML"),
+        ("token = ''", "token in .* is empty"),
+        ("token = '  '", "token in .* is empty"),
     ],
 )
 def test_mistakes_are_explained(tmp_path: Path, clean_env, text: str, message: str) -> None:
@@ -59,3 +61,9 @@ def test_mistakes_are_explained(tmp_path: Path, clean_env, text: str, message: s
     config.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings({}, config)
+
+
+def test_empty_token_flag_is_refused_and_spaces_are_trimmed(tmp_path: Path, clean_env) -> None:
+    with pytest.raises(ConfigError, match="token in the command line is empty"):
+        load_settings({"token": ""}, tmp_path / "none.toml")
+    assert load_settings({"token": " s3cret \n"}, tmp_path / "none.toml").token == "s3cret"

@@ -120,6 +120,14 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
             )
         if key == "token_file":
             settings.token = _read_token_file(str(value))
+        elif key == "token":
+            # An empty token would pass the "no token off loopback" rule yet match no
+            # request; surrounding spaces could never match (headers are stripped).
+            if not str(value).strip():
+                raise ConfigError(
+                    f"token in {origin} is empty: set a token, or leave the setting out."
+                )
+            settings.token = str(value).strip()
         elif key == "model_dirs":
             items = value if isinstance(value, list) else [value]
             settings.model_dirs = [Path(str(item)).expanduser() for item in items]
