@@ -173,15 +173,3 @@ class EventHub:
             subs = [sub for group in self._subscriptions.values() for sub in group]
         for sub in subs:
             sub.close(reason)
-
-    async def wait_drained(self, timeout: float) -> bool:
-        """Wait until every buffer is empty (or `timeout` passes); True when drained."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            with self._lock:
-                subs = [sub for group in self._subscriptions.values() for sub in group]
-            if all(sub.pending() == 0 for sub in subs):
-                return True
-            await asyncio.sleep(0.02)
-        return False
