@@ -83,6 +83,8 @@ def test_websocket_needs_a_client_id(server: LiveServer) -> None:
 def test_exposed_host_without_token_is_refused(host: str) -> None:
     with pytest.raises(ConfigError, match="token"):
         check_exposure(Settings(host=host))
+    with pytest.raises(ConfigError, match="token"):
+        check_exposure(Settings(host=host, token=""))  # built in code, not by load_settings
     check_exposure(Settings(host=host, token=TOKEN))
 
 

@@ -38,7 +38,7 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(settings: Settings) -> None:
-    if settings.token is None and not is_loopback(settings.host):
+    if not settings.token and not is_loopback(settings.host):
         raise ConfigError(
             f"Refusing to listen on {settings.host} without a token: anyone on the network "
             "could use this GPU. Set one with --token, KD_TOKEN or token_file, or listen "
