@@ -296,7 +296,7 @@ def _first_image(ctx: Context, env: server_env.ServerEnv | None) -> None:
     ctx.report.add(Action.CREATED, f"first image {out} (embedded model: proves the server works)")
 
 
-def _start(ctx: Context, env: server_env.ServerEnv | None) -> None:
+def _start(ctx: Context, env: server_env.ServerEnv | None, token: str | None) -> None:
     if not ctx.options.start:
         return
     if env is None:
@@ -304,10 +304,10 @@ def _start(ctx: Context, env: server_env.ServerEnv | None) -> None:
         return
     files = server_run.ServerFiles(ctx.where.data_dir)
     port = server_run.read_port(ctx.where.config_file, ctx.options.port)
-    if server_run.running_pid(files) is not None and server_run.health(port, ctx.options.token):
+    if server_run.running_pid(files) is not None and server_run.answering(port, token):
         ctx.report.add(Action.KEPT, f"server already running on port {port}")
         return
-    pid = server_run.start(env.script, files, port, ctx.options.token)
+    pid = server_run.start(env.script, files, port, token)
     ctx.report.add(Action.CREATED, f"server running on http://127.0.0.1:{port} (pid {pid})")
 
 
@@ -338,6 +338,6 @@ def run(options: InstallOptions, where: Locations, report: Report) -> Report:
     _downloads(ctx, models_dir)
     _first_image(ctx, env)
     ctx.save()
-    _start(ctx, env)
+    _start(ctx, env, token)
     _summary(ctx, env)
     return report

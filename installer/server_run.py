@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from installer.errors import InstallError
+from installer.server_env import SERVER_SCRIPT
 
 
 @dataclass(frozen=True)
@@ -46,18 +47,25 @@ def read_port(config_file: Path, default: int) -> int:
     return int(match.group(1)) if match else default
 
 
-def health(port: int, token: str | None = None, timeout: float = 2.0) -> dict | None:
+def answering(port: int, token: str | None = None, timeout: float = 2.0) -> bool:
+    """True when a server answers /v1/health on `port`: with its health, or by refusing
+    a missing or wrong token (a server with a token is up all the same)."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/health")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read().decode("utf-8"))
+            json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        return exc.code in (401, 403)
     except (OSError, ValueError):
-        return None
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        return _alive_on_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,19 +75,51 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _alive_on_windows(pid: int) -> bool:
+    """Windows has no signal 0: `os.kill(pid, 0)` there would terminate the process."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists
+    try:
+        code = wintypes.DWORD()
+        ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        return bool(ok) and code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def _is_our_server(pid: int, proc: Path = Path("/proc")) -> bool:
+    """Whether `pid` runs the server script. A pid file can outlive its process (a
+    reboot, a crash) and the number be reused by anyone's program, which must not be
+    stopped. Checked where /proc tells (Linux); elsewhere the pid is trusted."""
+    if not proc.is_dir():
+        return True
+    try:
+        words = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(Path(os.fsdecode(word)).name == SERVER_SCRIPT for word in words if word)
+
+
 def running_pid(files: ServerFiles) -> int | None:
+    """The pid of the server we started, if that process still runs it."""
     try:
         pid = int(files.pid.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _alive(pid) and _is_our_server(pid) else None
 
 
 def start(
     script: Path, files: ServerFiles, port: int, token: str | None, wait_s: float = 180
 ) -> int:
     """Start `script serve` in the background and wait until /v1/health answers."""
-    if health(port, token) is not None:
+    if answering(port, token):
         raise InstallError(
             f"Something already answers on port {port}; not starting a second server.",
             "If it is an older Krita Diffusers server, stop it first "
@@ -105,7 +145,7 @@ def start(
                 f"The end of its log ({files.log}):\n{tail}",
                 "Fix what the log says, then start it again with the command printed above.",
             )
-        if health(port, token) is not None:
+        if answering(port, token):
             return process.pid
         time.sleep(0.5)
     raise InstallError(
@@ -121,7 +161,8 @@ def stop(files: ServerFiles, wait_s: float = 15) -> bool:
     if pid is None:
         files.pid.unlink(missing_ok=True)
         return False
-    os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(OSError):  # it may have exited just now
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.2)
@@ -129,6 +170,7 @@ def stop(files: ServerFiles, wait_s: float = 15) -> bool:
         with contextlib.suppress(ChildProcessError, OSError, AttributeError):
             os.waitpid(pid, os.WNOHANG)
     if _alive(pid) and hasattr(signal, "SIGKILL"):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     files.pid.unlink(missing_ok=True)
     return True
