@@ -449,6 +449,7 @@ class DiffusersPanel(QWidget):
     def open_settings(self) -> SettingsDialog:
         """Opens the dialog without blocking (tests and Krita both keep running)."""
         dialog = SettingsDialog(self.settings, self._samplers, self.server, self)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)  # else every dialog ever opened lives on
         dialog.accepted.connect(lambda: self.apply_settings(dialog.settings()))
         dialog.open()
         return dialog

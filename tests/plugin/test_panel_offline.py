@@ -202,3 +202,20 @@ def test_txt2img_result_is_scaled_to_the_canvas(make_panel, canvas):
     layer = canvas.layers[0].image
     assert layer.rect == Rect(0, 0, 64, 64) and len(layer.rgba) == 64 * 64 * 4
     assert canvas.layers[0].group is None
+
+
+def test_closed_settings_dialogs_do_not_pile_up(make_panel, qtbot):
+    """Each gear click makes a dialog wired to the managed server's log; a closed one
+    must go, or every later log line is appended to every dialog ever opened."""
+    from krita_diffusers.settings_dialog import SettingsDialog
+
+    panel = make_panel()
+    for _ in range(3):
+        dialog = panel.open_settings()
+        dialog.reject()
+    qtbot.waitUntil(lambda: len(panel.findChildren(SettingsDialog)) == 0, timeout=5_000)
+    dialog = panel.open_settings()
+    dialog.steps.setValue(7)
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+    assert panel.settings.steps == 7
+    qtbot.waitUntil(lambda: len(panel.findChildren(SettingsDialog)) == 0, timeout=5_000)
