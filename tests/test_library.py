@@ -302,6 +302,17 @@ def test_default_is_first_usable_real_checkpoint_or_the_preferred(tmp_path: Path
     assert missing.value.code is EngineErrorCode.MODEL_NOT_FOUND
 
 
+def test_default_prefers_general_models_and_follows_the_setting(tmp_path: Path) -> None:
+    write(tmp_path / "checkpoints" / "a-inpaint.safetensors", sd15_tensors(channels=9))
+    write(tmp_path / "checkpoints" / "z-general.safetensors", sdxl_tensors())
+    assert ModelLibrary([tmp_path]).default_checkpoint().name == "z-general"
+    chosen = ModelLibrary([tmp_path], default_model="a-inpaint")
+    assert chosen.default_checkpoint().name == "a-inpaint"
+    with pytest.raises(EngineError) as missing:
+        ModelLibrary([tmp_path], default_model="gone").default_checkpoint()
+    assert missing.value.code is EngineErrorCode.MODEL_NOT_FOUND
+
+
 def test_no_usable_checkpoint_without_embedded_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / "checkpoints" / "broken.safetensors", {"x": _t(2)})
     library = ModelLibrary([tmp_path], include_embedded=False)

@@ -86,7 +86,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _cmd_models(settings: Settings) -> int:
     from kd_server.library import ModelLibrary
 
-    library = ModelLibrary(settings.model_dirs)
+    library = ModelLibrary(settings.model_dirs, default_model=settings.default_model)
     for entry in [*library.checkpoints(), *library.loras()]:
         family = entry.family.value if entry.family else "-"
         status = entry.status.value if entry.usable else f"{entry.status.value}: {entry.reason}"
@@ -101,7 +101,7 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from kd_server.loading import working_size
     from kd_server.pngmeta import encode_png
 
-    library = ModelLibrary(settings.model_dirs)
+    library = ModelLibrary(settings.model_dirs, default_model=settings.default_model)
     engine = Engine(library, device=settings.device)
     try:
         entry = engine.check_model(args.model)

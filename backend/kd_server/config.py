@@ -14,7 +14,7 @@ File: `$KD_CONFIG`, else `$XDG_CONFIG_HOME/krita-diffusers/server.toml`
     device = "auto"      # auto | cuda | mps | cpu
 
 Environment: KD_HOST, KD_PORT, KD_MODEL_DIRS (os.pathsep-separated), KD_TOKEN,
-KD_TOKEN_FILE, KD_DEVICE, KD_CONFIG.
+KD_TOKEN_FILE, KD_DEVICE, KD_DEFAULT_MODEL, KD_CONFIG.
 
 Limits of the HTTP API (all optional; the defaults suit one artist on one GPU):
 max_queue, max_pixels, max_body_bytes, max_prompt_length, preview_max_size,
@@ -44,6 +44,7 @@ class Settings:
     model_dirs: list[Path] = field(default_factory=list)
     token: str | None = None
     device: str = "auto"
+    default_model: str | None = None  # checkpoint name; None: the library's own choice
     cache_size: int = 2  # loaded checkpoints kept warm
     # HTTP API limits. Requests beyond them are refused at submit time with a 4xx.
     max_queue: int = 32  # jobs waiting (not counting the running one); more -> 429
@@ -82,19 +83,34 @@ def _read_token_file(path: str | os.PathLike[str]) -> str:
     return token
 
 
-_INT_FIELDS = {
-    "port",
-    "cache_size",
-    "max_queue",
-    "max_pixels",
-    "max_body_bytes",
-    "max_prompt_length",
-    "preview_max_size",
-    "result_ttl_s",
-    "result_max_jobs",
-    "result_max_bytes",
-    "test_fault_oom_at_step",
+#: Whole-number settings and the range each must lie in (a 0-job queue or a negative
+#: retention would make the server refuse or forget everything without saying why).
+_INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "port": (1, 65535),
+    "cache_size": (1, None),
+    "max_queue": (1, None),
+    "max_pixels": (64 * 64, None),
+    "max_body_bytes": (1024, None),
+    "max_prompt_length": (1, None),
+    "preview_max_size": (16, None),
+    "result_ttl_s": (1, None),
+    "result_max_jobs": (1, None),
+    "result_max_bytes": (1, None),
+    "test_fault_oom_at_step": (0, None),
 }
+_INT_FIELDS = set(_INT_RANGES)
+
+
+def _whole_number(key: str, value: object, origin: str) -> int:
+    try:
+        number = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key} in {origin} must be a whole number, not {value!r}.") from exc
+    low, high = _INT_RANGES[key]
+    if number < low or (high is not None and number > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{key} in {origin} must be {bound}, not {number}.")
+    return number
 
 
 def _check_speedups(names: list[str], origin: str) -> None:
@@ -132,12 +148,7 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
             items = value if isinstance(value, list) else [value]
             settings.model_dirs = [Path(str(item)).expanduser() for item in items]
         elif key in _INT_FIELDS:
-            try:
-                setattr(settings, key, int(value))  # type: ignore[arg-type]
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"{key} in {origin} must be a whole number, not {value!r}."
-                ) from exc
+            setattr(settings, key, _whole_number(key, value, origin))
         elif key in _LIST_FIELDS:
             items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
             setattr(settings, key, [str(i).strip() for i in items if str(i).strip()])
@@ -155,6 +166,7 @@ def _from_environment() -> dict[str, object]:
         "token": env.get("KD_TOKEN") or None,
         "token_file": env.get("KD_TOKEN_FILE") or None,
         "device": env.get("KD_DEVICE"),
+        "default_model": env.get("KD_DEFAULT_MODEL") or None,
     }
     for name in [*sorted(_INT_FIELDS - {"cache_size", "port"}), *sorted(_LIST_FIELDS)]:
         values[name] = env.get(f"KD_{name.upper()}") or None

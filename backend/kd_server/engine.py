@@ -98,8 +98,14 @@ class Engine:
     def check(self, request: GenerationRequest) -> ModelEntry:
         """Refuse what cannot run before it is queued: model, LoRAs, sampler, inputs."""
         entry = self.check_model(request.model)
-        for lora in request.loras:
-            self.library.get_lora(lora.name)
+        names = [lora.name for lora in request.loras]
+        if len(set(names)) != len(names):
+            raise EngineError(
+                EngineErrorCode.INVALID_INPUT,
+                "loras: each LoRA may appear once; give one weight per LoRA.",
+            )
+        for name in names:
+            self.library.get_lora(name)
         try:
             canonical_name(request.sampler)
         except UnknownSampler as exc:
@@ -148,8 +154,9 @@ class Engine:
             log.exception("Loading %s failed", entry.name)
             raise EngineError(
                 EngineErrorCode.MODEL_UNUSABLE,
-                f"The model '{entry.name}' could not be loaded ({type(exc).__name__}: {exc}). "
-                "Check that the file is complete, or choose another model.",
+                f"The model '{entry.name}' could not be loaded ({type(exc).__name__}; the "
+                "server log has the details). Check that the file is complete, or choose "
+                "another model.",
             ) from exc
         self._cache[entry.name] = model
         return model
@@ -279,6 +286,7 @@ class Engine:
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise
+            log.warning("LoRA %s does not load on %s: %s", name, model.name, exc)
             try:
                 model.base.delete_adapters(adapter)
             except Exception:
@@ -286,7 +294,8 @@ class Engine:
             raise EngineError(
                 EngineErrorCode.LORA_UNUSABLE,
                 f"The LoRA '{name}' does not fit the model '{model.name}' "
-                f"({model.info.label}): {exc}. Choose a LoRA made for this model family.",
+                f"({model.info.label}); the server log has the details. Choose a LoRA made "
+                "for this model family.",
             ) from exc
         return adapter
 

@@ -726,9 +726,15 @@ class ModelLibrary:
     tables are swapped in one step). Lookups never touch the file system.
     """
 
-    def __init__(self, folders: list[Path], include_embedded: bool = True) -> None:
+    def __init__(
+        self,
+        folders: list[Path],
+        include_embedded: bool = True,
+        default_model: str | None = None,
+    ) -> None:
         self.folders = [Path(f) for f in folders]
         self.include_embedded = include_embedded
+        self.default_model = default_model  # the `default_model` setting, if any
         self._scanner = Scanner()
         self._lock = threading.Lock()
         self._snapshot = _Snapshot({}, {}, ())
@@ -789,13 +795,17 @@ class ModelLibrary:
         )
 
     def default_checkpoint(self, preferred: str | None = None) -> ModelEntry:
-        """`preferred` if given (errors as `get_checkpoint`), else the first usable real
-        checkpoint in name order, else the embedded model."""
+        """`preferred` (or the `default_model` setting) if given, with the errors of
+        `get_checkpoint`; else the first usable real checkpoint in name order, general
+        models before inpaint ones (an inpaint model is a poor txt2img default); else
+        the embedded model."""
+        preferred = preferred or self.default_model
         if preferred:
             return self.get_checkpoint(preferred)
         usable = [
             e for e in self.checkpoints() if e.usable and e.format is not ModelFormat.EMBEDDED
         ]
+        usable.sort(key=lambda e: (e.family is not None and e.family.info.is_inpaint, e.name))
         if usable:
             return usable[0]
         if EMBEDDED_NAME in self._snapshot.checkpoints:

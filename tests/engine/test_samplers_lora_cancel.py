@@ -103,6 +103,12 @@ def test_lora_gone_after_unload(lora_engine):
     assert np.abs(_image(lora_engine, []) - base).max() <= 1
 
 
+def test_the_same_lora_twice_is_refused(lora_engine):
+    with pytest.raises(EngineError) as info:
+        lora_engine.check(small(loras=[LoraSpec("bright", 1.0), LoraSpec("bright", 0.2)]))
+    assert info.value.code is EngineErrorCode.INVALID_INPUT
+
+
 def test_unknown_lora_is_refused(lora_engine):
     with pytest.raises(EngineError) as info:
         lora_engine.check(small(loras=[LoraSpec("nope")]))

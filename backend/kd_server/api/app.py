@@ -45,7 +45,7 @@ def create_app(
     if library is None:
         from kd_server.library import ModelLibrary
 
-        library = ModelLibrary(settings.model_dirs)
+        library = ModelLibrary(settings.model_dirs, default_model=settings.default_model)
     if engine is None:
         from kd_server.engine import Engine
         from kd_server.speed import SpeedOptions
