@@ -191,8 +191,14 @@ def download(
     attempts: int = ATTEMPTS,
 ) -> bool:
     """Fetch `entry` to `target`; True if downloaded, False if it was already there."""
-    if target.is_file() and target.stat().st_size == entry.size:
-        return False
+    if target.is_file():
+        if target.stat().st_size == entry.size:
+            return False
+        raise InstallError(  # never replace someone's model that happens to share the name
+            f"{target} already exists and is not {entry.name} (its size differs from the "
+            "catalogue's); it was left as it is.",
+            "Move or rename that file if you want this download, or skip it.",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     digest = hashlib.sha256()

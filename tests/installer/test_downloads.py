@@ -150,3 +150,17 @@ def test_cli_download_reports_errors_without_traceback(tmp_path: Path) -> None:
     assert "Error:" in done.stderr and "What to do:" in done.stderr
     assert "Traceback" not in done.stderr
     assert list((tmp_path / "models" / "checkpoints").iterdir()) == []
+
+
+def test_a_different_file_of_the_same_name_is_never_overwritten(tmp_path: Path) -> None:
+    """--models-dir may be a folder of the user's own models: a file of that name that
+    is not the catalogue's (another size) is theirs, and the download stops."""
+    with RangeServer() as server:
+        entry = _entry(server)
+        target = tmp_path / "checkpoints" / entry.filename
+        target.parent.mkdir()
+        target.write_bytes(b"the user's own model")
+        with pytest.raises(InstallError, match="already exists"):
+            downloads.download(entry, target, stream=_quiet())
+        assert target.read_bytes() == b"the user's own model"
+        assert server.behaviour.ranges_seen == []
