@@ -100,7 +100,6 @@ def _server(ctx: Context) -> server_env.ServerEnv | None:
     stamp = server_env.fingerprint(opts.repo, torch_plan, version)
     if server_env.is_current(env, stamp):
         ctx.report.add(Action.KEPT, f"server venv {env.venv} (up to date, pip skipped)")
-        ctx.record.venv = str(env.venv)
         return env
     fresh = not env.works()
     needed = torch_plan.venv_bytes if fresh else checks.GB
@@ -109,7 +108,9 @@ def _server(ctx: Context) -> server_env.ServerEnv | None:
     if fresh:
         server_env.create_venv(env, base_python)
         env.stamp.write_text(json.dumps({"fingerprint": None}) + "\n", encoding="utf-8")
-    ctx.record.venv = str(env.venv)
+        # Only a venv this installer made is ours to remove on uninstall; one that was
+        # already there (`--venv` pointing at the user's own) is left alone.
+        ctx.record.venv = str(env.venv)
     ctx.save()
     server_env.install(env, opts.repo, torch_plan, stamp, quiet=opts.quiet_pip)
     ctx.report.add(Action.CREATED if fresh else Action.UPDATED, f"server venv {env.venv}")

@@ -136,3 +136,7 @@ def test_real_krita_loads_the_installed_plugin(full_install: FullInstall, tmp_pa
     assert str(full_install.venv) in facts["server_command"]
     assert "/pykrita/krita_diffusers/vendor/" in facts["requests_from"]
     assert facts["health"]["status"] == "ok"
+    # This profile pointed --venv at a venv it did not make: uninstall must keep it.
+    gone = full_install.run("uninstall", env=env)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert (full_install.venv / "bin" / "krita-diffusers-server").exists()
