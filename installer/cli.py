@@ -194,4 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted. Run the same command again to finish or repair.", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file or folder we could not touch, outside the known checks
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"\nError: {exc.strerror or exc}{where}.\n  What to do: check that you may "
+            "write there and that the disk is not full, then run the same command again.",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -186,3 +186,16 @@ def test_cli_install_skip_server_then_uninstall(home: Path, vendor_cache: Path) 
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert gone.returncode == 0 and "Uninstalled." in gone.stdout
+
+
+def test_an_unexpected_file_error_is_explained_not_traced(
+    tmp_path: Path, vendor_cache: Path, capsys
+) -> None:
+    from installer.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = main(["build-zip", "-o", str(blocker / "k.zip"), "--data-dir", str(vendor_cache.parent)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Error:" in err and "What to do" in err and "Traceback" not in err
