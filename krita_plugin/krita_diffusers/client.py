@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from PyQt5.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal, pyqtSlot
+from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect as ws_connect
 
@@ -91,14 +91,29 @@ class _Relay(QObject):
                 self._on_error(message)
 
 
-class _Call(QRunnable):
+class _Call:
+    """One request on a daemon thread.
+
+    Not a QThreadPool: a pool waits for its running requests when it is destroyed, so
+    quitting Krita during a request to a server that stopped answering would hang for
+    the whole request timeout. Daemon threads are simply dropped at exit; the
+    semaphore keeps at most a few requests in flight, as a pool would.
+    """
+
+    _slots = threading.BoundedSemaphore(4)
+
     def __init__(self, work: Callable[[], object], relay: _Relay) -> None:
-        super().__init__()
         self._work = work
         self._relay = relay
-        self.setAutoDelete(True)
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="krita-diffusers-request", daemon=True).start()
 
     def run(self) -> None:
+        with self._slots:
+            self._call()
+
+    def _call(self) -> None:
         try:
             value = self._work()
         except ServerError as exc:
@@ -129,8 +144,6 @@ class ServerClient(QObject):
         self.state = ConnectionState.CONNECTING
         self.health: dict[str, Any] = {}
         self.network_threads: set[threading.Thread] = set()  # who ran network code (tests)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(4)
         self._relays: set[_Relay] = set()
         self._stop: threading.Event | None = None
         self.state_changed.connect(self._remember_state)
@@ -294,7 +307,7 @@ class ServerClient(QObject):
     ) -> None:
         relay = _Relay(on_ok, on_error, self._relays.discard)
         self._relays.add(relay)
-        self._pool.start(_Call(work, relay))
+        _Call(work, relay).start()
 
     def submit(
         self, prepare: Callable[[], JobRequest], on_ok: OkCallback, on_error: ErrorCallback

@@ -80,6 +80,8 @@ def test_generate_shows_progress_preview_then_result(make_panel, qtbot, canvas):
     assert canvas.layers[0].image.name == f"a small red square (seed {item.seed})"
     assert panel.client.network_threads
     assert threading.main_thread() not in panel.client.network_threads
+    # Daemon threads only: quitting Krita never waits on a request in flight.
+    assert all(thread.daemon for thread in panel.client.network_threads)
 
 
 def test_inpaint_result_lands_exactly_over_the_grown_selection(make_panel, qtbot, canvas):
