@@ -469,4 +469,4 @@ class DiffusersPanel(QWidget):
         """Krita is closing: stop the event stream and any server we started."""
         self.selection_timer.stop()
         self.client.stop()
-        self.server.stop()
+        self.server.stop(wait=True)  # no server we started outlives Krita

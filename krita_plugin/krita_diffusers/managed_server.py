@@ -16,6 +16,7 @@ from PyQt5.QtCore import QObject, QProcess, QTimer, pyqtSignal
 from .client import ServerClient
 
 POLL_MS = 500
+KILL_AFTER_MS = 5000  # a server that ignores the polite request is killed then
 READY_TIMEOUT_MS = 300_000  # first start may build the tiny model or load a big checkpoint
 LOG_LINES = 2000
 
@@ -41,6 +42,7 @@ class ManagedServer(QObject):
         self._token = ""
         self._waited_ms = 0
         self._probing = False
+        self._stopping = False
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
@@ -69,22 +71,37 @@ class ManagedServer(QObject):
         self._process = process
         self._url, self._token = url, token
         self._waited_ms = 0
+        self._stopping = False
         self._append(f"$ {command}")
         self._set_state(ServerState.STARTING, "Starting the server…")
         process.start(words[0], words[1:])
         self._timer.start()
         return True
 
-    def stop(self) -> None:
-        """Ask the server to exit, then kill it if it does not within 5 seconds."""
+    def stop(self, wait: bool = False) -> None:
+        """Ask the server to exit (it cancels its jobs and tells its clients), and kill
+        it if it is still there 5 seconds later.
+
+        The dialog's button does not wait, so Krita never freezes; Krita's own exit
+        waits (`wait=True`), so no server we started outlives Krita.
+        """
         self._timer.stop()
         process = self._process
         if process is None or process.state() == QProcess.NotRunning:
             return
+        self._stopping = True
         process.terminate()
-        if not process.waitForFinished(5000):
+        if wait:
+            if not process.waitForFinished(5000):
+                process.kill()
+                process.waitForFinished(2000)
+            return
+        QTimer.singleShot(KILL_AFTER_MS, lambda: self._kill_if_running(process))
+
+    @staticmethod
+    def _kill_if_running(process: QProcess) -> None:
+        if process.state() != QProcess.NotRunning:
             process.kill()
-            process.waitForFinished(2000)
 
     def _append(self, text: str) -> None:
         for line in text.splitlines():
@@ -108,7 +125,7 @@ class ManagedServer(QObject):
     def _on_finished(self, exit_code: int, _status: QProcess.ExitStatus) -> None:
         self._timer.stop()
         self._append(f"[server exited with status {exit_code}]")
-        if self.state is ServerState.STARTING and exit_code != 0:
+        if self.state is ServerState.STARTING and exit_code != 0 and not self._stopping:
             self._set_state(ServerState.FAILED, "The server stopped while starting; see its log.")
         else:
             self._set_state(ServerState.STOPPED, "The server is stopped.")

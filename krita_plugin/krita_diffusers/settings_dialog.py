@@ -126,7 +126,7 @@ class SettingsDialog(QDialog):
         self._server.log_added.connect(self.log.appendPlainText)
         self._server.state_changed.connect(self._on_server_state)
         self.start_button.clicked.connect(self._start_server)
-        self.stop_button.clicked.connect(self._server.stop)
+        self.stop_button.clicked.connect(lambda: self._server.stop())
         self._on_server_state(self._server.state, "")
         return box
 

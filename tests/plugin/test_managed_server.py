@@ -37,7 +37,9 @@ def test_start_and_stop_the_local_server_from_the_dialog(qtbot, canvas, tmp_path
         assert dialog.findChild(QPlainTextEdit, "kd-server-log").toPlainText().startswith("$ ")
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
         dialog.findChild(QPushButton, "kd-server-stop").click()
+        assert panel.server.running  # the button returned at once: Krita never freezes
         qtbot.waitUntil(lambda: panel.server.state is ServerState.STOPPED, timeout=WAIT_MS)
+        assert "stopped while starting" not in dialog.findChild(QLabel, "kd-server-state").text()
         assert not panel.server.running
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
         dialog.reject()
