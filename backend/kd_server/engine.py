@@ -265,22 +265,39 @@ class Engine:
                 pipe.disable_lora()
             return
         unfuse_for_lora(pipe)
-        wanted = list(dict.fromkeys(lora.name for lora in loras))
+        names = dict.fromkeys(lora.name for lora in loras)
+        wanted = {name: self._adapter_for(name) for name in names}
+        for name, adapter in wanted.items():
+            stale = model.adapters.get(name)
+            if stale is not None and stale != adapter:  # the file changed since it loaded
+                pipe.delete_adapters(stale)
+                del model.adapters[name]
         new = [name for name in wanted if name not in model.adapters]
         if len(model.adapters) + len(new) > MAX_WARM_ADAPTERS:
             pipe.unload_lora_weights()
             model.adapters.clear()
-            new = wanted
+            new = list(wanted)
         for name in new:
-            model.adapters[name] = self._load_adapter(model, name)
+            model.adapters[name] = self._load_adapter(model, name, wanted[name])
         pipe.enable_lora()
         pipe.set_adapters(
             [model.adapters[lora.name] for lora in loras], [lora.weight for lora in loras]
         )
 
-    def _load_adapter(self, model: LoadedModel, name: str) -> str:
+    def _adapter_for(self, name: str) -> str:
+        """The adapter name for the LoRA file as it is now on disk."""
         entry = self.library.get_lora(name)
-        adapter = _adapter_name(name)
+        try:
+            stat = entry.path.stat()  # type: ignore[union-attr]
+        except OSError as exc:
+            raise EngineError(
+                EngineErrorCode.LORA_NOT_FOUND,
+                f"The LoRA file for '{name}' is gone from its folder; refresh the model list.",
+            ) from exc
+        return _adapter_name(name, f"{entry.path}|{stat.st_size}|{stat.st_mtime_ns}")
+
+    def _load_adapter(self, model: LoadedModel, name: str, adapter: str) -> str:
+        entry = self.library.get_lora(name)
         try:
             model.base.load_lora_weights(str(entry.path), adapter_name=adapter)
         except Exception as exc:
@@ -300,11 +317,12 @@ class Engine:
         return adapter
 
 
-def _adapter_name(lora_name: str) -> str:
-    """A peft adapter name for a LoRA: readable, and unique even for names that differ
-    only in characters an adapter name cannot hold ("ink-style" and "ink_style")."""
+def _adapter_name(lora_name: str, file_signature: str) -> str:
+    """A peft adapter name for a LoRA file: readable, unique even for names that differ
+    only in characters an adapter name cannot hold ("ink-style" and "ink_style"), and
+    new when the file is replaced, so a changed file is loaded again."""
     readable = re.sub(r"\W", "_", lora_name)
-    digest = hashlib.sha1(lora_name.encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha1(f"{lora_name}|{file_signature}".encode()).hexdigest()[:10]
     return f"kd_{readable}_{digest}"
 
 

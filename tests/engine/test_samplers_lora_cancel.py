@@ -103,6 +103,16 @@ def test_lora_gone_after_unload(lora_engine):
     assert np.abs(_image(lora_engine, []) - base).max() <= 1
 
 
+def test_a_replaced_lora_file_is_loaded_again(tmp_path):
+    write_test_lora(tmp_path / "loras", "style", seed=5)
+    engine = Engine(ModelLibrary([tmp_path]), device="cpu")
+    first = _image(engine, [LoraSpec("style", 1.0)])
+    write_test_lora(tmp_path / "loras", "style", seed=6)  # same name, new weights
+    engine.library.refresh()
+    second = _image(engine, [LoraSpec("style", 1.0)])
+    assert np.abs(first - second).mean() > 0.5
+
+
 def test_the_same_lora_twice_is_refused(lora_engine):
     with pytest.raises(EngineError) as info:
         lora_engine.check(small(loras=[LoraSpec("bright", 1.0), LoraSpec("bright", 0.2)]))
