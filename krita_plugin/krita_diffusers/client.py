@@ -10,8 +10,8 @@ missed through `GET /v1/jobs/{id}`.
 
 from __future__ import annotations
 
-import contextlib
 import enum
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -54,6 +54,8 @@ class Unreachable(Exception):
     """No answer from the server; the message says where it was looked for."""
 
 
+log = logging.getLogger(__name__)
+
 OkCallback = Callable[[Any], None]
 ErrorCallback = Callable[[str], None]
 
@@ -80,15 +82,29 @@ class _Relay(QObject):
     def _deliver_ok(self, value: object) -> None:
         self._done(self)
         if self._on_ok is not None:
-            with contextlib.suppress(RuntimeError):  # its widgets closed meanwhile
-                self._on_ok(value)
+            _call_unless_closed(self._on_ok, value)
 
     @pyqtSlot(str)
     def _deliver_error(self, message: str) -> None:
         self._done(self)
         if self._on_error is not None:
-            with contextlib.suppress(RuntimeError):
-                self._on_error(message)
+            _call_unless_closed(self._on_error, message)
+
+
+def _call_unless_closed(callback: Callable[[Any], object], value: object) -> None:
+    """Run a GUI callback; a widget closed while the request ran is not an error.
+
+    PyQt raises RuntimeError("wrapped C/C++ object ... has been deleted") for those.
+    Anything else is a bug: it is logged with its traceback, not swallowed, and not
+    raised either, since an exception escaping a Qt slot can abort Krita itself.
+    """
+    try:
+        callback(value)
+    except RuntimeError as exc:
+        if "has been deleted" not in str(exc):
+            log.exception("A Krita Diffusers callback failed")
+    except Exception:
+        log.exception("A Krita Diffusers callback failed")
 
 
 class _Call:

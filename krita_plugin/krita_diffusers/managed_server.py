@@ -96,12 +96,9 @@ class ManagedServer(QObject):
                 process.kill()
                 process.waitForFinished(2000)
             return
-        QTimer.singleShot(KILL_AFTER_MS, lambda: self._kill_if_running(process))
-
-    @staticmethod
-    def _kill_if_running(process: QProcess) -> None:
-        if process.state() != QProcess.NotRunning:
-            process.kill()
+        # A bound slot of the process: Qt drops the timer if the process is deleted
+        # first, and kill() on a process that already exited does nothing.
+        QTimer.singleShot(KILL_AFTER_MS, process.kill)
 
     def _append(self, text: str) -> None:
         for line in text.splitlines():
