@@ -328,25 +328,16 @@ def engine_library(engine: Any) -> Any:
 
 
 def txt2img_request(profile: Profile, preview_every: int = 0, **overrides: Any) -> Any:
+    """The engine's request for the same job as `txt2img_body` (built from it)."""
     from kd_server.generation import GenerationRequest, Task
 
-    fields: dict[str, Any] = {
-        "task": Task.TXT2IMG,
-        "prompt": "a lighthouse on a cliff at dusk",
-        "steps": profile.steps,
-        "width": profile.size,
-        "height": profile.size,
-        "seed": 1234,
-        "sampler": "DPM++ 2M Karras",
-        "cfg_scale": 7.0,
-        "preview_every": preview_every,
-    }
-    fields.update(overrides)
+    fields = txt2img_body(profile, preview_every, **overrides)
+    fields["task"] = Task(fields["task"])
     return GenerationRequest(**fields)
 
 
 def txt2img_body(profile: Profile, preview_every: int = 0, **overrides: Any) -> dict[str, Any]:
-    """The wire body of the same job as `txt2img_request`."""
+    """The wire body of the benchmarks' standard job."""
     body: dict[str, Any] = {
         "task": "txt2img",
         "prompt": "a lighthouse on a cliff at dusk",

@@ -29,6 +29,22 @@ def pytest_addoption(parser):
     )
 
 
+@pytest.fixture(scope="session")
+def library():
+    """The embedded model only; folders with their own models override this."""
+    from kd_server.library import ModelLibrary
+
+    return ModelLibrary([])
+
+
+@pytest.fixture(scope="session")
+def engine(library):
+    """One engine on the CPU, shared by the live servers of the api and hardening tests."""
+    from kd_server.engine import Engine
+
+    return Engine(library, device="cpu")
+
+
 @pytest.fixture
 def server_factory(engine, library):
     """Start extra live servers with other settings (token, small limits, fault

@@ -17,20 +17,6 @@ from kd_server.config import Settings
 
 
 @pytest.fixture(scope="session")
-def library() -> Any:
-    from kd_server.library import ModelLibrary
-
-    return ModelLibrary([])
-
-
-@pytest.fixture(scope="session")
-def engine(library: Any) -> Any:
-    from kd_server.engine import Engine
-
-    return Engine(library, device="cpu")
-
-
-@pytest.fixture(scope="session")
 def server(engine: Any, library: Any) -> Iterator[LiveServer]:
     """The shared server: default limits, no token."""
     live = start_server(Settings(device="cpu"), engine, library)

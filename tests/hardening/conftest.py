@@ -24,20 +24,6 @@ def full(pytestconfig: pytest.Config) -> bool:
 
 
 @pytest.fixture(scope="session")
-def library() -> Any:
-    from kd_server.library import ModelLibrary
-
-    return ModelLibrary([])
-
-
-@pytest.fixture(scope="session")
-def engine(library: Any) -> Any:
-    from kd_server.engine import Engine
-
-    return Engine(library, device="cpu")
-
-
-@pytest.fixture(scope="session")
 def token_server(engine: Any, library: Any) -> Iterator[LiveServer]:
     """A server with a token and tight limits: a small queue and pixel budget keep
     what the fuzzer gets accepted cheap on this CPU."""
