@@ -14,7 +14,14 @@ setup(
     description="Stable Diffusion for Krita: a diffusers inference server and a Krita plugin",
     python_requires=">=3.10",
     package_dir={"": "backend", "kd_resources": "resources"},
-    packages=["kd_server", "kd_server.api", "kd_server.api.a1111", "kd_resources"],
+    packages=[
+        "kd_server",
+        "kd_server.tasks",
+        "kd_server.api",
+        "kd_server.api.v1",
+        "kd_server.api.a1111",
+        "kd_resources",
+    ],
     package_data={"kd_resources": ["*.json", "*.txt", "**/*.json", "**/*.txt"]},
     install_requires=[
         "torch==2.13.0",

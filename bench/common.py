@@ -329,11 +329,12 @@ def engine_library(engine: Any) -> Any:
 
 def txt2img_request(profile: Profile, preview_every: int = 0, **overrides: Any) -> Any:
     """The engine's request for the same job as `txt2img_body` (built from it)."""
-    from kd_server.generation import GenerationRequest, Task
+    from kd_server.api.v1.convert import to_generation_request
+    from kd_server.api.v1.schemas import JobRequest
+    from kd_server.config import Settings
 
-    fields = txt2img_body(profile, preview_every, **overrides)
-    fields["task"] = Task(fields["task"])
-    return GenerationRequest(**fields)
+    body = JobRequest(**txt2img_body(profile, preview_every, **overrides))
+    return to_generation_request(body, Settings())
 
 
 def txt2img_body(profile: Profile, preview_every: int = 0, **overrides: Any) -> dict[str, Any]:

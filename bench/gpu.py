@@ -250,18 +250,15 @@ def time_engine(
     engine: Any, model: str, case: ModelCase, device: Any, repeats: int, preview_every: int = 0
 ) -> tuple[float, float]:
     """The same through `Engine.generate` (previews made but not sent anywhere)."""
-    from kd_server.generation import GenerationRequest, Task
+    from kd_server.generation import Conditioning, GenerationRequest, Sampling, Task
 
     request = GenerationRequest(
         task=Task.TXT2IMG,
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
+        conditioning=Conditioning(prompt=PROMPT, negative_prompt=NEGATIVE),
+        sampling=Sampling(steps=case.steps, cfg_scale=case.cfg, seed=1),
         model=model,
-        steps=case.steps,
-        cfg_scale=case.cfg,
         width=case.size,
         height=case.size,
-        seed=1,
         preview_every=preview_every,
     )
 

@@ -96,7 +96,13 @@ def _cmd_models(settings: Settings) -> int:
 
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from kd_server.engine import Engine
-    from kd_server.generation import EngineError, GenerationRequest, Task
+    from kd_server.generation import (
+        Conditioning,
+        EngineError,
+        GenerationRequest,
+        Sampling,
+        Task,
+    )
     from kd_server.library import ModelLibrary
     from kd_server.loading import working_size
     from kd_server.pngmeta import encode_png
@@ -111,14 +117,15 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     size = working_size(entry)
     request = GenerationRequest(
         task=Task.TXT2IMG,
-        prompt=args.prompt,
-        negative_prompt=args.negative,
+        conditioning=Conditioning(prompt=args.prompt, negative_prompt=args.negative),
+        sampling=Sampling(
+            sampler=args.sampler,
+            steps=args.steps,
+            cfg_scale=args.cfg,
+            seed=args.seed,
+            batch_size=args.batch,
+        ),
         model=args.model,
-        sampler=args.sampler,
-        steps=args.steps,
-        cfg_scale=args.cfg,
-        seed=args.seed,
-        batch_size=args.batch,
         width=args.width or size,
         height=args.height or size,
     )

@@ -21,8 +21,6 @@ max_queue, max_pixels, max_body_bytes, max_prompt_length, preview_max_size,
 result_ttl_s, result_max_jobs, result_max_bytes, cors_origins (a list; empty = CORS
 off). Environment: the upper-case name with KD_ in front (KD_MAX_QUEUE, ...);
 KD_CORS_ORIGINS and KD_SPEEDUPS are comma-separated.
-
-For tests only: test_fault_oom_at_step (KD_TEST_FAULT_OOM_AT_STEP), see below.
 """
 
 from __future__ import annotations
@@ -59,11 +57,6 @@ class Settings:
     # Optional GPU speed-ups applied when a model loads: channels_last, fuse_qkv,
     # compile (see kd_server.speed and docs/performance.md). None by default.
     speedups: list[str] = field(default_factory=list)
-    # Fault injection, for tests only (tests/hardening): 0 = off. When N > 0, every job
-    # that reaches denoising step N fails there as if the GPU ran out of memory (the
-    # engine sees a real torch.OutOfMemoryError), so the recovery path can be proven
-    # on any machine. Jobs with fewer than N steps are unaffected.
-    test_fault_oom_at_step: int = 0
 
 
 def default_config_path() -> Path:
@@ -96,7 +89,6 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "result_ttl_s": (1, None),
     "result_max_jobs": (1, None),
     "result_max_bytes": (1, None),
-    "test_fault_oom_at_step": (0, None),
 }
 _INT_FIELDS = set(_INT_RANGES)
 

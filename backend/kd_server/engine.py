@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
-from kd_server import masks
 from kd_server.devices import DeviceChoice, choose_device, free_memory, is_out_of_memory
 from kd_server.generation import (
+    MAX_LORAS,
+    MAX_SEED,
     Cancelled,
     EngineError,
     EngineErrorCode,
@@ -30,14 +29,14 @@ from kd_server.generation import (
     GenerationRequest,
     LoraSpec,
     Progress,
-    Task,
+    resolve_seed,
 )
 from kd_server.library import ModelEntry, ModelLibrary
 from kd_server.loading import LoadedModel, load_model
-from kd_server.pngmeta import ParameterText
 from kd_server.previews import latents_to_preview
 from kd_server.samplers import UnknownSampler, build_scheduler, canonical_name, sampler_names
 from kd_server.speed import SpeedOptions, unfuse_for_lora
+from kd_server.tasks import Prepared, TaskSpec, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +44,11 @@ ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
 LoadingCallback = Callable[[str], None]
 
-MAX_SEED = 2**32 - 1
-MAX_WARM_ADAPTERS = 8
+MAX_WARM_ADAPTERS = MAX_LORAS
 
 
 class _StopRequested(Exception):
     """Raised inside the step callback to leave the denoising loop at once (no decode)."""
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A request turned into the pipeline's own inputs."""
-
-    kwargs: dict[str, Any]
-    output_size: tuple[int, int]
-    alpha: Image.Image | None  # inpaint only: the feathered mask at the region's size
 
 
 class Engine:
@@ -98,7 +87,7 @@ class Engine:
     def check(self, request: GenerationRequest) -> ModelEntry:
         """Refuse what cannot run before it is queued: model, LoRAs, sampler, inputs."""
         entry = self.check_model(request.model)
-        names = [lora.name for lora in request.loras]
+        names = [lora.name for lora in request.conditioning.loras]
         if len(set(names)) != len(names):
             raise EngineError(
                 EngineErrorCode.INVALID_INPUT,
@@ -107,10 +96,10 @@ class Engine:
         for name in names:
             self.library.get_lora(name)
         try:
-            canonical_name(request.sampler)
+            canonical_name(request.sampling.sampler)
         except UnknownSampler as exc:
             raise EngineError(EngineErrorCode.SAMPLER_NOT_FOUND, str(exc)) from exc
-        _check_inputs(request)
+        spec_for(request.task).check(request)
         return entry
 
     def check_model(self, name: str | None) -> ModelEntry:
@@ -199,60 +188,44 @@ class Engine:
         on_loading: LoadingCallback | None,
     ) -> list[GeneratedImage]:
         model = self._model(entry, on_loading)
-        self._apply_loras(model, request.loras)
+        self._apply_loras(model, request.conditioning.loras)
+        spec = spec_for(request.task)
+        sampling = request.sampling
         pipe = model.pipeline_for(request.task)
-        pipe.scheduler = build_scheduler(request.sampler, model.scheduler_config)
-        prepared = _prepare(request, model)
-        seed = _first_seed(request.seed)
-        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.batch_size)]
+        pipe.scheduler = build_scheduler(sampling.sampler, model.scheduler_config)
+        prepared = spec.prepare(request, model)
+        seed = resolve_seed(sampling.seed)
+        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(sampling.batch_size)]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         callback = _StepReporter(request, model.info.is_xl, on_progress, should_cancel)
         try:
             output = pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
-                num_inference_steps=request.steps,
-                guidance_scale=request.cfg_scale,
-                num_images_per_prompt=request.batch_size,
                 generator=generators,
                 callback_on_step_end=callback,
                 callback_on_step_end_tensor_inputs=["latents"],
                 output_type="pil",
-                **prepared.kwargs,
+                **spec.pipeline_arguments(request, prepared),
             )
         except _StopRequested:
             raise Cancelled() from None
         return [
-            self._finish(request, model, prepared, image, index, seeds[index])
+            self._finish(spec, request, model, prepared, image, index, seeds[index])
             for index, image in enumerate(output.images)
         ]
 
     def _finish(
         self,
+        spec: TaskSpec,
         request: GenerationRequest,
         model: LoadedModel,
-        prepared: _Prepared,
+        prepared: Prepared,
         image: Image.Image,
         index: int,
         seed: int,
     ) -> GeneratedImage:
-        if prepared.alpha is not None:
-            image = masks.compose_result(image, prepared.alpha, prepared.output_size)
-        elif image.size != prepared.output_size:
-            image = image.resize(prepared.output_size, Image.Resampling.LANCZOS)
-        parameters = ParameterText(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
-            sampler=canonical_name(request.sampler),
-            cfg_scale=request.cfg_scale,
-            seed=seed,
-            width=image.width,
-            height=image.height,
-            model=model.name,
-            denoising_strength=None if request.task is Task.TXT2IMG else request.strength,
-            loras=tuple((lora.name, lora.weight) for lora in request.loras),
-        ).render()
+        image = spec.finish(image, prepared)
+        sampler = canonical_name(request.sampling.sampler)
+        parameters = spec.parameters(request, image, seed, model.name, sampler).render()
         return GeneratedImage(index=index, seed=seed, image=image, parameters=parameters)
 
     # -- LoRA ------------------------------------------------------------------------
@@ -351,64 +324,3 @@ class _StepReporter:
                 preview = latents_to_preview(tensors["latents"], self.is_xl)
             self.on_progress(Progress(step=step, total=total, preview=preview))
         return tensors
-
-
-def _first_seed(seed: int | None) -> int:
-    if seed is None or seed < 0:
-        return random.randint(0, MAX_SEED)
-    return seed % (MAX_SEED + 1)
-
-
-def _check_inputs(request: GenerationRequest) -> None:
-    def invalid(message: str) -> EngineError:
-        return EngineError(EngineErrorCode.INVALID_INPUT, message)
-
-    if request.task in (Task.IMG2IMG, Task.INPAINT) and request.image is None:
-        raise invalid(f"The {request.task.value} task needs an image: send the region to change.")
-    if request.task is Task.INPAINT:
-        if request.mask is None:
-            raise invalid("An inpaint job needs a mask (white = repaint).")
-        assert request.image is not None
-        if request.mask.size != request.image.size:
-            raise invalid(
-                f"The mask is {request.mask.width}x{request.mask.height} but the image is "
-                f"{request.image.width}x{request.image.height}: they must be the same size."
-            )
-        if request.mask.convert("L").getextrema()[1] == 0:
-            raise invalid("The mask selects nothing: paint white where the image should change.")
-    if request.steps < 1 or request.batch_size < 1:
-        raise invalid("steps and batch_size must be at least 1.")
-    if request.task is not Task.TXT2IMG and int(request.steps * request.strength) < 1:
-        raise invalid(
-            f"strength {request.strength:g} with {request.steps} steps leaves no denoising "
-            "step: raise the strength or the number of steps."
-        )
-
-
-def _prepare(request: GenerationRequest, model: LoadedModel) -> _Prepared:
-    """Scale inputs to the model's working size and build the pipeline's arguments."""
-    if request.task is Task.TXT2IMG:
-        width, height = masks.snap_size(request.width, request.height)
-        kwargs: dict[str, Any] = {"width": width, "height": height}
-        if model.info.is_inpaint:
-            blank = Image.new("RGB", (width, height), (127, 127, 127))
-            white = Image.new("L", (width, height), 255)
-            kwargs.update(image=blank, mask_image=white, strength=1.0)
-        return _Prepared(kwargs, (width, height), None)
-
-    assert request.image is not None
-    size = request.image.size
-    width, height = masks.working_size(*size, target=model.working_size)
-    image = masks.flatten_rgb(request.image).resize((width, height), Image.Resampling.LANCZOS)
-    kwargs = {"image": image, "strength": request.strength}
-    alpha = None
-    if request.task is Task.INPAINT:
-        assert request.mask is not None
-        alpha = masks.prepare_mask(request.mask, request.mask_grow, request.mask_feather)
-        repaint = masks.repaint_area(alpha).resize((width, height), Image.Resampling.BILINEAR)
-        kwargs["mask_image"] = repaint
-    elif model.info.is_inpaint:
-        kwargs["mask_image"] = Image.new("L", (width, height), 255)
-    if "mask_image" in kwargs:
-        kwargs.update(width=width, height=height)
-    return _Prepared(kwargs, size, alpha)

@@ -23,11 +23,10 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+
+from kd_server.job_events import JobEvent as Event
 
 log = logging.getLogger(__name__)
-
-Event = dict[str, Any]
 
 #: Event types that may be dropped for a slow consumer, most expendable first.
 DROPPABLE_ORDER = ("preview", "progress")
@@ -67,8 +66,8 @@ class Subscription:
         with self._lock:
             if self.close_reason is not None:
                 return
-            if len(self._events) >= self.capacity and not self._make_room(event["type"]):
-                if event["type"] in DROPPABLE_ORDER:
+            if len(self._events) >= self.capacity and not self._make_room(event.kind):
+                if event.kind in DROPPABLE_ORDER:
                     self.dropped += 1
                     return
                 if len(self._events) >= self.hard_limit:
@@ -103,7 +102,7 @@ class Subscription:
             if incoming == "preview" and kind != "preview":
                 return False  # a preview never pushes out progress
             for i, queued in enumerate(self._events):
-                if queued["type"] == kind:
+                if queued.kind == kind:
                     del self._events[i]
                     self.dropped += 1
                     return True

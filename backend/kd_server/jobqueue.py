@@ -31,12 +31,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kd_server.config import Settings
 from kd_server.generation import Cancelled, EngineError
+from kd_server.job_events import (
+    JobCancelled,
+    JobError,
+    JobEvent,
+    JobFailed,
+    JobFinished,
+    JobPreview,
+    JobProgress,
+    JobQueued,
+    JobResult,
+    JobStarted,
+    ResultRef,
+)
 
 log = logging.getLogger(__name__)
 
-Event = dict[str, Any]
-Publish = Callable[[str | None, Event], None]
+Publish = Callable[[str | None, JobEvent], None]
+
+_DEFAULTS = Settings()
 
 
 class JobStatus(str, enum.Enum):
@@ -84,13 +99,6 @@ class JobNotActive(Exception):
 
 
 @dataclass(frozen=True)
-class ImageView:
-    index: int
-    seed: int
-    url: str
-
-
-@dataclass(frozen=True)
 class JobView:
     """A consistent snapshot of a job, safe to hand to another thread."""
 
@@ -100,17 +108,29 @@ class JobView:
     position: int | None
     step: int
     total: int
-    images: tuple[ImageView, ...]
-    error: dict[str, str] | None
+    images: tuple[ResultRef, ...]
+    error: JobError | None
     loading_model: str | None
 
 
 @dataclass(frozen=True)
 class QueueLimits:
-    max_queue: int = 32
-    result_ttl_s: float = 3600
-    result_max_jobs: int = 200
-    result_max_bytes: int = 1024 * 1024 * 1024
+    """The queue's cap and result retention. The defaults are the server settings'
+    defaults (config.py), so the two cannot drift apart."""
+
+    max_queue: int = _DEFAULTS.max_queue
+    result_ttl_s: float = _DEFAULTS.result_ttl_s
+    result_max_jobs: int = _DEFAULTS.result_max_jobs
+    result_max_bytes: int = _DEFAULTS.result_max_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueueLimits:
+        return cls(
+            max_queue=settings.max_queue,
+            result_ttl_s=settings.result_ttl_s,
+            result_max_jobs=settings.result_max_jobs,
+            result_max_bytes=settings.result_max_bytes,
+        )
 
 
 @dataclass
@@ -130,7 +150,7 @@ class _Job:
     step: int = 0
     total: int = 0
     images: list[_Image] = field(default_factory=list)
-    error: dict[str, str] | None = None
+    error: JobError | None = None
     loading_model: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -144,20 +164,14 @@ class _Job:
             position=self.position,
             step=self.step,
             total=self.total,
-            images=tuple(
-                ImageView(i.index, i.seed, image_url(self.id, i.index)) for i in self.images
-            ),
-            error=dict(self.error) if self.error else None,
+            images=tuple(ResultRef(i.index, i.seed) for i in self.images),
+            error=self.error,
             loading_model=self.loading_model,
         )
 
     @property
     def png_bytes(self) -> int:
         return sum(len(i.png) for i in self.images)
-
-
-def image_url(job_id: str, index: int) -> str:
-    return f"/v1/jobs/{job_id}/images/{index}"
 
 
 class RunHooks:
@@ -231,7 +245,7 @@ class JobQueue:
                 self._turns.append(key)
             self._lines[key].append(job)
             self._reposition()
-            self._emit(job, "queued", position=job.position)
+            self._emit(job, JobQueued(job.id, position=0 if job.position is None else job.position))
             self._cond.notify_all()
             return job.view()
 
@@ -306,7 +320,7 @@ class JobQueue:
                 job.started_at = self._clock()
                 self._active.add(job)
                 self._reposition()
-                self._emit(job, "started", loading_model=None)
+                self._emit(job, JobStarted(job.id, loading_model=None))
             self._run(job)
 
     def _run(self, job: _Job) -> None:
@@ -316,7 +330,7 @@ class JobQueue:
         except Cancelled:
             self._finish(job, JobStatus.CANCELLED)
         except EngineError as exc:
-            self._finish(job, JobStatus.FAILED, {"code": exc.code.value, "message": exc.message})
+            self._finish(job, JobStatus.FAILED, JobError(exc.code.value, exc.message))
         except Exception:
             log.exception("Job %s failed unexpectedly", job.id)
             self._finish(job, JobStatus.FAILED, _INTERNAL_ERROR)
@@ -341,61 +355,53 @@ class JobQueue:
             with self._cond:
                 job.images.append(_Image(output.index, output.seed, png))
                 self._retained_bytes += len(png)
-                self._emit(
-                    job,
-                    "result",
-                    index=output.index,
-                    seed=output.seed,
-                    url=image_url(job.id, output.index),
-                )
+                self._emit(job, JobResult(job.id, ResultRef(output.index, output.seed)))
         self._finish(job, JobStatus.CANCELLED if job.cancel.is_set() else JobStatus.FINISHED)
 
     def _on_loading(self, job: _Job, model_name: str) -> None:
         with self._cond:
             job.loading_model = model_name
-            self._emit(job, "started", loading_model=model_name)
+            self._emit(job, JobStarted(job.id, loading_model=model_name))
 
     def _on_progress(self, job: _Job, step: int, total: int, preview: str | None) -> None:
         with self._cond:
             job.loading_model = None
             job.step, job.total = step, total
-            self._emit(job, "progress", step=step, total=total)
+            self._emit(job, JobProgress(job.id, step=step, total=total))
             if preview is not None:
-                self._emit(job, "preview", step=step, image=preview)
+                self._emit(job, JobPreview(job.id, step=step, image=preview))
 
     # ---------------------------------------------------------------- helpers
 
-    def _finish(self, job: _Job, status: JobStatus, error: dict[str, str] | None = None) -> None:
+    def _finish(self, job: _Job, status: JobStatus, error: JobError | None = None) -> None:
         with self._cond:
             self._active.discard(job)
             if job.started_at is not None:
                 self._durations.append(self._clock() - job.started_at)
             self._end(job, status, error)
 
-    def _end(self, job: _Job, status: JobStatus, error: dict[str, str] | None = None) -> None:
+    def _end(self, job: _Job, status: JobStatus, error: JobError | None = None) -> None:
         """Record that `job` ended and announce it (lock held)."""
         job.status, job.error, job.position = status, error, None
         job.loading_model = None
         job.ended_at = self._clock()
         self._ended.append(job)
         if status is JobStatus.FINISHED:
-            images = [
-                {"index": i.index, "seed": i.seed, "url": image_url(job.id, i.index)}
-                for i in job.images
-            ]
-            self._emit(job, "finished", images=images)
+            self._emit(
+                job, JobFinished(job.id, tuple(ResultRef(i.index, i.seed) for i in job.images))
+            )
         elif status is JobStatus.FAILED:
-            self._emit(job, "failed", error=error)
+            self._emit(job, JobFailed(job.id, error or _INTERNAL_ERROR))
         else:
-            self._emit(job, "cancelled")
+            self._emit(job, JobCancelled(job.id))
         self._prune()
 
-    def _emit(self, job: _Job, kind: str, **fields: Any) -> None:
+    def _emit(self, job: _Job, event: JobEvent) -> None:
         """Publish one event (lock held, so one job's events keep their order)."""
         try:
-            self._publish(job.client_id, {"type": kind, "job_id": job.id, **fields})
+            self._publish(job.client_id, event)
         except Exception:  # a broken listener must not break the queue
-            log.exception("Publishing a %s event failed", kind)
+            log.exception("Publishing a %s event failed", event.kind)
 
     def _find(self, job_id: str) -> _Job:
         job = self._jobs.get(job_id)
@@ -441,7 +447,7 @@ class JobQueue:
         for position, job in enumerate(self._waiting_order()):
             previous, job.position = job.position, position
             if previous is not None and previous != position:
-                self._emit(job, "queued", position=position)
+                self._emit(job, JobQueued(job.id, position=position))
 
     def _retry_after(self) -> int:
         """Seconds until a place is likely to free up: about one job's duration."""
@@ -468,8 +474,7 @@ class JobQueue:
             self._retained_bytes -= oldest.png_bytes
 
 
-_INTERNAL_ERROR = {
-    "code": "internal_error",
-    "message": "The server hit an unexpected error while running this job; "
-    "its log has the details.",
-}
+_INTERNAL_ERROR = JobError(
+    "internal_error",
+    "The server hit an unexpected error while running this job; its log has the details.",
+)

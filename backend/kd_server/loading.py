@@ -18,36 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffusers import (
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLImg2ImgPipeline,
-    StableDiffusionXLInpaintPipeline,
-    StableDiffusionXLPipeline,
-)
-
 from kd_server.devices import DeviceChoice
 from kd_server.families import Family, FamilyInfo
 from kd_server.generation import Task
 from kd_server.library import ModelEntry, ModelFormat
 from kd_server.speed import SpeedOptions
 from kd_server.speed import apply as apply_speed
+from kd_server.tasks import LOAD_AS, spec_for
 from kd_server.tiny_model import EMBEDDED_WORKING_SIZE, build_embedded_pipeline
 from kd_server.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
-
-_SD_CLASSES = {
-    Task.TXT2IMG: StableDiffusionPipeline,
-    Task.IMG2IMG: StableDiffusionImg2ImgPipeline,
-    Task.INPAINT: StableDiffusionInpaintPipeline,
-}
-_XL_CLASSES = {
-    Task.TXT2IMG: StableDiffusionXLPipeline,
-    Task.IMG2IMG: StableDiffusionXLImg2ImgPipeline,
-    Task.INPAINT: StableDiffusionXLInpaintPipeline,
-}
 
 
 @dataclass
@@ -60,25 +41,24 @@ class LoadedModel:
     base: Any  # the pipeline it was loaded as
     scheduler_config: dict[str, Any]  # as loaded: jobs replace the pipeline's scheduler
     adapters: dict[str, str] = field(default_factory=dict)  # LoRA name -> adapter name
-    _variants: dict[Task, Any] = field(default_factory=dict)
+    _variants: dict[type, Any] = field(default_factory=dict)  # pipeline class -> pipeline
 
     @property
     def info(self) -> FamilyInfo:
         return self.family.info
 
     def pipeline_for(self, task: Task) -> Any:
-        """The pipeline for a task; 9-channel inpaint models run every task as inpaint."""
-        if self.info.is_inpaint:
-            task = Task.INPAINT
-        classes = _XL_CLASSES if self.info.is_xl else _SD_CLASSES
-        wanted = classes[task]
-        if isinstance(self.base, wanted) and type(self.base) is wanted:
+        """The task's pipeline for this family (its declaration in `kd_server.tasks`),
+        sharing the loaded weights; made once, on first use."""
+        wanted = spec_for(task).pipeline_class(self.family)
+        if type(self.base) is wanted:
             return self.base
-        if task not in self._variants:
-            variant = wanted.from_pipe(self.base)
-            variant.set_progress_bar_config(disable=True)
-            self._variants[task] = variant
-        return self._variants[task]
+        cached = self._variants.get(wanted)
+        if cached is None:
+            cached = wanted.from_pipe(self.base)
+            cached.set_progress_bar_config(disable=True)
+            self._variants[wanted] = cached
+        return cached
 
 
 def _config_dir(entry: ModelEntry, info: FamilyInfo) -> Path:
@@ -95,8 +75,7 @@ def _tokenizers(config_dir: Path, info: FamilyInfo) -> dict[str, Any]:
 
 
 def _loader_class(info: FamilyInfo) -> Any:
-    classes = _XL_CLASSES if info.is_xl else _SD_CLASSES
-    return classes[Task.INPAINT if info.is_inpaint else Task.TXT2IMG]
+    return spec_for(LOAD_AS).pipeline_class(info.family)
 
 
 def _extra_kwargs(info: FamilyInfo) -> dict[str, Any]:

@@ -6,10 +6,27 @@ import asyncio
 import threading
 
 from kd_server.events import EventHub
+from kd_server.job_events import (
+    JobCancelled,
+    JobEvent,
+    JobFinished,
+    JobPreview,
+    JobProgress,
+    JobResult,
+    ResultRef,
+)
 
 
-def event(kind: str, n: int = 0) -> dict:
-    return {"type": kind, "job_id": "j", "n": n}
+def event(kind: str, n: int = 0) -> JobEvent:
+    """An event of the wire type `kind`; `n` tells events of one type apart."""
+    made: dict[str, JobEvent] = {
+        "preview": JobPreview("j", step=n, image=""),
+        "progress": JobProgress("j", step=n, total=10),
+        "result": JobResult("j", ResultRef(n, 0)),
+        "finished": JobFinished("j", ()),
+        "cancelled": JobCancelled("j"),
+    }
+    return made[kind]
 
 
 def test_routing_by_client() -> None:
@@ -18,7 +35,7 @@ def test_routing_by_client() -> None:
         with hub.subscribe("a") as a, hub.subscribe("b") as b:
             hub.publish("a", event("progress"))
             hub.publish(None, event("progress"))
-            assert (await a.get())["type"] == "progress"
+            assert (await a.get()).kind == "progress"
             assert b.pending() == 0
 
     asyncio.run(main())
@@ -35,7 +52,7 @@ def test_previews_go_first_final_events_never() -> None:
             hub.publish("a", event("progress", 1))  # drops another preview
             hub.publish("a", event("preview", 9))  # full of better things: dropped
             hub.publish("a", event("finished"))
-            got = [(await sub.get())["type"] for _ in range(sub.pending())]
+            got = [(await sub.get()).kind for _ in range(sub.pending())]
             assert got.count("finished") == 1 and got.count("result") == 1
             assert "preview" not in got[1:] and sub.dropped >= 3
 
@@ -65,7 +82,7 @@ def test_close_delivers_what_is_buffered() -> None:
             hub.publish("a", event("cancelled"))
             hub.close_all("bye")
             hub.publish("a", event("progress"))  # after close: not delivered
-            assert (await sub.get())["type"] == "cancelled"
+            assert (await sub.get()).kind == "cancelled"
             assert await sub.get() is None
 
     asyncio.run(main())

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from kd_server.generation import Cancelled, EngineError, EngineErrorCode
+from kd_server.job_events import JobError, JobEvent
 from kd_server.jobqueue import (
     JobNotActive,
     JobNotFound,
@@ -59,28 +61,28 @@ class Recorder:
     """Collects published events; lets a test wait for one."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str | None, dict]] = []
+        self.events: list[tuple[str | None, JobEvent]] = []
         self._cond = threading.Condition()
 
-    def __call__(self, client_id: str | None, event: dict) -> None:
+    def __call__(self, client_id: str | None, event: JobEvent) -> None:
         with self._cond:
             self.events.append((client_id, event))
             self._cond.notify_all()
 
-    def wait_for(self, job_id: str, kind: str, timeout: float = 10) -> dict:
+    def wait_for(self, job_id: str, kind: str, timeout: float = 10) -> Any:
         with self._cond:
             ok = self._cond.wait_for(lambda: self.find(job_id, kind) is not None, timeout)
             assert ok, f"no {kind} event for {job_id}: {self.events}"
             return self.find(job_id, kind)  # type: ignore[return-value]
 
-    def find(self, job_id: str, kind: str) -> dict | None:
+    def find(self, job_id: str, kind: str) -> JobEvent | None:
         for _, event in self.events:
-            if event["job_id"] == job_id and event["type"] == kind:
+            if event.job_id == job_id and event.kind == kind:
                 return event
         return None
 
     def types(self, job_id: str) -> list[str]:
-        return [e["type"] for _, e in self.events if e["job_id"] == job_id]
+        return [e.kind for _, e in self.events if e.job_id == job_id]
 
 
 @pytest.fixture
@@ -120,9 +122,9 @@ def test_state_is_updated_before_event(recorder: Recorder) -> None:
     seen: list[JobStatus] = []
     holder: dict[str, JobQueue] = {}
 
-    def publish(client_id: str | None, event: dict) -> None:
-        if event["type"] in ("finished", "started"):
-            seen.append(holder["q"]._jobs[event["job_id"]].status)
+    def publish(client_id: str | None, event: JobEvent) -> None:
+        if event.kind in ("finished", "started"):
+            seen.append(holder["q"]._jobs[event.job_id].status)
         recorder(client_id, event)
 
     q = JobQueue(runner, publish)
@@ -145,12 +147,12 @@ def test_clients_take_turns(queue: JobQueue, recorder: Recorder) -> None:
     b1 = queue.submit(Work(), client_id="b")
     assert queue.get(b1.job_id).position == 1  # b goes before a's second job
     assert queue.get(a2.job_id).position == 2
-    moved = [e for _, e in recorder.events if e["job_id"] == a2.job_id and e["type"] == "queued"]
-    assert [e["position"] for e in moved] == [1, 2]  # re-announced when b cut in
+    moved = [e for _, e in recorder.events if e.job_id == a2.job_id and e.kind == "queued"]
+    assert [e.position for e in moved] == [1, 2]  # type: ignore[attr-defined]  # re-announced when b cut in
     gate.set()
     for job in (a1, a2, b1):
         recorder.wait_for(job.job_id, "finished")
-    starts = [e["job_id"] for _, e in recorder.events if e["type"] == "started"]
+    starts = [e.job_id for _, e in recorder.events if e.kind == "started"]
     assert starts == [blocker.job_id, a1.job_id, b1.job_id, a2.job_id]
 
 
@@ -188,10 +190,10 @@ def test_failures_end_the_job_not_the_worker(queue: JobQueue, recorder: Recorder
     bug = queue.submit(Work(fail=RuntimeError("secret traceback detail")))
     after = queue.submit(Work())
     failed = recorder.wait_for(oom.job_id, "failed")
-    assert failed["error"] == {"code": "out_of_memory", "message": "Too big."}
+    assert failed.error == JobError("out_of_memory", "Too big.")
     internal = recorder.wait_for(bug.job_id, "failed")
-    assert internal["error"]["code"] == "internal_error"
-    assert "secret" not in internal["error"]["message"]
+    assert internal.error.code == "internal_error"
+    assert "secret" not in internal.error.message
     recorder.wait_for(after.job_id, "finished")
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 from kd_server.generation import EngineError, EngineErrorCode, GenerationRequest, Task
 from kd_server.pngmeta import encode_png, read_parameters
 from support.images import painted
+from support.jobs import make_request
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -18,7 +19,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 def txt2img(**overrides) -> GenerationRequest:
     fields = {"task": Task.TXT2IMG, "prompt": "a red fox", "steps": 4, "width": 64, "height": 64}
     fields.update(overrides)
-    return GenerationRequest(**fields)
+    return make_request(**fields)
 
 
 def test_txt2img_gives_requested_size_and_reports_seed(embedded_engine):
@@ -62,7 +63,7 @@ def test_img2img_keeps_input_size_and_strength_controls_change(embedded_engine):
     source = painted(75, 50)  # neither a multiple of 8 nor square
 
     def run(strength: float) -> Image.Image:
-        request = GenerationRequest(
+        request = make_request(
             task=Task.IMG2IMG, prompt="x", image=source, strength=strength, steps=8, seed=1
         )
         return embedded_engine.generate(request)[0].image

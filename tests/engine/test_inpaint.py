@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_server.generation import GenerationRequest, Task
+from kd_server.generation import Task
 from kd_server.masks import prepare_mask, working_size
 from support.images import painted, rect_mask
+from support.jobs import make_request
 
 
 @pytest.mark.parametrize(
@@ -18,7 +19,7 @@ from support.images import painted, rect_mask
 )
 @pytest.mark.parametrize(("grow", "feather"), [(0, 0), (3, 6)])
 def test_inpaint_result_matches_region_and_mask(embedded_engine, size, box, grow, feather):
-    request = GenerationRequest(
+    request = make_request(
         task=Task.INPAINT,
         prompt="a window",
         image=painted(*size),
@@ -71,7 +72,7 @@ def test_low_strength_keeps_the_masked_content_recognisable(embedded_engine):
     source = painted(*size)
 
     def change(strength: float) -> float:
-        request = GenerationRequest(
+        request = make_request(
             task=Task.INPAINT,
             prompt="x",
             image=source,
@@ -94,7 +95,7 @@ def test_low_strength_keeps_the_masked_content_recognisable(embedded_engine):
 def test_empty_mask_is_refused(embedded_engine):
     from kd_server.generation import EngineError
 
-    request = GenerationRequest(
+    request = make_request(
         task=Task.INPAINT, prompt="x", image=painted(32, 32), mask=Image.new("L", (32, 32), 0)
     )
     with pytest.raises(EngineError, match="selects nothing"):

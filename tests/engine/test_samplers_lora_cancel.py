@@ -19,13 +19,14 @@ from kd_server.generation import (
 )
 from kd_server.library import ModelLibrary
 from kd_server.samplers import canonical_name, sampler_names
+from support.jobs import make_request
 from support.loras import write_test_lora
 
 
 def small(**overrides) -> GenerationRequest:
     fields = {"task": Task.TXT2IMG, "prompt": "a tree", "steps": 3, "width": 64, "height": 64}
     fields.update(overrides)
-    return GenerationRequest(**fields)
+    return make_request(**fields)
 
 
 REQUIRED = [

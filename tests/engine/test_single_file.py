@@ -12,10 +12,11 @@ import pytest
 
 from kd_server.engine import Engine
 from kd_server.families import Family
-from kd_server.generation import GenerationRequest, Task
+from kd_server.generation import Task
 from kd_server.library import ModelLibrary
 from support import ldm_layout
 from support.images import painted, rect_mask
+from support.jobs import make_request
 
 FAMILIES = ["sd15", "sd15-inpaint", "sdxl", "sdxl-inpaint"]
 
@@ -38,16 +39,16 @@ def test_family_is_detected_and_every_task_runs(single_file_engine, family):
     assert entry.usable and entry.family is Family(family)
     common = {"model": entry.name, "prompt": "a boat", "steps": 2, "seed": 1}
     txt = single_file_engine.generate(
-        GenerationRequest(task=Task.TXT2IMG, width=64, height=48, **common)
+        make_request(task=Task.TXT2IMG, width=64, height=48, **common)
     )[0]
     assert txt.image.size == (64, 48)
     source = painted(40, 56)
     img = single_file_engine.generate(
-        GenerationRequest(task=Task.IMG2IMG, image=source, strength=1.0, **common)
+        make_request(task=Task.IMG2IMG, image=source, strength=1.0, **common)
     )[0]
     assert img.image.size == (40, 56)
     inpainted = single_file_engine.generate(
-        GenerationRequest(
+        make_request(
             task=Task.INPAINT,
             image=source,
             mask=rect_mask((40, 56), (10, 10, 30, 40)),
@@ -62,9 +63,7 @@ def test_family_is_detected_and_every_task_runs(single_file_engine, family):
 def test_cache_keeps_the_most_recently_used_models(single_file_engine):
     for name in ("tiny-sd15", "tiny-sdxl", "tiny-sd15-inpaint", "tiny-sdxl"):
         single_file_engine.generate(
-            GenerationRequest(
-                task=Task.TXT2IMG, model=name, prompt="x", steps=1, width=64, height=64
-            )
+            make_request(task=Task.TXT2IMG, model=name, prompt="x", steps=1, width=64, height=64)
         )
     assert single_file_engine.loaded_models() == ["tiny-sd15-inpaint", "tiny-sdxl"]
 
@@ -72,9 +71,7 @@ def test_cache_keeps_the_most_recently_used_models(single_file_engine):
 def test_tasks_share_one_set_of_weights(single_file_engine):
 
     single_file_engine.generate(
-        GenerationRequest(
-            task=Task.TXT2IMG, model="tiny-sdxl", prompt="x", steps=1, width=64, height=64
-        )
+        make_request(task=Task.TXT2IMG, model="tiny-sdxl", prompt="x", steps=1, width=64, height=64)
     )
     model = single_file_engine._cache["tiny-sdxl"]
     img2img, inpaint = model.pipeline_for(Task.IMG2IMG), model.pipeline_for(Task.INPAINT)
@@ -85,7 +82,7 @@ def test_tasks_share_one_set_of_weights(single_file_engine):
 def test_sdxl_previews_use_the_sdxl_map(single_file_engine):
     seen = []
     single_file_engine.generate(
-        GenerationRequest(
+        make_request(
             task=Task.TXT2IMG,
             model="tiny-sdxl",
             prompt="x",

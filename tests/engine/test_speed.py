@@ -11,12 +11,13 @@ from kd_server.engine import Engine
 from kd_server.generation import GenerationRequest, LoraSpec, Task
 from kd_server.library import ModelLibrary
 from kd_server.speed import SpeedOptions
+from support.jobs import make_request
 
 
 def _request(**overrides) -> GenerationRequest:
     fields = {"task": Task.TXT2IMG, "prompt": "a boat", "steps": 3, "width": 64, "height": 64}
     fields.update(overrides)
-    return GenerationRequest(seed=5, **fields)
+    return make_request(seed=5, **fields)
 
 
 def _pixels(engine: Engine, **overrides) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 - A client that goes away mid-job (WebSocket closed, an upload cut off): the job
   completes and its result stays retrievable.
-- Out of GPU memory during a job (the `test_fault_oom_at_step` setting makes the
-  denoising loop raise a real `torch.OutOfMemoryError`): the job fails with a clear
-  message, the memory is given back, the next job succeeds.
+- Out of GPU memory during a job (the test wraps the engine so that the denoising
+  loop raises a real `torch.OutOfMemoryError`): the job fails with a clear message,
+  the memory is given back, the next job succeeds.
 - A listed model file deleted or corrupted: the job fails with `model_unusable` and
   a message naming the model; the server carries on.
 - A full disk: results live in memory on the server, so "writing results" means the
@@ -33,6 +33,8 @@ import torch
 from api.live import LiveServer, job, receive_until_done
 from hardening.figures import record
 from hardening.support import HANG_GUARD_S, ROOT, assert_error, wait_job
+
+from support.faults import OutOfMemoryAtStep
 
 _survived: list[str] = []
 
@@ -86,8 +88,8 @@ def _live_tensors() -> int:
         return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
 
 
-def test_out_of_memory_fails_the_job_frees_memory_and_the_next_job_runs(server_factory):
-    live = server_factory(test_fault_oom_at_step=2)
+def test_out_of_memory_fails_the_job_frees_memory_and_the_next_job_runs(server_factory, engine):
+    live = server_factory(engine=OutOfMemoryAtStep(engine, step=2))
     warm = wait_job(live.url, live.headers, live.submit(steps=1))  # under the fault step
     assert warm["status"] == "finished", warm
     baseline = _live_tensors()
@@ -108,12 +110,6 @@ def test_out_of_memory_fails_the_job_frees_memory_and_the_next_job_runs(server_f
     assert after["status"] == "finished", after
     _png_of(live, after)
     _survived.append("out of GPU memory x3, then a good job")
-
-
-def test_fault_injection_is_off_by_default():
-    from kd_server.config import Settings
-
-    assert Settings().test_fault_oom_at_step == 0
 
 
 # ------------------------------------------------------- model files that go bad

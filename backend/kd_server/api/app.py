@@ -18,12 +18,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from kd_server import __version__
-from kd_server.api import a1111, routes_events, routes_jobs, routes_system
+from kd_server.api import a1111
+from kd_server.api.a1111.state import SdapiState
 from kd_server.api.auth import require_token
 from kd_server.api.errors import install_error_handlers
 from kd_server.api.limits import BodySizeLimit
-from kd_server.api.schemas import EVENT_MODELS, ErrorResponse
 from kd_server.api.services import EngineLike, Services
+from kd_server.api.v1 import events, jobs, system
+from kd_server.api.v1.schemas import EVENT_MODELS, ErrorResponse
 from kd_server.config import Settings
 
 DESCRIPTION = """\
@@ -60,7 +62,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        services.queue.start()
+        services.start()
         yield
         await services.shutdown()
 
@@ -74,12 +76,13 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.sdapi = SdapiState()  # what A1111 kept globally, for /sdapi/v1 calls only
     install_error_handlers(app)
 
     secured = [Depends(require_token)]
-    app.include_router(routes_system.router, prefix="/v1", dependencies=secured)
-    app.include_router(routes_jobs.router, prefix="/v1", dependencies=secured)
-    app.include_router(routes_events.router, prefix="/v1")  # checks the token itself
+    app.include_router(system.router, prefix="/v1", dependencies=secured)
+    app.include_router(jobs.router, prefix="/v1", dependencies=secured)
+    app.include_router(events.router, prefix="/v1")  # checks the token itself
     app.include_router(a1111.router)  # /sdapi/v1 (A1111): token as Bearer or Basic password
     app.include_router(_docs_router(app), dependencies=secured)
 

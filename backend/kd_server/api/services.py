@@ -1,7 +1,8 @@
 """What the routes share: settings, engine, library, queue and event hub.
 
-One `Services` object lives on `app.state.services`; routes get it through the
-`get_services` dependency, so a test or the CLI can build an app around any engine.
+One `Services` object lives on `app.state.services`; routes of both front doors get
+it through the `get_services` dependency and use its methods, never the queue or the
+engine behind it, so a test or the CLI can build an app around any engine.
 `EngineRunner` is the only place where the queue meets the engine.
 """
 
@@ -17,6 +18,7 @@ from fastapi import Depends
 from PIL import Image
 from starlette.requests import HTTPConnection
 
+from kd_server.api import policy
 from kd_server.api.errors import ApiError
 from kd_server.api.imaging import preview_jpeg
 from kd_server.config import Settings
@@ -61,17 +63,12 @@ class PngResult:
 class EngineRunner:
     """Runs one queued GenerationRequest on the engine, reporting through the hooks."""
 
-    def __init__(
-        self, engine: EngineLike, preview_max_size: int, test_fault_oom_at_step: int = 0
-    ) -> None:
+    def __init__(self, engine: EngineLike, preview_max_size: int) -> None:
         self.engine = engine
         self.preview_max_size = preview_max_size
-        self.test_fault_oom_at_step = test_fault_oom_at_step
 
     def __call__(self, request: GenerationRequest, hooks: RunHooks) -> list[PngResult]:
         def on_progress(progress: Progress) -> None:
-            if progress.step == self.test_fault_oom_at_step:
-                _inject_out_of_memory(progress.step)
             preview = None
             if progress.preview is not None:
                 preview = preview_jpeg(progress.preview, self.preview_max_size)
@@ -84,15 +81,6 @@ class EngineRunner:
             on_loading=hooks.loading,
         )
         return [PngResult(i.index, i.seed, i.image, i.parameters) for i in images]
-
-
-def _inject_out_of_memory(step: int) -> None:
-    """Settings.test_fault_oom_at_step: raise what CUDA raises when memory runs out,
-    from inside the denoising loop, so the engine's real recovery runs (tests only)."""
-    import torch
-
-    log.warning("test_fault_oom_at_step: simulating out of GPU memory at step %d", step)
-    raise torch.OutOfMemoryError(f"CUDA out of memory (simulated at step {step} for a test)")
 
 
 @dataclass
@@ -109,21 +97,26 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, engine: EngineLike, library: ModelLibrary) -> Services:
         hub = EventHub()
-        limits = QueueLimits(
-            max_queue=settings.max_queue,
-            result_ttl_s=settings.result_ttl_s,
-            result_max_jobs=settings.result_max_jobs,
-            result_max_bytes=settings.result_max_bytes,
-        )
-        runner = EngineRunner(engine, settings.preview_max_size, settings.test_fault_oom_at_step)
-        queue = JobQueue(runner, hub.publish, limits)
+        runner = EngineRunner(engine, settings.preview_max_size)
+        queue = JobQueue(runner, hub.publish, QueueLimits.from_settings(settings))
         return cls(settings, engine, library, queue, hub)
 
-    def submit(self, request: GenerationRequest, client_id: str | None) -> JobView:
-        """Queue a checked job, or refuse it the way both APIs answer: 503 while
-        shutting down, 429 with Retry-After when the queue is full."""
+    # -- jobs ------------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        """503 while shutting down: asked first, before any work on a request."""
         if self.closing:
-            raise ApiError(503, "shutting_down", "The server is shutting down; try again soon.")
+            raise policy.shutting_down()
+
+    def check(self, request: GenerationRequest) -> None:
+        """What the engine can refuse without running: model, LoRAs, sampler, inputs."""
+        self.engine.check(request)
+
+    def submit(self, request: GenerationRequest, client_id: str | None) -> JobView:
+        """Check and queue a job, or refuse it the way both APIs answer: 503 while
+        shutting down, 429 with Retry-After when the queue is full."""
+        self.check_open()
+        self.check(request)
         try:
             return self.queue.submit(request, client_id)
         except QueueFull as exc:
@@ -135,7 +128,30 @@ class Services:
                 headers={"Retry-After": str(exc.retry_after)},
             ) from exc
         except QueueClosed as exc:
-            raise ApiError(503, "shutting_down", "The server is shutting down.") from exc
+            raise policy.shutting_down() from exc
+
+    def job(self, job_id: str) -> JobView:
+        """A job's state; raises `JobNotFound`."""
+        return self.queue.get(job_id)
+
+    def cancel(self, job_id: str) -> JobView:
+        """Cancel a queued or running job; raises `JobNotFound` or `JobNotActive`."""
+        return self.queue.cancel(job_id)
+
+    def image(self, job_id: str, index: int) -> bytes | None:
+        """One result's PNG, or None when the job has no such image (yet)."""
+        return self.queue.image(job_id, index)
+
+    def queue_length(self) -> int:
+        return self.queue.queue_length()
+
+    def busy(self) -> bool:
+        return self.queue.running_job() is not None
+
+    def start(self) -> None:
+        self.queue.start()
+
+    # -- the server ------------------------------------------------------------------
 
     def loaded_models(self) -> list[str]:
         loaded = getattr(self.engine, "loaded_models", None)

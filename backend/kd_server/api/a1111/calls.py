@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from kd_server import __version__
+from kd_server.api import policy
 from kd_server.api.a1111 import infotext
 from kd_server.api.a1111.images import paste_back, to_png_base64
 from kd_server.api.a1111.state import Call, SdapiState
@@ -30,6 +31,7 @@ from kd_server.api.errors import ENGINE_STATUS, ApiError
 from kd_server.api.services import Services
 from kd_server.events import Subscription
 from kd_server.generation import EngineErrorCode, GenerationRequest
+from kd_server.job_events import FINAL_EVENTS, JobPreview, JobProgress, JobStarted
 from kd_server.jobqueue import (
     JobNotActive,
     JobNotFound,
@@ -44,8 +46,6 @@ log = logging.getLogger(__name__)
 #: so no v1 client can subscribe to these events, and all A1111 callers together take
 #: one turn in the fair queue next to each artist.
 SDAPI_CLIENT = "sdapi/v1"
-
-_TERMINAL = ("finished", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ async def run_call(services: Services, state: SdapiState, plan: Plan) -> list[Re
                 elif view.status is JobStatus.FAILED:
                     raise _job_failed(view)
                 elif services.closing:
-                    raise ApiError(503, "shutting_down", "The server is shutting down.")
+                    raise policy.shutting_down()
                 elif not call.skipped:  # cancelled, and not by `skip`: stop here
                     break
     finally:
@@ -104,7 +104,7 @@ def _submit(services: Services, request: GenerationRequest) -> str:
 def cancel_job(services: Services, job_id: str) -> None:
     """Cancel a queued or running job; one that already ended is left alone."""
     with contextlib.suppress(JobNotFound, JobNotActive):
-        services.queue.cancel(job_id)
+        services.cancel(job_id)
 
 
 async def _follow(
@@ -119,16 +119,15 @@ async def _follow(
         event = await subscription.get()
         if event is None:  # the hub closed (shutdown): the queue still knows the job
             return await _poll(services, job_id)
-        if event.get("job_id") != job_id:
+        if event.job_id != job_id:
             continue
-        kind = event["type"]
-        if kind == "started":
+        if isinstance(event, JobStarted):
             state.update(call, running=True)
-        elif kind == "progress":
-            state.update(call, running=True, step=event["step"], total=event["total"])
-        elif kind == "preview":
-            state.update(call, preview=event["image"])
-        elif kind in _TERMINAL:
+        elif isinstance(event, JobProgress):
+            state.update(call, running=True, step=event.step, total=event.total)
+        elif isinstance(event, JobPreview):
+            state.update(call, preview=event.image)
+        elif isinstance(event, FINAL_EVENTS):
             return _view(services, job_id)
 
 
@@ -142,7 +141,7 @@ async def _poll(services: Services, job_id: str) -> JobView:
 
 def _view(services: Services, job_id: str) -> JobView:
     try:
-        return services.queue.get(job_id)
+        return services.job(job_id)
     except JobNotFound:
         raise ApiError(
             500, "internal_error", "The job's results were dropped before they could be sent."
@@ -152,20 +151,20 @@ def _view(services: Services, job_id: str) -> JobView:
 def _collect(services: Services, view: JobView) -> list[Result]:
     results = []
     for image in view.images:
-        png = services.queue.image(view.job_id, image.index)
+        png = services.image(view.job_id, image.index)
         if png is not None:
             results.append(Result(image.seed, png))
     return results
 
 
 def _job_failed(view: JobView) -> ApiError:
-    error = view.error or {}
-    code = error.get("code", "internal_error")
+    if view.error is None:
+        return ApiError(500, "internal_error", "The job failed; the server's log has the details.")
+    code, message = view.error.code, view.error.message
     try:
         status = ENGINE_STATUS.get(EngineErrorCode(code), 500)
     except ValueError:
         status = 500
-    message = error.get("message", "The job failed; the server's log has the details.")
     return ApiError(status, code, message)
 
 
@@ -209,9 +208,9 @@ def info_json(plan: Plan, images: list[tuple[bytes, str]], model: str, timestamp
         "height": plan.height,
         "sampler_name": plan.sampler,
         "scheduler": plan.scheduler,
-        "cfg_scale": request.cfg_scale,
-        "steps": request.steps,
-        "batch_size": request.batch_size,
+        "cfg_scale": request.sampling.cfg_scale,
+        "steps": request.sampling.steps,
+        "batch_size": request.sampling.batch_size,
         "n_iter": plan.n_iter,
         "restore_faces": False,
         "face_restoration_model": None,
@@ -221,7 +220,7 @@ def info_json(plan: Plan, images: list[tuple[bytes, str]], model: str, timestamp
         "sd_vae_hash": None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": None if plan.kind == "txt2img" else request.strength,
+        "denoising_strength": None if plan.kind == "txt2img" else request.inputs.strength,
         "extra_generation_params": {key: value for key, value in plan.extra_params},
         "index_of_first_image": 0,
         "infotexts": [text for _, text in images],

@@ -9,7 +9,6 @@ what is supported, what is accepted and ignored, and what is refused.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from pathlib import PurePosixPath
@@ -59,17 +58,10 @@ from kd_server.samplers import SAMPLERS, Schedule
 
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111"], dependencies=[Depends(require_sdapi_auth)])
 
-_STATE_LOCK = threading.Lock()
-
 
 def get_state(request: Request) -> SdapiState:
-    """The app's one SdapiState, made on first use (the app itself needs no wiring)."""
-    with _STATE_LOCK:
-        state = getattr(request.app.state, "sdapi", None)
-        if state is None:
-            state = SdapiState()
-            request.app.state.sdapi = state
-        return state  # type: ignore[no-any-return]
+    """The app's one SdapiState (made by `create_app`, beside the services)."""
+    return request.app.state.sdapi  # type: ignore[no-any-return]
 
 
 StateDep = Annotated[SdapiState, Depends(get_state)]
@@ -97,15 +89,14 @@ def _prepare(
 ) -> Plan:
     """Translate and check the request (decoding images is CPU work: worker thread)."""
     plan = planner(body, services.settings, services.library, current_model(services, state))
-    services.engine.check(plan.request)
+    services.check(plan.request)
     return plan
 
 
 async def _generate(
     services: Services, state: SdapiState, planner: Any, body: Any
 ) -> ImageResponse:
-    if services.closing:
-        raise ApiError(503, "shutting_down", "The server is shutting down; try again soon.")
+    services.check_open()
     plan = await asyncio.to_thread(_prepare, services, state, planner, body)
     timestamp = time.strftime("%Y%m%d%H%M%S")
     results = await run_call(services, state, plan)

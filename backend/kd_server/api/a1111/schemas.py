@@ -14,8 +14,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_SEED = 2**32 - 1
-
 
 class _A1111Request(BaseModel):
     model_config = ConfigDict(extra="forbid")

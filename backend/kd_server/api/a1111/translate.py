@@ -10,7 +10,6 @@ lists which and why.
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
@@ -18,13 +17,23 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from kd_server.api import policy
 from kd_server.api.a1111 import images
 from kd_server.api.a1111.options import CHECKPOINT_OPTION, check_option
-from kd_server.api.a1111.schemas import MAX_SEED, Img2ImgRequest, Txt2ImgRequest, _GenerationFields
+from kd_server.api.a1111.schemas import Img2ImgRequest, Txt2ImgRequest, _GenerationFields
 from kd_server.api.errors import ApiError
 from kd_server.api.imaging import ImageInputError, as_mask, as_picture
 from kd_server.config import Settings
-from kd_server.generation import GenerationRequest, LoraSpec, Task
+from kd_server.generation import (
+    MAX_SEED,
+    Conditioning,
+    GenerationRequest,
+    ImageInputs,
+    LoraSpec,
+    Sampling,
+    Task,
+    resolve_seed,
+)
 from kd_server.library import ModelLibrary
 from kd_server.masks import flatten_rgb
 from kd_server.samplers import UnknownSampler, canonical_name, resolve
@@ -67,12 +76,12 @@ class Plan:
 
     def request_for(self, iteration: int) -> GenerationRequest:
         """Iteration k of n_iter: A1111 numbers seeds on across the whole run."""
-        seed = (self.first_seed + iteration * self.request.batch_size) % (MAX_SEED + 1)
-        return replace(self.request, seed=seed)
+        seed = (self.first_seed + iteration * self.request.sampling.batch_size) % (MAX_SEED + 1)
+        return replace(self.request, sampling=replace(self.request.sampling, seed=seed))
 
     @property
     def all_seeds(self) -> list[int]:
-        count = self.n_iter * self.request.batch_size
+        count = self.n_iter * self.request.sampling.batch_size
         return [(self.first_seed + i) % (MAX_SEED + 1) for i in range(count)]
 
 
@@ -314,7 +323,7 @@ def plan_txt2img(
 ) -> Plan:
     _check_txt2img(body)
     common = _common(body, settings, library, current_model, body.width, body.height)
-    request = GenerationRequest(task=Task.TXT2IMG, width=body.width, height=body.height, **common)
+    request = common.request(Task.TXT2IMG, ImageInputs(), body.width, body.height)
     return _plan("txt2img", body, request, echo=body.model_dump(), paste=None, extra=())
 
 
@@ -333,7 +342,8 @@ def plan_img2img(
     if not body.include_init_images:
         echo.update(init_images=None, mask=None)
     if not body.mask:
-        request = GenerationRequest(task=Task.IMG2IMG, image=fitted, strength=strength, **common)
+        inputs = ImageInputs(image=fitted, strength=strength)
+        request = common.request(Task.IMG2IMG, inputs, body.width, body.height)
         return _plan("img2img", body, request, echo=echo, paste=None, extra=())
     mask = images.fit(
         _decode(body.mask, "mask", settings, as_mask), body.width, body.height, body.resize_mode
@@ -352,14 +362,8 @@ def plan_img2img(
     region, region_mask = fitted.crop(box), mask.crop(box)
     if body.inpainting_fill == FILL:
         region = images.fill_masked(region, region_mask)
-    request = GenerationRequest(
-        task=Task.INPAINT,
-        image=region,
-        mask=region_mask,
-        mask_feather=feather,
-        strength=strength,
-        **common,
-    )
+    inputs = ImageInputs(image=region, mask=region_mask, mask_feather=feather, strength=strength)
+    request = common.request(Task.INPAINT, inputs, body.width, body.height)
     extra = (
         ("Mask blur", str(feather)),
         ("Inpaint area", "Only masked" if body.inpaint_full_res else "Whole picture"),
@@ -372,6 +376,29 @@ def plan_img2img(
     return _plan("img2img", body, request, echo=echo, paste=Paste(fitted, box), extra=extra)
 
 
+@dataclass(frozen=True)
+class _Common:
+    """What txt2img and img2img requests share, checked."""
+
+    conditioning: Conditioning
+    sampling: Sampling
+    model: str
+
+    def request(
+        self, task: Task, inputs: ImageInputs, width: int, height: int
+    ) -> GenerationRequest:
+        return GenerationRequest(
+            task=task,
+            conditioning=self.conditioning,
+            sampling=self.sampling,
+            inputs=inputs,
+            model=self.model,
+            width=width,
+            height=height,
+            preview_every=PREVIEW_EVERY,
+        )
+
+
 def _common(
     body: _GenerationFields,
     settings: Settings,
@@ -379,36 +406,31 @@ def _common(
     current_model: str,
     width: int,
     height: int,
-) -> dict[str, Any]:
-    """The GenerationRequest fields txt2img and img2img share, checked."""
+) -> _Common:
+    """The request parts txt2img and img2img share, checked by the same policy as v1."""
     check_unsupported(body)
-    for name in ("prompt", "negative_prompt"):
-        length = len(getattr(body, name))
-        if length > settings.max_prompt_length:
-            raise invalid(name, f"must be at most {settings.max_prompt_length} characters long")
-    total = width * height * body.batch_size
-    if total > settings.max_pixels:
-        raise invalid(
-            "width, height, batch_size",
-            f"{width}x{height} x {body.batch_size} = {total} pixels is over this server's "
-            f"limit of {settings.max_pixels}",
-        )
+    policy.check_prompt("prompt", body.prompt, settings)
+    policy.check_prompt("negative_prompt", body.negative_prompt, settings)
+    policy.check_budget("width, height, batch_size", width, height, body.batch_size, settings)
     enabled = not body.disable_extra_networks
     prompt, loras = parse_networks(body.prompt, "prompt", enabled)
     negative, negative_loras = parse_networks(body.negative_prompt, "negative_prompt", enabled)
     model = _model_for(body, library, current_model)
     sampler, _ = pick_sampler(body)
-    return {
-        "prompt": prompt,
-        "negative_prompt": negative,
-        "model": model,
-        "loras": _merge_loras(library, loras + negative_loras),
-        "sampler": sampler,
-        "steps": body.steps,
-        "cfg_scale": body.cfg_scale,
-        "batch_size": body.batch_size,
-        "preview_every": PREVIEW_EVERY,
-    }
+    return _Common(
+        conditioning=Conditioning(
+            prompt=prompt,
+            negative_prompt=negative,
+            loras=_merge_loras(library, loras + negative_loras),
+        ),
+        sampling=Sampling(
+            sampler=sampler,
+            steps=body.steps,
+            cfg_scale=body.cfg_scale,
+            batch_size=body.batch_size,
+        ),
+        model=model,
+    )
 
 
 def _merge_loras(library: ModelLibrary, loras: list[LoraSpec]) -> list[LoraSpec]:
@@ -418,8 +440,7 @@ def _merge_loras(library: ModelLibrary, loras: list[LoraSpec]) -> list[LoraSpec]
         if name in merged and merged[name] != lora.weight:
             raise unsupported("prompt", f"the LoRA '{name}' is given twice with different weights")
         merged[name] = lora.weight
-    if len(merged) > 8:
-        raise invalid("prompt", f"{len(merged)} LoRAs; at most 8 can be applied at once")
+    policy.check_lora_count("prompt", len(merged))
     return [LoraSpec(name, weight) for name, weight in merged.items()]
 
 
@@ -438,11 +459,11 @@ def _plan(
     paste: Paste | None,
     extra: tuple[tuple[str, str], ...],
 ) -> Plan:
-    first_seed = random.randint(0, MAX_SEED) if body.seed == -1 else body.seed % (MAX_SEED + 1)
+    first_seed = resolve_seed(body.seed)
     sampler, scheduler = pick_sampler(body)
     return Plan(
         kind=kind,
-        request=replace(request, seed=first_seed),
+        request=replace(request, sampling=replace(request.sampling, seed=first_seed)),
         n_iter=body.n_iter,
         first_seed=first_seed,
         sampler=sampler,

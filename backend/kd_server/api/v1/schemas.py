@@ -1,6 +1,6 @@
 """Request, response and event models of wire protocol v1.
 
-The field names are the contract in shared/DESIGN.md; descriptions end up in
+The field names are the contract (docs/protocol.md); descriptions end up in
 `/openapi.json`, which is the reference a client author reads. Static rules (ranges,
 multiples of 8) live here; rules that depend on the server's settings (pixel budget,
 prompt length) or on decoded images are checked in `convert.py`.
@@ -12,10 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kd_server.generation import Task
+from kd_server.generation import MAX_LORAS, MAX_SEED, Task
+
+#: The protocol's version, reported by `/v1/health`. Raised when a field or event is
+#: added (clients may then use it); a body that worked before keeps working.
+PROTOCOL_VERSION = 2
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
-MAX_SEED = 2**32 - 1
 
 CLIENT_ID_DESCRIPTION = (
     "Chosen by the client (e.g. a UUID per Krita session): events of this job go to "
@@ -69,7 +72,9 @@ class JobRequest(_Strict):
         description="Checkpoint name from `GET /v1/models`; null = the server's default.",
     )
     loras: list[LoraRequest] = Field(
-        default_factory=list, max_length=8, description="LoRAs to apply, at most 8."
+        default_factory=list,
+        max_length=MAX_LORAS,
+        description=f"LoRAs to apply, at most {MAX_LORAS}.",
     )
     sampler: str = Field(
         "DPM++ 2M Karras",
@@ -176,6 +181,11 @@ class JobState(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str = Field(description="Server version.")
+    protocol: int = Field(
+        PROTOCOL_VERSION,
+        description="Wire protocol version: 1 = the first release; 2 adds this field and "
+        "`working_size` in `/v1/models`. Bodies valid in an older version stay valid.",
+    )
     device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
     dtype: str = Field(description="Weights' precision, e.g. `float16`.")
     queue_length: int = Field(description="Jobs waiting, not counting the running one.")
@@ -191,6 +201,10 @@ class Checkpoint(BaseModel):
     name: str
     family: str = Field(description="`sd15`, `sd15-inpaint`, `sdxl`, `sdxl-inpaint`.")
     default: bool = Field(description="Used when a job's `model` is null.")
+    working_size: int = Field(
+        description="The side of the square, in pixels, the model works best at (512 for "
+        "SD 1.5, 1024 for SDXL): clients size their regions from it."
+    )
 
 
 class Lora(BaseModel):

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from fastapi.responses import JSONResponse
 
-from kd_server.api.convert import to_generation_request
 from kd_server.api.errors import ApiError
-from kd_server.api.schemas import ErrorResponse, ImageInfo, JobAccepted, JobRequest, JobState
 from kd_server.api.services import ServicesDep
-from kd_server.jobqueue import JobNotActive, JobNotFound, JobStatus, JobView
+from kd_server.api.v1.convert import to_generation_request
+from kd_server.api.v1.schemas import ErrorResponse, JobAccepted, JobRequest, JobState
+from kd_server.api.v1.wire import job_state
+from kd_server.jobqueue import JobNotActive, JobNotFound, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -21,19 +22,6 @@ ImageIndex = Annotated[int, Path(ge=0, le=63, description="The image's `index` i
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, object]]:
     return {status: {"model": ErrorResponse} for status in statuses}
-
-
-def job_state(view: JobView) -> JobState:
-    return JobState(
-        job_id=view.job_id,
-        status=view.status.value,
-        position=view.position,
-        step=view.step,
-        total=view.total,
-        images=[ImageInfo(index=i.index, seed=i.seed, url=i.url) for i in view.images],
-        error=view.error,  # type: ignore[arg-type]
-        loading_model=view.loading_model,
-    )
 
 
 def _not_found(job_id: str) -> ApiError:
@@ -54,10 +42,8 @@ def _not_found(job_id: str) -> ApiError:
 def submit_job(body: JobRequest, services: ServicesDep) -> JobAccepted:
     """Checks everything that can be checked without running (inputs, model, LoRAs,
     sampler) and queues the job. Runs in a worker thread: decoding images is CPU work."""
-    if services.closing:
-        raise ApiError(503, "shutting_down", "The server is shutting down; try again soon.")
+    services.check_open()
     request = to_generation_request(body, services.settings)
-    services.engine.check(request)
     view = services.submit(request, body.client_id)
     return JobAccepted(job_id=view.job_id, position=view.position or 0)
 
@@ -70,7 +56,7 @@ def submit_job(body: JobRequest, services: ServicesDep) -> JobAccepted:
 )
 def get_job(job_id: JobId, services: ServicesDep) -> JobState:
     try:
-        return job_state(services.queue.get(job_id))
+        return job_state(services.job(job_id))
     except JobNotFound:
         raise _not_found(job_id) from None
 
@@ -91,7 +77,7 @@ def get_job(job_id: JobId, services: ServicesDep) -> JobState:
 )
 def cancel_job(job_id: JobId, services: ServicesDep) -> JSONResponse:
     try:
-        view = services.queue.cancel(job_id)
+        view = services.cancel(job_id)
     except JobNotFound:
         raise _not_found(job_id) from None
     except JobNotActive as exc:
@@ -117,7 +103,7 @@ def get_image(
     services: ServicesDep,
 ) -> Response:
     try:
-        png = services.queue.image(job_id, index)
+        png = services.image(job_id, index)
     except JobNotFound:
         raise _not_found(job_id) from None
     if png is None:

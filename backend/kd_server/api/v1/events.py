@@ -19,8 +19,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from kd_server.api.auth import token_problem
 from kd_server.api.errors import error_body
-from kd_server.api.schemas import CLIENT_ID_PATTERN
 from kd_server.api.services import get_services
+from kd_server.api.v1.schemas import CLIENT_ID_PATTERN
+from kd_server.api.v1.wire import event_message
 from kd_server.events import Subscription
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ async def events(websocket: WebSocket, client_id: str | None = None) -> None:
 async def _send_events(websocket: WebSocket, subscription: Subscription) -> None:
     try:
         while (event := await subscription.get()) is not None:
-            await websocket.send_text(json.dumps(event, separators=(",", ":")))
+            message = event_message(event)
+            await websocket.send_text(json.dumps(message, separators=(",", ":")))
     except (WebSocketDisconnect, RuntimeError, OSError):
         return  # the client went away; its jobs carry on
 

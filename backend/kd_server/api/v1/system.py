@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from kd_server import __version__
-from kd_server.api.schemas import Checkpoint, Health, Lora, Models, UnusableModel
 from kd_server.api.services import ServicesDep
+from kd_server.api.v1.schemas import Checkpoint, Health, Lora, Models, UnusableModel
+from kd_server.loading import working_size
 
 router = APIRouter(tags=["server"])
 
@@ -18,8 +19,8 @@ def health(services: ServicesDep) -> Health:
         version=__version__,
         device=services.engine.device_name,
         dtype=services.engine.dtype_name,
-        queue_length=services.queue.queue_length(),
-        busy=services.queue.running_job() is not None,
+        queue_length=services.queue_length(),
+        busy=services.busy(),
         model_loaded=loaded[-1] if loaded else None,
         loaded_models=loaded,
     )
@@ -37,7 +38,10 @@ def models(services: ServicesDep) -> Models:
         if entry.usable and entry.family is not None:
             result.checkpoints.append(
                 Checkpoint(
-                    name=entry.name, family=entry.family.value, default=entry.name == default_name
+                    name=entry.name,
+                    family=entry.family.value,
+                    default=entry.name == default_name,
+                    working_size=working_size(entry),
                 )
             )
         else:

@@ -1,0 +1,111 @@
+"""What every task declaration provides, and the steps most tasks share.
+
+A task is declared once, as a `TaskSpec` subclass in its own module: which image
+inputs it needs, how a request is checked, which diffusers pipeline runs it for each
+model family, how the request becomes that pipeline's arguments, how the output
+becomes the result, and what the PNG's parameters record. The engine, the loader and
+both API front doors read these declarations instead of branching on the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from PIL import Image
+
+from kd_server.families import Family
+from kd_server.generation import EngineError, EngineErrorCode, GenerationRequest, Task
+from kd_server.pngmeta import ParameterText
+
+if TYPE_CHECKING:
+    from kd_server.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request turned into the pipeline's own inputs (besides prompt and sampling)."""
+
+    kwargs: dict[str, Any]
+    output_size: tuple[int, int]
+    alpha: Image.Image | None = None  # inpaint: the feathered mask at the region's size
+
+
+def invalid(message: str) -> EngineError:
+    return EngineError(EngineErrorCode.INVALID_INPUT, message)
+
+
+class TaskSpec:
+    """One task. Subclasses set the class attributes and override what differs."""
+
+    task: ClassVar[Task]
+    #: image inputs (`ImageInputs` field names) the task requires; others are refused
+    image_inputs: ClassVar[frozenset[str]] = frozenset()
+    #: whether `inputs.strength` applies (and is written into the PNG's parameters)
+    uses_strength: ClassVar[bool] = False
+    #: diffusers pipeline class name per model family (resolved lazily: no torch import)
+    pipelines: ClassVar[Mapping[Family, str]]
+
+    # -- before queueing -------------------------------------------------------------
+
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse a request this task cannot run, with a sentence the artist can act on."""
+        sampling = request.sampling
+        if sampling.steps < 1 or sampling.batch_size < 1:
+            raise invalid("steps and batch_size must be at least 1.")
+        if "image" in self.image_inputs and request.inputs.image is None:
+            raise invalid(f"The {self.task.value} task needs an image: send the region to change.")
+
+    # -- running ---------------------------------------------------------------------
+
+    def pipeline_class(self, family: Family) -> Any:
+        import diffusers
+
+        return getattr(diffusers, self.pipelines[family])
+
+    def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
+        """Scale inputs to the model's working size and build the pipeline's arguments."""
+        raise NotImplementedError
+
+    def pipeline_arguments(self, request: GenerationRequest, prepared: Prepared) -> dict[str, Any]:
+        """Everything the pipeline call takes except generators and callbacks."""
+        conditioning, sampling = request.conditioning, request.sampling
+        return {
+            "prompt": conditioning.prompt,
+            "negative_prompt": conditioning.negative_prompt or None,
+            "num_inference_steps": sampling.steps,
+            "guidance_scale": sampling.cfg_scale,
+            "num_images_per_prompt": sampling.batch_size,
+            **prepared.kwargs,
+        }
+
+    def finish(self, image: Image.Image, prepared: Prepared) -> Image.Image:
+        """The model's output -> the result at the size the artist asked for."""
+        if image.size != prepared.output_size:
+            image = image.resize(prepared.output_size, Image.Resampling.LANCZOS)
+        return image
+
+    def parameters(
+        self, request: GenerationRequest, image: Image.Image, seed: int, model: str, sampler: str
+    ) -> ParameterText:
+        """The recipe written into the PNG (A1111's `parameters` text)."""
+        conditioning, sampling = request.conditioning, request.sampling
+        return ParameterText(
+            prompt=conditioning.prompt,
+            negative_prompt=conditioning.negative_prompt,
+            steps=sampling.steps,
+            sampler=sampler,
+            cfg_scale=sampling.cfg_scale,
+            seed=seed,
+            width=image.width,
+            height=image.height,
+            model=model,
+            denoising_strength=request.inputs.strength if self.uses_strength else None,
+            loras=tuple((lora.name, lora.weight) for lora in conditioning.loras),
+        )
+
+
+def whole_image_mask(width: int, height: int) -> Image.Image:
+    """A 9-channel inpaint model runs every task as inpaint: repaint everything."""
+    return Image.new("L", (width, height), 255)

@@ -1,0 +1,62 @@
+"""img2img: repaint a whole image, keeping as much of it as `strength` leaves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from PIL import Image
+
+from kd_server import masks
+from kd_server.families import Family
+from kd_server.generation import GenerationRequest, Task
+from kd_server.tasks.base import Prepared, TaskSpec, invalid, whole_image_mask
+
+if TYPE_CHECKING:
+    from kd_server.loading import LoadedModel
+
+
+def check_strength(request: GenerationRequest) -> None:
+    """A strength so low that no step runs would return the input unchanged."""
+    steps, strength = request.sampling.steps, request.inputs.strength
+    if int(steps * strength) < 1:
+        raise invalid(
+            f"strength {strength:g} with {steps} steps leaves no denoising "
+            "step: raise the strength or the number of steps."
+        )
+
+
+def working_image(request: GenerationRequest, model: LoadedModel) -> tuple[Image.Image, int, int]:
+    """The input image flattened and scaled to the model's working size."""
+    image = request.inputs.image
+    assert image is not None
+    width, height = masks.working_size(*image.size, target=model.working_size)
+    scaled = masks.flatten_rgb(image).resize((width, height), Image.Resampling.LANCZOS)
+    return scaled, width, height
+
+
+class Img2Img(TaskSpec):
+    task = Task.IMG2IMG
+    image_inputs = frozenset({"image"})
+    uses_strength = True
+    pipelines: ClassVar[Mapping[Family, str]] = {
+        Family.SD15: "StableDiffusionImg2ImgPipeline",
+        Family.SD15_INPAINT: "StableDiffusionInpaintPipeline",
+        Family.SDXL: "StableDiffusionXLImg2ImgPipeline",
+        Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
+    }
+
+    def check(self, request: GenerationRequest) -> None:
+        super().check(request)
+        check_strength(request)
+
+    def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
+        assert request.inputs.image is not None
+        image, width, height = working_image(request, model)
+        kwargs: dict[str, Any] = {"image": image, "strength": request.inputs.strength}
+        if model.info.is_inpaint:
+            kwargs.update(mask_image=whole_image_mask(width, height), width=width, height=height)
+        return Prepared(kwargs, request.inputs.image.size)
+
+
+IMG2IMG = Img2Img()
