@@ -130,15 +130,17 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         height=args.height or size,
     )
 
-    def report(progress) -> None:
-        print(f"\rstep {progress.step}/{progress.total}", end="", file=sys.stderr, flush=True)
+    from kd_server.console_progress import StepProgress
+
+    report = StepProgress(sys.stderr)  # a bar on a terminal, else one line per step
 
     try:
         images = engine.generate(request, on_progress=report)
     except EngineError as exc:
-        print(f"\nerror: {exc.message}", file=sys.stderr)
+        report.finish()
+        print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    print(file=sys.stderr)
+    report.finish()
     for image in images:
         out = args.output
         if len(images) > 1:
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from kd_server.console_progress import quiet_library_notes
+
+    quiet_library_notes()  # transformers' torchvision-fallback note is not the user's business
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
