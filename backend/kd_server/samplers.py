@@ -3,23 +3,84 @@
 Schedulers keep state between steps and pipelines made with `from_pipe` share theirs,
 so a job never reuses one: `build_scheduler` makes a new instance from the loaded
 model's own scheduler config (its betas and offsets) with the sampler's overrides.
+
 A1111 spells a schedule two ways: a combined legacy name ("DPM++ 2M Karras") or a
-sampler plus a separate schedule type ("DPM++ 2M" + "Karras"); both are accepted.
+sampler plus a separate schedule type ("DPM++ 2M" + "Karras"); both are accepted, and
+schedule names match case-insensitively in A1111's labels ("SGM Uniform"), ids
+("sgm_uniform") and run-together spellings ("SGMUniform").
+
+Every schedule of A1111 1.10 is accepted. Each is realized through what diffusers can
+express (`realize`): its sigma switches (Karras, exponential, beta), its timestep
+spacing (linspace, trailing, leading) or, for Euler, a custom sigma list
+(`sigma_schedules.py`). A schedule a sampler's diffusers class cannot express is
+replaced by the nearest one it can, and `Realized.note` says so (the A1111 layer
+writes it into the infotext), so the substitution is never silent.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
+import re
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import diffusers
+from diffusers.utils import is_scipy_available
+
+from kd_server.families import Family
+from kd_server.sigma_schedules import (
+    AYS_SD15,
+    AYS_SDXL,
+    SigmaFunction,
+    align_your_steps,
+    beta,
+    kl_optimal,
+)
 
 
 class Schedule(str, enum.Enum):
+    """A1111 1.10's schedule types; the value is A1111's label."""
+
     AUTOMATIC = "Automatic"
+    UNIFORM = "Uniform"
     KARRAS = "Karras"
     EXPONENTIAL = "Exponential"
+    POLYEXPONENTIAL = "Polyexponential"
+    SGM_UNIFORM = "SGM Uniform"
+    KL_OPTIMAL = "KL Optimal"
+    ALIGN_YOUR_STEPS = "Align Your Steps"
+    SIMPLE = "Simple"
+    NORMAL = "Normal"
+    DDIM = "DDIM"
+    BETA = "Beta"
+
+    @property
+    def key(self) -> str:
+        """A1111's id of the schedule (`sgm_uniform`), used in `GET schedulers`."""
+        return self.value.lower().replace(" ", "_")
+
+
+#: Extra spellings clients send, besides the label and the id.
+SCHEDULE_ALIASES: dict[Schedule, tuple[str, ...]] = {
+    Schedule.SGM_UNIFORM: ("SGMUniform",),
+    Schedule.ALIGN_YOUR_STEPS: ("AYS",),
+}
+
+#: A1111's `default_rho` per schedule (-1: none) and whether it needs the model's own
+#: sigma table (`need_inner_model`); `GET schedulers` reports both as A1111 does.
+SCHEDULE_RHO = {Schedule.KARRAS: 7.0, Schedule.POLYEXPONENTIAL: 1.0}
+NEEDS_MODEL_SIGMAS = frozenset(
+    {
+        Schedule.UNIFORM,
+        Schedule.SGM_UNIFORM,
+        Schedule.SIMPLE,
+        Schedule.NORMAL,
+        Schedule.DDIM,
+        Schedule.BETA,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -27,7 +88,12 @@ class SamplerSpec:
     name: str
     scheduler_class: str
     options: dict[str, Any] = field(default_factory=dict)
+    #: The combinations listed by `sampler_names` (others are accepted too).
     schedules: tuple[Schedule, ...] = (Schedule.AUTOMATIC,)
+    #: Whether the class runs an arbitrary sigma list (`set_timesteps(sigmas=...)`).
+    custom_sigmas: bool = False
+    #: The class picks its own timesteps whatever the config says (LCM): only Automatic.
+    fixed_schedule: bool = False
 
 
 _SIGMA_SCHEDULES = (Schedule.AUTOMATIC, Schedule.KARRAS, Schedule.EXPONENTIAL)
@@ -46,7 +112,7 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
         {"algorithm_type": "sde-dpmsolver++"},
         _SIGMA_SCHEDULES,
     ),
-    SamplerSpec("Euler", "EulerDiscreteScheduler", {}, _SIGMA_SCHEDULES),
+    SamplerSpec("Euler", "EulerDiscreteScheduler", {}, _SIGMA_SCHEDULES, custom_sigmas=True),
     SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler"),
     SamplerSpec("Heun", "HeunDiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
     SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
@@ -57,15 +123,10 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
     SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}),
     SamplerSpec("UniPC", "UniPCMultistepScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
     SamplerSpec("DEIS", "DEISMultistepScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
-    SamplerSpec("LCM", "LCMScheduler"),
+    SamplerSpec("LCM", "LCMScheduler", fixed_schedule=True),
 )
 
 _BY_NAME = {spec.name.lower(): spec for spec in SAMPLERS}
-_SCHEDULE_OPTIONS = {
-    Schedule.AUTOMATIC: {},
-    Schedule.KARRAS: {"use_karras_sigmas": True},
-    Schedule.EXPONENTIAL: {"use_exponential_sigmas": True},
-}
 
 DEFAULT_SAMPLER = "DPM++ 2M Karras"
 
@@ -74,8 +135,35 @@ class UnknownSampler(ValueError):
     """The name is not one we can build; the message lists the known names."""
 
 
+# ------------------------------------------------------------------------ names
+
+
+def _fold(text: str) -> str:
+    """Case, spaces, '_' and '-' do not matter: "SGM Uniform" == "sgm_uniform"."""
+    return re.sub(r"[\s_\-]+", "", text.lower())
+
+
+def schedule_spellings(schedule: Schedule) -> tuple[str, ...]:
+    return (schedule.value, schedule.key, *SCHEDULE_ALIASES.get(schedule, ()))
+
+
+#: Schedule spellings as name suffixes, longest first ("sgm uniform" before "uniform").
+_SUFFIXES = sorted(
+    (
+        (spelling.lower(), schedule)
+        for schedule in Schedule
+        for spelling in schedule_spellings(schedule)
+    ),
+    key=lambda item: -len(item[0]),
+)
+
+_SCHEDULE_BY_FOLD = {
+    _fold(spelling): schedule for schedule in Schedule for spelling in schedule_spellings(schedule)
+}
+
+
 def sampler_names() -> list[str]:
-    """Every accepted name in A1111's legacy spelling ("DPM++ 2M Karras", "Euler a", ...)."""
+    """The listed names in A1111's legacy spelling ("DPM++ 2M Karras", "Euler a", ...)."""
     names: list[str] = []
     for spec in SAMPLERS:
         for schedule in spec.schedules:
@@ -89,47 +177,220 @@ def schedule_names() -> list[str]:
     return [schedule.value for schedule in Schedule]
 
 
+def parse_schedule(schedule: str) -> Schedule:
+    """A schedule type in any of the spellings clients send; UnknownSampler otherwise."""
+    found = _SCHEDULE_BY_FOLD.get(_fold(schedule))
+    if found is None:
+        raise UnknownSampler(
+            f"Unknown schedule type '{schedule}'. Choose one of: {', '.join(schedule_names())}."
+        )
+    return found
+
+
+def _split_combined(wanted: str) -> tuple[SamplerSpec, Schedule] | None:
+    """Split "DPM++ 2M SGM Uniform" into (DPM++ 2M, SGM Uniform): a known sampler name
+    followed by a schedule spelling; the longest spelling that leaves a sampler wins."""
+    lowered = wanted.lower()
+    for suffix, schedule in _SUFFIXES:
+        if lowered.endswith(" " + suffix):
+            spec = _BY_NAME.get(lowered[: -len(suffix) - 1].strip())
+            if spec is not None:
+                return spec, schedule
+    return None
+
+
 def resolve(name: str, schedule: str | None = None) -> tuple[SamplerSpec, Schedule]:
-    """Split a combined name or a (sampler, schedule) pair into a spec and a schedule."""
+    """Split a combined name or a (sampler, schedule) pair into a spec and the schedule
+    asked for. A schedule inside the name wins over a separate one, as in A1111."""
     wanted = name.strip()
     chosen = Schedule.AUTOMATIC
-    if schedule and schedule.strip().lower() not in ("", "automatic"):
-        chosen = _parse_schedule(schedule)
+    if schedule and schedule.strip():
+        chosen = parse_schedule(schedule)
     spec = _BY_NAME.get(wanted.lower())
     if spec is None:
-        for candidate in (Schedule.KARRAS, Schedule.EXPONENTIAL):
-            suffix = " " + candidate.value.lower()
-            if wanted.lower().endswith(suffix):
-                spec = _BY_NAME.get(wanted.lower()[: -len(suffix)])
-                chosen = candidate
-                break
+        combined = _split_combined(wanted)
+        if combined is not None:
+            spec, chosen = combined
     if spec is None:
         raise UnknownSampler(
             f"Unknown sampler '{name}'. Choose one of: {', '.join(sampler_names())}."
         )
-    if chosen not in spec.schedules:
-        raise UnknownSampler(f"The sampler '{spec.name}' has no '{chosen.value}' schedule.")
     return spec, chosen
 
 
-def _parse_schedule(schedule: str) -> Schedule:
-    for candidate in Schedule:
-        if candidate.value.lower() == schedule.strip().lower():
-            return candidate
-    raise UnknownSampler(
-        f"Unknown schedule type '{schedule}'. Choose one of: {', '.join(schedule_names())}."
-    )
+# ---------------------------------------------------------------- realization
 
 
-def build_scheduler(name: str, base_config: dict[str, Any], schedule: str | None = None) -> Any:
-    """A new scheduler for one job, keeping the model's own training schedule."""
-    spec, chosen = resolve(name, schedule)
-    cls = getattr(diffusers, spec.scheduler_class)
-    overrides = {**spec.options, **_SCHEDULE_OPTIONS[chosen]}
+@dataclass(frozen=True)
+class Realized:
+    """How one (sampler, schedule) runs here: scheduler config overrides and, for a
+    schedule given as a sigma list, the function that makes it."""
+
+    spec: SamplerSpec
+    requested: Schedule
+    used: Schedule
+    options: dict[str, Any]
+    sigmas: SigmaFunction | None = None
+
+    @property
+    def name(self) -> str:
+        """The legacy combined spelling of what runs ("DPM++ 2M Karras")."""
+        if self.used is Schedule.AUTOMATIC:
+            return self.spec.name
+        return f"{self.spec.name} {self.used.value}"
+
+    @property
+    def note(self) -> str | None:
+        """Set when the requested schedule was replaced by the nearest available one."""
+        if self.used is self.requested:
+            return None
+        return (
+            f"{self.requested.value} is not available with {self.spec.name} here; "
+            f"{self.used.value} was used"
+        )
+
+
+#: What to use when a schedule cannot run with a sampler, nearest first.
+_FALLBACKS: dict[Schedule, tuple[Schedule, ...]] = {
+    Schedule.EXPONENTIAL: (Schedule.KARRAS,),
+    Schedule.POLYEXPONENTIAL: (Schedule.KARRAS,),
+    Schedule.KL_OPTIMAL: (Schedule.KARRAS,),
+    Schedule.ALIGN_YOUR_STEPS: (Schedule.KARRAS,),
+    Schedule.BETA: (Schedule.KARRAS,),
+}
+
+#: Schedules that are one of diffusers' timestep spacings. Normal and Uniform are the
+#: model's sigmas at evenly spaced timesteps from the last to the first ("linspace");
+#: SGM Uniform and Simple leave out the first ("trailing"; A1111's Simple floors where
+#: diffusers rounds, at most one training step apart); DDIM starts at timestep 1 and
+#: steps by 1000 // steps ("leading" with offset 1).
+_SPACINGS: dict[Schedule, dict[str, Any]] = {
+    Schedule.UNIFORM: {"timestep_spacing": "linspace"},
+    Schedule.NORMAL: {"timestep_spacing": "linspace"},
+    Schedule.SGM_UNIFORM: {"timestep_spacing": "trailing"},
+    Schedule.SIMPLE: {"timestep_spacing": "trailing"},
+    Schedule.DDIM: {"timestep_spacing": "leading", "steps_offset": 1},
+}
+
+#: Schedules that are one of diffusers' sigma switches. Polyexponential with A1111's
+#: default rho of 1 is the exponential schedule exactly.
+_SIGMA_SWITCHES: dict[Schedule, str] = {
+    Schedule.KARRAS: "use_karras_sigmas",
+    Schedule.EXPONENTIAL: "use_exponential_sigmas",
+    Schedule.POLYEXPONENTIAL: "use_exponential_sigmas",
+    Schedule.BETA: "use_beta_sigmas",
+}
+_ALL_SWITCHES = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
+
+@cache
+def _init_parameters(class_name: str) -> frozenset[str]:
+    cls = getattr(diffusers, class_name)
+    return frozenset(inspect.signature(cls.__init__).parameters)
+
+
+def _sigma_function(schedule: Schedule, family: Family | None) -> SigmaFunction | None:
+    if schedule is Schedule.KL_OPTIMAL:
+        return kl_optimal
+    if schedule is Schedule.ALIGN_YOUR_STEPS:
+        xl = family in (Family.SDXL, Family.SDXL_INPAINT)
+        return align_your_steps(AYS_SDXL if xl else AYS_SD15)
+    if schedule is Schedule.BETA:
+        return beta
+    return None
+
+
+def _way(
+    spec: SamplerSpec, schedule: Schedule, family: Family | None
+) -> tuple[dict[str, Any], SigmaFunction | None] | None:
+    """The overrides (and sigma list) that run `schedule` with `spec`, or None."""
+    if schedule is Schedule.AUTOMATIC:
+        return {}, None
+    if spec.fixed_schedule:
+        return None
+    parameters = _init_parameters(spec.scheduler_class)
+    if spec.custom_sigmas:
+        function = _sigma_function(schedule, family)
+        if function is not None:
+            return _switches_off(parameters), function
+    switch = _SIGMA_SWITCHES.get(schedule)
+    if switch is not None and switch in parameters:
+        if switch == "use_beta_sigmas" and not is_scipy_available():
+            return None  # diffusers computes the beta schedule with scipy
+        return {**_switches_off(parameters), switch: True}, None
+    spacing = _SPACINGS.get(schedule)
+    if spacing is not None and "timestep_spacing" in parameters:
+        return {**_switches_off(parameters), **spacing}, None
+    return None
+
+
+def _switches_off(parameters: frozenset[str]) -> dict[str, Any]:
+    """A model config may carry a sigma switch (say Karras); a schedule other than
+    Automatic sets all of them, so two never end up on at once."""
+    return {switch: False for switch in _ALL_SWITCHES if switch in parameters}
+
+
+def realize(spec: SamplerSpec, requested: Schedule, family: Family | None = None) -> Realized:
+    """The requested schedule if `spec`'s class can run it, else the nearest that it
+    can (Karras, then Automatic), with a note."""
+    for candidate in (requested, *_FALLBACKS.get(requested, ()), Schedule.AUTOMATIC):
+        way = _way(spec, candidate, family)
+        if way is not None:
+            options, sigmas = way
+            return Realized(spec, requested, candidate, options, sigmas)
+    raise AssertionError("Automatic is always available")
+
+
+def realized(name: str, schedule: str | None = None, family: Family | None = None) -> Realized:
+    """`realize` for a sampler name (combined or not) and an optional schedule type."""
+    spec, requested = resolve(name, schedule)
+    return realize(spec, requested, family)
+
+
+class _EulerWithSigmaList(diffusers.EulerDiscreteScheduler):
+    """Euler running a sigma list of `sigma_schedules.py`.
+
+    Pipelines ask a scheduler for N steps (`set_timesteps(N)`); this one answers with
+    the list's N + 1 sigmas, computed from the model's own sigma range, so the pipelines
+    need no change.
+    """
+
+    sigma_list: SigmaFunction | None = None
+
+    def set_timesteps(  # type: ignore[override]
+        self,
+        num_inference_steps: int | None = None,
+        device: Any = None,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+    ) -> None:
+        if self.sigma_list is None or num_inference_steps is None or timesteps or sigmas:
+            super().set_timesteps(num_inference_steps, device, timesteps, sigmas)
+            return
+        table = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        custom = self.sigma_list(num_inference_steps, float(table[0]), float(table[-1]))
+        super().set_timesteps(device=device, sigmas=custom)
+
+
+def build_scheduler(
+    name: str,
+    base_config: dict[str, Any],
+    schedule: str | None = None,
+    family: Family | None = None,
+) -> Any:
+    """A new scheduler for one job, keeping the model's own training schedule.
+
+    `family` picks the Align Your Steps levels (SDXL's or SD 1.5's, the default)."""
+    plan = realized(name, schedule, family)
+    overrides = {**plan.spec.options, **plan.options}
+    if plan.sigmas is not None:
+        scheduler = _EulerWithSigmaList.from_config(base_config, **overrides)
+        scheduler.sigma_list = plan.sigmas
+        return scheduler
+    cls = getattr(diffusers, plan.spec.scheduler_class)
     return cls.from_config(base_config, **overrides)
 
 
 def canonical_name(name: str, schedule: str | None = None) -> str:
-    """The legacy combined spelling, used in PNG metadata and reports."""
-    spec, chosen = resolve(name, schedule)
-    return spec.name if chosen is Schedule.AUTOMATIC else f"{spec.name} {chosen.value}"
+    """The legacy combined spelling of what runs, used in PNG metadata and reports."""
+    return realized(name, schedule).name

@@ -107,7 +107,7 @@ def test_sampler_spellings(server: LiveServer, fields: dict[str, Any], expected:
 
 def test_unknown_sampler_and_scheduler_are_named(server: LiveServer) -> None:
     assert "sampler_name" in refused(server, "txt2img", prompt="x", sampler_name="Nope")
-    message = refused(server, "txt2img", prompt="x", sampler_name="Euler", scheduler="beta")
+    message = refused(server, "txt2img", prompt="x", sampler_name="Euler", scheduler="nope")
     assert message.startswith("scheduler:")
 
 
