@@ -42,6 +42,7 @@ from typing import Any
 
 from kd_server.families import Family
 from kd_server.generation import EngineError, EngineErrorCode
+from kd_server.hashes import HashStore, library_files
 
 log = logging.getLogger(__name__)
 
@@ -723,7 +724,8 @@ class ModelLibrary:
     """Checkpoints and LoRAs found in the configured folders, by name.
 
     Scans at construction; `refresh()` rescans (safe to call from another thread: the
-    tables are swapped in one step). Lookups never touch the file system.
+    tables are swapped in one step). Lookups never touch the file system. After each
+    scan the usable files are hashed in the background (`hashes`, for the A1111 API).
     """
 
     def __init__(
@@ -738,6 +740,7 @@ class ModelLibrary:
         self._scanner = Scanner()
         self._lock = threading.Lock()
         self._snapshot = _Snapshot({}, {}, ())
+        self.hashes = HashStore()
         self.refresh()
 
     def refresh(self) -> None:
@@ -751,6 +754,7 @@ class ModelLibrary:
                 checkpoints[EMBEDDED_NAME] = EMBEDDED_ENTRY
             loras = {e.name: e for e in entries if e.kind is EntryKind.LORA}
             self._snapshot = _Snapshot(checkpoints, loras, tuple(problems))
+        self.hashes.schedule(library_files(entries))
         for problem in problems:
             log.warning("%s", problem.message)
         log.info(
