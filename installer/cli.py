@@ -16,6 +16,7 @@ from installer import downloads, plugin_build, server_env, server_run
 from installer.errors import InstallError
 from installer.install import REPO, InstallOptions
 from installer.install import run as run_install
+from installer.pip_progress import PipOutput
 from installer.platforms import Locations, locations
 from installer.report import Action, Report
 from installer.torch_choice import Backend
@@ -30,39 +31,64 @@ def _add_location_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="the installer's own folder (state, venv)")
 
 
+def _common_install_flags() -> argparse.ArgumentParser:
+    """The install flags most people need, shown by `python3 -m installer --help` as
+    well as by `install --help` (install is the default command)."""
+    common = argparse.ArgumentParser(add_help=False)
+    flags = common.add_argument_group("common install options")
+    flags.add_argument("--start", action="store_true", help="start the server afterwards")
+    flags.add_argument("-y", "--yes", action="store_true", help="never ask; use what is found")
+    flags.add_argument("--port", type=int, default=7860, help="the server's port (7860)")
+    flags.add_argument("--host", default="127.0.0.1", help="address the server listens on")
+    flags.add_argument("--token", help="require this token (one is made up for non-loopback hosts)")
+    flags.add_argument(
+        "--model-dir", type=Path, action="append", default=[],
+        help="another folder of models to use in place (repeatable)",
+    )  # fmt: skip
+    flags.add_argument(
+        "--skip-server", action="store_true",
+        help="only the plugin and settings (for a server on another machine)",
+    )  # fmt: skip
+    flags.add_argument("-q", "--quiet", action="store_true", help="no pip progress at all")
+    flags.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="pip's own output in full (by default: one progress line, full output in a log)",
+    )  # fmt: skip
+    return common
+
+
+EPILOG = """\
+`install` is the default command: `python3 -m installer --start` is
+`python3 -m installer install --start`. All install options (folders, torch build,
+downloads): `python3 -m installer install --help`. Details: docs/install.md.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
+    common = _common_install_flags()
     parser = argparse.ArgumentParser(
         prog="python3 -m installer",
         description="Install Krita Diffusers: the inference server, the Krita plugin, settings.",
+        parents=[common],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command")
-    inst = sub.add_parser("install", help="install or repair everything (the default)")
+    sub = parser.add_subparsers(dest="command", title="commands")
+    inst = sub.add_parser(
+        "install", help="install or repair everything (the default)", parents=[common]
+    )
     _add_location_flags(inst)
     inst.add_argument("--venv", type=Path, help="where the server's Python environment goes")
     inst.add_argument("--python", help="Python 3.10+ for the server's venv (default: this one)")
     inst.add_argument("--torch", choices=[b.value for b in Backend], default="auto")
     inst.add_argument("--torch-index-url", help="package index for torch (overrides the choice)")
-    inst.add_argument(
-        "--skip-server", action="store_true",
-        help="only the plugin and settings (for a server on another machine)",
-    )  # fmt: skip
-    inst.add_argument("--host", default="127.0.0.1", help="address the server listens on")
-    inst.add_argument("--port", type=int, default=7860)
-    inst.add_argument("--token", help="require this token (one is made up for non-loopback hosts)")
     inst.add_argument("--models-dir", type=Path, help="our models folder (downloads go here)")
-    inst.add_argument(
-        "--model-dir", type=Path, action="append", default=[],
-        help="another folder of models to use in place (repeatable)",
-    )  # fmt: skip
     inst.add_argument(
         "--existing-models", choices=["ask", "use", "ignore"], default="ask",
         help="A1111/ComfyUI folders found: ask (default on a terminal), use, or ignore",
     )  # fmt: skip
     inst.add_argument("--download", action="append", default=[], metavar="NAME")
     inst.add_argument("--catalogue", type=Path, help=argparse.SUPPRESS)
-    inst.add_argument("--start", action="store_true", help="start the server afterwards")
-    inst.add_argument("-y", "--yes", action="store_true", help="never ask; use what is found")
-    inst.add_argument("-q", "--quiet", action="store_true", help="hide pip's output")
 
     uninst = sub.add_parser("uninstall", help="remove what install added (never models)")
     _add_location_flags(uninst)
@@ -97,6 +123,16 @@ def _where(args: argparse.Namespace) -> Locations:
     return dataclasses.replace(where, **changes)
 
 
+def _pip_output(args: argparse.Namespace) -> PipOutput:
+    if args.quiet and args.verbose:
+        raise InstallError(
+            "--quiet and --verbose ask for opposite things.", "Give only one of them."
+        )
+    if args.quiet:
+        return PipOutput.QUIET
+    return PipOutput.VERBOSE if args.verbose else PipOutput.COMPACT
+
+
 def _install(args: argparse.Namespace, report: Report) -> None:
     options = InstallOptions(
         venv=args.venv.expanduser().absolute() if args.venv else None,
@@ -116,7 +152,7 @@ def _install(args: argparse.Namespace, report: Report) -> None:
         catalogue=args.catalogue,
         start=args.start,
         assume_yes=args.yes,
-        quiet_pip=args.quiet,
+        pip_output=_pip_output(args),
     )
     run_install(options, _where(args), report)
 

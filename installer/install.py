@@ -18,18 +18,22 @@ from pathlib import Path
 
 from installer import (
     checks,
+    command_link,
     downloads,
     existing_models,
     kritarc,
     manifest,
     plugin_build,
+    plugin_defaults,
     plugin_install,
     server_env,
     server_run,
     settings_file,
+    uninstall,
 )
 from installer.errors import InstallError
 from installer.krita_process import krita_running
+from installer.pip_progress import PIP_LOG, PipOutput
 from installer.platforms import Locations
 from installer.report import Action, Report
 from installer.torch_choice import Backend, plan
@@ -55,7 +59,7 @@ class InstallOptions:
     catalogue: Path | None = None
     start: bool = False
     assume_yes: bool = False
-    quiet_pip: bool = False
+    pip_output: PipOutput = PipOutput.COMPACT
     repo: Path = REPO
 
 
@@ -65,26 +69,47 @@ class Context:
     where: Locations
     report: Report
     record: manifest.Manifest
+    plugin: plugin_defaults.PluginSettingsRules
+    new_files: set[Path] = field(default_factory=set)  # files this run created
+    command: str | None = None  # how the user runs the server (on PATH, or its full path)
+    server_url: str | None = None  # set when the server runs at the end of this run
+    pip_log: Path | None = None  # set when pip ran
 
     def save(self) -> None:
         manifest.save(self.where.manifest, self.record)
 
 
+def _check_plugin_values(ctx: Context) -> None:
+    """Refuse, before writing anything, values the plugin would refuse to load (it
+    would silently use its default instead): a bad port, a token with spaces."""
+    values = {"server_url": f"http://127.0.0.1:{ctx.options.port}"}
+    if ctx.options.token:
+        values["token"] = ctx.options.token
+    problems = ctx.plugin.problems(values)
+    if not 1 <= ctx.options.port <= 65535:
+        problems.insert(0, f"--port {ctx.options.port} is not a port (1 to 65535).")
+    if problems:
+        raise InstallError(problems[0], "Run the command again with a valid value.")
+
+
 def _preflight(ctx: Context) -> None:
     checks.check_installer_python()
+    _check_plugin_values(ctx)
     for folder, what, flag in (
         (ctx.where.pykrita, "Krita's Python plugin folder", "--krita-dir"),
         (ctx.where.kritarc.parent, "The folder of Krita's settings (kritarc)", "--kritarc"),
         (ctx.where.config_file.parent, "The server's settings folder", "KD_CONFIG"),
         (ctx.where.data_dir, "The installer's data folder", "--data-dir"),
     ):
+        ctx.record.note_new_dirs(folder)
         checks.require_writable(folder, what, flag)
     plugin_build.PluginSource.in_repo(ctx.options.repo)
-    if krita_running():
+    if krita_running(ctx.where.kritarc):
         ctx.report.add(
             Action.NOTE,
-            "Krita is running: quit it before using the plugin (Krita rewrites kritarc "
-            "when it quits; re-run this installer afterwards if the plugin stays off).",
+            "Krita is running with this kritarc: quit it before using the plugin (Krita "
+            "rewrites kritarc when it quits; re-run this installer afterwards if the "
+            "plugin stays off).",
         )
 
 
@@ -106,15 +131,48 @@ def _server(ctx: Context) -> server_env.ServerEnv | None:
     checks.require_space(env.venv, needed, "the server's Python environment")
     ctx.report.say(f"Installing the server: {torch_plan.describe()} (a few minutes)...")
     if fresh:
+        ctx.record.note_new_dirs(env.venv.parent)
         server_env.create_venv(env, base_python)
         env.stamp.write_text(json.dumps({"fingerprint": None}) + "\n", encoding="utf-8")
         # Only a venv this installer made is ours to remove on uninstall; one that was
         # already there (`--venv` pointing at the user's own) is left alone.
         ctx.record.venv = str(env.venv)
     ctx.save()
-    server_env.install(env, opts.repo, torch_plan, stamp, quiet=opts.quiet_pip)
+    pip = server_env.PipSettings(opts.pip_output, ctx.where.data_dir / PIP_LOG)
+    server_env.install(env, opts.repo, torch_plan, stamp, pip)
+    if opts.pip_output is not PipOutput.VERBOSE:
+        ctx.pip_log = pip.log
     ctx.report.add(Action.CREATED if fresh else Action.UPDATED, f"server venv {env.venv}")
     return env
+
+
+def _command(ctx: Context, env: server_env.ServerEnv | None) -> None:
+    """Put `krita-diffusers-server` on PATH (a link in ~/.local/bin), so the README's
+    commands work as written; say how when that folder is not on PATH."""
+    if env is None:
+        return
+    ctx.command = str(env.script)
+    folder = command_link.bin_dir(ctx.where)
+    if folder is None:
+        ctx.report.add(Action.NOTE, f"the server command is {env.script}")
+        return
+    ctx.record.note_new_dirs(folder)
+    result = command_link.make_link(env.script, folder, ctx.record.command_link)
+    if result.action is Action.SKIPPED:
+        ctx.report.add(Action.KEPT, f"{result.link} (not ours: left as it is)")
+        return
+    ctx.record.command_link = manifest.CommandLink(str(result.link), str(env.script))
+    ctx.save()
+    ctx.report.add(result.action, f"command {result.link} -> {env.script}")
+    if result.on_path:
+        ctx.command = env.script.name
+        return
+    hint = command_link.path_hint(folder, ctx.where.home)
+    ctx.report.add(
+        Action.NOTE,
+        f"{folder} is not on your PATH: add the line `{hint}` to ~/.profile (or your "
+        f"shell's startup file) and log in again, to type just {env.script.name}",
+    )
 
 
 def _plugin(ctx: Context, env: server_env.ServerEnv | None) -> None:
@@ -131,28 +189,23 @@ def _plugin(ctx: Context, env: server_env.ServerEnv | None) -> None:
     ctx.save()
 
 
-# The plugin's own defaults: a kritarc holding these was never set by the user.
-PLUGIN_DEFAULTS = {
-    "server_url": "http://127.0.0.1:7860",
-    "server_command": "krita-diffusers-server serve --host 127.0.0.1 --port 7860",
-    "token": "",
-}
-
-
-def _kritarc_key(
-    ctx: Context, section: str, key: str, value: str, force: bool, path: Path | None = None
-) -> None:
-    """Set one kritarc key, remembering its first value for uninstall. Without `force`
-    a value the user chose (not one we wrote earlier, nor the plugin's default) is
-    left as it is."""
-    path = path or ctx.where.kritarc
+def _kritarc_key(ctx: Context, section: str, key: str, value: str, force: bool) -> None:
+    """Set one kritarc key (`value` is the raw text), remembering its first value for
+    uninstall. Without `force` a value the user chose (not one we wrote earlier, nor
+    the plugin's default) is left as it is."""
+    path = ctx.where.kritarc
     recorded = ctx.record.kritarc_key(str(path), section, key)
     current = kritarc.read_value(path, section, key)
     ours = recorded is not None and current == recorded.value
-    default = current is not None and current.strip('"') == PLUGIN_DEFAULTS.get(key)
+    default = current is not None and kritarc.kconfig_value(current) == (
+        ctx.plugin.defaults.get(key) if section == ctx.plugin.group else None
+    )
     if not force and current is not None and current != value and not (ours or default):
         ctx.report.add(Action.KEPT, f"[{section}] {key} in {path} (your setting)")
         return
+    if not path.exists():
+        ctx.record.note_new_file(path)
+        ctx.new_files.add(path)
     change = kritarc.set_value(path, section, key, value)
     if recorded is None:
         recorded = manifest.KritarcKey(str(path), section, key, value, change.previous)
@@ -160,28 +213,33 @@ def _kritarc_key(
     recorded.value = value
     shown = value if key != "token" else "(hidden)"
     state = Action.UPDATED if change.changed else Action.KEPT
+    if path in ctx.new_files:
+        state = Action.CREATED
     ctx.report.add(state, f"[{section}] {key}={shown} in {path}")
 
 
+def _drop_old_plugin_settings(ctx: Context) -> None:
+    """Installs before this one wrote the plugin's settings to krita.org/krita.conf,
+    which the docker never reads (it reads kritarc); take those keys back."""
+    old = ctx.where.kritarc.parent / "krita.org" / "krita.conf"
+    for entry in [e for e in ctx.record.kritarc_keys if Path(e.path) == old]:
+        uninstall.restore_kritarc_key(entry, ctx.report)
+        ctx.record.kritarc_keys.remove(entry)
+
+
 def _plugin_settings(ctx: Context, env: server_env.ServerEnv | None, token: str | None) -> None:
-    """Point the plugin at the installed server, so the docker connects with no setup."""
+    """Point the plugin at the installed server, so the docker connects with no setup.
+    The keys go where the docker reads them: kritarc, group [krita_diffusers], read
+    by Krita.readSetting (KConfig) on every platform."""
+    _drop_old_plugin_settings(ctx)
     port = server_run.read_port(ctx.where.config_file, ctx.options.port)
-    file = ctx.where.plugin_settings
-    if file is None:
-        if env is not None:
-            ctx.report.add(
-                Action.NOTE,
-                f"in the plugin's settings (gear), set the server command to: {env.script} serve",
-            )
-        return
-    section = plugin_build.PLUGIN
-    url = f"http://127.0.0.1:{port}"
-    _kritarc_key(ctx, section, "server_url", url, force=False, path=file)
+    values = {"server_url": f"http://127.0.0.1:{port}"}
     if env is not None:
-        command = kritarc.qt_string(f"{shlex.quote(env.script.as_posix())} serve")
-        _kritarc_key(ctx, section, "server_command", command, force=False, path=file)
+        values["server_command"] = f"{shlex.quote(env.script.as_posix())} serve"
     if token:
-        _kritarc_key(ctx, section, "token", kritarc.qt_string(token), force=False, path=file)
+        values["token"] = token
+    for key, value in values.items():
+        _kritarc_key(ctx, ctx.plugin.group, key, kritarc.kconfig_string(value), force=False)
     ctx.save()
 
 
@@ -199,6 +257,7 @@ def _model_dirs(ctx: Context) -> tuple[Path, list[Path]]:
     if not own.is_dir():
         ctx.report.add(Action.CREATED, f"models folder {own} (checkpoints/ and loras/)")
     for sub in ("checkpoints", "loras"):  # the library's own layout
+        ctx.record.note_new_dirs(own / sub)
         (own / sub).mkdir(parents=True, exist_ok=True)
     ctx.record.models_dir = str(own)
     dirs = [own] + [d.expanduser().absolute() for d in opts.model_dirs]
@@ -305,33 +364,43 @@ def _start(ctx: Context, env: server_env.ServerEnv | None, token: str | None) ->
         return
     files = server_run.ServerFiles(ctx.where.data_dir)
     port = server_run.read_port(ctx.where.config_file, ctx.options.port)
+    ctx.server_url = f"http://127.0.0.1:{port}"
     if server_run.running_pid(files) is not None and server_run.answering(port, token):
-        ctx.report.add(Action.KEPT, f"server already running on port {port}")
+        ctx.report.add(Action.KEPT, f"server already running on {ctx.server_url}")
         return
     pid = server_run.start(env.script, files, port, token)
-    ctx.report.add(Action.CREATED, f"server running on http://127.0.0.1:{port} (pid {pid})")
+    ctx.report.add(Action.CREATED, f"server running on {ctx.server_url} (pid {pid})")
 
 
-def _summary(ctx: Context, env: server_env.ServerEnv | None) -> None:
+def _summary(ctx: Context) -> None:
+    """What to do next, and nothing that was already done (a running server is not
+    to be started again)."""
     r = ctx.report
     changed = len(r.changed())
     r.say("")
     r.say("Done." if changed else "Done: everything was already installed; nothing changed.")
-    if env is not None:
-        r.say("Start the server:")
-        r.say(f"  {env.script} serve")
-        r.say("  (or `python3 -m installer start`; stop it with `python3 -m installer stop`)")
+    log = server_run.ServerFiles(ctx.where.data_dir).log
+    if ctx.server_url is not None:
+        r.say(f"The server is running on {ctx.server_url} (log: {log}).")
+        r.say("Stop it: `python3 -m installer stop`; start it again: `python3 -m installer start`.")
+    elif ctx.command is not None:
+        r.say(f"Start the server: `{ctx.command} serve` (in this terminal), or")
+        r.say(f"  `python3 -m installer start` (in the background, log: {log});")
+        r.say("  stop that one with `python3 -m installer stop`.")
     r.say("Then open Krita: the Krita Diffusers docker is under Settings > Dockers.")
     r.say(f"Put models (.safetensors) in {ctx.record.models_dir}/checkpoints and /loras.")
+    if ctx.pip_log is not None:
+        r.say(f"pip's full output: {ctx.pip_log}")
     r.say(f"Settings: {ctx.where.config_file}. Undo all of this: `python3 -m installer uninstall`.")
 
 
 def run(options: InstallOptions, where: Locations, report: Report) -> Report:
     record = manifest.load(where.manifest) or manifest.Manifest()
-    ctx = Context(options, where, report, record)
+    ctx = Context(options, where, report, record, plugin_defaults.load(options.repo))
     report.say("Installing Krita Diffusers")
     _preflight(ctx)
     env = _server(ctx)
+    _command(ctx, env)
     _plugin(ctx, env)
     models_dir, model_dirs = _model_dirs(ctx)
     token = _settings(ctx, model_dirs)
@@ -340,5 +409,5 @@ def run(options: InstallOptions, where: Locations, report: Report) -> Report:
     _first_image(ctx, env)
     ctx.save()
     _start(ctx, env, token)
-    _summary(ctx, env)
+    _summary(ctx)
     return report

@@ -27,11 +27,53 @@ def enable_key(plugin: str) -> str:
     return f"enable_{plugin}"
 
 
-def qt_string(value: str) -> str:
-    """A string as QSettings' INI reader reads it back (backslash escapes; quotes keep
-    commas from turning the value into a list)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"' if ("," in escaped or escaped != escaped.strip()) else escaped
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_UNESCAPES = {"s": " ", "t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+
+
+def kconfig_string(value: str) -> str:
+    r"""`value` as Krita reads it back from kritarc.
+
+    Krita reads kritarc with KConfig (`Krita.readSetting`), not QSettings: quotes are
+    kept literally, a backslash starts an escape (`\\`, `\n`, `\t`, `\r`, `\xNN`) and
+    spaces at either end are trimmed unless written as `\s`.
+    """
+    out = []
+    for char in value:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 32 or ord(char) == 127:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    text = "".join(out)
+    if text.startswith(" "):
+        text = "\\s" + text[1:]
+    if text.endswith(" "):
+        text = text[:-1] + "\\s"
+    return text
+
+
+def kconfig_value(raw: str) -> str:
+    """The string KConfig makes of a raw kritarc value (the inverse of kconfig_string)."""
+    out: list[str] = []
+    i, raw = 0, raw.strip()
+    while i < len(raw):
+        char = raw[i]
+        nxt = raw[i + 1] if i + 1 < len(raw) else ""
+        if char != "\\" or not nxt:
+            out.append(char)
+            i += 1
+        elif nxt in _UNESCAPES:
+            out.append(_UNESCAPES[nxt])
+            i += 2
+        elif nxt == "x" and len(raw) >= i + 4:
+            out.append(chr(int(raw[i + 2 : i + 4], 16)))
+            i += 4
+        else:  # KConfig keeps other escapes (`\;`, `\,`) as they are
+            out.append(char)
+            i += 1
+    return "".join(out)
 
 
 def _newline(text: str) -> str:

@@ -31,17 +31,40 @@ class SettingsEntry:
 
 
 @dataclass
+class CommandLink:
+    path: str  # the link we made (~/.local/bin/krita-diffusers-server)
+    target: str  # what it pointed at: uninstall removes it only while it still does
+
+
+@dataclass
 class Manifest:
     paths: list[str] = field(default_factory=list)  # files and folders we created
     kritarc_keys: list[KritarcKey] = field(default_factory=list)
     settings: SettingsEntry | None = None
     venv: str | None = None
     models_dir: str | None = None  # never removed; recorded to say so
+    # Folders the install had to create, and settings files (kritarc) it created:
+    # uninstall removes them when they are empty again, and nothing that existed before.
+    created_dirs: list[str] = field(default_factory=list)
+    created_files: list[str] = field(default_factory=list)
+    command_link: CommandLink | None = None
 
     def add_path(self, path: Path) -> None:
         text = str(path)
         if text not in self.paths:
             self.paths.append(text)
+
+    def note_new_dirs(self, folder: Path) -> None:
+        """Remember `folder` and each missing folder above it, before they are created."""
+        folder = folder.absolute()
+        while not folder.exists() and folder != folder.parent:
+            if str(folder) not in self.created_dirs:
+                self.created_dirs.append(str(folder))
+            folder = folder.parent
+
+    def note_new_file(self, path: Path) -> None:
+        if not path.exists() and str(path) not in self.created_files:
+            self.created_files.append(str(path))
 
     def kritarc_key(self, path: str, section: str, key: str) -> KritarcKey | None:
         for entry in self.kritarc_keys:
@@ -58,9 +81,11 @@ class Manifest:
         data.pop("format", None)
         keys = data.pop("kritarc_keys", [])
         settings = data.pop("settings", None)
+        link = data.pop("command_link", None)
         manifest = cls(**data)
         manifest.kritarc_keys = [KritarcKey(**key) for key in keys]
         manifest.settings = SettingsEntry(**settings) if settings else None
+        manifest.command_link = CommandLink(**link) if link else None
         return manifest
 
 

@@ -44,14 +44,6 @@ class Locations:
     config_file: Path  # the server's settings TOML (same rule as kd_server.config)
 
     @property
-    def plugin_settings(self) -> Path | None:
-        """Where the plugin's QSettings() lives inside Krita (organisation "krita.org").
-        An INI file on Linux only: Windows keeps it in the registry, macOS in a plist."""
-        if self.system is System.LINUX:
-            return self.kritarc.parent / "krita.org" / "krita.conf"
-        return None
-
-    @property
     def pykrita(self) -> Path:
         return self.krita_resources / "pykrita"
 

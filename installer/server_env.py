@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from installer.errors import InstallError
+from installer.pip_progress import PipOutput, log_tail, run_pip
 from installer.platforms import System, venv_python, venv_script
 from installer.torch_choice import TorchPlan
 
@@ -119,17 +120,27 @@ def create_venv(env: ServerEnv, base_python: str) -> None:
         )
 
 
-def _pip(env: ServerEnv, args: list[str], what: str, quiet: bool) -> None:
+@dataclass(frozen=True)
+class PipSettings:
+    """How pip's output is shown (compact progress, quiet or verbose) and where it is logged."""
+
+    output: PipOutput
+    log: Path
+
+
+def _pip(env: ServerEnv, args: list[str], what: str, pip: PipSettings) -> None:
     cmd = [str(env.python), "-m", "pip", "install", "--disable-pip-version-check", *args]
-    if quiet:
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        output = (result.stdout + result.stderr).strip()
-    else:
-        result = subprocess.run(cmd)
-        output = "(see pip's messages above)"
-    if result.returncode != 0:
+    if pip.output is not PipOutput.VERBOSE:
+        cmd.append("--progress-bar=off")  # its bar is noise in a log file
+    code = run_pip(cmd, what, pip.log, pip.output)
+    if code != 0:
+        output = (
+            "(see pip's messages above)"
+            if pip.output is PipOutput.VERBOSE
+            else f"{log_tail(pip.log)}\n(pip's full output: {pip.log})"
+        )
         raise InstallError(
-            f"pip failed while installing {what}:\n{output[-2000:]}",
+            f"pip failed while installing {what}:\n{output}",
             "Check the network connection and free disk space, then run the installer "
             "again (it resumes: finished steps are skipped).",
         )
@@ -152,12 +163,16 @@ def stage_sources(repo: Path, out: Path) -> Path:
     return out
 
 
-def install(env: ServerEnv, repo: Path, plan: TorchPlan, stamp: str, quiet: bool) -> None:
-    """torch first (with the plan's index), then the server from a copy of the sources."""
-    _pip(env, plan.pip_args(), plan.requirement, quiet)
+def install(env: ServerEnv, repo: Path, plan: TorchPlan, stamp: str, pip: PipSettings) -> None:
+    """torch first (with the plan's index), then the server from a copy of the sources.
+    pip's log starts afresh for each install, so it holds exactly this run."""
+    if pip.output is not PipOutput.VERBOSE:
+        pip.log.parent.mkdir(parents=True, exist_ok=True)
+        pip.log.write_text("", encoding="utf-8")
+    _pip(env, plan.pip_args(), f"{plan.requirement} ({plan.backend.value})", pip)
     with tempfile.TemporaryDirectory(prefix="kd-server-src-") as temp:
         staged = stage_sources(repo, Path(temp) / "src")
-        _pip(env, [str(staged)], "the Krita Diffusers server", quiet)
+        _pip(env, [str(staged)], "the Krita Diffusers server", pip)
     env.stamp.write_text(
         json.dumps({"fingerprint": stamp, "torch": plan.describe()}, indent=2) + "\n",
         encoding="utf-8",

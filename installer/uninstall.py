@@ -1,7 +1,9 @@
 """`uninstall`: removes what the manifest says install added, and nothing else.
 
 Never touched: models (ours or anyone's), a settings file the user edited, a kritarc
-value the user changed after install, a venv that install did not create.
+value the user changed after install, a venv that install did not create, a file or
+folder that existed before the install. Folders and settings files the install had
+to create go too once they are empty again, so a fresh machine is left as it was.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from installer import kritarc, manifest, server_env, server_run, settings_file
+from installer import command_link, kritarc, manifest, server_env, server_run, settings_file
+from installer.pip_progress import PIP_LOG
 from installer.platforms import Locations
 from installer.report import Action, Report
 
@@ -25,7 +28,8 @@ def _remove_path(path: Path, report: Report) -> None:
     report.add(Action.REMOVED, str(path))
 
 
-def _restore_kritarc(entry: manifest.KritarcKey, report: Report) -> None:
+def restore_kritarc_key(entry: manifest.KritarcKey, report: Report) -> None:
+    """Put one kritarc key back as it was before the install, unless the user changed it."""
     path = Path(entry.path)
     name = f"[{entry.section}] {entry.key}"
     if kritarc.read_value(path, entry.section, entry.key) != entry.value:
@@ -48,6 +52,26 @@ def _remove_settings(entry: manifest.SettingsEntry, report: Report) -> None:
     _remove_path(path, report)
 
 
+def _remove_created_files(record: manifest.Manifest, report: Report) -> None:
+    """A settings file (kritarc) the install created, now empty again: nobody else wrote
+    to it (a Krita that ran meanwhile fills it, and then it stays)."""
+    for text in record.created_files:
+        path = Path(text)
+        if path.is_file() and not path.read_bytes().strip():
+            _remove_path(path, report)
+
+
+def _remove_created_dirs(record: manifest.Manifest, report: Report) -> None:
+    """Folders the install created, deepest first, each only if it is empty now."""
+    removed = []
+    for text in sorted(record.created_dirs, key=lambda t: len(Path(t).parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty (models, the user's files) or gone
+            Path(text).rmdir()
+            removed.append(text)
+    if removed:
+        report.add(Action.REMOVED, f"empty folders it had created: {', '.join(removed)}")
+
+
 def _remove_venv(venv: Path, report: Report) -> None:
     if (venv / server_env.STAMP).is_file():
         _remove_path(venv, report)
@@ -67,15 +91,19 @@ def run(where: Locations, report: Report) -> Report:
     for text in record.paths:
         _remove_path(Path(text), report)
     for entry in reversed(record.kritarc_keys):
-        _restore_kritarc(entry, report)
+        restore_kritarc_key(entry, report)
+    _remove_created_files(record, report)
+    if record.command_link and command_link.remove_link(record.command_link):
+        report.add(Action.REMOVED, record.command_link.path)
     if record.settings:
         _remove_settings(record.settings, report)
     if record.venv:
         _remove_venv(Path(record.venv), report)
-    for leftover in (where.data_dir / "cache", files.log, files.pid):
+    for leftover in (where.data_dir / "cache", files.log, files.pid, where.data_dir / PIP_LOG):
         _remove_path(leftover, report)
     where.manifest.unlink(missing_ok=True)
-    if record.models_dir:
+    _remove_created_dirs(record, report)
+    if record.models_dir and Path(record.models_dir).exists():
         report.add(Action.KEPT, f"models in {record.models_dir} (never removed)")
     with contextlib.suppress(OSError):
         where.data_dir.rmdir()  # only if nothing else (such as models) is left in it

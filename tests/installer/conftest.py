@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_SETTINGS = ROOT / "krita_plugin" / "krita_diffusers" / "settings.py"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -69,7 +70,8 @@ def seeded(where: Locations, vendor_cache: Path) -> Locations:
 
 
 def make_fake_repo(root: Path) -> Path:
-    """A checkout with a minimal plugin, for tests that must not depend on the real one."""
+    """A checkout with a minimal plugin, for tests that must not depend on the real one
+    (only its settings module is the real one)."""
     plugin = root / "krita_plugin"
     (plugin / "krita_diffusers").mkdir(parents=True)
     (plugin / "krita_diffusers.desktop").write_text(
@@ -79,6 +81,8 @@ def make_fake_repo(root: Path) -> Path:
     )
     (plugin / "krita_diffusers" / "__init__.py").write_text("VALUE = 1\n", encoding="utf-8")
     (plugin / "krita_diffusers" / "panel.py").write_text("X = 2\n", encoding="utf-8")
+    # The installer reads the plugin's defaults and rules from the real settings module.
+    shutil.copy2(PLUGIN_SETTINGS, plugin / "krita_diffusers" / "settings.py")
     return root
 
 

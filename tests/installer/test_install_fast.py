@@ -5,6 +5,7 @@ model folders, re-runs, user edits, uninstall. The full install is test_full_ins
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -42,37 +43,102 @@ def test_installs_plugin_enables_it_and_writes_settings(seeded: Locations, fake_
     assert seeded.manifest.is_file() and report.changed()
 
 
+def test_plugin_settings_go_where_the_docker_reads_them(seeded: Locations, fake_repo: Path) -> None:
+    """kritarc, group [krita_diffusers] (Krita.readSetting), not a QSettings file."""
+    from installer import kritarc
+
+    _install(seeded, fake_repo, port=7861, token="s3cret")
+    assert kritarc.read_value(seeded.kritarc, "krita_diffusers", "server_url") == (
+        "http://127.0.0.1:7861"
+    )
+    assert kritarc.read_value(seeded.kritarc, "krita_diffusers", "token") == "s3cret"
+    assert not (seeded.kritarc.parent / "krita.org").exists()
+
+
 def test_plugin_is_pointed_at_the_server_but_user_choices_win(
     seeded: Locations, fake_repo: Path
 ) -> None:
     from installer import kritarc
 
-    conf = seeded.plugin_settings
-    assert conf == seeded.kritarc.parent / "krita.org" / "krita.conf"
-    conf.parent.mkdir(parents=True)
-    conf.write_text(
-        "[krita_diffusers]\nserver_url=http://127.0.0.1:7860\nsteps=30\n", encoding="utf-8"
-    )
+    rc = seeded.kritarc
+    rc.parent.mkdir(parents=True)
+    rc.write_text("[krita_diffusers]\nserver_url=http://127.0.0.1:7860\nsteps=30\n")
     _install(seeded, fake_repo, port=7861)
-    assert kritarc.read_value(conf, "krita_diffusers", "server_url") == (
+    assert kritarc.read_value(rc, "krita_diffusers", "server_url") == (
         "http://127.0.0.1:7861"  # the plugin's default was replaced
     )
-    kritarc.set_value(conf, "krita_diffusers", "server_url", "http://gpu-box:7860")
+    kritarc.set_value(rc, "krita_diffusers", "server_url", "http://gpu-box:7860")
     report = _install(seeded, fake_repo, port=7861)
-    assert kritarc.read_value(conf, "krita_diffusers", "server_url") == ("http://gpu-box:7860")
+    assert kritarc.read_value(rc, "krita_diffusers", "server_url") == ("http://gpu-box:7860")
     assert any("(your setting)" in step.what for step in report.steps)
     uninstall.run(seeded, Report(quiet=True))
-    text = conf.read_text()
+    text = rc.read_text()
     assert "steps=30" in text and "server_url=http://gpu-box:7860" in text
 
 
-def test_qt_string_quotes_what_qsettings_would_split() -> None:
-    from installer.kritarc import qt_string
+def test_the_plugin_defaults_are_the_plugins_own(seeded: Locations, fake_repo: Path) -> None:
+    """A value equal to the plugin's default counts as unset, whatever that default is:
+    the installer reads it from the plugin's settings module, not from a copy."""
+    from installer import kritarc
 
-    assert qt_string("/opt/kd/bin/krita-diffusers-server serve") == (
+    settings = fake_repo / "krita_plugin" / "krita_diffusers" / "settings.py"
+    text = settings.read_text()
+    assert 'server_url: str = "http://127.0.0.1:7860"' in text
+    settings.write_text(text.replace("127.0.0.1:7860", "127.0.0.1:7000", 1))
+    seeded.kritarc.parent.mkdir(parents=True)
+    seeded.kritarc.write_text("[krita_diffusers]\nserver_url=http://127.0.0.1:7000\n")
+    _install(seeded, fake_repo, port=7861)
+    assert kritarc.read_value(seeded.kritarc, "krita_diffusers", "server_url") == (
+        "http://127.0.0.1:7861"
+    )
+
+
+def test_values_the_plugin_would_refuse_are_refused_before_anything_is_written(
+    seeded: Locations, fake_repo: Path
+) -> None:
+    with pytest.raises(InstallError, match="token cannot contain spaces"):
+        _install(seeded, fake_repo, token="two words")
+    with pytest.raises(InstallError, match="--port 70000 is not a port"):
+        _install(seeded, fake_repo, port=70000)
+    assert not seeded.kritarc.exists() and not seeded.manifest.exists()
+
+
+def test_settings_from_an_older_install_in_krita_conf_are_taken_back(
+    seeded: Locations, fake_repo: Path
+) -> None:
+    """Older installs wrote the plugin's settings to krita.org/krita.conf, which the
+    docker never read. A re-run removes the keys it put there (and writes kritarc)."""
+    from installer import kritarc, manifest
+
+    old = seeded.kritarc.parent / "krita.org" / "krita.conf"
+    old.parent.mkdir(parents=True)
+    old.write_text("[Other]\nx=1\n\n[krita_diffusers]\nserver_url=http://127.0.0.1:7861\n")
+    record = manifest.Manifest()
+    record.kritarc_keys.append(
+        manifest.KritarcKey(
+            str(old), "krita_diffusers", "server_url", "http://127.0.0.1:7861", None
+        )
+    )
+    manifest.save(seeded.manifest, record)
+    _install(seeded, fake_repo, port=7861)
+    assert old.read_text() == "[Other]\nx=1\n"
+    assert kritarc.read_value(seeded.kritarc, "krita_diffusers", "server_url") == (
+        "http://127.0.0.1:7861"
+    )
+
+
+def test_kritarc_values_are_written_the_way_kconfig_reads_them() -> None:
+    """KConfig (which reads kritarc) keeps quotes and commas as they are, reads `\\` as
+    a backslash and trims spaces at both ends unless written `\\s`."""
+    from installer.kritarc import kconfig_string, kconfig_value
+
+    assert kconfig_string("/opt/kd/bin/krita-diffusers-server serve") == (
         "/opt/kd/bin/krita-diffusers-server serve"
     )
-    assert qt_string('C:\\a,b "x"') == '"C:\\\\a,b \\"x\\""'
+    assert kconfig_string('C:\\a,b "x"') == 'C:\\\\a,b "x"'
+    assert kconfig_string(" a\tb\n ") == "\\sa\\tb\\n\\s"
+    for text in ("'/home/a b/venv/bin/krita-diffusers-server' serve", " x ", "a\\b\x01"):
+        assert kconfig_value(kconfig_string(text)) == text
 
 
 def test_settings_are_what_the_server_reads(seeded: Locations, fake_repo: Path) -> None:
@@ -199,3 +265,63 @@ def test_an_unexpected_file_error_is_explained_not_traced(
     err = capsys.readouterr().err
     assert code == 1
     assert "Error:" in err and "What to do" in err and "Traceback" not in err
+
+
+def _steps(report: Report, text: str) -> set[str]:
+    return {step.action.value for step in report.steps if text in step.what}
+
+
+def test_a_new_kritarc_is_reported_created_an_existing_one_updated(
+    seeded: Locations, fake_repo: Path
+) -> None:
+    fresh = _install(seeded, fake_repo)
+    assert _steps(fresh, str(seeded.kritarc)) == {"created"}
+    other = dataclasses.replace(seeded, kritarc=seeded.home / "other" / "kritarc")
+    other.kritarc.parent.mkdir()
+    other.kritarc.write_text("[General]\nfoo=1\n")
+    existing = _install(other, fake_repo)
+    assert _steps(existing, str(other.kritarc)) == {"updated"}
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _outside_home(where: Locations, vendor_cache: Path, tmp_path: Path) -> Locations:
+    """`where` with the installer's own folder (and its vendor cache) outside HOME, so
+    HOME starts empty."""
+    data = tmp_path / "data"
+    shutil.copytree(vendor_cache, data / "cache")
+    return dataclasses.replace(where, data_dir=data)
+
+
+def test_uninstall_leaves_an_empty_home_empty(
+    where: Locations, vendor_cache: Path, fake_repo: Path, tmp_path: Path
+) -> None:
+    """Files and folders the install created (kritarc, pykrita/, the settings folder,
+    the models folder while it holds no model) go; the home is as it was."""
+    place = _outside_home(where, vendor_cache, tmp_path)
+    assert _tree(place.home) == []
+    _install(place, fake_repo)
+    assert (place.home / ".config" / "kritarc").is_file() and place.pykrita.is_dir()
+    uninstall.run(place, Report(quiet=True))
+    assert _tree(place.home) == []
+    assert not place.data_dir.exists()
+
+
+def test_uninstall_keeps_what_existed_before_even_when_empty(
+    where: Locations, vendor_cache: Path, fake_repo: Path, tmp_path: Path
+) -> None:
+    place = _outside_home(where, vendor_cache, tmp_path)
+    place.kritarc.parent.mkdir(parents=True)
+    place.kritarc.write_text("")
+    place.pykrita.mkdir(parents=True)
+    before = _tree(place.home)
+    _install(place, fake_repo)
+    model = place.default_models_dir / "loras" / "mine.safetensors"
+    model.write_bytes(b"weights")
+    uninstall.run(place, Report(quiet=True))
+    assert _tree(place.home) == before
+    assert place.kritarc.read_text() == ""
+    assert model.read_bytes() == b"weights"
+    assert not (place.default_models_dir / "checkpoints").exists()  # empty, ours

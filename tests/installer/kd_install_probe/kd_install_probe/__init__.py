@@ -1,6 +1,9 @@
 """Test-only Krita plugin: once Krita's window is up, records whether the installed
-Krita Diffusers plugin was loaded, whether its docker exists, and whether it reaches
-the installed server with the settings the installer wrote; then quits Krita.
+Krita Diffusers plugin was loaded, and what its docker made of the settings the
+installer wrote: the values Krita hands out for the docker's settings group (read with
+`Krita.readSetting`, exactly as the docker's settings store reads them) and the
+docker's own connection line, which only turns "connected" when the docker reached
+the server at the URL it read. Then it quits Krita.
 
 The result goes to the file named in the JSON plan at $KD_SCENARIO_PLAN ("out").
 """
@@ -8,37 +11,67 @@ The result goes to the file named in the JSON plan at $KD_SCENARIO_PLAN ("out").
 import json
 import os
 import sys
+import time
 import traceback
 
 from krita import Extension, Krita
 from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QDockWidget
+from PyQt5.QtWidgets import QDockWidget, QLabel, QWidget
+
+DOCKER_ID = "krita_diffusers_docker"
+GROUP = "krita_diffusers"
+KEYS = ("server_url", "token", "server_command")
+MISSING = "\x00missing"
+CONNECT_WAIT_S = 60.0
 
 _keep = []
 
 
-def _facts():
-    facts = {"loaded": "krita_diffusers" in sys.modules}
+def _dock():
     window = Krita.instance().activeWindow()
-    docks = window.qwindow().findChildren(QDockWidget) if window else []
-    facts["dockers"] = [d.objectName() for d in docks if "diffusers" in d.objectName().lower()]
+    return window.qwindow().findChild(QDockWidget, DOCKER_ID) if window else None
+
+
+def _connection():
+    dock = _dock()
+    label = dock.findChild(QLabel, "kd-connection") if dock is not None else None
+    if label is None:
+        return {"state": None, "text": "no docker connection line"}
+    return {"state": label.property("state"), "text": label.text()}
+
+
+def _facts():
+    facts = {"loaded": "krita_diffusers" in sys.modules, "docker": _dock() is not None}
     try:
-        from PyQt5.QtCore import QSettings
-
-        facts["qsettings_file"] = QSettings().fileName()
-        from krita_diffusers import qt_store, settings
-
-        loaded = settings.load(qt_store.QtSettingsStore())
-        facts["server_url"] = loaded.server_url
-        facts["server_command"] = loaded.server_command
+        read = {key: Krita.instance().readSetting(GROUP, key, MISSING) for key in KEYS}
+        facts["read_setting"] = {key: v for key, v in read.items() if v != MISSING}
+        panel = _dock().findChild(QWidget, "kd-panel") if facts["docker"] else None
+        held = getattr(panel, "settings", None)
+        if held is not None:  # diagnostics: what the docker itself holds
+            facts["docker_settings"] = {key: getattr(held, key, None) for key in KEYS}
         import requests  # the copy bundled in krita_diffusers/vendor
 
         facts["requests_from"] = requests.__file__
-        reply = requests.get(loaded.server_url + "/v1/health", timeout=10)
-        facts["health"] = reply.json()
     except Exception:
         facts["error"] = traceback.format_exc()
     return facts
+
+
+def _finish(out, facts):
+    facts["connection"] = _connection()
+    with open(out, "w", encoding="utf-8") as handle:
+        json.dump(facts, handle)
+    for doc in Krita.instance().documents():
+        doc.setModified(False)
+    QTimer.singleShot(200, lambda: Krita.instance().action("file_quit").trigger())
+
+
+def _wait_for_connection(out, facts, deadline):
+    """The docker connects on its own (and retries); give it time, then report."""
+    if _connection()["state"] == "connected" or time.monotonic() > deadline:
+        _finish(out, facts)
+    else:
+        QTimer.singleShot(250, lambda: _wait_for_connection(out, facts, deadline))
 
 
 def _run(out):
@@ -46,11 +79,7 @@ def _run(out):
         facts = _facts()
     except Exception:
         facts = {"error": traceback.format_exc()}
-    with open(out, "w", encoding="utf-8") as handle:
-        json.dump(facts, handle)
-    for doc in Krita.instance().documents():
-        doc.setModified(False)
-    QTimer.singleShot(200, lambda: Krita.instance().action("file_quit").trigger())
+    _wait_for_connection(out, facts, time.monotonic() + CONNECT_WAIT_S)
 
 
 class Probe(Extension):
