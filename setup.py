@@ -47,6 +47,8 @@ setup(
             "webuiapi==0.9.17",  # a real third-party A1111 client for tests/a1111
             "schemathesis==4.32.5",  # property-based fuzzing of our OpenAPI schema
             "psutil",  # memory figures in tests/hardening
+            "jsonschema>=4.18",  # events checked against the published OpenAPI schemas
+            "mypy>=1.10",  # the type checker run by tests/run.sh
         ],
     },
     entry_points={"console_scripts": ["krita-diffusers-server=kd_server.cli:main"]},

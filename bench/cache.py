@@ -1,7 +1,7 @@
 """Benchmark 4: the warm-model cache and LoRA switching.
 
 Two tiny single-file SD1.5 checkpoints (original LDM layout, with their `<stem>.config/`
-sidecars, written by the tests' own `ldm_layout` helpers) and two LoRAs go into a
+sidecars, written by `modelkit.ldm_layout`) and two LoRAs go into a
 temporary models folder, read by the real `ModelLibrary`. Measured, as ratios to a job
 on a model that is already loaded:
 
@@ -37,7 +37,8 @@ from bench.common import (
 
 def write_models(root: Path, loras: int) -> None:
     """Checkpoints `a` and `b` and LoRAs `lora0..` in our own `checkpoints/` layout."""
-    from support.ldm_layout import build_tiny_components, save_config_folder, write_ldm_checkpoint
+    from modelkit.ldm_layout import build_tiny_components, save_config_folder, write_ldm_checkpoint
+    from modelkit.loras import write_test_lora
 
     folder = root / "checkpoints"
     for seed, name in enumerate(("a", "b"), start=1):
@@ -46,29 +47,7 @@ def write_models(root: Path, loras: int) -> None:
         save_config_folder(pipe, folder / f"{name}.config")
     unet = build_tiny_components("sd15", seed=1).unet
     for index in range(loras):
-        write_lora(unet, root / "loras", f"lora{index}", seed=index)
-
-
-def write_lora(unet: Any, folder: Path, name: str, seed: int) -> None:
-    """A random rank-4 LoRA on the UNet's attention projections (diffusers format)."""
-    import copy
-
-    import torch
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    model = inject_adapter_in_model(config, copy.deepcopy(unet), adapter_name="default")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param_name, param in model.named_parameters():
-            if "lora_" in param_name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-    state = get_peft_model_state_dict(model, adapter_name="default")
-    folder.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(
-        str(folder), unet_lora_layers=state, weight_name=f"{name}.safetensors"
-    )
+        write_test_lora(root / "loras", f"lora{index}", seed=index, unet=unet, scale=0.1)
 
 
 def _job(engine: Any, profile: Profile, model: str, loras: list[str] | None = None) -> float:

@@ -6,8 +6,8 @@ the same run, with repetitions interleaved (A, B, A, B, ...) so that a burst of 
 from a neighbour hits both sides alike; the median of a few repetitions is reported.
 
 The server used here is the real one (uvicorn in a thread on loopback, the real engine
-and the embedded tiny model), started through the test suite's own helper so the
-benchmarks and the tests exercise the same code.
+and the embedded tiny model), started by the product's own `serve_in_thread`, which
+the tests use too, so the benchmarks and the tests exercise the same code.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
-for _path in (REPO / "tests", REPO / "krita_plugin"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+# The plugin's pure-Python logic (bench.inpaint plans regions as the plugin does) is
+# not an installed package: it runs inside Krita.
+if str(REPO / "krita_plugin") not in sys.path:
+    sys.path.insert(0, str(REPO / "krita_plugin"))
 
 now = time.perf_counter
 
@@ -310,16 +311,20 @@ def make_engine(folders: list[Path] | None = None, cache_size: int = 2) -> Any:
 
 @contextmanager
 def live_server(engine: Any, **settings: Any) -> Iterator[Any]:
-    """The real server on a free loopback port around `engine` (tests' own helper)."""
-    from api.live import start_server, stop_server
-
+    """The real server on a free loopback port around `engine`, in a thread."""
+    from kd_server.api.server import serve_in_thread
     from kd_server.config import Settings
 
-    live = start_server(Settings(device="cpu", **settings), engine, engine_library(engine))
+    running = serve_in_thread(Settings(device="cpu", **settings), engine, engine_library(engine))
     try:
-        yield live
+        yield running
     finally:
-        stop_server(live)
+        running.stop()
+
+
+def _headers(live: Any) -> dict[str, str]:
+    token = live.settings.token
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def engine_library(engine: Any) -> Any:
@@ -382,12 +387,15 @@ def run_http_job(live: Any, body: dict[str, Any], client_id: str | None = None) 
     import requests
 
     client_id = client_id or uuid.uuid4().hex
-    with live.events(client_id) as ws:
+    from websockets.sync.client import connect
+
+    events_url = live.url.replace("http://", "ws://") + f"/v1/events?client_id={client_id}"
+    with connect(events_url, additional_headers=_headers(live), open_timeout=10) as ws:
         timing = HttpTiming(submitted=now())
         response = requests.post(
             live.url + "/v1/jobs",
             json={**body, "client_id": client_id},
-            headers=live.headers,
+            headers=_headers(live),
             timeout=60,
         )
         timing.accepted = now() - timing.submitted
@@ -423,7 +431,7 @@ def _follow_events(ws: Any, job_id: str, timing: HttpTiming) -> str:
 def _download(live: Any, url: str, timing: HttpTiming) -> None:
     import requests
 
-    with requests.get(live.url + url, headers=live.headers, stream=True, timeout=60) as response:
+    with requests.get(live.url + url, headers=_headers(live), stream=True, timeout=60) as response:
         response.raise_for_status()
         size = 0
         for chunk in response.iter_content(chunk_size=64 * 1024):

@@ -157,14 +157,10 @@ def build_random_pipeline(family: str, device: Any, dtype: Any) -> Any:
     """
     import diffusers
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+    from kd_server.assembly import Components, assemble_pipeline
     from kd_server.families import Family
     from kd_server.tokenizer import load_tokenizer
 
@@ -188,30 +184,17 @@ def build_random_pipeline(family: str, device: Any, dtype: Any) -> Any:
     modules = [m for m in (unet, vae, text_encoder, text_encoder_2) if m is not None]
     for module in modules:
         module.to(dtype=dtype).eval().requires_grad_(False)
-    tokenizer = load_tokenizer(config_dir / "tokenizer")
-    if family == "sdxl":
-        pipe = StableDiffusionXLPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            text_encoder_2=text_encoder_2,
-            tokenizer=tokenizer,
-            tokenizer_2=load_tokenizer(config_dir / "tokenizer_2"),
-            unet=unet,
-            scheduler=scheduler,
-        )
-    else:
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    parts = Components(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=load_tokenizer(config_dir / "tokenizer"),
+        scheduler=scheduler,
+    )
+    if text_encoder_2 is not None:
+        parts.text_encoder_2 = text_encoder_2
+        parts.tokenizer_2 = load_tokenizer(config_dir / "tokenizer_2")
+    return assemble_pipeline(Family(family), parts)
 
 
 # ------------------------------------------------------------------ the two ways to run

@@ -3,7 +3,7 @@
 Why this exists: the product loads users' single-file checkpoints (the LDM / A1111 key
 layout: ``model.diffusion_model.*``, ``first_stage_model.*``, ``cond_stage_model.*`` or
 ``conditioner.embedders.*``) with ``from_single_file``. Real checkpoints weigh gigabytes,
-so the tests build tiny pipelines and write them in that layout themselves. diffusers
+so the tests and benchmarks build tiny pipelines and write them in that layout themselves. diffusers
 only converts LDM -> diffusers; the inverse (diffusers -> LDM) lives here.
 
 The mapping is checked by a round trip: write, load with ``from_single_file``, compare
@@ -26,10 +26,6 @@ from diffusers import (
     DiffusionPipeline,
     EulerDiscreteScheduler,
     PNDMScheduler,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLInpaintPipeline,
-    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from safetensors.torch import save_file
@@ -40,9 +36,12 @@ from transformers import (
     CLIPTokenizer,
 )
 
+from kd_server.assembly import Components, assemble_pipeline
+from kd_server.families import Family
+
 FAMILIES = ("sd15", "sd15-inpaint", "sdxl", "sdxl-inpaint")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TOKENIZER = REPO_ROOT / "resources" / "tokenizer"
 
 CLIP_VOCAB_SIZE = 49408
@@ -241,34 +240,16 @@ def _assemble(
     text_encoder: CLIPTextModel,
     modules: list[torch.nn.Module],
 ) -> DiffusionPipeline:
-    scheduler = _scheduler(family)
-    tokenizer = make_tokenizer()
-    if not _is_xl(family):
-        cls = (
-            StableDiffusionInpaintPipeline if family == "sd15-inpaint" else StableDiffusionPipeline
-        )
-        return cls(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    xl_kwargs: dict[str, Any] = {
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "text_encoder_2": modules[3],
-        "tokenizer": tokenizer,
-        "tokenizer_2": make_tokenizer(pad_token="!"),
-        "unet": unet,
-        "scheduler": scheduler,
-    }
-    if family == "sdxl-inpaint":
-        return StableDiffusionXLInpaintPipeline(**xl_kwargs, requires_aesthetics_score=False)
-    return StableDiffusionXLPipeline(**xl_kwargs)
+    parts = Components(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=make_tokenizer(),
+        scheduler=_scheduler(family),
+    )
+    if _is_xl(family):
+        parts.text_encoder_2, parts.tokenizer_2 = modules[3], make_tokenizer(pad_token="!")
+    return assemble_pipeline(Family(family), parts)
 
 
 # ------------------------------------------------------------------ config folder

@@ -1,15 +1,20 @@
-"""Real LoRA files for the embedded model, written by the tests that need one."""
+"""Real LoRA files for tiny models, written by the tests and benchmarks that need one."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 
-def write_test_lora(folder: Path, name: str, seed: int) -> Path:
-    """A LoRA on the embedded model's attention layers, saved in diffusers format.
+def write_test_lora(
+    folder: Path, name: str, seed: int, unet: Any = None, scale: float = 0.5
+) -> Path:
+    """A LoRA on a UNet's attention layers (the embedded model's unless `unet` is
+    given), saved in diffusers format.
 
     peft initialises LoRA B matrices to zero (a no-op adapter), so every LoRA weight is
-    filled with seeded noise: the file then visibly changes the image.
+    filled with seeded noise times `scale`: the file then visibly changes the image.
     """
     import torch
     from diffusers import StableDiffusionPipeline
@@ -17,14 +22,14 @@ def write_test_lora(folder: Path, name: str, seed: int) -> Path:
 
     from kd_server.tiny_model import build_embedded_pipeline
 
-    unet = build_embedded_pipeline().unet
+    unet = copy.deepcopy(unet) if unet is not None else build_embedded_pipeline().unet
     config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
     unet = inject_adapter_in_model(config, unet, adapter_name="default")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param_name, param in unet.named_parameters():
             if "lora_" in param_name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
     folder.mkdir(parents=True, exist_ok=True)
     StableDiffusionPipeline.save_lora_weights(
         str(folder),

@@ -25,7 +25,7 @@ from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
-from support import ldm_layout
+from modelkit import ldm_layout
 
 PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
     "sd15": StableDiffusionPipeline,

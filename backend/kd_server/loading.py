@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kd_server.assembly import family_kwargs
 from kd_server.devices import DeviceChoice
 from kd_server.families import Family, FamilyInfo
 from kd_server.generation import Task
@@ -79,9 +80,7 @@ def _loader_class(info: FamilyInfo) -> Any:
 
 
 def _extra_kwargs(info: FamilyInfo) -> dict[str, Any]:
-    if info.is_xl:
-        return {}
-    return {"safety_checker": None, "requires_safety_checker": False}
+    return family_kwargs(info.family)
 
 
 def _load_single_file(entry: ModelEntry, info: FamilyInfo, device: DeviceChoice) -> Any:

@@ -12,16 +12,13 @@ larger and attention makes a 256x256 image ~35x slower.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    PNDMScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
+from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from kd_server.assembly import Components, assemble_pipeline
 from kd_server.families import Family
 from kd_server.tokenizer import load_tokenizer
 
@@ -79,22 +76,19 @@ def _text_encoder() -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
-def build_embedded_pipeline() -> StableDiffusionPipeline:
+def build_embedded_pipeline() -> Any:
     """Build the tiny pipeline deterministically without touching the global RNG."""
     config_dir = Family.SD15.info.config_dir
     scheduler_config = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(EMBEDDED_SEED)
         unet, vae, text_encoder = _unet(), _vae(), _text_encoder()
-    pipe = StableDiffusionPipeline(
+    parts = Components(
+        unet=unet,
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=load_tokenizer(config_dir / "tokenizer"),
-        unet=unet,
         scheduler=PNDMScheduler.from_config(scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = assemble_pipeline(Family.SD15, parts)
     return pipe

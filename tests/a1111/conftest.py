@@ -17,12 +17,12 @@ from a1111.names import EMBEDDED, SECOND
 from api.live import LiveServer, start_server, stop_server
 
 from kd_server.config import Settings
-from support.loras import write_test_lora
+from modelkit.loras import write_test_lora
 
 
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from support import ldm_layout
+    from modelkit import ldm_layout
 
     root = tmp_path_factory.mktemp("a1111-models")
     checkpoints = root / "models" / "Stable-diffusion"

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from api.live import LiveServer, start_server, stop_server
 
+from api.live import LiveServer, start_server, stop_server
 from kd_server.config import Settings
 
 

@@ -6,30 +6,36 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
-import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
-from kd_server.api.app import create_app
-from kd_server.api.server import KdServer, make_server
+from kd_server.api.server import ThreadedServer, serve_in_thread
 from kd_server.config import Settings
+from support import event_schemas
 
 TERMINAL = ("finished", "failed", "cancelled")
 
 
 @dataclass
 class LiveServer:
-    url: str
-    server: KdServer
-    thread: threading.Thread
-    settings: Settings
+    """The real server in a thread of the test process (`serve_in_thread`), with
+    request helpers that send its token."""
+
+    running: ThreadedServer
     headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    @property
+    def settings(self) -> Settings:
+        return self.running.settings
 
     @property
     def ws_url(self) -> str:
@@ -106,12 +112,20 @@ def square_mask(width: int = 64, height: int = 64) -> Image.Image:
     return mask
 
 
+def recv_event(ws: ClientConnection, timeout: float) -> dict[str, Any]:
+    """The next event, checked against the schemas the server publishes."""
+    event = json.loads(ws.recv(timeout=timeout))
+    problem = event_schemas.problem(event)
+    assert problem is None, problem
+    return dict(event)
+
+
 def receive_until_done(ws: ClientConnection, job_id: str, timeout: float = 120) -> list[dict]:
     """This job's events up to and including its terminal one."""
     events: list[dict] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        event = json.loads(ws.recv(timeout=timeout))
+        event = recv_event(ws, timeout)
         if event["job_id"] != job_id:
             continue
         events.append(event)
@@ -120,30 +134,13 @@ def receive_until_done(ws: ClientConnection, job_id: str, timeout: float = 120) 
     raise AssertionError(f"no terminal event for {job_id}: {events}")
 
 
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 def start_server(settings: Settings, engine: Any, library: Any) -> LiveServer:
-    sock = _free_socket()
-    port = sock.getsockname()[1]
-    settings = replace(settings, host="127.0.0.1", port=port)
-    app = create_app(settings, engine=engine, library=library)
-    server = make_server(settings, app, log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
+    running = serve_in_thread(settings, engine, library)
     headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
-    return LiveServer(f"http://127.0.0.1:{port}", server, thread, settings, headers)
+    live = LiveServer(running, headers)
+    event_schemas.load(live.get("/openapi.json").json())
+    return live
 
 
 def stop_server(live: LiveServer) -> None:
-    live.server.should_exit = True
-    live.thread.join(30)
+    live.running.stop()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import requests
-from api.live import LiveServer, receive_until_done
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from api.live import LiveServer, receive_until_done
 from kd_server.api.server import check_exposure
 from kd_server.config import ConfigError, Settings
 

@@ -6,7 +6,8 @@ import json
 import uuid
 
 import pytest
-from api.live import LiveServer, job, receive_until_done
+
+from api.live import LiveServer, job, receive_until_done, recv_event
 
 #: Long enough that a job is still running when the test acts on its first progress
 #: event (the tiny model makes each step quick, so use many of them).
@@ -19,7 +20,7 @@ def client() -> str:
 
 def next_event(ws, job_id: str, kind: str) -> dict:
     while True:
-        event = json.loads(ws.recv(timeout=120))
+        event = recv_event(ws, 120)
         if event["job_id"] == job_id and event["type"] == kind:
             return event
 
@@ -43,7 +44,7 @@ def _drain(ws) -> list[dict]:
     events = []
     try:
         while True:
-            events.append(json.loads(ws.recv(timeout=0.2)))
+            events.append(recv_event(ws, 0.2))
     except TimeoutError:
         return events
 

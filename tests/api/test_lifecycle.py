@@ -6,6 +6,8 @@ import io
 import uuid
 
 import pytest
+from PIL import Image
+
 from api.live import (
     LiveServer,
     picture,
@@ -13,7 +15,6 @@ from api.live import (
     receive_until_done,
     square_mask,
 )
-from PIL import Image
 
 
 def client() -> str:

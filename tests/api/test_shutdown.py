@@ -1,78 +1,41 @@
-"""SIGTERM on a real `serve()` process: the running job is cancelled, the client is
+"""SIGTERM on a real `serve` process: the running job is cancelled, the client is
 told (a `cancelled` event, then a 1001 close), and the process exits cleanly."""
 
 from __future__ import annotations
-
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-SERVE = (
-    "import sys\n"
-    "from kd_server.api.server import serve\n"
-    "from kd_server.config import Settings\n"
-    "sys.exit(serve(Settings(port=int(sys.argv[1]), device='cpu')))\n"
-)
+from api.live import recv_event
+from support import event_schemas
+from support.servers import ProcessServer
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120  # guards against a hang, not a speed check
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            requests.get(url + "/v1/health", timeout=2)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise AssertionError("server did not come up")
-
-
-def test_sigterm_cancels_running_job_and_tells_clients() -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "KD_CONFIG": os.devnull}
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def test_sigterm_cancels_running_job_and_tells_clients(tmp_path) -> None:
+    server = ProcessServer(tmp_path)
+    server.start()
     try:
-        wait_until_up(url, process)
-        with connect(f"ws://127.0.0.1:{port}/v1/events?client_id=term", open_timeout=10) as ws:
+        event_schemas.load(requests.get(server.url + "/openapi.json", timeout=30).json())
+        events_url = f"ws://127.0.0.1:{server.port}/v1/events?client_id=term"
+        with connect(events_url, open_timeout=10) as ws:
             body = {"task": "txt2img", "prompt": "x", "steps": 150, "width": 256, "height": 256}
-            running = requests.post(url + "/v1/jobs", json={**body, "client_id": "term"}).json()
-            waiting = requests.post(url + "/v1/jobs", json={**body, "client_id": "term"}).json()
+            submit = server.url + "/v1/jobs"
+            running = requests.post(submit, json={**body, "client_id": "term"}, timeout=30)
+            waiting = requests.post(submit, json={**body, "client_id": "term"}, timeout=30)
             events = []
             while not any(e["type"] == "progress" for e in events):
-                events.append(json.loads(ws.recv(timeout=120)))
-            process.send_signal(signal.SIGTERM)
+                events.append(recv_event(ws, 120))
+            assert server.proc is not None
+            server.proc.terminate()  # SIGTERM to the server process alone
             try:
                 while True:
-                    events.append(json.loads(ws.recv(timeout=60)))
+                    events.append(recv_event(ws, 60))
             except ConnectionClosed as closed:
                 assert closed.rcvd is not None and closed.rcvd.code == 1001
         cancelled = {e["job_id"] for e in events if e["type"] == "cancelled"}
-        assert cancelled == {running["job_id"], waiting["job_id"]}
-        assert process.wait(timeout=60) == 0
+        assert cancelled == {running.json()["job_id"], waiting.json()["job_id"]}
+        assert server.proc.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output = process.stdout.read() if process.stdout else ""
-    assert "Traceback" not in output, output
+        server.kill()
+    assert "Traceback" not in server.log_text(), server.log_text()

@@ -8,8 +8,9 @@ import struct
 import zlib
 
 import pytest
-from api.live import LiveServer, job, picture, png_b64, square_mask
 from PIL import Image
+
+from api.live import LiveServer, job, picture, png_b64, square_mask
 
 GOOD_IMAGE = png_b64(picture(64, 64))
 GOOD_MASK = png_b64(square_mask(64, 64))

@@ -19,8 +19,8 @@ from kd_server.generation import (
 )
 from kd_server.library import ModelLibrary
 from kd_server.samplers import canonical_name, sampler_names
+from modelkit.loras import write_test_lora
 from support.jobs import make_request
-from support.loras import write_test_lora
 
 
 def small(**overrides) -> GenerationRequest:

@@ -14,7 +14,7 @@ from kd_server.engine import Engine
 from kd_server.families import Family
 from kd_server.generation import Task
 from kd_server.library import ModelLibrary
-from support import ldm_layout
+from modelkit import ldm_layout
 from support.images import painted, rect_mask
 from support.jobs import make_request
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
-import json
 import os
 import socket
 import subprocess
@@ -30,10 +29,10 @@ from typing import Any
 import pytest
 import requests
 import torch
-from api.live import LiveServer, job, receive_until_done
+
+from api.live import LiveServer, job, receive_until_done, recv_event
 from hardening.figures import record
 from hardening.support import HANG_GUARD_S, ROOT, assert_error, wait_job
-
 from support.faults import OutOfMemoryAtStep
 
 _survived: list[str] = []
@@ -52,7 +51,7 @@ def test_job_completes_after_its_client_disconnects(token_server: LiveServer):
     client = "goes-away"
     with token_server.events(client) as ws:
         job_id = token_server.submit(client_id=client, steps=6)
-        while json.loads(ws.recv(timeout=HANG_GUARD_S))["type"] != "progress":
+        while recv_event(ws, HANG_GUARD_S)["type"] != "progress":
             pass
     # the connection is closed mid-job; nothing cancels the job
     state = wait_job(token_server.url, token_server.headers, job_id)
@@ -118,7 +117,7 @@ def test_out_of_memory_fails_the_job_frees_memory_and_the_next_job_runs(server_f
 @pytest.fixture
 def model_folder(tmp_path: Path) -> Path:
     """A real single-file SD1.5 checkpoint (tiny) in an A1111-style folder."""
-    from support import ldm_layout
+    from modelkit import ldm_layout
 
     root = tmp_path / "models" / "Stable-diffusion"
     root.mkdir(parents=True)
@@ -217,7 +216,7 @@ def _stuck_consumer(live: LiveServer, client_id: str) -> socket.socket:
 
 
 def _subscription(live: LiveServer, client_id: str) -> Any:
-    hub = live.server.kd_app.state.services.hub
+    hub = live.running.server.kd_app.state.services.hub
     deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
         with hub._lock:

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 import requests
-from api.live import LiveServer
-from hardening.figures import record
-from hardening.support import HANG_GUARD_S, ROOT, TOKEN, ProcessServer, assert_error, wait_job
 from starlette.routing import Mount
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from api.live import LiveServer
+from hardening.figures import record
+from hardening.support import HANG_GUARD_S, ROOT, TOKEN, ProcessServer, assert_error, wait_job
 from kd_server.api.server import check_exposure
 from kd_server.config import ConfigError, Settings
 
@@ -138,7 +138,7 @@ def test_no_route_serves_files(token_server: LiveServer, path):
 
 def test_the_app_mounts_no_file_directory(token_server: LiveServer):
     """Structural proof: every route is an API endpoint; nothing is a static mount."""
-    app = token_server.server.kd_app
+    app = token_server.running.server.kd_app
     assert not [route for route in app.routes if isinstance(route, Mount)]
 
 

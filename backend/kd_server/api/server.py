@@ -4,6 +4,8 @@ Refuses to listen beyond loopback without a token. On shutdown it stops the queu
 first (the running job is cancelled, queued ones too), lets every WebSocket client
 receive its `cancelled` events and a close frame (1001), and only then lets uvicorn
 close connections and exit.
+
+`serve_in_thread` runs the same server inside another program, on a free port.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import uvicorn
@@ -150,3 +155,41 @@ def _preload(app: FastAPI) -> None:
         preload()
     else:
         log.warning("This engine cannot preload; the model loads with the first job.")
+
+
+@dataclass
+class ThreadedServer:
+    """A server running in a thread of this process: for programs that embed it
+    (the benchmarks, the tests) and need it on a free port without a subprocess."""
+
+    url: str
+    server: KdServer
+    thread: threading.Thread
+    settings: Settings
+
+    def stop(self, timeout: float = 30) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def serve_in_thread(
+    settings: Settings, engine: Any = None, library: Any = None, start_timeout: float = 30
+) -> ThreadedServer:
+    """Start the app on a free loopback port (settings.port is ignored) in a thread."""
+    from kd_server.api.app import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = replace(settings, host="127.0.0.1", port=port)
+    app = create_app(settings, engine=engine, library=library)
+    server = make_server(settings, app, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    return ThreadedServer(f"http://127.0.0.1:{port}", server, thread, settings)

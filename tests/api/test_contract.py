@@ -1,0 +1,83 @@
+"""The protocol as published: every event type checked against `/openapi.json`, the
+two front doors refusing the same bad input the same way, and what v2 added."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+
+from api.live import TERMINAL, LiveServer, receive_until_done, recv_event
+from kd_server.engine import Engine
+from kd_server.job_events import ALL_EVENTS
+from kd_server.library import ModelLibrary
+from support import event_schemas
+from support.faults import OutOfMemoryAtStep
+
+
+def test_every_event_type_is_published_and_sent_as_published(server_factory) -> None:
+    """A fresh engine (so the first job loads its model) that fails at step 3: jobs
+    of 2 steps finish, one of 5 fails, one is cancelled while queued. Every event the
+    server sends is validated against its schema on receipt (`api.live`)."""
+    fresh = Engine(ModelLibrary([]), device="cpu")
+    live = server_factory(engine=OutOfMemoryAtStep(fresh, step=3), library=fresh.library)
+    published = event_schemas.event_types()
+    assert published == {event.kind for event in ALL_EVENTS}
+    types: set[str] = set()
+    with live.events("contract") as ws:
+        first = live.submit(client_id="contract", steps=2, batch_size=2)
+        failing = live.submit(client_id="contract", steps=5)
+        queued = live.submit(client_id="contract", steps=2)
+        live.delete(f"/v1/jobs/{queued}")
+        ended: set[str] = set()
+        while ended != {first, failing, queued}:
+            event = recv_event(ws, 120)
+            types.add(event["type"])
+            if event["type"] in TERMINAL:
+                ended.add(event["job_id"])
+    assert types == published, published - types
+
+
+def test_the_first_job_on_a_cold_model_names_the_model_it_loads(server_factory) -> None:
+    fresh = Engine(ModelLibrary([]), device="cpu")
+    live = server_factory(engine=fresh, library=fresh.library)
+    with live.events("cold") as ws:
+        events = receive_until_done(ws, live.submit(client_id="cold", steps=1))
+    loading = [e["loading_model"] for e in events if e["type"] == "started"]
+    assert loading == [None, "tiny-sd15-embedded"], events
+
+
+def _post_raw(live: LiveServer, path: str, body: str) -> requests.Response:
+    headers = {**live.headers, "Content-Type": "application/json"}
+    return requests.post(live.url + path, data=body.encode(), headers=headers, timeout=30)
+
+
+BAD_PROMPTS = {
+    "lone surrogate": '"a \\ud800 fox"',  # valid JSON, not valid Unicode text
+    "over-long": json.dumps("x" * 4001),  # over the default max_prompt_length of 4000
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PROMPTS))
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_both_front_doors_refuse_the_same_bad_prompt_alike(
+    server: LiveServer, case: str, field: str
+) -> None:
+    text = BAD_PROMPTS[case]
+    ours = _post_raw(server, "/v1/jobs", f'{{"task": "txt2img", "{field}": {text}, "steps": 1}}')
+    a1111 = _post_raw(server, "/sdapi/v1/txt2img", f'{{"{field}": {text}, "steps": 1}}')
+    replies: list[dict[str, Any]] = [ours.json(), a1111.json()]
+    assert ours.status_code == a1111.status_code == 422, (ours.text, a1111.text)
+    assert replies[0] == replies[1], replies
+    assert replies[0]["error"]["message"].startswith(f"{field}:")
+
+
+def test_health_names_the_protocol_version_and_models_their_working_size(
+    server: LiveServer,
+) -> None:
+    assert server.get("/v1/health").json()["protocol"] == 2
+    checkpoints = server.get("/v1/models").json()["checkpoints"]
+    embedded = next(c for c in checkpoints if c["name"] == "tiny-sd15-embedded")
+    assert embedded["working_size"] == 256  # the embedded model's own size, not SD1.5's 512
