@@ -7,6 +7,8 @@ A1111, ComfyUI, Krita's own metadata viewer and many image browsers read the
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image, PngImagePlugin
@@ -66,3 +68,59 @@ def encode_png(image: Image.Image, parameters: str, compress_level: int = 1) -> 
 def read_parameters(png: bytes) -> str | None:
     with Image.open(io.BytesIO(png)) as image:
         return image.info.get("parameters")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TEXT_CHUNKS = (b"tEXt", b"iTXt", b"zTXt")
+PARAMETERS_KEY = b"parameters"
+
+
+def replace_parameters(png: bytes, parameters: str) -> bytes:
+    """The same PNG with its `parameters` text replaced, without decoding the pixels.
+
+    Rewriting the recipe of a finished image (the A1111 layer does for every result)
+    costs a copy of the bytes this way, where re-encoding a 1024x1024 picture costs
+    about 0.4 s. The new chunk is tEXt when the text is Latin-1, else iTXt (UTF-8), as
+    Pillow writes them; it goes where the old one was, or before the image data.
+    """
+    if not png.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    new_chunk = _text_chunk(PARAMETERS_KEY, parameters)
+    out = [PNG_SIGNATURE]
+    placed = False
+    for kind, data, raw in _chunks(png):
+        if kind in _TEXT_CHUNKS and data.split(b"\0", 1)[0] == PARAMETERS_KEY:
+            if not placed:
+                out.append(new_chunk)
+                placed = True
+            continue
+        if kind == b"IDAT" and not placed:
+            out.append(new_chunk)
+            placed = True
+        out.append(raw)
+    return b"".join(out)
+
+
+def _chunks(png: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """(type, data, the whole chunk's bytes) for each chunk after the signature."""
+    chunks = []
+    offset = len(PNG_SIGNATURE)
+    while offset + 12 <= len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        end = offset + 12 + length
+        if end > len(png):
+            raise ValueError("truncated PNG chunk")
+        kind = png[offset + 4 : offset + 8]
+        chunks.append((kind, png[offset + 8 : offset + 8 + length], png[offset:end]))
+        offset = end
+    return chunks
+
+
+def _text_chunk(key: bytes, text: str) -> bytes:
+    try:
+        kind, data = b"tEXt", key + b"\0" + text.encode("latin-1")
+    except UnicodeEncodeError:
+        # keyword, compression flag and method (none), empty language and translated key
+        kind, data = b"iTXt", key + b"\0\0\0\0\0" + text.encode("utf-8")
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)

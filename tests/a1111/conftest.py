@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import webuiapi
 from a1111.names import EMBEDDED, SECOND
-from api.live import LiveServer, start_server, stop_server
 
+from api.live import LiveServer, start_server, stop_server
 from kd_server.config import Settings
 from modelkit.loras import write_test_lora
 

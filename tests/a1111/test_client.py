@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import webuiapi
 from a1111.names import EMBEDDED, SECOND
-from api.live import picture, square_mask
 from PIL import Image
+
+from api.live import picture, square_mask
 
 
 def test_txt2img(api: webuiapi.WebUIApi) -> None:

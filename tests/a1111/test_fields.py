@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 from a1111.names import EMBEDDED, SECOND
-from api.live import LiveServer, picture, png_b64, square_mask
 from PIL import Image
+
+from api.live import LiveServer, picture, png_b64, square_mask
+from kd_server.api.a1111 import infotext
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "seed": 11}
 
@@ -31,7 +33,8 @@ def img2img(server: LiveServer, **fields: Any) -> dict[str, Any]:
 
 
 def refused(server: LiveServer, path: str, status: int = 422, **body: Any) -> str:
-    response = server.post(f"/sdapi/v1/{path}", json=body)
+    """The error message; the body is small, so a wrongly accepted one is cheap."""
+    response = server.post(f"/sdapi/v1/{path}", json={**SMALL, **body})
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"code", "message"}
@@ -90,19 +93,57 @@ def test_defaults_of_a1111_are_used(server: LiveServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "expected"),
+    ("fields", "sampler", "schedule"),
     [
-        ({"sampler_name": "DPM++ 2M Karras"}, "DPM++ 2M Karras"),
-        ({"sampler_name": "DPM++ 2M", "scheduler": "karras"}, "DPM++ 2M Karras"),
-        ({"sampler_name": "DPM++ 2M", "scheduler": "Automatic"}, "DPM++ 2M"),
-        ({"sampler_name": None, "sampler_index": "Euler a"}, "Euler a"),
-        ({"sampler_name": "k_euler_a"}, "Euler a"),
+        ({"sampler_name": "DPM++ 2M Karras"}, "DPM++ 2M", "Karras"),
+        ({"sampler_name": "DPM++ 2M", "scheduler": "karras"}, "DPM++ 2M", "Karras"),
+        ({"sampler_name": "DPM++ 2M", "scheduler": "Automatic"}, "DPM++ 2M", "Automatic"),
+        ({"sampler_name": None, "sampler_index": "Euler a"}, "Euler a", "Automatic"),
+        ({"sampler_name": "k_euler_a"}, "Euler a", "Automatic"),
+        ({"sampler_name": "Euler", "scheduler": "normal"}, "Euler", "Normal"),
+        ({"sampler_name": "Euler", "scheduler": "SGM Uniform"}, "Euler", "SGM Uniform"),
+        ({"sampler_name": "Euler", "scheduler": "sgm_uniform"}, "Euler", "SGM Uniform"),
+        ({"sampler_name": "Euler", "scheduler": "SGMUniform"}, "Euler", "SGM Uniform"),
+        ({"sampler_name": "Euler", "scheduler": "kl_optimal"}, "Euler", "KL Optimal"),
+        ({"sampler_name": "Euler", "scheduler": "Align Your Steps"}, "Euler", "Align Your Steps"),
+        ({"sampler_name": "Euler", "scheduler": "BETA"}, "Euler", "Beta"),
+        (
+            {"sampler_name": "DPM++ 2M SDE", "scheduler": "exponential"},
+            "DPM++ 2M SDE",
+            "Exponential",
+        ),
+        ({"sampler_name": "UniPC", "scheduler": "polyexponential"}, "UniPC", "Polyexponential"),
+        ({"sampler_name": "DDIM", "scheduler": "ddim"}, "DDIM", "DDIM"),
+        ({"sampler_name": "Euler a", "scheduler": "Simple"}, "Euler a", "Simple"),
+        ({"sampler_name": "Euler", "scheduler": "uniform"}, "Euler", "Uniform"),
     ],
 )
-def test_sampler_spellings(server: LiveServer, fields: dict[str, Any], expected: str) -> None:
-    details = info(txt2img(server, steps=1, send_images=False, **fields))
-    assert details["sampler_name"] == expected
-    assert f"Sampler: {expected}," in details["infotexts"][0]
+def test_sampler_and_schedule_spellings(
+    server: LiveServer, fields: dict[str, Any], sampler: str, schedule: str
+) -> None:
+    """A1111 1.10 writes the sampler and the schedule type apart, in info and infotext."""
+    details = info(txt2img(server, steps=2, send_images=False, **fields))
+    assert (details["sampler_name"], details["scheduler"]) == (sampler, schedule)
+    text = details["infotexts"][0]
+    assert f"Sampler: {sampler}," in text
+    if schedule == "Automatic":
+        assert "Schedule type" not in text
+    else:
+        assert f", Schedule type: {schedule}, CFG scale:" in text
+    assert "Schedule note" not in text
+
+
+def test_a_schedule_the_sampler_cannot_run_is_replaced_with_a_note(server: LiveServer) -> None:
+    result = txt2img(server, steps=2, sampler_name="DPM++ 2M", scheduler="align_your_steps", seed=5)
+    details = info(result)
+    note = "Align Your Steps is not available with DPM++ 2M here; Karras was used"
+    assert details["scheduler"] == "Karras"
+    assert details["extra_generation_params"]["Schedule note"] == note
+    assert "Schedule type: Karras, CFG scale: 7, " in details["infotexts"][0]
+    assert infotext.parse(details["infotexts"][0])["Schedule note"] == note
+    # What the note says is what ran: the same picture as asking for Karras.
+    karras = txt2img(server, steps=2, sampler_name="DPM++ 2M", scheduler="karras", seed=5)
+    assert np.array_equal(decoded(result), decoded(karras))
 
 
 def test_unknown_sampler_and_scheduler_are_named(server: LiveServer) -> None:
@@ -112,13 +153,16 @@ def test_unknown_sampler_and_scheduler_are_named(server: LiveServer) -> None:
 
 
 def test_lora_tag_in_prompt(server: LiveServer) -> None:
+    """The LoRA is applied, and the prompt is written as sent, tag included (A1111 does;
+    some metadata readers find LoRAs only there)."""
     plain = txt2img(server, prompt="a cup")
-    tagged = txt2img(server, prompt="a cup <lora:bright:0.8>")
-    assert (
-        "Lora weights" in info(tagged)["infotexts"][0]
-        and "bright: 0.8" in info(tagged)["infotexts"][0]
-    )
+    tagged = txt2img(server, prompt="a cup <lora:bright:0.8>", negative_prompt="fog")
+    text = info(tagged)["infotexts"][0]
+    assert text.startswith("a cup <lora:bright:0.8>\nNegative prompt: fog\n")
+    assert "Lora weights" not in text  # the tag carries the weight, as in A1111
     assert info(tagged)["prompt"] == "a cup <lora:bright:0.8>"
+    with Image.open(io.BytesIO(base64.b64decode(tagged["images"][0]))) as image:
+        assert image.info["parameters"] == text
     assert np.abs(decoded(plain) - decoded(tagged)).mean() > 0.5
     ignored = txt2img(server, prompt="a cup <lora:bright:0.8>", disable_extra_networks=True)
     assert np.array_equal(decoded(plain), decoded(ignored))
@@ -312,7 +356,8 @@ def test_empty_mask_is_refused(server: LiveServer) -> None:
             "alwayson_scripts.ControlNet",
         ),
         ({"s_churn": 0.5}, "s_churn"),
-        ({"controlnet_units": []}, "controlnet_units"),
+        ({"controlnet_units": [{"enabled": True, "module": "canny"}]}, "controlnet_units"),
+        ({"clip_skip": 2}, "clip_skip"),
     ],
 )
 def test_unsupported_values_are_named(

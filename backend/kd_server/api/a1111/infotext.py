@@ -1,14 +1,16 @@
-"""A1111's "infotext" (the PNG `parameters` text): small edits and parsing.
+"""A1111's "infotext" (the PNG `parameters` text): edits and parsing.
 
 The engine writes it (kd_server.pngmeta); this layer adjusts it where A1111's answer
-differs (the final size after pasting an inpainted region back, the inpaint settings)
-and parses it for `png-info`, into the keys A1111's parser produces.
+differs (the final size after pasting an inpainted region back, the inpaint settings,
+the prompt as sent, hashes: see metadata.py) and parses it for `png-info`, into the
+keys A1111's parser produces.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 _PAIR = re.compile(r'\s*([\w][\w \-/+.()]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
@@ -63,22 +65,57 @@ def parse(text: str) -> dict[str, Any]:
     return result
 
 
-def _render_value(value: str) -> str:
-    return (
-        json.dumps(value) if ("," in value or ":" in value) and not value.startswith('"') else value
-    )
+def quote(value: str) -> str:
+    """A value as A1111 writes it: JSON-quoted (non-ASCII kept) when it holds a comma,
+    a colon or a line break, which would otherwise end or split the pair."""
+    if any(mark in value for mark in (",", ":", "\n")):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+@dataclass
+class Infotext:
+    """An infotext taken apart: the two prompts and the ordered `key: value` pairs."""
+
+    prompt: str
+    negative_prompt: str
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> Infotext:
+        prompt, negative, line = split(text)
+        return cls(prompt, negative, pairs(line))
+
+    def get(self, key: str) -> str | None:
+        return next((value for name, value in self.pairs if name == key), None)
+
+    def set(self, key: str, value: str, before: str | None = None) -> None:
+        """Replace `key`'s value in place; a new key goes before `before` (or last)."""
+        for index, (name, _) in enumerate(self.pairs):
+            if name == key:
+                self.pairs[index] = (key, value)
+                return
+        keys = [name for name, _ in self.pairs]
+        index = keys.index(before) if before in keys else len(self.pairs)
+        self.pairs.insert(index, (key, value))
+
+    def drop(self, key: str) -> None:
+        self.pairs = [(name, value) for name, value in self.pairs if name != key]
+
+    def render(self) -> str:
+        head = [self.prompt] + (
+            [f"{_NEGATIVE} {self.negative_prompt}"] if self.negative_prompt else []
+        )
+        body = ", ".join(f"{key}: {quote(value)}" for key, value in self.pairs)
+        return "\n".join([*head, body])
 
 
 def amend(text: str, size: tuple[int, int] | None, extra: tuple[tuple[str, str], ...]) -> str:
     """Set "Size" to the final picture's and append `extra` pairs (keys not yet there)."""
-    prompt, negative, line = split(text)
-    current = pairs(line)
-    keys = {key for key, _ in current}
-    updated = [
-        (key, f"{size[0]}x{size[1]}" if key == "Size" and size is not None else value)
-        for key, value in current
-    ]
-    updated += [(key, value) for key, value in extra if key not in keys]
-    head = [prompt] + ([f"{_NEGATIVE} {negative}"] if negative else [])
-    body = ", ".join(f"{key}: {_render_value(value)}" for key, value in updated)
-    return "\n".join([*head, body])
+    info = Infotext.parse(text)
+    if size is not None and info.get("Size") is not None:
+        info.set("Size", f"{size[0]}x{size[1]}")
+    for key, value in extra:
+        if info.get(key) is None:
+            info.set(key, value)
+    return info.render()

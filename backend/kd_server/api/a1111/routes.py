@@ -9,6 +9,7 @@ what is supported, what is accepted and ignored, and what is refused.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import PurePosixPath
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
-from kd_server.api.a1111 import infotext
+from kd_server.api.a1111 import catalogue, infotext, metadata
 from kd_server.api.a1111.auth import require_sdapi_auth
 from kd_server.api.a1111.calls import (
     cancel_job,
@@ -40,6 +41,7 @@ from kd_server.api.a1111.schemas import (
     ScriptsList,
     SDModelItem,
     Txt2ImgRequest,
+    _A1111Request,
 )
 from kd_server.api.a1111.state import SdapiState
 from kd_server.api.a1111.translate import (
@@ -54,9 +56,19 @@ from kd_server.api.errors import ApiError
 from kd_server.api.imaging import ImageInputError
 from kd_server.api.services import Services, ServicesDep
 from kd_server.generation import EngineError
-from kd_server.samplers import SAMPLERS, Schedule
+from kd_server.hashes import CHECKPOINT_SHORT
+from kd_server.samplers import (
+    NEEDS_MODEL_SIGMAS,
+    SAMPLERS,
+    SCHEDULE_ALIASES,
+    SCHEDULE_RHO,
+    Schedule,
+)
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111"], dependencies=[Depends(require_sdapi_auth)])
+router.include_router(catalogue.router)  # before the catch-all 404 at the end
 
 
 def get_state(request: Request) -> SdapiState:
@@ -94,33 +106,68 @@ def _prepare(
 
 
 async def _generate(
-    services: Services, state: SdapiState, planner: Any, body: Any
+    services: Services, state: SdapiState, planner: Any, body: Any, endpoint: str
 ) -> ImageResponse:
     services.check_open()
+    check_extra_fields(body, endpoint)
     plan = await asyncio.to_thread(_prepare, services, state, planner, body)
     timestamp = time.strftime("%Y%m%d%H%M%S")
     results = await run_call(services, state, plan)
     images = await asyncio.to_thread(finish_images, plan, results)
+    facts = metadata.gather(plan, body, services.library)
+    images = await asyncio.to_thread(metadata.apply, images, facts)
     if plan.persist_model is not None:
         state.current_model = plan.persist_model
     assert plan.request.model is not None
+    info = info_json(plan, images, plan.request.model, timestamp)
     return ImageResponse(
         images=encode_images(plan, images),
         parameters=plan.echo,
-        info=info_json(plan, images, plan.request.model, timestamp),
+        info=metadata.complete_info(info, facts),
     )
+
+
+#: Field sets already logged at their level; repeats go to debug, so a script sending
+#: the same body a thousand times does not flood the log.
+_LOGGED_EXTRAS: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def check_extra_fields(body: _A1111Request, endpoint: str) -> None:
+    """422 for fields whose loss would change the picture unseen; log the ignored ones."""
+    extra = body.extra_fields
+    if extra.refused:
+        name, why = extra.refused[0]
+        raise ApiError(
+            422,
+            "unsupported_field",
+            f"{name}: {why}; ignoring it would change the picture without telling, so "
+            "leave it out (docs/a1111.md lists what is ignored and what is refused).",
+        )
+    _log_ignored(endpoint, "belong to the other endpoint", extra.other_endpoint, logging.INFO)
+    _log_ignored(endpoint, "are unknown", extra.unknown, logging.WARNING)
+
+
+def _log_ignored(endpoint: str, why: str, names: tuple[str, ...], level: int) -> None:
+    if not names:
+        return
+    key = (endpoint, names)
+    if key in _LOGGED_EXTRAS:
+        level = logging.DEBUG
+    elif len(_LOGGED_EXTRAS) < 1024:
+        _LOGGED_EXTRAS.add(key)
+    log.log(level, "/sdapi/v1/%s: ignored fields that %s: %s", endpoint, why, ", ".join(names))
 
 
 @router.post("/txt2img", response_model=ImageResponse, summary="Text to image (waits for it)")
 async def txt2img(body: Txt2ImgRequest, services: ServicesDep, state: StateDep) -> ImageResponse:
-    return await _generate(services, state, plan_txt2img, body)
+    return await _generate(services, state, plan_txt2img, body, "txt2img")
 
 
 @router.post(
     "/img2img", response_model=ImageResponse, summary="Image to image, inpainting with `mask`"
 )
 async def img2img(body: Img2ImgRequest, services: ServicesDep, state: StateDep) -> ImageResponse:
-    return await _generate(services, state, plan_img2img, body)
+    return await _generate(services, state, plan_img2img, body, "img2img")
 
 
 # ------------------------------------------------------------- progress, control
@@ -183,15 +230,23 @@ def skip(services: ServicesDep, state: StateDep) -> dict[str, Any]:
 
 @router.get("/sd-models", response_model=list[SDModelItem], summary="Usable checkpoints")
 def sd_models(services: ServicesDep) -> list[SDModelItem]:
-    return [
-        SDModelItem(
-            title=entry.name,
-            model_name=model_name_of(entry.name),
-            filename=str(entry.path) if entry.path is not None else entry.name,
+    """`hash` (10 digits) and `sha256` are null until the file is hashed (in the
+    background after a scan) and for models that are no single file."""
+    items = []
+    for entry in services.library.checkpoints():
+        if not entry.usable:
+            continue
+        sha256 = services.library.hashes.entry_hash(entry).sha256
+        items.append(
+            SDModelItem(
+                title=entry.name,
+                model_name=model_name_of(entry.name),
+                hash=sha256[:CHECKPOINT_SHORT] if sha256 else None,
+                sha256=sha256,
+                filename=str(entry.path) if entry.path is not None else entry.name,
+            )
         )
-        for entry in services.library.checkpoints()
-        if entry.usable
-    ]
+    return items
 
 
 @router.get("/samplers", response_model=list[SamplerItem], summary="Samplers")
@@ -204,11 +259,14 @@ def samplers() -> list[SamplerItem]:
 
 @router.get("/schedulers", response_model=list[SchedulerItem], summary="Schedule types")
 def schedulers() -> list[SchedulerItem]:
+    """A1111 1.10's twelve schedule types; docs/a1111.md says how each one runs."""
     return [
         SchedulerItem(
-            name=schedule.value.lower(),
+            name=schedule.key,
             label=schedule.value,
-            default_rho=7.0 if schedule is Schedule.KARRAS else -1,
+            aliases=list(SCHEDULE_ALIASES.get(schedule, ())) or None,
+            default_rho=SCHEDULE_RHO.get(schedule, -1),
+            need_inner_model=schedule in NEEDS_MODEL_SIGMAS,
         )
         for schedule in Schedule
     ]
@@ -234,7 +292,8 @@ def scripts() -> ScriptsList:
 
 @router.get("/options", summary="Settings: the current checkpoint and fixed values")
 def get_options(services: ServicesDep, state: StateDep) -> dict[str, Any]:
-    return all_options(current_model(services, state))
+    model = services.library.get_checkpoint(current_model(services, state))
+    return all_options(model.name, services.library.hashes.entry_hash(model).sha256)
 
 
 @router.post("/options", summary="Set `sd_model_checkpoint` (other options: only as they are)")

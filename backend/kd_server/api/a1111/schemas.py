@@ -3,20 +3,93 @@
 Names, defaults and shapes follow AUTOMATIC1111's `/sdapi/v1` so that scripts and
 client libraries written for it work unchanged. Every field A1111 accepts is declared
 here, including those we only accept at their harmless values (`translate.py` decides
-which values are refused, and says so in a 422 naming the field). Fields A1111 does
-not know are refused too (`extra="forbid"`): a misspelt or extension-only field (for
-example a ControlNet payload) would otherwise be silently dropped.
+which values are refused, and says so in a 422 naming the field).
+
+Other fields are set aside, never refused for being there, because real clients send
+bodies made for any endpoint or fork (A1111 ignores what it does not know): a field
+of the other generation endpoint is ignored, an unknown field is ignored and logged
+by the route, and only a field whose loss would change the picture without the user
+knowing (`MUST_KNOW_FIELDS`, e.g. a ControlNet payload) is refused, by the route, with
+a 422 that says so. `ExtraFields` carries the verdicts from validation to the route.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+
+def _empty(value: Any) -> bool:
+    return value in (None, False, "", [], {}, 0)
+
+
+#: Fields of no A1111 endpoint that are harmless only at the given values: ignoring
+#: any other value would silently change the picture. (name or prefix*, test, why)
+MUST_KNOW_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("controlnet*", _empty, "ControlNet is not available on this server"),
+    ("ip_adapter*", _empty, "IP-Adapter is not available on this server"),
+    (
+        "clip_skip",
+        lambda value: value in (None, 0, 1),
+        "only 1 (no CLIP skip) is available on this server",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ExtraFields:
+    """Fields a request had beyond this endpoint's own, sorted by what to do with them."""
+
+    other_endpoint: tuple[str, ...] = ()  # A1111 fields of the other endpoint: ignored
+    unknown: tuple[str, ...] = ()  # fields nobody here knows: ignored and logged
+    refused: tuple[tuple[str, str], ...] = ()  # (field, why): answered with a 422
+
+
+def _must_know(name: str, value: Any) -> str | None:
+    """Why ignoring `name` = `value` would silently change the picture, if it would."""
+    lowered = name.lower()
+    for pattern, harmless, why in MUST_KNOW_FIELDS:
+        matches = lowered.startswith(pattern[:-1]) if pattern.endswith("*") else lowered == pattern
+        if matches and not harmless(value):
+            return why
+    return None
+
+
+def sort_extra_fields(own: set[str], extras: dict[str, Any]) -> ExtraFields:
+    generation = set(Txt2ImgRequest.model_fields) | set(Img2ImgRequest.model_fields)
+    other, unknown, refused = [], [], []
+    for name in sorted(extras):
+        why = _must_know(name, extras[name])
+        if why is not None:
+            refused.append((name, why))
+        elif name in generation and name not in own:
+            other.append(name)
+        else:
+            unknown.append(name)
+    return ExtraFields(tuple(other), tuple(unknown), tuple(refused))
 
 
 class _A1111Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Extra fields are taken in, sorted into `extra_fields`, and dropped (they are
+    neither validated nor echoed back in `parameters`)."""
+
+    model_config = ConfigDict(extra="allow")
+    _extra_fields: ExtraFields = PrivateAttr(default_factory=ExtraFields)
+
+    @model_validator(mode="after")
+    def _set_extras_aside(self) -> _A1111Request:
+        extras = self.__pydantic_extra__
+        if extras:
+            self._extra_fields = sort_extra_fields(set(type(self).model_fields), dict(extras))
+            extras.clear()
+        return self
+
+    @property
+    def extra_fields(self) -> ExtraFields:
+        return self._extra_fields
 
 
 class _GenerationFields(_A1111Request):
@@ -181,3 +254,102 @@ class PngInfoResponse(BaseModel):
 class ScriptsList(BaseModel):
     txt2img: list[str] = Field(default_factory=list)
     img2img: list[str] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------- catalogue answers
+
+
+class UpscalerItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    model_name: str | None = None
+    model_path: str | None = None
+    model_url: str | None = None
+    scale: float | None = None
+
+
+class LatentUpscaleModeItem(BaseModel):
+    name: str
+
+
+class SDVaeItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    filename: str
+
+
+class SDModuleItem(BaseModel):
+    """Forge's `sd-modules` (separate VAEs and text encoders)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    filename: str
+
+
+class HypernetworkItem(BaseModel):
+    name: str
+    path: str | None = None
+
+
+class FaceRestorerItem(BaseModel):
+    name: str
+    cmd_dir: str | None = None
+
+
+class RealesrganItem(BaseModel):
+    name: str
+    path: str | None = None
+    scale: int | None = None
+
+
+class PromptStyleItem(BaseModel):
+    name: str
+    prompt: str | None = None
+    negative_prompt: str | None = None
+
+
+class EmbeddingItem(BaseModel):
+    step: int | None = None
+    sd_checkpoint: str | None = None
+    sd_checkpoint_name: str | None = None
+    shape: int
+    vectors: int
+
+
+class EmbeddingsResponse(BaseModel):
+    loaded: dict[str, EmbeddingItem] = Field(default_factory=dict)
+    skipped: dict[str, EmbeddingItem] = Field(default_factory=dict)
+
+
+class MemoryResponse(BaseModel):
+    ram: dict[str, Any] = Field(description="free, used (this process), total; bytes.")
+    cuda: dict[str, Any] = Field(description="CUDA memory, or {'error': ...} without CUDA.")
+
+
+class ScriptArg(BaseModel):
+    label: str | None = None
+    value: Any | None = None
+    minimum: Any | None = None
+    maximum: Any | None = None
+    step: Any | None = None
+    choices: list[str] | None = None
+
+
+class ScriptInfo(BaseModel):
+    name: str | None = None
+    is_alwayson: bool | None = None
+    is_img2img: bool | None = None
+    args: list[ScriptArg]
+
+
+class ExtensionItem(BaseModel):
+    name: str
+    remote: str
+    branch: str
+    commit_hash: str
+    version: str
+    commit_date: str
+    enabled: bool
