@@ -1,8 +1,14 @@
 """The interface the docker uses to reach the canvas.
 
 `krita_adapter.KritaCanvas` implements it on a real Krita document; tests implement
-it on plain bytes. Pixels cross it as straight (not premultiplied) RGBA, 8 bits per
-channel, row by row, so nothing outside the adapter knows Krita's channel order.
+it on plain bytes. Pixels cross it as straight (not premultiplied) 8-bit RGBA or
+BGRA, row by row, in the order the canvas names (`pixel_order`): Krita's own data is
+BGRA, and Qt reads that order natively, so no byte is shuffled on the GUI thread.
+
+The canvas only ever receives results the artist applied: nothing temporary is put
+into the document (Krita's scripting API records every layer it adds or removes in
+the undo history and marks the document modified), so a job's input is always the
+artist's own image.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ from typing import Protocol
 
 from .geometry import Rect
 
+RGBA = "RGBA"
+BGRA = "BGRA"
+
 
 class CanvasError(Exception):
     """The canvas cannot do what was asked; the message says why and what to do."""
@@ -19,14 +28,18 @@ class CanvasError(Exception):
 
 @dataclass(frozen=True)
 class LayerImage:
-    """Pixels to become a layer: `rgba` has `rect.width * rect.height * 4` bytes."""
+    """Pixels to become a layer: `data` has `rect.width * rect.height * 4` bytes in
+    the canvas's `pixel_order`."""
 
     name: str
     rect: Rect
-    rgba: bytes
+    data: bytes
 
 
 class CanvasAdapter(Protocol):
+    #: RGBA or BGRA: the byte order of what `read_pixels` returns and layers take.
+    pixel_order: str
+
     def canvas_size(self) -> tuple[int, int] | None:
         """Width and height of the active document, or None when none is open."""
         ...
@@ -40,8 +53,8 @@ class CanvasAdapter(Protocol):
         ...
 
     def read_pixels(self, rect: Rect) -> bytes:
-        """The visible (merged) image in `rect` as RGBA; raises CanvasError when the
-        document's colours cannot be sent."""
+        """The visible (merged) image in `rect`, 4 bytes a pixel in `pixel_order`;
+        raises CanvasError when the document's colours cannot be sent."""
         ...
 
     def read_mask(self, rect: Rect) -> bytes:
@@ -52,9 +65,3 @@ class CanvasAdapter(Protocol):
         """New paint layers above the active one; in a new group when `group_name` is
         given. Never changes existing layers."""
         ...
-
-    def show_preview(self, image: LayerImage) -> None:
-        """Show `image` as the one temporary preview layer, replacing any earlier."""
-        ...
-
-    def clear_preview(self) -> None: ...

@@ -1,4 +1,4 @@
-"""The plugin's only network code: REST calls in a thread pool and the event stream
+"""The plugin's only network code: REST calls on daemon threads and the event stream
 in its own thread, both handing results to the GUI thread through Qt signals.
 
 Why this shape: Krita freezes if its GUI thread waits on a socket, so nothing here
@@ -11,7 +11,6 @@ missed through `GET /v1/jobs/{id}`.
 from __future__ import annotations
 
 import enum
-import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect as ws_connect
 
+from .background import Background, ErrorCallback, OkCallback
 from .protocol import (
     JobRequest,
     ServerError,
@@ -54,96 +54,18 @@ class Unreachable(Exception):
     """No answer from the server; the message says where it was looked for."""
 
 
-log = logging.getLogger(__name__)
-
-OkCallback = Callable[[Any], None]
-ErrorCallback = Callable[[str], None]
-
-
-class _Relay(QObject):
-    """Lives in the GUI thread and carries one call's outcome back to it.
-
-    The worker emits; because this object belongs to the GUI thread, Qt queues the
-    slot there. The callbacks therefore never run in a worker.
-    """
-
-    succeeded = pyqtSignal(object)
-    failed = pyqtSignal(str)
-
-    def __init__(self, on_ok: OkCallback | None, on_error: ErrorCallback | None, done) -> None:
-        super().__init__()
-        self._on_ok = on_ok
-        self._on_error = on_error
-        self._done = done
-        self.succeeded.connect(self._deliver_ok)
-        self.failed.connect(self._deliver_error)
-
-    @pyqtSlot(object)
-    def _deliver_ok(self, value: object) -> None:
-        self._done(self)
-        if self._on_ok is not None:
-            _call_unless_closed(self._on_ok, value)
-
-    @pyqtSlot(str)
-    def _deliver_error(self, message: str) -> None:
-        self._done(self)
-        if self._on_error is not None:
-            _call_unless_closed(self._on_error, message)
-
-
-def _call_unless_closed(callback: Callable[[Any], object], value: object) -> None:
-    """Run a GUI callback; a widget closed while the request ran is not an error.
-
-    PyQt raises RuntimeError("wrapped C/C++ object ... has been deleted") for those.
-    Anything else is a bug: it is logged with its traceback, not swallowed, and not
-    raised either, since an exception escaping a Qt slot can abort Krita itself.
-    """
-    try:
-        callback(value)
-    except RuntimeError as exc:
-        if "has been deleted" not in str(exc):
-            log.exception("A Krita Diffusers callback failed")
-    except Exception:
-        log.exception("A Krita Diffusers callback failed")
-
-
-class _Call:
-    """One request on a daemon thread.
-
-    Not a QThreadPool: a pool waits for its running requests when it is destroyed, so
-    quitting Krita during a request to a server that stopped answering would hang for
-    the whole request timeout. Daemon threads are simply dropped at exit; the
-    semaphore keeps at most a few requests in flight, as a pool would.
-    """
-
-    _slots = threading.BoundedSemaphore(4)
-
-    def __init__(self, work: Callable[[], object], relay: _Relay) -> None:
-        self._work = work
-        self._relay = relay
-
-    def start(self) -> None:
-        threading.Thread(target=self.run, name="krita-diffusers-request", daemon=True).start()
-
-    def run(self) -> None:
-        with self._slots:
-            self._call()
-
-    def _call(self) -> None:
-        try:
-            value = self._work()
-        except ServerError as exc:
-            self._relay.failed.emit(friendly_message(exc))
-        except Unreachable as exc:
-            self._relay.failed.emit(str(exc))
-        except Exception as exc:  # a bug or odd data must not kill the worker silently
-            self._relay.failed.emit(f"Something went wrong: {exc}")
-        else:
-            self._relay.succeeded.emit(value)
+def describe_failure(exc: Exception) -> str:
+    """A request's failure in words for the artist."""
+    if isinstance(exc, ServerError):
+        return friendly_message(exc)
+    if isinstance(exc, Unreachable):
+        return str(exc)
+    return f"Something went wrong: {exc}"
 
 
 class ServerClient(QObject):
-    """Talks to one server (URL + token) for the whole docker."""
+    """Talks to one server (URL + token) for every docker of this Krita: one client id,
+    one event stream (see `core.PluginCore`). Implements `client_api.JobClient`."""
 
     state_changed = pyqtSignal(object, str)  # ConnectionState, a sentence for the artist
     health_changed = pyqtSignal(object)  # the /v1/health dict
@@ -158,9 +80,10 @@ class ServerClient(QObject):
         self.url = ""
         self.token = ""
         self.state = ConnectionState.CONNECTING
+        self.state_text = "Connecting…"
         self.health: dict[str, Any] = {}
         self.network_threads: set[threading.Thread] = set()  # who ran network code (tests)
-        self._relays: set[_Relay] = set()
+        self._requests = Background(slots=4, describe=describe_failure)
         self._stop: threading.Event | None = None
         self.state_changed.connect(self._remember_state)
         self.health_changed.connect(self._remember_health)
@@ -199,8 +122,9 @@ class ServerClient(QObject):
             self.start()
 
     @pyqtSlot(object, str)
-    def _remember_state(self, state: ConnectionState, _text: str) -> None:
+    def _remember_state(self, state: ConnectionState, text: str) -> None:
         self.state = state
+        self.state_text = text
 
     @pyqtSlot(object)
     def _remember_health(self, health: dict[str, Any]) -> None:
@@ -284,7 +208,7 @@ class ServerClient(QObject):
             if event is not None:
                 self._emit(stop, "event_received", event)
 
-    # REST calls, each in the pool
+    # REST calls, each on a daemon thread (background.py)
 
     def _request(
         self,
@@ -321,9 +245,7 @@ class ServerClient(QObject):
     def _run(
         self, work: Callable[[], object], on_ok: OkCallback | None, on_error: ErrorCallback | None
     ) -> None:
-        relay = _Relay(on_ok, on_error, self._relays.discard)
-        self._relays.add(relay)
-        _Call(work, relay).start()
+        self._requests.run(work, on_ok, on_error)
 
     def submit(
         self, prepare: Callable[[], JobRequest], on_ok: OkCallback, on_error: ErrorCallback

@@ -1,24 +1,37 @@
 """The docker's logic: turns a click on Generate into a job, follows the job through
-its events, fetches results into the history and puts chosen ones on the canvas.
+its events, downloads results into the history and applies chosen ones to the canvas.
 
 Plain Qt (QObject signals), no widgets: the panel only wires its controls to these
-methods and signals, and tests drive it with a real server and an in-memory canvas.
+methods and signals. It reaches the server through the small `client_api.JobClient`
+interface, so its rules are unit-tested with a stand-in client as well as against the
+real server.
+
+Results are not put on the canvas until the artist applies them: the docker shows
+them (over the pixels they were made from) and keeps them in the history. Krita's
+scripting API records every layer it adds or removes in the document's undo history
+and marks the document modified, so a temporary preview layer would come back on
+Ctrl+Z and leak into the next job's input; keeping results off the canvas avoids
+both. A result still unapplied when the next job starts simply stays in the history.
+
+Everything slow (decoding, scaling, composing) runs in the background; the GUI
+thread only reads the canvas when Generate is pressed and inserts applied layers.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 from dataclasses import dataclass, field
 
 from PyQt5.QtCore import QObject, pyqtSignal
+from PyQt5.QtGui import QImage
 
 from . import images
+from .background import Background, Runner
 from .canvas import CanvasAdapter, CanvasError, LayerImage
-from .client import ServerClient
+from .client_api import JobClient
 from .history import History, HistoryItem, layer_name
-from .jobs import Job, JobContext, PendingEvents
+from .jobs import Job, JobContext, PendingEvents, ResultRef
 from .planning import PlanError, make_plan
 from .protocol import (
     Event,
@@ -28,7 +41,6 @@ from .protocol import (
     ModelList,
     Task,
     is_unreachable_message,
-    working_resolution_for,
 )
 from .settings import Settings
 
@@ -47,30 +59,42 @@ class GenerateInput:
 
 
 class Controller(QObject):
-    job_updated = pyqtSignal(object)  # Job
-    preview_ready = pyqtSignal(bytes)  # JPEG of the image in progress
+    job_updated = pyqtSignal(object)  # Job, or None after a refused submission
+    preview_ready = pyqtSignal(object)  # QImage: the image in progress
     history_changed = pyqtSignal()
     result_added = pyqtSignal(object)  # HistoryItem
     seed_used = pyqtSignal(object)  # int; object keeps seeds past 2**31
     message = pyqtSignal(str)  # a problem in plain words; "" clears it
+    retry_available = pyqtSignal(bool)  # some result could not be downloaded
+    applied = pyqtSignal(list)  # item ids that became layers
 
-    def __init__(self, client: ServerClient, canvas: CanvasAdapter, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: JobClient,
+        canvas: CanvasAdapter,
+        settings: Settings,
+        background: Runner | None = None,
+    ) -> None:
         super().__init__()
         self.client = client
         self.canvas = canvas
         self.settings = settings
+        self._background: Runner = background or Background(slots=2).run
         self.history = History(settings.history_size)
+        self.views: dict[int, images.ResultViews] = {}  # by history item id
         self.models = ModelList([], [])
         self.jobs: dict[str, Job] = {}
         self.pending = PendingEvents()
         self.submitting = 0
         self.cancel_when_submitted = False
-        self.previewed: int | None = None
         self._fetching: set[tuple[str, int]] = set()
-        client.event_received.connect(self._on_event)
-        client.reconnected.connect(self.recover)
+        self._backdrops: dict[str, QImage] = {}  # by job id: what results are drawn over
+        self._previews_sent = 0
+        self._previews_shown = 0
         self._shown_message = ""
         self.message.connect(self._remember_message)
+        client.event_received.connect(self._on_event)
+        client.reconnected.connect(self.recover)
         client.models_changed.connect(self._on_models)
 
     # settings and server facts
@@ -83,6 +107,10 @@ class Controller(QObject):
 
     def _on_models(self, models: ModelList) -> None:
         self.models = models
+
+    def working_resolution(self, model: str | None) -> int:
+        """The setting when set, else the model's own working size (from the server)."""
+        return self.settings.working_resolution or self.models.working_size_of(model)
 
     @property
     def active_job(self) -> Job | None:
@@ -101,15 +129,13 @@ class Controller(QObject):
         if not params.prompt.strip():
             self.message.emit("Write a prompt first: say what should appear.")
             return False
-        family = self.models.family_of(params.model)
-        working = self.settings.working_resolution or working_resolution_for(family)
         try:
             plan = make_plan(
                 self.canvas.canvas_size(),
                 self.canvas.selection_bounds(),
                 params.strength_percent,
                 self.settings.context_margin,
-                working,
+                self.working_resolution(params.model),
             )
             pixels = None if plan.task is Task.TXT2IMG else self.canvas.read_pixels(plan.region)
             mask = self.canvas.read_mask(plan.region) if plan.task is Task.INPAINT else None
@@ -119,9 +145,15 @@ class Controller(QObject):
         context = JobContext(plan.task, params.prompt, plan.region, self.canvas.document_id())
         settings = self.settings
         region = plan.region
+        order = self.canvas.pixel_order
+        made: dict[str, QImage] = {}
 
         def prepare() -> JobRequest:
             # Runs in a worker: PNG encoding of a big region takes a moment.
+            image = None
+            if pixels is not None:
+                image = images.encode_png(pixels, region.width, region.height, order)
+                made["backdrop"] = images.backdrop(pixels, region.width, region.height, order)
             return JobRequest(
                 task=plan.task,
                 prompt=params.prompt,
@@ -136,9 +168,7 @@ class Controller(QObject):
                 width=plan.width,
                 height=plan.height,
                 strength=None if plan.task is Task.TXT2IMG else plan.strength,
-                image=None
-                if pixels is None
-                else images.encode_rgba_png(pixels, region.width, region.height),
+                image=image,
                 mask=None
                 if mask is None
                 else images.encode_mask_png(mask, region.width, region.height),
@@ -150,11 +180,11 @@ class Controller(QObject):
         self.submitting += 1
         self.message.emit("")
         self.client.submit(
-            prepare, lambda data: self._submitted(context, data), self._submit_failed
+            prepare, lambda data: self._submitted(context, made, data), self._submit_failed
         )
         return True
 
-    def _submitted(self, context: JobContext, data: object) -> None:
+    def _submitted(self, context: JobContext, made: dict[str, QImage], data: object) -> None:
         self.submitting -= 1
         if not isinstance(data, dict) or "job_id" not in data:
             self._submission_ended()
@@ -162,6 +192,8 @@ class Controller(QObject):
             return
         job = Job(str(data["job_id"]), context, position=int(data.get("position") or 0))
         self.jobs[job.job_id] = job
+        if "backdrop" in made:
+            self._backdrops[job.job_id] = made["backdrop"]
         for event in self.pending.take(job.job_id):
             self._apply(job, event)
         self.job_updated.emit(job)
@@ -193,7 +225,7 @@ class Controller(QObject):
     def _on_event(self, event: Event) -> None:
         job = self.jobs.get(event.job_id)
         if job is None:
-            self.pending.add(event)  # the POST has not answered yet
+            self.pending.add(event)  # the POST has not answered yet (or another docker's)
             return
         self._apply(job, event)
         self.job_updated.emit(job)
@@ -201,9 +233,7 @@ class Controller(QObject):
     def _apply(self, job: Job, event: Event) -> None:
         job.apply_event(event)
         if event.type is EventType.PREVIEW and event.preview:
-            data = event.preview.split(",", 1)[-1]  # a data: URL or bare base64
-            with contextlib.suppress(binascii.Error, ValueError):
-                self.preview_ready.emit(base64.b64decode(data))
+            self._decode_preview(event.preview)
         elif event.type is EventType.RESULT:
             self._fetch_results(job)
         elif event.type is EventType.FINISHED:
@@ -211,6 +241,27 @@ class Controller(QObject):
             self.client.job_status(job.job_id, lambda data, j=job: self._on_status(j, data))
         elif event.type is EventType.FAILED:
             self.message.emit(job.error or "The job failed on the server.")
+        self._release(job)
+
+    def _decode_preview(self, preview: str) -> None:
+        """Decode a live preview in the background; a frame that finishes decoding
+        after a newer one is dropped, so previews never go backwards."""
+        try:
+            jpeg = base64.b64decode(preview.split(",", 1)[-1])  # a data: URL or bare base64
+        except (binascii.Error, ValueError):
+            return
+        self._previews_sent += 1
+        number = self._previews_sent
+        self._background(
+            lambda: images.preview_image(jpeg),
+            lambda image: self._preview_decoded(number, image),
+            None,
+        )
+
+    def _preview_decoded(self, number: int, image: QImage) -> None:
+        if number > self._previews_shown:
+            self._previews_shown = number
+            self.preview_ready.emit(image)
 
     def _remember_message(self, text: str) -> None:
         self._shown_message = text
@@ -221,7 +272,7 @@ class Controller(QObject):
         if is_unreachable_message(self._shown_message):
             self.message.emit("")
         for job in self.jobs.values():
-            missing = [i for i in job.results if (job.job_id, i) not in self._fetching]
+            missing = [r for r in job.missing if (job.job_id, r.index) not in self._fetching]
             if not job.done or missing:
                 self.client.job_status(job.job_id, lambda data, j=job: self._on_status(j, data))
 
@@ -234,51 +285,93 @@ class Controller(QObject):
                 self.message.emit(job.error)
             self.job_updated.emit(job)
         self._fetch_results(job)
+        self._release(job)
+
+    # downloading results
 
     def _fetch_results(self, job: Job) -> None:
-        for ref in job.results.values():
+        for ref in job.missing:
             key = (job.job_id, ref.index)
             if key in self._fetching:
                 continue
             self._fetching.add(key)
             self.client.fetch(
                 ref.url,
-                lambda png, j=job, r=ref: self._add_result(j, r.index, r.seed, png),
-                lambda message, k=key: self._fetch_failed(k, message),
+                lambda png, j=job, r=ref: self._downloaded(j, r, png),
+                lambda message, j=job, r=ref: self._download_failed(j, r, message),
             )
 
-    def _fetch_failed(self, key: tuple[str, int], message: str) -> None:
-        self._fetching.discard(key)  # a later recovery tries again
-        self.message.emit(f"Could not download a result: {message}")
+    def _downloaded(self, job: Job, ref: ResultRef, png: object) -> None:
+        """Decode and compose the result's views in the background before it joins the
+        history: a result is only announced once its pixels are usable."""
+        if not isinstance(png, bytes):
+            self._download_failed(job, ref, "the server sent no image.")
+            return
+        region = job.context.region
+        under = self._backdrops.get(job.job_id)
+        self._background(
+            lambda: images.result_views(png, region.width, region.height, under),
+            lambda views: self._add_result(job, ref, png, views),
+            lambda message: self._download_failed(job, ref, message),
+        )
 
-    def _add_result(self, job: Job, index: int, seed: int, png: bytes) -> None:
+    def _download_failed(self, job: Job, ref: ResultRef, message: str) -> None:
+        self._fetching.discard((job.job_id, ref.index))  # Retry (or a reconnection) tries again
+        job.download_error = message
+        self.message.emit(
+            f"Could not download a result of “{job.context.prompt}”: {message.strip()} "
+            "Press Retry to try again."
+        )
+        self.retry_available.emit(True)
+        self.job_updated.emit(job)
+
+    def retry_downloads(self) -> None:
+        """Download again every result the server made that is not in the history."""
+        self.message.emit("")
+        self.retry_available.emit(False)
+        for job in self.jobs.values():
+            if job.missing:
+                job.download_error = None
+                self.job_updated.emit(job)
+                self._fetch_results(job)
+
+    @property
+    def downloads_failed(self) -> bool:
+        return any(job.download_error for job in self.jobs.values())
+
+    def _add_result(self, job: Job, ref: ResultRef, png: bytes, views: images.ResultViews) -> None:
         context = job.context
         item, dropped = self.history.add(
             job.job_id,
-            index,
-            seed,
+            ref.index,
+            ref.seed,
             context.prompt,
             context.task,
             context.region,
             png,
             context.document_id,
         )
+        self.views[item.item_id] = views
+        job.result_fetched(ref.index)
         for old in dropped:
             self._forget(old)
-        self.seed_used.emit(seed)
+        self._release(job)
+        self.seed_used.emit(ref.seed)
         self.history_changed.emit()
         self.result_added.emit(item)
+        self.job_updated.emit(job)
+        if not self.downloads_failed:
+            self.retry_available.emit(False)
+
+    def _release(self, job: Job) -> None:
+        """Drop what a job kept for its results once it can have no more."""
+        if job.done and not job.missing:
+            self._backdrops.pop(job.job_id, None)
 
     # history and the canvas
 
     def _forget(self, item: HistoryItem) -> None:
-        if self.previewed == item.item_id:
-            self.clear_preview()
-
-    def _layer_image(self, item: HistoryItem) -> LayerImage:
-        region = item.region
-        rgba = images.png_to_rgba(item.png, region.width, region.height)
-        return LayerImage(item.layer_name, region, rgba)
+        self.views.pop(item.item_id, None)
 
     def _check_document(self, item: HistoryItem) -> bool:
         if item.document_id and item.document_id != self.canvas.document_id():
@@ -288,49 +381,60 @@ class Controller(QObject):
             return False
         return True
 
-    def show_item(self, item_id: int) -> None:
-        """Show a history item on the canvas as the temporary preview layer."""
-        item = self.history.get(item_id)
-        if item is None or not self._check_document(item):
-            return
-        try:
-            self.canvas.show_preview(self._layer_image(item))
-        except (CanvasError, images.ImageError) as exc:
-            self.message.emit(str(exc))
-            return
-        self.previewed = item_id
-
-    def clear_preview(self) -> None:
-        self.previewed = None
-        try:
-            self.canvas.clear_preview()
-        except CanvasError as exc:
-            self.message.emit(str(exc))
-
     def apply_items(self, item_ids: list[int]) -> bool:
-        """Make items permanent layers; several at once go into one group layer."""
+        """Make items permanent layers; several at once go into one group layer.
+
+        The PNGs are decoded and scaled to their regions in the background; the layers
+        are inserted when that is done (`applied` then names the items). False, with a
+        message, when nothing can be applied.
+        """
         chosen = [item for i in item_ids if (item := self.history.get(i)) is not None]
         if not chosen:
             self.message.emit("Select a result in the history first.")
             return False
         if not all(self._check_document(item) for item in chosen):
             return False
-        try:
-            layers = [self._layer_image(item) for item in chosen]
-            self.clear_preview()
-            group = None
-            if len(layers) > 1:
-                group = (
-                    layer_name(chosen[0].prompt, chosen[0].seed).rsplit(" (seed", 1)[0] + " (batch)"
+        group = None
+        if len(chosen) > 1:
+            group = layer_name(chosen[0].prompt, chosen[0].seed).rsplit(" (seed", 1)[0] + " (batch)"
+        order = self.canvas.pixel_order
+        document = self.canvas.document_id()
+        sources = [(item.layer_name, item.region, item.png) for item in chosen]
+
+        def decode() -> list[LayerImage]:
+            return [
+                LayerImage(
+                    name, region, images.png_to_pixels(png, region.width, region.height, order)
                 )
-            self.canvas.insert_layers(layers, group)
-        except (CanvasError, images.ImageError) as exc:
-            self.message.emit(str(exc))
-            return False
-        for item in chosen:
-            item.applied = True
-        self.history_changed.emit()
+                for name, region, png in sources
+            ]
+
+        self._background(
+            decode,
+            lambda layers: self._insert(layers, group, [item.item_id for item in chosen], document),
+            self.message.emit,
+        )
         return True
+
+    def _insert(
+        self, layers: list[LayerImage], group: str | None, item_ids: list[int], document: str
+    ) -> None:
+        if self.canvas.document_id() != document:
+            self.message.emit(
+                "The document changed before the result could be applied; apply it again."
+            )
+            return
+        try:
+            self.canvas.insert_layers(layers, group)
+        except CanvasError as exc:
+            self.message.emit(str(exc))
+            return
+        for item_id in item_ids:
+            item = self.history.get(item_id)
+            if item is not None:
+                item.applied = True
+        self.history_changed.emit()
+        self.applied.emit(item_ids)
 
     def discard_items(self, item_ids: list[int]) -> None:
         for item_id in item_ids:

@@ -1,19 +1,26 @@
-"""The docker panel: widgets wired to the controller and the client, nothing more.
+"""The docker panel: widgets wired to the controller and the shared plugin core,
+nothing more.
 
 Every control has an objectName (kd-...) so tests and scripts can find it. The panel
-talks to Krita only through the `CanvasAdapter` it is given.
+talks to Krita only through the `CanvasAdapter` (and an optional `open_image`
+function) it is given. Its content sits in a scroll area: Krita gives a docker only
+part of a column it shares with other dockers, and every control must stay reachable
+in whatever room that leaves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from PyQt5.QtCore import QRegularExpression, QSize, Qt, QTimer
-from PyQt5.QtGui import QIcon, QPixmap, QRegularExpressionValidator
+from PyQt5.QtGui import QIcon, QImage, QPixmap, QRegularExpressionValidator
 from PyQt5.QtWidgets import (
     QAbstractItemView,
-    QApplication,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -22,6 +29,7 @@ from PyQt5.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -30,20 +38,21 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from . import images
 from .canvas import CanvasAdapter
-from .client import ConnectionState, ServerClient
+from .client import ConnectionState
 from .controller import Controller, GenerateInput
+from .core import PluginCore
+from .guidance import WHAT_NEXT, first_image_path, is_local, unreachable_hint
 from .history import HistoryItem
+from .images import THUMBNAIL
 from .jobs import Job, JobStatus
-from .managed_server import ManagedServer
+from .managed_server import ServerState
 from .planning import action_label
-from .protocol import Lora, ModelList
-from .settings import Settings, SettingsStore, load, save
+from .protocol import Lora, ModelList, is_unreachable_message
+from .settings import Settings
 from .settings_dialog import SettingsDialog
 
 SELECTION_POLL_MS = 700  # Krita's Python API has no "selection changed" signal
-THUMBNAIL = 72
 MAX_SEED = 2**32 - 1  # the protocol's seed range
 PREVIEW_SIZE = 256
 STATE_COLOURS = {
@@ -53,12 +62,15 @@ STATE_COLOURS = {
     ConnectionState.REFUSED: "#c0392b",
 }
 
+OpenImage = Callable[[Path], None]
+
 
 class FittedPreview(QLabel):
-    """The live preview, fitted to the room the docker gives it, aspect kept.
+    """The live preview and the chosen result, fitted to the room the docker gives
+    it, aspect kept. Hidden while there is nothing to show.
 
     A plain QLabel sizes itself to its pixmap, so a narrow or short docker crops the
-    picture; this one keeps the source and rescales on every resize instead.
+    picture; this one keeps the (already small) source and rescales on resize.
     """
 
     def __init__(self) -> None:
@@ -67,9 +79,11 @@ class FittedPreview(QLabel):
         self.setAlignment(Qt.AlignCenter)
         self.setMinimumSize(64, 64)
         self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.setVisible(False)
 
-    def show_image(self, pixmap: QPixmap) -> None:
-        self._source = pixmap
+    def show_image(self, image: QImage) -> None:
+        self._source = QPixmap.fromImage(image)
+        self.setVisible(not self._source.isNull())
         self.updateGeometry()
         self._fit()
 
@@ -120,60 +134,98 @@ class LoraRow(QWidget):
         row.addWidget(self.remove)
 
 
+def _wrapped_label(name: str, colour: str = "") -> QLabel:
+    label = QLabel(objectName=name)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextSelectableByMouse)  # a command can be copied
+    label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # wrap, never widen
+    if colour:
+        label.setStyleSheet(f"color: {colour}")
+    return label
+
+
 class DiffusersPanel(QWidget):
     def __init__(
         self,
         canvas: CanvasAdapter,
-        store: SettingsStore,
-        client: ServerClient | None = None,
+        core: PluginCore,
+        open_image: OpenImage | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("kd-panel")
         self.canvas = canvas
-        self.store = store
-        self.settings = load(store)
-        self.client = client or ServerClient(self)
-        self.server = ManagedServer(self.client, self)
-        self.controller = Controller(self.client, canvas, self.settings)
+        self.core = core
+        self.client = core.client
+        self.server = core.server
+        self.open_image = open_image
+        self.controller = Controller(self.client, canvas, core.settings)
         self.lora_rows: list[LoraRow] = []
-        self._samplers: list[str] = []
+        self._icons: dict[int, QIcon] = {}  # history icons by item id, made once
         self._has_selection = False
+        self._connection_text = ""
         self._build()
         self._wire()
         self._refresh_label()
-        app = QApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.shutdown)
-        self.client.configure(self.settings.server_url, self.settings.token)
-        self.client.start()
+        core.attach()
+        self._on_connection(self.client.state, self.client.state_text)
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
 
     # building
 
     def _build(self) -> None:
-        self.connection = QLabel("Connecting…", objectName="kd-connection")
-        self.connection.setWordWrap(True)
+        self.connection = _wrapped_label("kd-connection")
+        self.connection.setText("Connecting…")
         self.settings_button = QToolButton(objectName="kd-settings", text="⚙")
         self.settings_button.setToolTip("Settings: server, local server, generation defaults")
+        self.start_server_button = QPushButton("Start server", objectName="kd-start-server")
+        self.start_server_button.setToolTip(
+            "Start the local server with the command in the settings"
+        )
+        self.start_server_button.setVisible(False)
         top = QHBoxLayout()
         top.addWidget(self.connection, 1)
         top.addWidget(self.settings_button, 0, Qt.AlignTop)
 
+        self.welcome = QFrame(objectName="kd-welcome")
+        self.welcome.setFrameShape(QFrame.StyledPanel)
+        self.welcome_text = _wrapped_label("kd-welcome-text")
+        self.welcome_text.setText(WHAT_NEXT)
+        self.open_first_image = QPushButton(
+            "Open the first image", objectName="kd-open-first-image"
+        )
+        self.welcome_close = QToolButton(objectName="kd-welcome-close", text="✕")
+        self.welcome_close.setToolTip("Hide this")
+        welcome_buttons = QHBoxLayout()
+        welcome_buttons.addWidget(self.open_first_image)
+        welcome_buttons.addStretch(1)
+        welcome_buttons.addWidget(self.welcome_close)
+        welcome_layout = QVBoxLayout(self.welcome)
+        welcome_layout.setContentsMargins(6, 6, 6, 6)
+        welcome_layout.addWidget(self.welcome_text)
+        welcome_layout.addLayout(welcome_buttons)
+        self.welcome.setVisible(False)
+
         self.prompt = QPlainTextEdit(objectName="kd-prompt")
         self.prompt.setPlaceholderText("Prompt: what should appear")
-        self.prompt.setMaximumHeight(80)
+        self.prompt.setMaximumHeight(64)
         self.negative_toggle = QToolButton(objectName="kd-negative-toggle", text="Negative prompt")
         self.negative_toggle.setCheckable(True)
         self.negative_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         self.negative_toggle.setArrowType(Qt.RightArrow)
         self.negative = QPlainTextEdit(objectName="kd-negative-prompt")
         self.negative.setPlaceholderText("What should not appear")
-        self.negative.setMaximumHeight(60)
+        self.negative.setMaximumHeight(52)
         self.negative.setVisible(False)
 
         self.model = QComboBox(objectName="kd-model")
         self.model.addItem("Server default", None)
+        self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.lora_choice = QComboBox(objectName="kd-lora-choice")
+        self.lora_choice.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.lora_add = QToolButton(objectName="kd-lora-add", text="Add")
         self.lora_box = QVBoxLayout()
         self.lora_box.setContentsMargins(0, 0, 0, 0)
@@ -207,6 +259,7 @@ class DiffusersPanel(QWidget):
         seed_line.addWidget(self.seed_lock)
 
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         form.addRow("Model", self.model)
         form.addRow("LoRA", lora_line)
         form.addRow("", self.lora_box)
@@ -224,16 +277,18 @@ class DiffusersPanel(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("Idle")
         self.preview = FittedPreview()
-        self.error = QLabel(objectName="kd-error")
-        self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #c0392b")
+        self.error = _wrapped_label("kd-error", "#c0392b")
         self.error.setVisible(False)
+        self.retry_button = QPushButton("Retry", objectName="kd-retry")
+        self.retry_button.setToolTip("Download the results that could not be downloaded")
+        self.retry_button.setVisible(False)
 
         self.history = QListWidget(objectName="kd-history")
         self.history.setViewMode(QListWidget.IconMode)
         self.history.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
         self.history.setResizeMode(QListWidget.Adjust)
         self.history.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.history.setMinimumHeight(THUMBNAIL + 36)
         self.apply_button = QPushButton("Apply", objectName="kd-apply")
         self.apply_button.setToolTip("Make the selected results permanent layers")
         self.discard_button = QPushButton("Discard", objectName="kd-discard")
@@ -241,8 +296,12 @@ class DiffusersPanel(QWidget):
         history_buttons.addWidget(self.apply_button)
         history_buttons.addWidget(self.discard_button)
 
-        layout = QVBoxLayout(self)
+        content = QWidget(objectName="kd-content")
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
+        layout.addWidget(self.start_server_button)
+        layout.addWidget(self.welcome)
         layout.addWidget(self.prompt)
         layout.addWidget(self.negative_toggle)
         layout.addWidget(self.negative)
@@ -251,18 +310,32 @@ class DiffusersPanel(QWidget):
         layout.addLayout(actions)
         layout.addWidget(self.progress)
         layout.addWidget(self.error)
+        layout.addWidget(self.retry_button)
         layout.addWidget(self.preview)
         layout.addWidget(self.history, 1)
         layout.addLayout(history_buttons)
 
+        self.scroll = QScrollArea(objectName="kd-scroll")
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+
     def _wire(self) -> None:
         self.settings_button.clicked.connect(self.open_settings)
+        self.start_server_button.clicked.connect(self.start_server)
+        self.open_first_image.clicked.connect(self._open_first_image)
+        self.welcome_close.clicked.connect(lambda: self.welcome.setVisible(False))
         self.negative_toggle.toggled.connect(self._toggle_negative)
         self.strength.valueChanged.connect(self._refresh_label)
         self.lora_add.clicked.connect(self._add_chosen_lora)
         self.seed.textEdited.connect(lambda _text: self.seed_lock.setChecked(True))
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button.clicked.connect(self.cancel)
+        self.retry_button.clicked.connect(self.controller.retry_downloads)
         self.apply_button.clicked.connect(self.apply_selected)
         self.discard_button.clicked.connect(self.discard_selected)
         self.history.itemSelectionChanged.connect(self._on_history_selection)
@@ -270,13 +343,15 @@ class DiffusersPanel(QWidget):
 
         self.client.state_changed.connect(self._on_connection)
         self.client.models_changed.connect(self._on_models)
-        self.client.samplers_changed.connect(self._on_samplers)
+        self.server.state_changed.connect(self._on_server_state)
+        self.core.settings_changed.connect(self._on_settings)
         self.controller.job_updated.connect(self._on_job)
-        self.controller.preview_ready.connect(self._on_preview)
+        self.controller.preview_ready.connect(self.preview.show_image)
         self.controller.history_changed.connect(self._refresh_history)
         self.controller.result_added.connect(self._on_result)
         self.controller.seed_used.connect(self._on_seed)
         self.controller.message.connect(self.show_message)
+        self.controller.retry_available.connect(self.retry_button.setVisible)
 
         self.selection_timer = QTimer(self)
         self.selection_timer.setInterval(SELECTION_POLL_MS)
@@ -298,13 +373,68 @@ class DiffusersPanel(QWidget):
         self.generate_button.setText(action_label(self.strength.value(), self._has_selection))
 
     def show_message(self, text: str) -> None:
+        """The error line. "Cannot reach the server" is said once, by the connection
+        line above it, which stays until the server answers; a click on Generate
+        meanwhile only says on the progress bar that nothing was sent."""
+        if is_unreachable_message(text) and self.client.state is ConnectionState.UNREACHABLE:
+            self.progress.setFormat("Not sent: no server")
+            text = ""
         self.error.setText(text)
         self.error.setVisible(bool(text))
 
     def _on_connection(self, state: ConnectionState, text: str) -> None:
+        settings = self.settings
+        if state is ConnectionState.UNREACHABLE and is_unreachable_message(text):
+            text = unreachable_hint(settings.server_url, settings.server_command)
+        self._connection_text = text
         self.connection.setText(text)
         self.connection.setStyleSheet(f"color: {STATE_COLOURS.get(state, '#000')}")
         self.connection.setProperty("state", state.value)
+        self._refresh_start_button()
+        if state is ConnectionState.CONNECTED:
+            if is_unreachable_message(self.error.text()):
+                self.show_message("")
+            self._welcome_once()
+
+    def _refresh_start_button(self) -> None:
+        """Offered while no server answers at a local URL and none is starting."""
+        offered = (
+            self.client.state is ConnectionState.UNREACHABLE
+            and is_local(self.settings.server_url)
+            and self.server.state is not ServerState.STARTING
+            and not self.server.running
+        )
+        self.start_server_button.setVisible(offered)
+
+    def start_server(self) -> None:
+        self.core.start_server()
+        self._refresh_start_button()
+
+    def _on_server_state(self, state: ServerState, text: str) -> None:
+        if state is ServerState.FAILED:
+            self.show_message(text)
+        elif state is ServerState.STARTING:
+            self.connection.setText("Starting the server… (its log: ⚙)")
+        self._refresh_start_button()
+
+    def _welcome_once(self) -> None:
+        """The first connection ever: say what to do next, and offer the first image
+        the installer made."""
+        if self.core.welcomed:
+            return
+        self.core.mark_welcomed()
+        image = first_image_path()
+        self.open_first_image.setVisible(self.open_image is not None and image.is_file())
+        self.welcome.setVisible(True)
+
+    def _open_first_image(self) -> None:
+        if self.open_image is not None:
+            self.open_image(first_image_path())
+        self.welcome.setVisible(False)
+
+    def _on_settings(self, settings: Settings) -> None:
+        self.controller.update_settings(settings)
+        self._on_connection(self.client.state, self._connection_text)
 
     def _on_models(self, models: ModelList) -> None:
         chosen = self.model.currentData()
@@ -320,9 +450,6 @@ class DiffusersPanel(QWidget):
         self.lora_choice.clear()
         self.lora_choice.addItems(models.loras)
         self.lora_add.setEnabled(bool(models.loras))
-
-    def _on_samplers(self, samplers: list[str]) -> None:
-        self._samplers = samplers
 
     def _add_chosen_lora(self) -> None:
         name = self.lora_choice.currentText()
@@ -357,6 +484,7 @@ class DiffusersPanel(QWidget):
         )
 
     def generate(self) -> None:
+        self.welcome.setVisible(False)
         if self.controller.generate(self.current_input()):
             self.progress.setRange(0, 0)  # busy until the server says where we are
             self.progress.setFormat("Sending…")
@@ -370,24 +498,23 @@ class DiffusersPanel(QWidget):
         shown = active or job
         self.cancel_button.setEnabled(self.controller.busy)
         if shown is None:
+            if not self.progress.format().startswith("Not sent"):
+                self.progress.setFormat("Idle")
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
-            self.progress.setFormat("Idle")
             return
         if shown.status is JobStatus.RUNNING and shown.total:
             self.progress.setRange(0, shown.total)
             self.progress.setValue(shown.step)
+        elif shown.status is JobStatus.FINISHED and shown.missing and not shown.download_error:
+            self.progress.setRange(0, 0)  # downloading
         elif shown.done:
             self.progress.setRange(0, 1)
-            self.progress.setValue(1 if shown.status is JobStatus.FINISHED else 0)
+            finished = shown.status is JobStatus.FINISHED and not shown.missing
+            self.progress.setValue(1 if finished else 0)
         else:
             self.progress.setRange(0, 0)
         self.progress.setFormat(shown.describe())
-
-    def _on_preview(self, jpeg: bytes) -> None:
-        pixmap = QPixmap()
-        if pixmap.loadFromData(jpeg):
-            self.preview.show_image(pixmap)
 
     def _on_seed(self, seed: int) -> None:
         if not self.seed_lock.isChecked():
@@ -397,11 +524,25 @@ class DiffusersPanel(QWidget):
 
     def _refresh_history(self) -> None:
         selected = set(self.selected_ids())
+        items = self.controller.history.items
+        alive = {item.item_id for item in items}
+        for gone in set(self._icons) - alive:
+            del self._icons[gone]
         self.history.blockSignals(True)
         self.history.clear()
-        for item in self.controller.history.items:
+        for item in items:
             self.history.addItem(self._history_entry(item, item.item_id in selected))
         self.history.blockSignals(False)
+
+    def _icon(self, item_id: int) -> QIcon | None:
+        """The item's icon, made once from the thumbnail the controller decoded in the
+        background (a pixmap must be made on the GUI thread, so it is made here)."""
+        if item_id not in self._icons:
+            views = self.controller.views.get(item_id)
+            if views is None:
+                return None
+            self._icons[item_id] = QIcon(QPixmap.fromImage(views.thumbnail))
+        return self._icons[item_id]
 
     def _history_entry(self, item: HistoryItem, selected: bool) -> QListWidgetItem:
         entry = QListWidgetItem()
@@ -410,18 +551,14 @@ class DiffusersPanel(QWidget):
             f"{item.layer_name}\n{item.task.value}{' · applied' if item.applied else ''}"
         )
         entry.setText(f"{item.seed}{' ✓' if item.applied else ''}")
-        try:
-            thumb = images.decode(item.png).scaled(
-                THUMBNAIL, THUMBNAIL, Qt.KeepAspectRatio, Qt.SmoothTransformation
-            )
-            entry.setIcon(QIcon(QPixmap.fromImage(thumb)))
-        except images.ImageError:
-            pass
+        icon = self._icon(item.item_id)
+        if icon is not None:
+            entry.setIcon(icon)
         entry.setSelected(selected)
         return entry
 
     def _on_result(self, item: HistoryItem) -> None:
-        """Show a new result on the canvas at once, as the temporary preview layer."""
+        """A new result is selected at once, so the docker shows it."""
         for row in range(self.history.count()):
             entry = self.history.item(row)
             if entry.data(Qt.UserRole) == item.item_id:
@@ -433,10 +570,11 @@ class DiffusersPanel(QWidget):
 
     def _on_history_selection(self) -> None:
         current = self.history.currentItem()
-        if current is not None and current.isSelected():
-            self.controller.show_item(current.data(Qt.UserRole))
-        elif not self.history.selectedItems():
-            self.controller.clear_preview()
+        if current is None or not current.isSelected():
+            return
+        views = self.controller.views.get(current.data(Qt.UserRole))
+        if views is not None:
+            self.preview.show_image(views.view)
 
     def apply_selected(self) -> None:
         self.controller.apply_items(self.selected_ids())
@@ -448,25 +586,17 @@ class DiffusersPanel(QWidget):
 
     def open_settings(self) -> SettingsDialog:
         """Opens the dialog without blocking (tests and Krita both keep running)."""
-        dialog = SettingsDialog(self.settings, self._samplers, self.server, self)
+        dialog = SettingsDialog(self.settings, self.core.samplers, self.server, self)
         dialog.setAttribute(Qt.WA_DeleteOnClose)  # else every dialog ever opened lives on
-        dialog.accepted.connect(lambda: self.apply_settings(dialog.settings()))
+        dialog.accepted.connect(lambda: self.core.apply_settings(dialog.settings()))
         dialog.open()
         return dialog
 
     def apply_settings(self, settings: Settings | None) -> None:
-        if settings is None:
-            return
-        self.settings = settings
-        save(self.store, settings)
-        sync = getattr(self.store, "sync", None)
-        if callable(sync):
-            sync()
-        self.controller.update_settings(settings)
-        self.client.configure(settings.server_url, settings.token)
+        """Keep new settings (for every docker of this Krita)."""
+        self.core.apply_settings(settings)
 
     def shutdown(self) -> None:
-        """Krita is closing: stop the event stream and any server we started."""
+        """This docker is going away: stop polling the canvas. The shared client and
+        server belong to the core, which Krita's exit shuts down."""
         self.selection_timer.stop()
-        self.client.stop()
-        self.server.stop(wait=True)  # no server we started outlives Krita

@@ -1,13 +1,25 @@
 """Pixel buffers to and from PNG with QImage (Krita's Python has no numpy or PIL).
 
-QImage is safe to use outside the GUI thread, so encoding can run in the same worker
-that sends the request.
+QImage (unlike QPixmap) is safe to use outside the GUI thread, so every function here
+can run in a worker: encoding what is sent, decoding what comes back, scaling the
+docker's views. The GUI thread only turns the small finished images into pixmaps.
+
+Buffers are straight-alpha 8-bit RGBA or BGRA (`canvas.RGBA`, `canvas.BGRA`); BGRA is
+QImage's ARGB32 on the little-endian machines Krita runs on, so Krita's own byte
+order is read and written as it is, without shuffling bytes in Python.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from PyQt5.QtCore import QBuffer, QByteArray, QIODevice, QSize, Qt
-from PyQt5.QtGui import QImage
+from PyQt5.QtGui import QImage, QPainter
+
+from .canvas import BGRA, RGBA
+
+THUMBNAIL = 72  # history icons
+VIEW = 512  # the docker's view of a result or a live preview, longest side
 
 
 class ImageError(Exception):
@@ -15,11 +27,19 @@ class ImageError(Exception):
 
 
 def swap_red_blue(data: bytes) -> bytes:
-    """BGRA <-> RGBA for 4-byte pixels (Krita's 8-bit RGBA data is BGRA in memory)."""
+    """BGRA <-> RGBA for 4-byte pixels."""
     out = bytearray(data)
     out[0::4] = data[2::4]
     out[2::4] = data[0::4]
     return bytes(out)
+
+
+def _format(order: str) -> QImage.Format:
+    if order == RGBA:
+        return QImage.Format_RGBA8888
+    if order == BGRA:
+        return QImage.Format_ARGB32
+    raise ImageError(f"Unknown pixel order {order!r}.")
 
 
 def _encode(image: QImage) -> bytes:
@@ -32,14 +52,23 @@ def _encode(image: QImage) -> bytes:
     return bytes(array)
 
 
+def pixels_image(data: bytes, width: int, height: int, order: str = RGBA) -> QImage:
+    """A QImage owning a copy of `data` (4 bytes a pixel in `order`)."""
+    if len(data) != width * height * 4:
+        raise ImageError(f"Expected {width * height * 4} bytes of {order}, got {len(data)}.")
+    return QImage(data, width, height, width * 4, _format(order)).copy()
+
+
 def rgba_image(rgba: bytes, width: int, height: int) -> QImage:
-    if len(rgba) != width * height * 4:
-        raise ImageError(f"Expected {width * height * 4} bytes of RGBA, got {len(rgba)}.")
-    return QImage(rgba, width, height, width * 4, QImage.Format_RGBA8888).copy()
+    return pixels_image(rgba, width, height, RGBA)
+
+
+def encode_png(data: bytes, width: int, height: int, order: str = RGBA) -> bytes:
+    return _encode(pixels_image(data, width, height, order))
 
 
 def encode_rgba_png(rgba: bytes, width: int, height: int) -> bytes:
-    return _encode(rgba_image(rgba, width, height))
+    return encode_png(rgba, width, height, RGBA)
 
 
 def encode_mask_png(mask: bytes, width: int, height: int) -> bytes:
@@ -57,12 +86,12 @@ def decode(data: bytes) -> QImage:
     return image
 
 
-def to_rgba(image: QImage, width: int, height: int) -> bytes:
-    """Straight RGBA bytes of `image`, scaled smoothly to `width` x `height` when its
-    size differs (text-to-image results are generated at the working size)."""
+def to_pixels(image: QImage, width: int, height: int, order: str = RGBA) -> bytes:
+    """Straight bytes of `image` in `order`, scaled smoothly to `width` x `height`
+    when its size differs (text-to-image results are generated at the working size)."""
     if image.size() != QSize(width, height):
         image = image.scaled(width, height, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
-    image = image.convertToFormat(QImage.Format_RGBA8888)
+    image = image.convertToFormat(_format(order))
     stride = width * 4
     pointer = image.constBits()
     pointer.setsize(image.bytesPerLine() * height)
@@ -73,5 +102,63 @@ def to_rgba(image: QImage, width: int, height: int) -> bytes:
     return b"".join(raw[row * line : row * line + stride] for row in range(height))
 
 
+def to_rgba(image: QImage, width: int, height: int) -> bytes:
+    return to_pixels(image, width, height, RGBA)
+
+
+def png_to_pixels(data: bytes, width: int, height: int, order: str = RGBA) -> bytes:
+    return to_pixels(decode(data), width, height, order)
+
+
 def png_to_rgba(data: bytes, width: int, height: int) -> bytes:
-    return to_rgba(decode(data), width, height)
+    return png_to_pixels(data, width, height, RGBA)
+
+
+def fit(width: int, height: int, longest: int) -> QSize:
+    """`width` x `height` shrunk (never grown) so its longest side is `longest`."""
+    scale = min(1.0, longest / max(1, width, height))
+    return QSize(max(1, round(width * scale)), max(1, round(height * scale)))
+
+
+def backdrop(data: bytes, width: int, height: int, order: str, longest: int = VIEW) -> QImage:
+    """A small copy of the pixels a job was made from, to show its results over."""
+    image = pixels_image(data, width, height, order)
+    size = fit(width, height, longest)
+    return image.scaled(size, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+
+
+@dataclass(frozen=True)
+class ResultViews:
+    """What the docker shows of one result: the result over what it was made from
+    (so an inpainted patch is seen in place), and a history icon."""
+
+    view: QImage
+    thumbnail: QImage
+
+
+def result_views(
+    png: bytes, width: int, height: int, under: QImage | None = None, longest: int = VIEW
+) -> ResultViews:
+    """Decode a result and make its views, at the aspect of its region (`width` x
+    `height`), drawn over `under` when given. Runs in a worker."""
+    result = decode(png)
+    size = fit(width, height, longest)
+    view = QImage(size, QImage.Format_ARGB32_Premultiplied)
+    view.fill(Qt.transparent)
+    painter = QPainter(view)
+    painter.setRenderHint(QPainter.SmoothPixmapTransform)
+    if under is not None and not under.isNull():
+        painter.drawImage(view.rect(), under)
+    painter.drawImage(view.rect(), result)
+    painter.end()
+    thumbnail = view.scaled(THUMBNAIL, THUMBNAIL, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    return ResultViews(view, thumbnail)
+
+
+def preview_image(jpeg: bytes, longest: int = VIEW) -> QImage:
+    """A live preview frame, decoded and shrunk for the docker. Runs in a worker."""
+    image = decode(jpeg)
+    size = fit(image.width(), image.height(), longest)
+    if size != image.size():
+        image = image.scaled(size, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+    return image

@@ -57,10 +57,22 @@ class Job:
     error: str | None = None
     previews: int = 0
     loading_model: str | None = None
+    fetched: set[int] = field(default_factory=set)  # indexes of results in the history
+    download_error: str | None = None  # why the last download of a result failed
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def missing(self) -> list[ResultRef]:
+        """Results announced by the server but not (yet) in the history."""
+        return [ref for index, ref in sorted(self.results.items()) if index not in self.fetched]
+
+    def result_fetched(self, index: int) -> None:
+        self.fetched.add(index)
+        if not self.missing:
+            self.download_error = None
 
     def apply_event(self, event: Event) -> bool:
         """Update from one stream event; True when anything changed."""
@@ -130,7 +142,13 @@ class Job:
         if self.status is JobStatus.RUNNING:
             return f"Step {self.step}/{self.total}" if self.total else "Starting"
         if self.status is JobStatus.FINISHED:
-            count = len(self.results)
+            # Done only once the pixels are here: a result the server made but the
+            # plugin could not download is not a result the artist has.
+            if self.download_error:
+                return "Download failed: press Retry"
+            if self.missing:
+                return "Downloading results…"
+            count = len(self.fetched)
             return f"Done: {count} result{'s' if count != 1 else ''}"
         if self.status is JobStatus.CANCELLED:
             return "Cancelled"

@@ -1,28 +1,35 @@
 """Everything that touches Krita: the canvas adapter on the active document, the
-extension with its actions, and the docker shell. The only module importing `krita`.
+settings store, opening an image, the extension with its actions, the docker shell,
+and the one `PluginCore` all dockers of this Krita share. The only module importing
+`krita`.
 
 Pixel formats: an RGBA/U8 document's pixel data is BGRA, straight alpha; RGBA/U16
 is the same order with two little-endian bytes a channel (the high byte is kept).
+The adapter hands BGRA over as it is (`pixel_order`): Qt reads that order natively.
 Float and non-RGB documents are refused with a message, since converting them
 faithfully needs their colour profile, which Krita's Python API does not apply.
 Results become 8-bit RGBA layers (a layer may have its own colour space), so they fit
 any document.
+
+Nothing temporary is ever added to a document: Krita 5.1's `addChildNode`,
+`remove` and `removeChildNode` each record an undo step and mark the document
+modified, and `setChildNodes` (the only call that does not) also takes the parent's
+bottom layer out and puts it back on top. So only layers the artist applies go in.
 """
 
 from __future__ import annotations
 
-import contextlib
+from pathlib import Path
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 from PyQt5.QtCore import QByteArray
 
-from .canvas import CanvasError, LayerImage
+from .canvas import BGRA, CanvasError, LayerImage
+from .core import PluginCore
 from .docker import DiffusersPanel
 from .extension import ACTIONS, DOCKER_ID, MENU, trigger
 from .geometry import Rect
-from .images import swap_red_blue
 
-PREVIEW_PREFIX = "[Diffusers preview] "
 LAYER_PROFILE = "sRGB-elle-V2-srgbtrac.icc"
 
 
@@ -33,8 +40,7 @@ def _active_document():
 class KritaCanvas:
     """`CanvasAdapter` on Krita's active document."""
 
-    def __init__(self) -> None:
-        self._preview = None  # (document id, Node)
+    pixel_order = BGRA
 
     def _document(self):
         document = _active_document()
@@ -77,7 +83,7 @@ class KritaCanvas:
             data = data[1::2]  # high byte of each little-endian 16-bit channel
         if len(data) != rect.width * rect.height * 4:
             raise CanvasError("Krita returned an unexpected amount of pixel data; try again.")
-        return swap_red_blue(data)
+        return data
 
     def read_mask(self, rect: Rect) -> bytes:
         document = self._document()
@@ -94,10 +100,9 @@ class KritaCanvas:
         if document.colorModel() != "RGBA" or document.colorDepth() != "U8":
             node.setColorSpace("RGBA", "U8", LAYER_PROFILE)
         rect = image.rect
-        data = swap_red_blue(image.rgba)
-        if len(data) != rect.width * rect.height * 4:  # setPixelData fails silently otherwise
+        if len(image.data) != rect.width * rect.height * 4:  # setPixelData fails silently
             raise CanvasError("A result does not match its region's size; it was not inserted.")
-        node.setPixelData(QByteArray(data), rect.x, rect.y, rect.width, rect.height)
+        node.setPixelData(QByteArray(image.data), rect.x, rect.y, rect.width, rect.height)
         return node
 
     def _insertion_point(self, document):
@@ -106,11 +111,7 @@ class KritaCanvas:
         active = document.activeNode()
         if active is not None and active.type().endswith("mask"):
             active = active.parentNode()
-        if (
-            active is None
-            or active.parentNode() is None
-            or active.name().startswith(PREVIEW_PREFIX)
-        ):
+        if active is None or active.parentNode() is None:
             return root, None
         return active.parentNode(), active
 
@@ -127,40 +128,14 @@ class KritaCanvas:
                 parent.addChildNode(self._paint_layer(document, image), above)
         document.refreshProjection()
 
-    def show_preview(self, image: LayerImage) -> None:
-        """Replace the preview layer.
 
-        Krita's `refreshProjection` runs queued events while it waits, so a second
-        result can call this again before the first call returns. Every step therefore
-        works from the document itself (all preview-named layers go), never from a
-        remembered node alone, and exactly one preview layer is left whatever the
-        interleaving.
-        """
-        document = self._document()
-        self._remove_previews(document)
-        preview = LayerImage(PREVIEW_PREFIX + image.name, image.rect, image.rgba)
-        node = self._paint_layer(document, preview)
-        document.rootNode().addChildNode(node, None)
-        self._preview = node
-        document.refreshProjection()
-
-    def clear_preview(self) -> None:
-        document = _active_document()
-        self._remove_previews(document)
-        if document is not None:
-            document.refreshProjection()
-
-    def _remove_previews(self, document) -> None:
-        """Remove the remembered preview and any preview-named top-level layer."""
-        node, self._preview = self._preview, None
-        if node is not None:
-            with contextlib.suppress(RuntimeError):  # its document was closed meanwhile
-                node.remove()
-        if document is None:
-            return
-        for child in document.rootNode().childNodes():
-            if child.name().startswith(PREVIEW_PREFIX):
-                child.remove()
+def open_image(path: Path) -> None:
+    """Open an image file as a document in the active window (the first image)."""
+    app = Krita.instance()
+    document = app.openDocument(str(path))
+    window = app.activeWindow()
+    if document is not None and window is not None:
+        window.addView(document)
 
 
 class KritaSettingsStore:
@@ -179,11 +154,22 @@ class KritaSettingsStore:
         Krita.instance().writeSetting(group, name, value)
 
 
+_core: PluginCore | None = None
+
+
+def shared_core() -> PluginCore:
+    """The one `PluginCore` of this Krita, made when the first docker asks."""
+    global _core
+    if _core is None:
+        _core = PluginCore(KritaSettingsStore())
+    return _core
+
+
 class DiffusersDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Krita Diffusers")
-        self.panel = DiffusersPanel(KritaCanvas(), KritaSettingsStore())
+        self.panel = DiffusersPanel(KritaCanvas(), shared_core(), open_image)
         self.setWidget(self.panel)
 
     def canvasChanged(self, canvas) -> None:

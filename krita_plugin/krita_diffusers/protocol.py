@@ -1,7 +1,7 @@
 """Wire protocol v1 as the plugin speaks it: request bodies, events, errors, URLs.
 
 Plain Python so every rule about the seam is testable without a network or Qt. The
-names match the protocol section of DESIGN.md exactly.
+names match `docs/protocol.md` exactly.
 """
 
 from __future__ import annotations
@@ -240,6 +240,7 @@ class Checkpoint:
     name: str
     family: str
     default: bool = False
+    working_size: int | None = None  # pixels; None from servers before protocol 2
 
 
 @dataclass(frozen=True)
@@ -247,19 +248,44 @@ class ModelList:
     checkpoints: list[Checkpoint]
     loras: list[str]
 
-    def family_of(self, name: str | None) -> str | None:
-        """The family of `name`, or of the server's default when `name` is None."""
+    def find(self, name: str | None) -> Checkpoint | None:
+        """The checkpoint called `name`, or the server's default when `name` is None."""
         for checkpoint in self.checkpoints:
             if (name is None and checkpoint.default) or checkpoint.name == name:
-                return checkpoint.family
+                return checkpoint
         return None
+
+    def family_of(self, name: str | None) -> str | None:
+        """The family of `name`, or of the server's default when `name` is None."""
+        checkpoint = self.find(name)
+        return checkpoint.family if checkpoint else None
+
+    def working_size_of(self, name: str | None) -> int:
+        """The side, in pixels, the model works best at: what the server says
+        (`working_size`, protocol 2), else guessed from the family's name for older
+        servers."""
+        checkpoint = self.find(name)
+        if checkpoint is not None and checkpoint.working_size:
+            return checkpoint.working_size
+        return working_resolution_for(checkpoint.family if checkpoint else None)
+
+
+def _working_size(value: object) -> int | None:
+    """A usable `working_size` (a positive whole number of pixels), else None."""
+    size = _int_or_none(value)
+    return size if size is not None and size > 0 else None
 
 
 def parse_models(data: object) -> ModelList:
     if not isinstance(data, dict):
         return ModelList([], [])
     checkpoints = [
-        Checkpoint(str(item["name"]), str(item.get("family", "")), bool(item.get("default")))
+        Checkpoint(
+            str(item["name"]),
+            str(item.get("family", "")),
+            bool(item.get("default")),
+            _working_size(item.get("working_size")),
+        )
         for item in data.get("checkpoints") or []
         if isinstance(item, dict) and "name" in item
     ]
@@ -272,7 +298,8 @@ def parse_models(data: object) -> ModelList:
 
 
 def working_resolution_for(family: str | None) -> int:
-    """The family's native size: SDXL models are trained at 1024, SD1.5 at 512."""
+    """The family's native size, for servers that do not say it: SDXL models are
+    trained at 1024, SD1.5 at 512."""
     return 1024 if family and "xl" in family.lower() else 512
 
 
@@ -303,7 +330,5 @@ def is_unreachable_message(text: str) -> bool:
 
 
 def unreachable_message(url: str) -> str:
-    return (
-        f"{UNREACHABLE_PREFIX}{url}. Start it (gear button, Start server) or check "
-        "the server URL in the settings; the plugin keeps trying to connect."
-    )
+    """Short, because the docker adds what to do (`guidance.unreachable_hint`)."""
+    return f"{UNREACHABLE_PREFIX}{url}."

@@ -1,41 +1,111 @@
-"""The plugin's settings: one dataclass, its validation, and persistence through a
-small key/value storage interface.
+"""The plugin's settings: one dataclass that is also the table of fields, their
+validation, and persistence through a small key/value storage interface.
 
-Krita keeps settings in QSettings; tests keep them in a dict. Both implement
+Each field of `Settings` carries its own description (label, dialog section, kind,
+limits, unit) in its metadata, so a new setting is one entry here: the gear dialog,
+the range checks and the stored keys all follow from it.
+
+Krita keeps settings in its settings file; tests keep them in a dict. Both implement
 `SettingsStore`, so the rules here are plain Python. Stored values that cannot be
 read back (hand-edited, from an older version) fall back to the default for that
 field instead of breaking the plugin.
+
+Pure Python (standard library only): the installer loads this file on its own to read
+the defaults, the group name and `validate`.
 """
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import asdict, dataclass, fields
-from typing import Protocol
+from dataclasses import Field, asdict, dataclass, field, fields
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 DEFAULT_SAMPLER = "DPM++ 2M Karras"
 SETTINGS_GROUP = "krita_diffusers"
 
+# Dialog sections, in the order the dialog shows them.
+SERVER = "Server"
+LOCAL_SERVER = "Local server started by Krita"
+GENERATION = "Generation defaults"
+SECTIONS = (SERVER, LOCAL_SERVER, GENERATION)
+
+# Kinds of field: each maps to one kind of input in the dialog.
+TEXT = "text"
+SECRET = "secret"
+CHOICE = "choice"  # free text with suggestions (the server's samplers)
+INTEGER = "integer"
+DECIMAL = "decimal"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one setting is shown and checked. `low`/`high` bound numbers; `special` is
+    the text shown for the lowest value when it means something else (0 = automatic)."""
+
+    label: str
+    section: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    unit: str = ""
+    special: str = ""
+    step: float = 1
+    placeholder: str = ""
+
+
+def setting(default: Any, spec: FieldSpec) -> Any:
+    """A dataclass field whose metadata is its `FieldSpec`."""
+    return field(default=default, metadata={"spec": spec})
+
 
 @dataclass
 class Settings:
-    """Everything the gear dialog edits. `working_resolution` 0 means "from the model
-    family" (512 for SD1.5, 1024 for SDXL); it only sizes text-to-image requests, as
-    the server scales regions itself."""
+    """Everything the gear dialog edits. `working_resolution` 0 means "from the model"
+    (the server's working size for it); it only sizes text-to-image requests, as the
+    server scales regions itself."""
 
-    server_url: str = "http://127.0.0.1:7860"
-    token: str = ""
-    server_command: str = "krita-diffusers-server serve --host 127.0.0.1 --port 7860"
-    sampler: str = DEFAULT_SAMPLER
-    steps: int = 20
-    cfg_scale: float = 7.0
-    working_resolution: int = 0
-    context_margin: int = 64
-    mask_grow: int = 8
-    mask_feather: int = 8
-    preview_every: int = 2
-    history_size: int = 20
+    server_url: str = setting("http://127.0.0.1:7860", FieldSpec("Server URL", SERVER, TEXT))
+    token: str = setting(
+        "", FieldSpec("Token", SERVER, SECRET, placeholder="only when the server asks for one")
+    )
+    server_command: str = setting(
+        "krita-diffusers-server serve --host 127.0.0.1 --port 7860",
+        FieldSpec("Command", LOCAL_SERVER, TEXT),
+    )
+    sampler: str = setting(DEFAULT_SAMPLER, FieldSpec("Sampler", GENERATION, CHOICE))
+    steps: int = setting(20, FieldSpec("Steps", GENERATION, INTEGER, 1, 150))
+    cfg_scale: float = setting(
+        7.0, FieldSpec("CFG scale", GENERATION, DECIMAL, 1.0, 30.0, step=0.5)
+    )
+    working_resolution: int = setting(
+        0,
+        FieldSpec("Working resolution", GENERATION, INTEGER, 0, 4096, " px", "From the model", 64),
+    )
+    context_margin: int = setting(
+        64, FieldSpec("Context margin", GENERATION, INTEGER, 0, 1024, " px")
+    )
+    mask_grow: int = setting(8, FieldSpec("Mask grow", GENERATION, INTEGER, 0, 256, " px"))
+    mask_feather: int = setting(8, FieldSpec("Mask feather", GENERATION, INTEGER, 0, 256, " px"))
+    preview_every: int = setting(
+        2, FieldSpec("Preview every", GENERATION, INTEGER, 0, 100, " steps", "No previews")
+    )
+    history_size: int = setting(
+        20, FieldSpec("History size", GENERATION, INTEGER, 1, 200, " results")
+    )
+
+
+def spec_of(item: Field[Any]) -> FieldSpec:
+    spec = item.metadata.get("spec")
+    if not isinstance(spec, FieldSpec):
+        raise TypeError(f"Settings.{item.name} has no FieldSpec")
+    return spec
+
+
+#: The table of fields, in declaration order: (name, spec).
+FIELDS: tuple[tuple[str, FieldSpec], ...] = tuple(
+    (item.name, spec_of(item)) for item in fields(Settings)
+)
 
 
 @dataclass(frozen=True)
@@ -44,32 +114,13 @@ class Limits:
     high: float
 
 
-# Ranges an artist can set; the dialog uses the same numbers for its spin boxes.
+# Derived views of the table, for code that only needs one aspect.
 LIMITS: dict[str, Limits] = {
-    "steps": Limits(1, 150),
-    "cfg_scale": Limits(1.0, 30.0),
-    "working_resolution": Limits(0, 4096),
-    "context_margin": Limits(0, 1024),
-    "mask_grow": Limits(0, 256),
-    "mask_feather": Limits(0, 256),
-    "preview_every": Limits(0, 100),
-    "history_size": Limits(1, 200),
+    name: Limits(spec.low, spec.high)
+    for name, spec in FIELDS
+    if spec.low is not None and spec.high is not None
 }
-
-LABELS: dict[str, str] = {
-    "server_url": "Server URL",
-    "token": "Token",
-    "server_command": "Server command",
-    "sampler": "Sampler",
-    "steps": "Steps",
-    "cfg_scale": "CFG scale",
-    "working_resolution": "Working resolution",
-    "context_margin": "Context margin",
-    "mask_grow": "Mask grow",
-    "mask_feather": "Mask feather",
-    "preview_every": "Preview every",
-    "history_size": "History size",
-}
+LABELS: dict[str, str] = {name: spec.label for name, spec in FIELDS}
 
 
 @dataclass(frozen=True)
@@ -133,7 +184,8 @@ def validate(settings: Settings) -> list[SettingProblem]:
 
 
 class SettingsStore(Protocol):
-    """Where settings live: strings by key. QSettings in Krita, a dict in tests."""
+    """Where settings live: strings by key. Krita's settings file in Krita, a dict in
+    tests."""
 
     def value(self, key: str) -> str | None: ...
 
@@ -168,12 +220,12 @@ def load(store: SettingsStore) -> Settings:
     value that fails validation is replaced by the default too."""
     defaults = Settings()
     values: dict[str, object] = {}
-    for item in fields(Settings):
-        raw = store.value(f"{SETTINGS_GROUP}/{item.name}")
+    for name, _spec in FIELDS:
+        raw = store.value(f"{SETTINGS_GROUP}/{name}")
         if raw is None:
             continue
         try:
-            values[item.name] = _parse(str(raw), getattr(defaults, item.name))
+            values[name] = _parse(str(raw), getattr(defaults, name))
         except ValueError:
             continue
     settings = Settings(**values)  # type: ignore[arg-type]

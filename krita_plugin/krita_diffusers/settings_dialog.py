@@ -1,6 +1,8 @@
 """The gear dialog: connection, managed local server, generation defaults.
 
-The dialog edits a copy; `settings()` returns it only after validation passes, and
+Built from the table of fields in `settings.py`: one input per field, in its section,
+with its label, limits and unit, so adding a setting never touches this file. The
+dialog edits a copy; `settings()` returns it only after validation passes, and
 problems are listed in the dialog instead of closing it. Restore Defaults resets the
 fields (not the saved settings) so the artist can still cancel.
 """
@@ -8,6 +10,7 @@ fields (not the saved settings) so the artist can still cancel.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from PyQt5.QtWidgets import (
     QComboBox,
@@ -27,18 +30,74 @@ from PyQt5.QtWidgets import (
 )
 
 from .managed_server import ManagedServer, ServerState
-from .settings import LIMITS, Settings, validate
+from .settings import (
+    CHOICE,
+    DECIMAL,
+    FIELDS,
+    INTEGER,
+    LOCAL_SERVER,
+    SECRET,
+    SECTIONS,
+    FieldSpec,
+    Settings,
+    validate,
+)
 
 
-def _spin(name: str, suffix: str = "", special: str = "") -> QSpinBox:
-    box = QSpinBox()
-    box.setObjectName(f"kd-setting-{name}")
-    box.setRange(int(LIMITS[name].low), int(LIMITS[name].high))
-    if suffix:
-        box.setSuffix(suffix)
-    if special:
-        box.setSpecialValueText(special)
-    return box
+class FieldInput:
+    """One setting's input widget, read and written as the setting's Python value."""
+
+    def __init__(self, name: str, spec: FieldSpec, samplers: list[str]) -> None:
+        self.name = name
+        self.spec = spec
+        self.widget = self._make(samplers)
+        self.widget.setObjectName(f"kd-setting-{name}")
+
+    def _make(self, samplers: list[str]) -> QWidget:
+        spec = self.spec
+        if spec.kind == INTEGER:
+            box = QSpinBox()
+            box.setRange(int(spec.low or 0), int(spec.high or 0))
+            box.setSingleStep(int(spec.step))
+            box.setSuffix(spec.unit)
+            box.setSpecialValueText(spec.special)
+            return box
+        if spec.kind == DECIMAL:
+            number = QDoubleSpinBox()
+            number.setRange(spec.low or 0.0, spec.high or 0.0)
+            number.setSingleStep(spec.step)
+            number.setSuffix(spec.unit)
+            return number
+        if spec.kind == CHOICE:
+            combo = QComboBox()
+            combo.setEditable(True)
+            combo.addItems(samplers)
+            return combo
+        line = QLineEdit()
+        line.setPlaceholderText(spec.placeholder)
+        if spec.kind == SECRET:
+            line.setEchoMode(QLineEdit.Password)
+        return line
+
+    def set(self, value: Any) -> None:
+        widget = self.widget
+        if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+            widget.setValue(value)
+        elif isinstance(widget, QComboBox):
+            widget.setCurrentText(str(value))
+        elif isinstance(widget, QLineEdit):
+            widget.setText(str(value))
+
+    def get(self) -> Any:
+        widget = self.widget
+        if isinstance(widget, QDoubleSpinBox):
+            return round(widget.value(), 2)
+        if isinstance(widget, QSpinBox):
+            return widget.value()
+        if isinstance(widget, QComboBox):
+            return widget.currentText().strip()
+        assert isinstance(widget, QLineEdit)
+        return widget.text().strip()
 
 
 class SettingsDialog(QDialog):
@@ -55,35 +114,15 @@ class SettingsDialog(QDialog):
         self._original = settings
         self._server = server
         self._result: Settings | None = None
-
-        self.url = QLineEdit(objectName="kd-setting-server_url")
-        self.token = QLineEdit(objectName="kd-setting-token")
-        self.token.setEchoMode(QLineEdit.Password)
-        self.token.setPlaceholderText("only when the server asks for one")
-        self.command = QLineEdit(objectName="kd-setting-server_command")
-        self.sampler = QComboBox(objectName="kd-setting-sampler")
-        self.sampler.setEditable(True)
-        self.sampler.addItems(samplers)
-        self.steps = _spin("steps")
-        self.cfg = QDoubleSpinBox(objectName="kd-setting-cfg_scale")
-        self.cfg.setRange(LIMITS["cfg_scale"].low, LIMITS["cfg_scale"].high)
-        self.cfg.setSingleStep(0.5)
-        self.resolution = _spin("working_resolution", " px", "From the model")
-        self.resolution.setSingleStep(64)
-        self.margin = _spin("context_margin", " px")
-        self.grow = _spin("mask_grow", " px")
-        self.feather = _spin("mask_feather", " px")
-        self.preview = _spin("preview_every", " steps", "No previews")
-        self.history = _spin("history_size", " results")
+        self.inputs = {name: FieldInput(name, spec, samplers) for name, spec in FIELDS}
         self.errors = QLabel(objectName="kd-settings-errors")
         self.errors.setWordWrap(True)
         self.errors.setStyleSheet("color: #c0392b")
         self.errors.hide()
 
         layout = QVBoxLayout(self)
-        layout.addWidget(self._connection_box())
-        layout.addWidget(self._server_box())
-        layout.addWidget(self._generation_box())
+        for section in SECTIONS:
+            layout.addWidget(self._section(section))
         layout.addWidget(self.errors)
         buttons = QDialogButtonBox(
             QDialogButtonBox.Ok | QDialogButtonBox.Cancel | QDialogButtonBox.RestoreDefaults
@@ -95,17 +134,21 @@ class SettingsDialog(QDialog):
         layout.addWidget(buttons)
         self.show_settings(settings)
 
-    def _connection_box(self) -> QGroupBox:
-        box = QGroupBox("Server")
+    def input(self, name: str) -> QWidget:
+        """The input widget of one setting (tests and scripts reach fields by name)."""
+        return self.inputs[name].widget
+
+    def _section(self, section: str) -> QGroupBox:
+        box = QGroupBox(section)
         form = QFormLayout(box)
-        form.addRow("Server URL", self.url)
-        form.addRow("Token", self.token)
+        for field_input in self.inputs.values():
+            if field_input.spec.section == section:
+                form.addRow(field_input.spec.label, field_input.widget)
+        if section == LOCAL_SERVER:
+            self._add_server_controls(box, form)
         return box
 
-    def _server_box(self) -> QGroupBox:
-        box = QGroupBox("Local server started by Krita")
-        form = QFormLayout(box)
-        form.addRow("Command", self.command)
+    def _add_server_controls(self, box: QGroupBox, form: QFormLayout) -> None:
         self.server_state = QLabel("The server is stopped.", objectName="kd-server-state")
         self.start_button = QPushButton("Start server", objectName="kd-server-start")
         self.stop_button = QPushButton("Stop server", objectName="kd-server-stop")
@@ -121,32 +164,18 @@ class SettingsDialog(QDialog):
         form.addRow(self.log)
         if self._server is None:
             box.setEnabled(False)
-            return box
+            return
         self.log.setPlainText("\n".join(self._server.log))
         self._server.log_added.connect(self.log.appendPlainText)
         self._server.state_changed.connect(self._on_server_state)
         self.start_button.clicked.connect(self._start_server)
         self.stop_button.clicked.connect(lambda: self._server.stop())
         self._on_server_state(self._server.state, "")
-        return box
-
-    def _generation_box(self) -> QGroupBox:
-        box = QGroupBox("Generation defaults")
-        form = QFormLayout(box)
-        form.addRow("Sampler", self.sampler)
-        form.addRow("Steps", self.steps)
-        form.addRow("CFG scale", self.cfg)
-        form.addRow("Working resolution", self.resolution)
-        form.addRow("Context margin", self.margin)
-        form.addRow("Mask grow", self.grow)
-        form.addRow("Mask feather", self.feather)
-        form.addRow("Preview every", self.preview)
-        form.addRow("History size", self.history)
-        return box
 
     def _start_server(self) -> None:
         assert self._server is not None
-        self._server.start(self.command.text(), self.url.text().strip(), self.token.text().strip())
+        edited = self.edited()
+        self._server.start(edited.server_command, edited.server_url, edited.token)
 
     def _on_server_state(self, state: ServerState, text: str) -> None:
         running = state in (ServerState.STARTING, ServerState.RUNNING)
@@ -156,38 +185,15 @@ class SettingsDialog(QDialog):
             self.server_state.setText(text)
 
     def show_settings(self, settings: Settings) -> None:
-        self.url.setText(settings.server_url)
-        self.token.setText(settings.token)
-        self.command.setText(settings.server_command)
-        self.sampler.setCurrentText(settings.sampler)
-        self.steps.setValue(settings.steps)
-        self.cfg.setValue(settings.cfg_scale)
-        self.resolution.setValue(settings.working_resolution)
-        self.margin.setValue(settings.context_margin)
-        self.grow.setValue(settings.mask_grow)
-        self.feather.setValue(settings.mask_feather)
-        self.preview.setValue(settings.preview_every)
-        self.history.setValue(settings.history_size)
+        for name, field_input in self.inputs.items():
+            field_input.set(getattr(settings, name))
 
     def restore_defaults(self) -> None:
         self.show_settings(Settings())
 
     def edited(self) -> Settings:
-        return replace(
-            self._original,
-            server_url=self.url.text().strip(),
-            token=self.token.text().strip(),
-            server_command=self.command.text().strip(),
-            sampler=self.sampler.currentText().strip(),
-            steps=self.steps.value(),
-            cfg_scale=round(self.cfg.value(), 2),
-            working_resolution=self.resolution.value(),
-            context_margin=self.margin.value(),
-            mask_grow=self.grow.value(),
-            mask_feather=self.feather.value(),
-            preview_every=self.preview.value(),
-            history_size=self.history.value(),
-        )
+        values = {name: field_input.get() for name, field_input in self.inputs.items()}
+        return replace(self._original, **values)
 
     def accept(self) -> None:
         settings = self.edited()

@@ -18,6 +18,7 @@ from plugin.memory_canvas import MemoryCanvas
 from PyQt5.QtWidgets import QLabel
 
 from krita_diffusers.client import ConnectionState
+from krita_diffusers.core import PluginCore
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.jobs import JobStatus
 from krita_diffusers.settings import MemoryStore, Settings, save
@@ -38,7 +39,8 @@ def test_server_killed_mid_job_is_shown_and_survived(qtbot, server: ProcessServe
     store = MemoryStore()
     # a job long enough to be killed in the middle of (512 px, 150 steps on a CPU)
     save(store, Settings(server_url=server.url, steps=150, preview_every=1, working_resolution=512))
-    panel = DiffusersPanel(canvas, store)
+    core = PluginCore(store)
+    panel = DiffusersPanel(canvas, core)
     qtbot.addWidget(panel)
     try:
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
@@ -51,7 +53,7 @@ def test_server_killed_mid_job_is_shown_and_survived(qtbot, server: ProcessServe
         server.kill()
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
         assert "Cannot reach the server" in panel.findChild(QLabel, "kd-connection").text()
-        assert canvas.layers == [] and canvas.preview is None
+        assert canvas.layers == []
         assert job.status is not JobStatus.FINISHED
 
         server.start()  # same port: the plugin finds it again by itself
@@ -61,8 +63,9 @@ def test_server_killed_mid_job_is_shown_and_survived(qtbot, server: ProcessServe
         assert job.status is JobStatus.FAILED, job.status
         assert "restart" in (job.error or "").lower(), job.error
         assert not panel.controller.busy and panel.generate_button.isEnabled()
-        assert canvas.layers == [] and canvas.preview is None
+        assert canvas.layers == []
         assert panel.history.count() == 0
     finally:
         panel.shutdown()
+        core.shutdown()
     record("plugin_server_killed_mid_job", "shown, canvas untouched, reconnected, job failed")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from krita_diffusers.canvas import CanvasError, LayerImage
+from krita_diffusers.canvas import RGBA, CanvasError, LayerImage
 from krita_diffusers.geometry import Rect
 
 
@@ -19,13 +19,14 @@ class InsertedLayer:
 
 
 class MemoryCanvas:
+    pixel_order = RGBA
+
     def __init__(self, width: int = 64, height: int = 64, rgba=(200, 120, 40, 255)) -> None:
         self.width, self.height = width, height
         self.pixels = bytes(rgba) * (width * height)
         self.mask: bytearray | None = None
         self.selection: Rect | None = None
         self.layers: list[InsertedLayer] = []
-        self.preview: LayerImage | None = None
         self.open = True
         self.refuse_reading = ""
         self.doc = "memory-doc"
@@ -69,11 +70,5 @@ class MemoryCanvas:
 
     def insert_layers(self, images, group_name) -> None:
         for image in images:
-            assert len(image.rgba) == image.rect.width * image.rect.height * 4
+            assert len(image.data) == image.rect.width * image.rect.height * 4
             self.layers.append(InsertedLayer(image, group_name))
-
-    def show_preview(self, image: LayerImage) -> None:
-        self.preview = image
-
-    def clear_preview(self) -> None:
-        self.preview = None

@@ -80,7 +80,7 @@ def test_a_refused_event_stream_is_reported_and_retried(qtbot, proxy):
 
 
 def test_callback_errors_are_logged_but_closed_widgets_are_not(caplog):
-    from krita_diffusers.client import _call_unless_closed
+    from krita_diffusers.background import call_unless_closed
 
     def deleted(_value):
         raise RuntimeError("wrapped C/C++ object of type QLabel has been deleted")
@@ -89,7 +89,7 @@ def test_callback_errors_are_logged_but_closed_widgets_are_not(caplog):
         raise ValueError("a real bug")
 
     with caplog.at_level("ERROR"):
-        _call_unless_closed(deleted, 1)
+        call_unless_closed(deleted, 1)
         assert caplog.records == []
-        _call_unless_closed(buggy, 1)  # must not raise into Qt's event loop
+        call_unless_closed(buggy, 1)  # must not raise into Qt's event loop
     assert "callback failed" in caplog.text and "a real bug" in caplog.text

@@ -65,7 +65,13 @@ def test_job_runs_through_events_to_finished():
     assert j.previews == 1 and j.step == 2
     j.apply_event(ev("result", index=0, seed=5, url="/v1/jobs/j1/images/0"))
     j.apply_event(ev("finished"))
-    assert j.done and j.results[0].seed == 5 and j.describe() == "Done: 1 result"
+    assert j.done and j.results[0].seed == 5
+    # finished on the server, but not done for the artist until the pixels are here
+    assert j.describe() == "Downloading results…"
+    j.download_error = "connection reset"
+    assert j.describe() == "Download failed: press Retry"
+    j.result_fetched(0)
+    assert j.download_error is None and j.describe() == "Done: 1 result"
 
 
 def test_job_ignores_other_jobs_and_events_after_terminal_state():

@@ -1,5 +1,6 @@
-"""The settings dialog starts the real server as a child process, shows its log,
-waits for /v1/health, and the docker connects; stopping it ends the process."""
+"""The docker's Start server button (offered while no server answers) and the
+settings dialog start the real server as a child process; the dialog shows its log;
+the docker connects once /v1/health answers; stopping it ends the process."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from PyQt5.QtWidgets import QLabel, QPlainTextEdit, QPushButton
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.managed_server import ServerState
-from krita_diffusers.settings import MemoryStore, Settings, save
 
 WAIT_MS = 180_000
 
 
-def test_start_and_stop_the_local_server_from_the_dialog(qtbot, canvas, tmp_path, monkeypatch):
+def test_start_from_the_docker_and_stop_from_the_dialog(
+    qtbot, canvas, tmp_path, monkeypatch, make_core
+):
     config = tmp_path / "server.toml"
     config.write_text("", encoding="utf-8")
     monkeypatch.setenv("KD_CONFIG", str(config))
@@ -24,14 +26,17 @@ def test_start_and_stop_the_local_server_from_the_dialog(qtbot, canvas, tmp_path
     monkeypatch.chdir(ROOT)
     port = free_port()
     command = f"{shlex.quote(str(PYTHON))} -m kd_server.cli serve --host 127.0.0.1 --port {port}"
-    store = MemoryStore()
-    save(store, Settings(server_url=f"http://127.0.0.1:{port}", server_command=command))
-    panel = DiffusersPanel(canvas, store)
+    core = make_core(server_url=f"http://127.0.0.1:{port}", server_command=command)
+    panel = DiffusersPanel(canvas, core)
     qtbot.addWidget(panel)
     try:
+        panel.show()
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
+        start = panel.findChild(QPushButton, "kd-start-server")
+        assert start.isVisible() and command in panel.connection.text()
+        start.click()
+        assert not start.isVisible()  # no second start while this one starts
         dialog = panel.open_settings()
-        dialog.findChild(QPushButton, "kd-server-start").click()
         qtbot.waitUntil(lambda: panel.server.state is ServerState.RUNNING, timeout=WAIT_MS)
         assert dialog.findChild(QLabel, "kd-server-state").text() == "The server is running."
         assert dialog.findChild(QPlainTextEdit, "kd-server-log").toPlainText().startswith("$ ")
@@ -47,16 +52,16 @@ def test_start_and_stop_the_local_server_from_the_dialog(qtbot, canvas, tmp_path
         panel.shutdown()
 
 
-def test_a_command_that_does_not_exist_says_so(qtbot, canvas):
-    store = MemoryStore()
-    save(store, Settings(server_command="/nonexistent/krita-diffusers-server serve"))
-    panel = DiffusersPanel(canvas, store)
+def test_a_command_that_does_not_exist_says_so(qtbot, canvas, make_core):
+    core = make_core(server_command="/nonexistent/krita-diffusers-server serve")
+    panel = DiffusersPanel(canvas, core)
     qtbot.addWidget(panel)
     try:
         dialog = panel.open_settings()
         dialog.findChild(QPushButton, "kd-server-start").click()
         qtbot.waitUntil(lambda: panel.server.state is ServerState.FAILED, timeout=WAIT_MS)
         assert "could not be started" in dialog.findChild(QLabel, "kd-server-state").text()
+        assert "could not be started" in panel.error.text()  # the docker says it too
         assert dialog.findChild(QPushButton, "kd-server-start").isEnabled()
         dialog.reject()
     finally:

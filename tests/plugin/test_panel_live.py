@@ -10,11 +10,12 @@ import threading
 
 import pytest
 from kd_plugin_server import LiveServer
-from PyQt5.QtWidgets import QLabel, QListWidget, QProgressBar
+from PyQt5.QtWidgets import QLabel, QListWidget, QProgressBar, QPushButton
 
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.geometry import Rect
+from krita_diffusers.guidance import WHAT_NEXT
 from krita_diffusers.jobs import JobStatus
 from krita_diffusers.protocol import Task
 from krita_diffusers.settings import MemoryStore, Settings, save
@@ -23,15 +24,16 @@ WAIT_MS = 180_000
 
 
 @pytest.fixture
-def make_panel(qtbot, canvas, live_server):
+def make_panel(qtbot, canvas, live_server, make_core):
     panels = []
 
-    def make(**overrides):
-        store = MemoryStore()
+    def make(store=None, open_image=None, **overrides):
         values = dict(server_url=live_server.url, steps=3, preview_every=1, working_resolution=64)
         values.update(overrides)
+        store = store if store is not None else MemoryStore()
         save(store, Settings(**values))
-        panel = DiffusersPanel(canvas, store)
+        core = make_core(store)
+        panel = DiffusersPanel(canvas, core, open_image)
         qtbot.addWidget(panel)
         panels.append(panel)
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
@@ -48,7 +50,7 @@ def watch(panel):
     progress = panel.findChild(QProgressBar, "kd-progress")
     panel.controller.job_updated.connect(lambda _job: seen["progress"].append(progress.text()))
     panel.controller.preview_ready.connect(
-        lambda _jpeg: seen.__setitem__("previews", seen["previews"] + 1)
+        lambda _image: seen.__setitem__("previews", seen["previews"] + 1)
     )
     return seen
 
@@ -73,10 +75,13 @@ def test_generate_shows_progress_preview_then_result(make_panel, qtbot, canvas):
     item = panel.controller.history.items[0]
     assert item.task is Task.TXT2IMG and item.region == Rect(0, 0, 64, 64)
     assert panel.seed.text() == str(item.seed)
-    # the newest result shows on the canvas as the temporary preview layer
-    qtbot.waitUntil(lambda: canvas.preview is not None, timeout=WAIT_MS)
+    assert panel.progress.text() == "Done: 1 result"
+    # the newest result is selected and shown in the docker, not put on the canvas
+    assert panel.history.currentItem().isSelected() and canvas.layers == []
+    assert not panel.history.currentItem().icon().isNull()
     panel.apply_button.click()
-    assert len(canvas.layers) == 1 and canvas.layers[0].image.rect == Rect(0, 0, 64, 64)
+    qtbot.waitUntil(lambda: len(canvas.layers) == 1, timeout=WAIT_MS)
+    assert canvas.layers[0].image.rect == Rect(0, 0, 64, 64)
     assert canvas.layers[0].image.name == f"a small red square (seed {item.seed})"
     assert panel.client.network_threads
     assert threading.main_thread() not in panel.client.network_threads
@@ -100,11 +105,12 @@ def test_inpaint_result_lands_exactly_over_the_grown_selection(make_panel, qtbot
     assert all(item.region == Rect(16, 20, 18, 14) for item in items)
     panel.history.selectAll()
     panel.apply_button.click()
+    qtbot.waitUntil(lambda: len(canvas.layers) == 2, timeout=WAIT_MS)
     layers = canvas.layers
-    assert len(layers) == 2 and {layer.group for layer in layers} == {"a blue dot (batch)"}
+    assert {layer.group for layer in layers} == {"a blue dot (batch)"}
     image = layers[0].image
     assert image.rect == Rect(16, 20, 18, 14)
-    alpha = image.rgba[3::4]
+    alpha = image.data[3::4]
     corner, inside = alpha[0], alpha[(4 + 3) * 18 + 4 + 5]  # region corner vs. selection centre
     assert corner == 0 and inside == 255
 
@@ -147,19 +153,20 @@ def test_missed_events_are_recovered_from_the_job_record(make_panel, qtbot):
 def test_stopped_server_is_reported_and_a_restarted_one_picked_up(make_panel, qtbot, live_server):
     panel = make_panel()
     connection = panel.findChild(QLabel, "kd-connection")
+    error = panel.findChild(QLabel, "kd-error")
     live_server.stop()
     try:
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=WAIT_MS)
         assert "Cannot reach the server" in connection.text()
         panel.prompt.setPlainText("a cat")
         panel.generate_button.click()  # pressed while the server is down
-        error = panel.findChild(QLabel, "kd-error")
-        qtbot.waitUntil(lambda: "Cannot reach the server" in error.text(), timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: panel.progress.text().startswith("Not sent"), timeout=WAIT_MS)
+        assert error.text() == ""  # said once, by the connection line
     finally:
         live_server.start()
     qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
     assert connection.text().startswith("Connected: ")
-    qtbot.waitUntil(lambda: error.text() == "", timeout=WAIT_MS)  # no stale message
+    assert error.text() == ""  # no stale message
 
 
 def test_missing_model_is_explained(make_panel, qtbot):
@@ -174,12 +181,10 @@ def test_missing_model_is_explained(make_panel, qtbot):
     assert panel.controller.jobs == {}
 
 
-def test_server_with_a_token_refuses_until_the_token_is_set(qtbot, canvas, tmp_path):
+def test_server_with_a_token_refuses_until_the_token_is_set(qtbot, canvas, tmp_path, make_core):
     server = LiveServer(tmp_path, token="s3cret")
     server.start()
-    store = MemoryStore()
-    save(store, Settings(server_url=server.url))
-    panel = DiffusersPanel(canvas, store)
+    panel = DiffusersPanel(canvas, make_core(server_url=server.url))
     qtbot.addWidget(panel)
     try:
         qtbot.waitUntil(lambda: panel.client.state is ConnectionState.REFUSED, timeout=WAIT_MS)
@@ -207,3 +212,27 @@ def test_cancel_of_a_refused_submission_does_not_cancel_the_next_job(make_panel,
     job = next(iter(panel.controller.jobs.values()))
     qtbot.waitUntil(lambda: job.done, timeout=WAIT_MS)
     assert job.status is JobStatus.FINISHED
+
+
+def test_the_first_connection_says_what_next_and_offers_the_first_image(
+    make_panel, tmp_path, monkeypatch, qtbot
+):
+    """Once per Krita profile: a short "what next", and the image the installer made."""
+    data = tmp_path / "data"
+    (data / "krita-diffusers").mkdir(parents=True)
+    image = data / "krita-diffusers" / "first-image.png"
+    image.write_bytes(b"\x89PNG")
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    opened = []
+    store = MemoryStore()
+    panel = make_panel(store=store, open_image=opened.append)
+    panel.show()
+    assert panel.welcome.isVisible()
+    assert panel.findChild(QLabel, "kd-welcome-text").text() == WHAT_NEXT
+    button = panel.findChild(QPushButton, "kd-open-first-image")
+    assert button.isVisible()
+    button.click()
+    assert opened == [image] and not panel.welcome.isVisible()
+    again = make_panel(store=store)  # a later start (or another window) of the same Krita
+    again.show()
+    assert not again.welcome.isVisible()

@@ -10,7 +10,15 @@ import threading
 import pytest
 from kd_plugin_server import free_port
 from PyQt5.QtCore import QSettings
-from PyQt5.QtWidgets import QDialogButtonBox, QLabel, QPushButton
+from PyQt5.QtWidgets import (
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+)
 
 from krita_diffusers import images
 from krita_diffusers.client import ConnectionState
@@ -18,7 +26,7 @@ from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.geometry import Rect
 from krita_diffusers.protocol import Task
 from krita_diffusers.qt_store import QtSettingsStore
-from krita_diffusers.settings import MemoryStore, Settings, load, save
+from krita_diffusers.settings import FIELDS, Settings, load, save
 
 
 @pytest.fixture
@@ -27,14 +35,12 @@ def dead_url():
 
 
 @pytest.fixture
-def make_panel(qtbot, canvas, dead_url):
+def make_panel(qtbot, canvas, dead_url, make_core):
     panels = []
 
-    def make(store=None, url=dead_url, **settings):
-        if store is None:
-            store = MemoryStore()
-            save(store, Settings(server_url=url, **settings))
-        panel = DiffusersPanel(canvas, store)
+    def make(store=None, url=dead_url, core=None, open_image=None, **settings):
+        core = core or make_core(store, server_url=url, **settings)
+        panel = DiffusersPanel(canvas, core, open_image)
         qtbot.addWidget(panel)
         panels.append(panel)
         return panel
@@ -61,6 +67,11 @@ def test_every_named_control_exists(make_panel):
         "kd-history",
         "kd-settings",
         "kd-connection",
+        "kd-start-server",
+        "kd-retry",
+        "kd-apply",
+        "kd-discard",
+        "kd-scroll",
     ):
         assert panel.findChild(object, name) is not None, name
 
@@ -90,17 +101,33 @@ def test_generate_label_follows_strength_and_selection(make_panel, canvas):
     assert button.text() == "Generate"
 
 
-def test_unreachable_server_is_shown_in_plain_words(make_panel, qtbot, dead_url):
-    panel = make_panel()
+def test_unreachable_server_is_said_once_with_what_to_do(make_panel, qtbot, dead_url):
+    """The connection line says there is no server and how to get one (the docker's
+    button or the command); pressing Generate then does not repeat it below."""
+    panel = make_panel(server_command="kd-serve --port 1")
     connection = panel.findChild(QLabel, "kd-connection")
     qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=30_000)
-    assert "Cannot reach the server" in connection.text() and dead_url in connection.text()
+    text = connection.text()
+    assert text.startswith(f"Cannot reach the server at {dead_url}.")
+    assert "Start server" in text and text.endswith("kd-serve --port 1")
+    assert connection.wordWrap()
+    panel.show()
+    assert panel.findChild(QPushButton, "kd-start-server").isVisible()
     panel.prompt.setPlainText("a cat")
     panel.generate_button.click()
     error = panel.findChild(QLabel, "kd-error")
-    qtbot.waitUntil(lambda: "Cannot reach the server" in error.text(), timeout=30_000)
+    qtbot.waitUntil(lambda: panel.progress.text().startswith("Not sent"), timeout=30_000)
+    assert error.text() == "" and not error.isVisible()
     assert panel.cancel_button.isEnabled() is False
     assert threading.main_thread() not in panel.client.network_threads
+
+
+def test_a_remote_server_gets_no_start_button(make_panel, qtbot):
+    panel = make_panel(url=f"http://192.0.2.1:{free_port()}")  # TEST-NET: never answers
+    panel.show()
+    qtbot.waitUntil(lambda: panel.client.state is ConnectionState.UNREACHABLE, timeout=30_000)
+    assert "Check that it runs" in panel.connection.text()
+    assert not panel.start_server_button.isVisible()
 
 
 def test_missing_prompt_and_refused_document_give_messages(make_panel, canvas):
@@ -124,25 +151,49 @@ def test_settings_dialog_round_trip_through_qsettings(make_panel, qtbot, tmp_pat
     panel = make_panel(store=store)
     dialog = panel.open_settings()
     assert dialog.objectName() == "kd-settings-dialog"
-    dialog.steps.setValue(9)
-    dialog.cfg.setValue(3.5)
-    dialog.margin.setValue(12)
-    dialog.preview.setValue(0)
-    dialog.history.setValue(3)
-    dialog.token.setText("secret-token")
+    dialog.input("steps").setValue(9)
+    dialog.input("cfg_scale").setValue(3.5)
+    dialog.input("context_margin").setValue(12)
+    dialog.input("preview_every").setValue(0)
+    dialog.input("history_size").setValue(3)
+    dialog.input("token").setText("secret-token")
     dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
     assert panel.settings.steps == 9 and panel.client.token == "secret-token"
+    assert panel.controller.settings.steps == 9
     reread = load(QtSettingsStore(QSettings(str(tmp_path / "plugin.ini"), QSettings.IniFormat)))
     assert (reread.steps, reread.cfg_scale, reread.context_margin) == (9, 3.5, 12)
     assert (reread.preview_every, reread.history_size, reread.token) == (0, 3, "secret-token")
     assert reread.server_url == dead_url
 
 
+def test_settings_dialog_is_built_from_the_table_of_fields(make_panel):
+    """One input per field of `Settings`, in its section, with its label, limits and
+    unit: a new setting needs only its entry in settings.py."""
+    dialog = make_panel().open_settings()
+    labels = {}
+    for box in dialog.findChildren(QGroupBox):
+        form = box.layout()
+        assert isinstance(form, QFormLayout)
+        for row in range(form.rowCount()):
+            label = form.itemAt(row, QFormLayout.LabelRole)
+            field = form.itemAt(row, QFormLayout.FieldRole)
+            if label is not None and field is not None and field.widget() is not None:
+                labels[field.widget().objectName()] = (box.title(), label.widget().text())
+    assert set(labels) == {f"kd-setting-{name}" for name, _spec in FIELDS}
+    for name, spec in FIELDS:
+        assert labels[f"kd-setting-{name}"] == (spec.section, spec.label)
+        widget = dialog.input(name)
+        if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+            assert (widget.minimum(), widget.maximum()) == (spec.low, spec.high), name
+            assert widget.suffix() == spec.unit, name
+    dialog.reject()
+
+
 def test_settings_dialog_refuses_invalid_values_and_restores_defaults(make_panel):
     panel = make_panel()
     dialog = panel.open_settings()
-    dialog.url.setText("not a url")
-    dialog.command.setText("")
+    dialog.input("server_url").setText("not a url")
+    dialog.input("server_command").setText("")
     dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
     assert dialog.isVisible()
     errors = dialog.findChild(QLabel, "kd-settings-errors")
@@ -153,33 +204,55 @@ def test_settings_dialog_refuses_invalid_values_and_restores_defaults(make_panel
     assert panel.settings.server_url != "not a url"
 
 
-def test_history_select_apply_and_discard_on_the_canvas(make_panel, canvas):
+def test_two_windows_share_one_client_and_one_server(make_panel, make_core, canvas, dead_url):
+    """Each Krita window has its own docker; they share the core: one client (one
+    event stream, one client id), one managed server, and the same settings."""
+    core = make_core(server_url=dead_url)
+    first, second = make_panel(core=core), make_panel(core=core)
+    assert first.client is second.client is core.client
+    assert first.server is second.server is core.server
+    assert first.controller is not second.controller  # each window keeps its history
+    dialog = first.open_settings()
+    dialog.input("steps").setValue(5)
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+    assert second.settings.steps == 5 and second.controller.settings.steps == 5
+
+
+def test_history_select_apply_and_discard_on_the_canvas(make_panel, canvas, qtbot):
+    """Selecting a result shows it in the docker only; the canvas gets layers only
+    when the artist applies (nothing temporary ever goes into the document)."""
     panel = make_panel()
     controller = panel.controller
     red = images.encode_rgba_png(bytes([255, 0, 0, 255]) * 16 * 8, 16, 8)
     region = Rect(4, 6, 16, 8)
-    controller.history.add("job", 0, 11, "a red box", Task.INPAINT, region, red, canvas.doc)
-    controller.history.add("job", 1, 12, "a red box", Task.INPAINT, region, red, canvas.doc)
+    for index, seed in ((0, 11), (1, 12)):
+        item, _ = controller.history.add(
+            "job", index, seed, "a red box", Task.INPAINT, region, red, canvas.doc
+        )
+        controller.views[item.item_id] = images.result_views(red, 16, 8)
     controller.history_changed.emit()
     assert panel.history.count() == 2
 
     panel.history.setCurrentRow(0)
-    assert canvas.preview is not None and canvas.preview.rect == region
-    assert canvas.preview.rgba[:4] == bytes([255, 0, 0, 255])
+    shown = panel.preview.pixmap().toImage()
+    assert shown.pixelColor(shown.width() // 2, shown.height() // 2).red() == 255
+    assert canvas.layers == []
 
     panel.history.selectAll()
     panel.apply_button.click()
-    assert canvas.preview is None
+    qtbot.waitUntil(lambda: len(canvas.layers) == 2, timeout=10_000)
     assert [layer.image.rect for layer in canvas.layers] == [region, region]
     assert {layer.group for layer in canvas.layers} == {"a red box (batch)"}
     assert [layer.image.name for layer in canvas.layers] == [
         "a red box (seed 12)",
         "a red box (seed 11)",
     ]
+    assert canvas.layers[0].image.data[:4] == bytes([255, 0, 0, 255])
+    qtbot.waitUntil(lambda: "✓" in panel.history.item(0).text(), timeout=10_000)
 
     panel.history.setCurrentRow(0)
     panel.discard_button.click()
-    assert panel.history.count() == 1 and canvas.preview is None
+    assert panel.history.count() == 1 and len(canvas.layers) == 2
 
 
 def test_result_for_another_document_is_not_placed(make_panel, canvas):
@@ -192,15 +265,16 @@ def test_result_for_another_document_is_not_placed(make_panel, canvas):
     assert canvas.layers == [] and "another document" in panel.error.text()
 
 
-def test_txt2img_result_is_scaled_to_the_canvas(make_panel, canvas):
+def test_txt2img_result_is_scaled_to_the_canvas(make_panel, canvas, qtbot):
     panel = make_panel()
     small = images.encode_rgba_png(bytes([0, 0, 255, 255]) * 8 * 8, 8, 8)
     item, _ = panel.controller.history.add(
         "j", 0, 1, "p", Task.TXT2IMG, Rect(0, 0, 64, 64), small, canvas.doc
     )
     assert panel.controller.apply_items([item.item_id])
+    qtbot.waitUntil(lambda: len(canvas.layers) == 1, timeout=10_000)
     layer = canvas.layers[0].image
-    assert layer.rect == Rect(0, 0, 64, 64) and len(layer.rgba) == 64 * 64 * 4
+    assert layer.rect == Rect(0, 0, 64, 64) and len(layer.data) == 64 * 64 * 4
     assert canvas.layers[0].group is None
 
 
@@ -215,7 +289,7 @@ def test_closed_settings_dialogs_do_not_pile_up(make_panel, qtbot):
         dialog.reject()
     qtbot.waitUntil(lambda: len(panel.findChildren(SettingsDialog)) == 0, timeout=5_000)
     dialog = panel.open_settings()
-    dialog.steps.setValue(7)
+    dialog.input("steps").setValue(7)
     dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
     assert panel.settings.steps == 7
     qtbot.waitUntil(lambda: len(panel.findChildren(SettingsDialog)) == 0, timeout=5_000)

@@ -105,6 +105,25 @@ def test_parse_models_and_family_lookup():
     assert parse_models("nonsense").checkpoints == []
 
 
+def test_working_size_comes_from_the_server_and_falls_back_to_the_family():
+    """Protocol 2 servers say each model's working size; older ones only its family."""
+    models = parse_models(
+        {
+            "checkpoints": [
+                {"name": "tiny", "family": "sd15", "default": True, "working_size": 64},
+                {"name": "xl-told", "family": "sdxl", "working_size": 768},
+                {"name": "xl-old", "family": "sdxl"},
+                {"name": "odd", "family": "sd15", "working_size": "big"},
+            ]
+        }
+    )
+    assert models.working_size_of(None) == 64  # the server's default model
+    assert models.working_size_of("xl-told") == 768  # not the 1024 the name suggests
+    assert models.working_size_of("xl-old") == 1024
+    assert models.working_size_of("odd") == 512
+    assert models.working_size_of("unknown") == 512
+
+
 @pytest.mark.parametrize(
     ("strength", "selection", "label"),
     [

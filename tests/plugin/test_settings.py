@@ -1,6 +1,18 @@
 """Settings: validation and a round trip through a store."""
 
-from krita_diffusers.settings import MemoryStore, Settings, load, save, validate
+from dataclasses import fields
+
+from krita_diffusers.settings import (
+    FIELDS,
+    LABELS,
+    LIMITS,
+    SECTIONS,
+    MemoryStore,
+    Settings,
+    load,
+    save,
+    validate,
+)
 
 
 def test_defaults_are_valid():
@@ -69,3 +81,17 @@ def test_validation_names_each_bad_field_with_a_sentence():
 
 def test_bad_port_is_reported():
     assert [p.field for p in validate(Settings(server_url="http://host:99999"))] == ["server_url"]
+
+
+def test_every_setting_is_one_entry_of_the_table():
+    """Label, section, kind and limits live with the field itself; the derived views
+    (LIMITS, LABELS) and validation follow from it."""
+    assert [name for name, _spec in FIELDS] == [item.name for item in fields(Settings)]
+    for name, spec in FIELDS:
+        assert spec.label and spec.section in SECTIONS, name
+        assert LABELS[name] == spec.label
+        default = getattr(Settings(), name)
+        if isinstance(default, (int, float)):
+            assert name in LIMITS and spec.low <= default <= spec.high, name
+            too_big = Settings(**{name: spec.high + 1})
+            assert {p.field for p in validate(too_big)} == {name}

@@ -1,0 +1,58 @@
+"""What the controller needs from a server client, and nothing more.
+
+`client.ServerClient` implements it over HTTP and WebSocket; the controller's unit
+tests implement it with a stand-in that answers from memory, so the controller's
+logic (jobs, results, retries, history) is tested without a network, while the
+real-server tests keep covering the real client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .protocol import JobRequest
+
+OkCallback = Callable[[Any], None]
+ErrorCallback = Callable[[str], None]
+
+
+class BoundSignal(Protocol):
+    """The part of a bound Qt signal the controller uses."""
+
+    def connect(self, slot: Callable[..., Any]) -> Any: ...
+
+
+class JobClient(Protocol):
+    """Submits and follows jobs. Every callback runs later on the GUI thread; an error
+    callback gets a sentence for the artist.
+
+    Signals: `event_received(protocol.Event)` for each frame of the event stream,
+    `reconnected()` after every (re)connection, `models_changed(protocol.ModelList)`.
+    """
+
+    event_received: BoundSignal
+    reconnected: BoundSignal
+    models_changed: BoundSignal
+
+    def submit(
+        self, prepare: Callable[[], JobRequest], on_ok: OkCallback, on_error: ErrorCallback
+    ) -> None:
+        """POST a job; `prepare` builds the request off the GUI thread; `on_ok` gets the
+        202 body (`job_id`, `position`)."""
+        ...
+
+    def cancel(
+        self, job_id: str, on_ok: OkCallback | None = None, on_error: ErrorCallback | None = None
+    ) -> None: ...
+
+    def job_status(
+        self, job_id: str, on_ok: OkCallback, on_error: ErrorCallback | None = None
+    ) -> None:
+        """The job's record (`GET /v1/jobs/{id}`); a job the server forgot comes back as
+        failed (`protocol.lost_job_status`)."""
+        ...
+
+    def fetch(self, path: str, on_ok: OkCallback, on_error: ErrorCallback | None = None) -> None:
+        """A result's bytes (PNG) from a URL relative to the server root."""
+        ...
