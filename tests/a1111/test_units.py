@@ -79,3 +79,51 @@ def test_undecodable_uploads_are_described_without_object_reprs(raw: bytes) -> N
     message = str(info.value)
     assert message.startswith("init_images[0]: is not a readable")
     assert "0x" not in message and "BytesIO" not in message, message
+
+
+def test_a_pending_hash_is_a_labelled_string_in_info_and_absent_from_the_infotext() -> None:
+    """While the checkpoint is still being hashed (hashes.py, in the background)."""
+    import json
+
+    from kd_server.api.a1111.metadata import Facts, complete_info, rewrite
+    from kd_server.hashes import PENDING, EntryHash
+    from kd_server.samplers import Schedule
+
+    facts = Facts(
+        prompt="a <lora:x:0.5> cat",
+        negative_prompt="dog, fog",
+        sampler="DPM++ 2M",
+        schedule=Schedule.KARRAS,
+        schedule_note=None,
+        model_hash=EntryHash(None, PENDING),
+        lora_hashes=(),
+    )
+    engine_text = (
+        "a cat\nNegative prompt: dog, fog\nSteps: 2, Sampler: DPM++ 2M Karras, CFG scale: 7, "
+        'Seed: 1, Size: 64x64, Model: big, Lora weights: "x: 0.5"'
+    )
+    text = rewrite(engine_text, facts)
+    assert text == (
+        "a <lora:x:0.5> cat\nNegative prompt: dog, fog\nSteps: 2, Sampler: DPM++ 2M, "
+        "Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 64x64, Model: big"
+    )
+    info = json.loads(complete_info(json.dumps({"sd_model_hash": None}), facts))
+    assert info["sd_model_hash"] == "hash-pending"
+    assert (info["sampler_name"], info["scheduler"]) == ("DPM++ 2M", "Karras")
+
+
+@pytest.mark.parametrize("text", ["plain, text: 1", "ünïcødé 猫 <lora:x:1>\nNegative prompt: ñ"])
+def test_the_png_text_is_replaced_without_touching_the_pixels(text: str) -> None:
+    import io
+
+    from kd_server.pngmeta import encode_png, replace_parameters
+
+    picture = Image.effect_noise((48, 32), 40).convert("RGB")
+    png = encode_png(picture, "old text")
+    replaced = replace_parameters(png, text)
+    with Image.open(io.BytesIO(replaced)) as image:
+        assert image.info["parameters"] == text
+        assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(picture))
+    assert replaced.count(b"old text") == 0
+    with pytest.raises(ValueError, match="not a PNG"):
+        replace_parameters(b"GIF89a", text)
