@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import struct
 import threading
 from collections import deque
@@ -224,6 +225,22 @@ class HashStore:
             return EntryHash(found, PENDING)
         return EntryHash(None, UNREADABLE if self.failed(entry.path, kind) else PENDING)
 
+    def find(self, entries: Iterable[ModelEntry], reference: str) -> ModelEntry | None:
+        """The usable entry a hash reference names, among those hashed already.
+
+        A1111 accepts a checkpoint by its short hash or sha256, alone or as the
+        " [hash]" at the end of a title, so a title from another A1111 (another folder
+        layout, another file name) still finds the same file here."""
+        wanted = referenced_hash(reference)
+        if wanted is None:
+            return None
+        for entry in entries:
+            if entry.usable:
+                sha256 = self.entry_hash(entry).sha256
+                if sha256 is not None and sha256.startswith(wanted):
+                    return entry
+        return None
+
     def wait_idle(self, timeout: float) -> bool:
         """True once nothing is queued or being hashed (tests, benchmarks)."""
         with self._condition:
@@ -258,6 +275,15 @@ class HashStore:
             if FileVersion.of(path) == version:  # unchanged while it was read
                 self._done[key] = value
             log.debug("Hashed %s (%s): %s", path, kind.value, value[:LORA_SHORT])
+
+
+_HASH_REFERENCE = re.compile(r"(?:^|\[)\s*([0-9a-fA-F]{10}|[0-9a-fA-F]{64})\s*\]?\s*$")
+
+
+def referenced_hash(reference: str) -> str | None:
+    """The hash in a checkpoint reference ("0123456789", a sha256, "title [0123456789]")."""
+    match = _HASH_REFERENCE.search(reference.strip())
+    return match.group(1).lower() if match else None
 
 
 def library_files(entries: Iterable[ModelEntry]) -> list[tuple[Path, HashKind]]:

@@ -463,3 +463,21 @@ def test_embeddings_scripts_memory_and_flags(server: LiveServer, server_factory:
     answer = secured.get("/sdapi/v1/cmd-flags", headers={"Authorization": "Bearer secret-token-1"})
     assert answer.status_code == 200 and "secret-token-1" not in answer.text
     assert answer.json()["api_auth"] is None
+
+
+def test_checkpoint_override_by_hash_or_unknown(server: LiveServer, hashed: Any) -> None:
+    """Issue 14 item 6. A1111 finds a checkpoint by its hash too (a title from another
+    A1111 install, other folders, still names the same file). An unknown name: A1111
+    1.6+ drops the override and paints with the loaded model, telling only its console;
+    here it stays a 404, because a picture from another model than the one named is a
+    change the user must know about (docs/a1111.md)."""
+    short = checkpoint_short_hash(hashed.get_checkpoint(SECOND).path)
+    for reference in (f"elsewhere/renamed.safetensors [{short}]", short):
+        body = {**TINY, "prompt": "x", "override_settings": {"sd_model_checkpoint": reference}}
+        _, details = strict(server, server.post("/sdapi/v1/txt2img", json=body))
+        assert details.sd_model_name == SECOND and details.sd_model_hash == short
+    unknown = {**TINY, "override_settings": {"sd_model_checkpoint": "tiny-sd15-typo"}}
+    response = server.post("/sdapi/v1/txt2img", json=unknown)
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found" and f"Did you mean '{SECOND}'" in error["message"]

@@ -287,9 +287,12 @@ def _match(names: list[str], wanted: str) -> str | None:
 
 
 def find_checkpoint(library: ModelLibrary, title: str) -> str:
-    """Our checkpoint name for an A1111 title, model_name or file name."""
+    """Our checkpoint name for an A1111 title, model_name, file name or hash."""
     usable = [e.name for e in library.checkpoints() if e.usable]
     found = _match(usable, title)
+    if found is None:
+        by_hash = library.hashes.find(library.checkpoints(), title)
+        found = by_hash.name if by_hash is not None else None
     if found is None:
         library.get_checkpoint(_candidates(title)[-1])  # raises with a "did you mean"
         raise AssertionError("unreachable")
