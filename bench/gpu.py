@@ -181,7 +181,7 @@ def build_random_pipeline(family: str, device: Any, dtype: Any) -> Any:
             text_encoder_2 = CLIPTextModelWithProjection(
                 CLIPTextConfig.from_pretrained(config_dir / "text_encoder_2", local_files_only=True)
             )
-    modules = [m for m in (unet, vae, text_encoder, text_encoder_2) if m is not None]
+    modules: list[Any] = [m for m in (unet, vae, text_encoder, text_encoder_2) if m is not None]
     for module in modules:
         module.to(dtype=dtype).eval().requires_grad_(False)
     parts = Components(
@@ -307,7 +307,7 @@ def bench_model(case: ModelCase, args: argparse.Namespace, device: Any, dtype: A
         free(device)
 
         library = ModelLibrary([models])
-        setups = [("our engine (defaults)", None)]
+        setups: list[tuple[str, SpeedOptions | None]] = [("our engine (defaults)", None)]
         speed = SpeedOptions(
             channels_last=args.channels_last,
             compile=args.compile,

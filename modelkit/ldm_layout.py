@@ -210,7 +210,7 @@ def _perturb(module: torch.nn.Module) -> None:
             param.add_(torch.randn_like(param) * PERTURBATION)
 
 
-def build_tiny_components(family: str, seed: int = 0) -> DiffusionPipeline:
+def build_tiny_components(family: str, seed: int = 0) -> Any:
     """A tiny pipeline of the given family, the same for the same seed.
 
     The global torch RNG is left as it was, so building does not shift other tests' seeds.
@@ -221,7 +221,7 @@ def build_tiny_components(family: str, seed: int = 0) -> DiffusionPipeline:
         unet = UNet2DConditionModel(**_unet_config(family))
         vae = _vae(family)
         text_encoder = CLIPTextModel(_clip_config(TEXT_HIDDEN, 2, "quick_gelu", TEXT_HIDDEN))
-        modules: list[torch.nn.Module] = [unet, vae, text_encoder]
+        modules: list[Any] = [unet, vae, text_encoder]
         if _is_xl(family):
             text_encoder_2 = CLIPTextModelWithProjection(
                 _clip_config(TEXT2_HIDDEN, TEXT2_LAYERS, "gelu", TEXT2_PROJECTION)
@@ -233,13 +233,7 @@ def build_tiny_components(family: str, seed: int = 0) -> DiffusionPipeline:
     return _assemble(family, unet, vae, text_encoder, modules)
 
 
-def _assemble(
-    family: str,
-    unet: UNet2DConditionModel,
-    vae: AutoencoderKL,
-    text_encoder: CLIPTextModel,
-    modules: list[torch.nn.Module],
-) -> DiffusionPipeline:
+def _assemble(family: str, unet: Any, vae: Any, text_encoder: Any, modules: list[Any]) -> Any:
     parts = Components(
         unet=unet,
         vae=vae,
@@ -274,7 +268,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def save_config_folder(pipe: DiffusionPipeline, folder: str | Path) -> Path:
+def save_config_folder(pipe: Any, folder: str | Path) -> Path:
     """Write the pipeline's diffusers config folder, without weights or vocabularies.
 
     This is the sidecar ``<stem>.config/`` the product reads when a checkpoint's
@@ -369,7 +363,7 @@ def _rename_first(rest: str, names: dict[str, str]) -> str:
     return f"{names.get(first, first)}.{tail}" if tail else names.get(first, first)
 
 
-def unet_to_ldm(unet: UNet2DConditionModel) -> Tensors:
+def unet_to_ldm(unet: Any) -> Tensors:
     """UNet weights under ``model.diffusion_model.*``; attention internals keep their names."""
     prefixes = _unet_prefixes(unet.config)
     out: Tensors = {}
@@ -422,7 +416,7 @@ def _vae_attention_entry(rest: str, tensor: torch.Tensor) -> tuple[str, torch.Te
     return name, tensor
 
 
-def vae_to_ldm(vae: AutoencoderKL) -> Tensors:
+def vae_to_ldm(vae: Any) -> Tensors:
     """VAE weights under ``first_stage_model.*``."""
     prefixes = _vae_prefixes(vae.config)
     out: Tensors = {}
@@ -502,7 +496,7 @@ def openclip_to_ldm(model: CLIPTextModelWithProjection, prefix: str) -> Tensors:
 # ------------------------------------------------------------------------ writing
 
 
-def ldm_state_dict(pipe: DiffusionPipeline) -> Tensors:
+def ldm_state_dict(pipe: Any) -> Tensors:
     """The whole pipeline in the original single-file layout (not yet cast or copied)."""
     tensors: Tensors = {}
     tensors.update(unet_to_ldm(pipe.unet))

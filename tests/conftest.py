@@ -51,7 +51,6 @@ def server_factory(engine, library):
     injection) for one test, on the `engine` and `library` fixtures of the test's own
     folder unless others are passed."""
     from api.live import start_server, stop_server
-
     from kd_server.config import Settings
 
     started = []

@@ -95,7 +95,7 @@ _INT_FIELDS = set(_INT_RANGES)
 
 def _whole_number(key: str, value: object, origin: str) -> int:
     try:
-        number = int(value)  # type: ignore[arg-type]
+        number = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{key} in {origin} must be a whole number, not {value!r}.") from exc
     low, high = _INT_RANGES[key]

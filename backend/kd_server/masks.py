@@ -1,5 +1,5 @@
 """Inpainting geometry on the server side: working sizes, mask growth and feathering,
-and the RGBA result of the contract in DESIGN.md.
+and the RGBA result of the inpaint contract (docs/architecture.md).
 
 The artist's selection arrives as an 8-bit mask at the region's own resolution; grow
 and feather are in those pixels, so they mean the same thing whatever the model's

@@ -1,4 +1,4 @@
-"""The inpaint contract of DESIGN.md: an RGBA result of exactly the region's size whose
+"""The inpaint contract (docs/architecture.md): an RGBA result of exactly the region's size whose
 alpha is the grown and feathered selection."""
 
 from __future__ import annotations

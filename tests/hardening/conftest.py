@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from api.live import LiveServer, start_server, stop_server
 from hardening.support import TOKEN, ProcessServer, full_mode
-
 from kd_server.config import Settings
 
 

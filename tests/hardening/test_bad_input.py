@@ -15,11 +15,12 @@ import json
 from typing import Any
 
 import pytest
+from PIL import Image
+
 from api.live import LiveServer, job
 from hardening import pngs
 from hardening.figures import record
 from hardening.support import assert_error, error_problem, wait_job
-from PIL import Image
 
 _tried: list[str] = []
 

@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api.live import LiveServer
-from hardening.figures import record
-from hardening.support import DOCUMENTED_4XX, HANG_GUARD_S, error_text_problem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+
+from api.live import LiveServer
+from hardening.figures import record
+from hardening.support import DOCUMENTED_4XX, HANG_GUARD_S, error_text_problem
 
 #: Every operation of wire protocol v1. A route added without being listed here makes
 #: `test_every_v1_operation_is_fuzzed` fail, so nothing escapes the fuzzer unnoticed.

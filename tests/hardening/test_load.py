@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 import requests
+from websockets.sync.client import ClientConnection, connect
+
 from hardening.figures import record
 from hardening.support import HANG_GUARD_S, TERMINAL, ProcessServer, rss_of, wait_job
-from websockets.sync.client import ClientConnection, connect
 
 QUICK = (4, 3)  # clients, jobs each
 FULL = (8, 8)

@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 
 from kd_server import __version__
 from kd_server.api import a1111
@@ -107,7 +108,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             routes=app.routes,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (*EVENT_MODELS, ErrorResponse):
+        models: tuple[type[BaseModel], ...] = (*EVENT_MODELS, ErrorResponse)
+        for model in models:
             definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(definition.pop("$defs", {}))
             components[model.__name__] = definition
