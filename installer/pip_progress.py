@@ -110,8 +110,9 @@ class PipState:
         if self.stage is Stage.STARTING:
             return f"{head} starting pip"
         if self.stage is Stage.COLLECTING:
-            found = f"{head} {_count(self.found)} found"
-            return f"{found}, {self.current}" if self.current else found
+            parts = [f"{_count(self.found)} found"] if self.found else []
+            parts += [self.current] if self.current else []
+            return f"{head} {', '.join(parts) or 'finding packages'}"
         if self.stage is Stage.BUILDING:
             return f"{head} building packages"
         packages = _count(self.packages)

@@ -84,7 +84,7 @@ def test_quiet_shows_nothing(tmp_path: Path) -> None:
             "  Downloading https://example.org/t/torch-2.13.0-cp312-linux_x86_64.whl#sha256=ab "
             "(180.2 MB)",
             Stage.COLLECTING,
-            "0 packages found, downloading torch-2.13.0-cp312-linux_x86_64.whl (180.2 MB)",
+            "torch: downloading torch-2.13.0-cp312-linux_x86_64.whl (180.2 MB)",
         ),
         ("Building wheel for kd (pyproject.toml): started", Stage.BUILDING, "building packages"),
         (
