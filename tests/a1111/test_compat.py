@@ -481,3 +481,13 @@ def test_checkpoint_override_by_hash_or_unknown(server: LiveServer, hashed: Any)
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["code"] == "model_not_found" and f"Did you mean '{SECOND}'" in error["message"]
+
+
+def test_png_info_ignores_and_logs_other_fields(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = {"image": png_b64(picture()), "zz_png_extra": True}
+    with caplog.at_level(logging.WARNING, logger="kd_server.api.a1111.routes"):
+        response = server.post("/sdapi/v1/png-info", json=body)
+    assert response.status_code == 200 and response.json()["info"] == ""
+    assert "/sdapi/v1/png-info: ignored fields that are unknown: zz_png_extra" in caplog.text

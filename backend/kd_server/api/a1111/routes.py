@@ -319,6 +319,9 @@ def refresh_loras(services: ServicesDep) -> None:
 
 @router.post("/png-info", response_model=PngInfoResponse, summary="Read an image's parameters")
 def png_info(body: PngInfoRequest, services: ServicesDep) -> PngInfoResponse:
+    extra = body.extra_fields  # nothing but `image` means anything here
+    names = extra.other_endpoint + extra.unknown + tuple(name for name, _ in extra.refused)
+    _log_ignored("png-info", "are unknown", tuple(sorted(names)), logging.WARNING)
     try:
         image = decode_image(body.image, "image", services.settings.max_pixels)
     except ImageInputError as exc:
