@@ -27,6 +27,7 @@ from functools import cache
 from typing import Any
 
 import diffusers
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 from diffusers.utils import is_scipy_available
 
 from kd_server.families import Family
@@ -347,7 +348,7 @@ def realized(name: str, schedule: str | None = None, family: Family | None = Non
     return realize(spec, requested, family)
 
 
-class _EulerWithSigmaList(diffusers.EulerDiscreteScheduler):
+class _EulerWithSigmaList(EulerDiscreteScheduler):
     """Euler running a sigma list of `sigma_schedules.py`.
 
     Pipelines ask a scheduler for N steps (`set_timesteps(N)`); this one answers with
@@ -365,7 +366,8 @@ class _EulerWithSigmaList(diffusers.EulerDiscreteScheduler):
         sigmas: list[float] | None = None,
     ) -> None:
         if self.sigma_list is None or num_inference_steps is None or timesteps or sigmas:
-            super().set_timesteps(num_inference_steps, device, timesteps, sigmas)
+            # diffusers annotates num_inference_steps as int but takes None with sigmas
+            super().set_timesteps(num_inference_steps, device, timesteps, sigmas)  # type: ignore[arg-type]
             return
         table = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
         custom = self.sigma_list(num_inference_steps, float(table[0]), float(table[-1]))
