@@ -79,9 +79,10 @@ def replace_parameters(png: bytes, parameters: str) -> bytes:
     """The same PNG with its `parameters` text replaced, without decoding the pixels.
 
     Rewriting the recipe of a finished image (the A1111 layer does for every result)
-    costs a copy of the bytes this way, where re-encoding a 1024x1024 picture costs
-    about 0.4 s. The new chunk is tEXt when the text is Latin-1, else iTXt (UTF-8), as
-    Pillow writes them; it goes where the old one was, or before the image data.
+    costs a copy of the bytes this way: 3 ms for a 1024x1024 noise PNG, where
+    re-encoding it took 66 ms (more for larger or textured pictures). The new chunk is
+    tEXt when the text is Latin-1, else iTXt (UTF-8), as Pillow writes them; it goes
+    where the old one was, or before the image data.
     """
     if not png.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG")
