@@ -11,6 +11,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Servers the tests start keep nothing on disk (and never in the real home folder)
+# unless a test gives one a state folder of its own.
+os.environ["KD_STATE_DIR"] = ""
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "krita_plugin"))

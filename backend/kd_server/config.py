@@ -14,7 +14,10 @@ File: `$KD_CONFIG`, else `$XDG_CONFIG_HOME/krita-diffusers/server.toml`
     device = "auto"      # auto | cuda | mps | cpu
 
 Environment: KD_HOST, KD_PORT, KD_MODEL_DIRS (os.pathsep-separated), KD_TOKEN,
-KD_TOKEN_FILE, KD_DEVICE, KD_DEFAULT_MODEL, KD_CONFIG.
+KD_TOKEN_FILE, KD_DEVICE, KD_DEFAULT_MODEL, KD_CONFIG, KD_STATE_DIR, KD_OUTPUTS_DIR.
+
+Durability: state_dir (job table and results; default: the user's data folder,
+"" = in memory only) and outputs_dir (default: <state_dir>/outputs).
 
 Limits of the HTTP API (all optional; the defaults suit one artist on one GPU):
 max_queue, max_pixels, max_body_bytes, max_prompt_length, preview_max_size,
@@ -57,6 +60,18 @@ class Settings:
     # Optional GPU speed-ups applied when a model loads: channels_last, fuse_qkv,
     # compile (see kd_server.speed and docs/performance.md). None by default.
     speedups: list[str] = field(default_factory=list)
+    # Durability (docs/reliability.md): the job table and results live here, so a
+    # restart loses nothing acknowledged. None: in memory only. `load_settings` (the
+    # CLI) defaults it to the user's data folder; "" in the file or KD_STATE_DIR turns
+    # it off. Results are written to `outputs_dir` (default: <state_dir>/outputs).
+    state_dir: Path | None = None
+    outputs_dir: Path | None = None
+
+
+def default_state_dir() -> Path:
+    """Where a local server keeps its job table and results by default."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "krita-diffusers" / "server"
 
 
 def default_config_path() -> Path:
@@ -115,6 +130,7 @@ def _check_speedups(names: list[str], origin: str) -> None:
 
 
 _LIST_FIELDS = {"cors_origins", "speedups"}  # TOML lists, or comma-separated text
+_PATH_FIELDS = {"state_dir", "outputs_dir"}  # "" = none
 
 
 def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
@@ -136,6 +152,9 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
                     f"token in {origin} is empty: set a token, or leave the setting out."
                 )
             settings.token = str(value).strip()
+        elif key in _PATH_FIELDS:
+            text = str(value).strip()
+            setattr(settings, key, Path(text).expanduser() if text else None)
         elif key == "model_dirs":
             items = value if isinstance(value, list) else [value]
             settings.model_dirs = [Path(str(item)).expanduser() for item in items]
@@ -159,6 +178,8 @@ def _from_environment() -> dict[str, object]:
         "token_file": env.get("KD_TOKEN_FILE") or None,
         "device": env.get("KD_DEVICE"),
         "default_model": env.get("KD_DEFAULT_MODEL") or None,
+        "state_dir": env.get("KD_STATE_DIR"),
+        "outputs_dir": env.get("KD_OUTPUTS_DIR"),
     }
     for name in [*sorted(_INT_FIELDS - {"cache_size", "port"}), *sorted(_LIST_FIELDS)]:
         values[name] = env.get(f"KD_{name.upper()}") or None
@@ -171,7 +192,7 @@ def load_settings(
     overrides: dict[str, object] | None = None, config_path: Path | None = None
 ) -> Settings:
     """Merge defaults, config file, environment and `overrides` (from flags)."""
-    settings = Settings()
+    settings = Settings(state_dir=default_state_dir())
     path = config_path or default_config_path()
     if path.is_file():
         try:

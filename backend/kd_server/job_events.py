@@ -70,6 +70,16 @@ class JobResult(JobEvent):
 
 
 @dataclass(frozen=True)
+class JobWarning(JobEvent):
+    """Something went wrong beside the job that its client should know; the job
+    itself carries on (e.g. a result that could not be saved to disk)."""
+
+    kind = "warning"
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class JobFinished(JobEvent):
     kind = "finished"
     results: tuple[ResultRef, ...]
@@ -95,6 +105,7 @@ ALL_EVENTS: tuple[type[JobEvent], ...] = (
     JobProgress,
     JobPreview,
     JobResult,
+    JobWarning,
     JobFinished,
     JobFailed,
     JobCancelled,

@@ -15,6 +15,11 @@ imports diffusers, so the queue is testable with a plain Python runner.
 Every state change is applied before the event announcing it is published, so a
 client that reads the job after an event sees at least that state. Finished jobs are
 kept for `GET` within a time, count and byte budget, oldest dropped first.
+
+With `Durability`, every job is also recorded in a journal (`kd_server.journal`)
+before `submit` returns, results are written to disk, and `recover` rebuilds the
+queue of a new process from it: queued jobs wait again in their order, the job that
+was running runs again from the start, finished results stay downloadable.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from kd_server.config import Settings
@@ -44,8 +50,10 @@ from kd_server.job_events import (
     JobQueued,
     JobResult,
     JobStarted,
+    JobWarning,
     ResultRef,
 )
+from kd_server.journal import Journal, JournalError, StoredJob, read_result
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +145,26 @@ class QueueLimits:
 class _Image:
     index: int
     seed: int
-    png: bytes
+    png: bytes | None  # None: only on disk (a result recovered after a restart)
+    path: Path | None = None
+
+    def data(self) -> bytes | None:
+        if self.png is not None:
+            return self.png
+        return read_result(self.path) if self.path is not None else None
+
+
+class QueueStorageError(Exception):
+    """The journal could not record a new job, so it was not accepted."""
+
+
+@dataclass(frozen=True)
+class Durability:
+    """The journal, and how the queue's opaque payloads become bytes and back."""
+
+    journal: Journal
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
 
 
 @dataclass(eq=False)
@@ -171,7 +198,7 @@ class _Job:
 
     @property
     def png_bytes(self) -> int:
-        return sum(len(i.png) for i in self.images)
+        return sum(len(i.png) for i in self.images if i.png is not None)
 
 
 class RunHooks:
@@ -205,6 +232,7 @@ class JobQueue:
         publish: Publish,
         limits: QueueLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        durability: Durability | None = None,
     ) -> None:
         self._runner = runner
         self._publish = publish
@@ -221,6 +249,8 @@ class JobQueue:
         self._closing = False
         self._worker: threading.Thread | None = None
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kd-encode")
+        self._durability = durability
+        self._suspending = False  # stopping a durable queue: jobs are kept, not ended
 
     # ----------------------------------------------------------------- public
 
@@ -230,14 +260,21 @@ class JobQueue:
             self._worker.start()
 
     def submit(self, payload: Any, client_id: str | None = None) -> JobView:
-        """Queue a job; raises `QueueFull` past the cap and `QueueClosed` when stopping."""
+        """Queue a job; raises `QueueFull` past the cap, `QueueClosed` when stopping and
+        `QueueStorageError` when a durable queue cannot record it."""
+        job = _Job(id=uuid.uuid4().hex, client_id=client_id, payload=payload)
+        stored = self._durability.encode(payload) if self._durability else None  # CPU work
         with self._cond:
             if self._closing:
                 raise QueueClosed
             waiting = sum(len(line) for line in self._lines.values())
             if waiting >= self.limits.max_queue:
                 raise QueueFull(self.limits.max_queue, self._retry_after())
-            job = _Job(id=uuid.uuid4().hex, client_id=client_id, payload=payload)
+            if self._durability is not None and stored is not None:
+                try:
+                    self._durability.journal.add(job.id, client_id, stored)
+                except JournalError as exc:
+                    raise QueueStorageError(str(exc)) from exc
             self._jobs[job.id] = job
             key = client_id or ""
             if key not in self._lines:
@@ -261,7 +298,7 @@ class JobQueue:
             job = self._find(job_id)
             for image in job.images:
                 if image.index == index:
-                    return image.png
+                    return image.data()
             return None
 
     def cancel(self, job_id: str) -> JobView:
@@ -278,6 +315,67 @@ class JobQueue:
                 job.cancel.set()
             return job.view()
 
+    def jobs_of(self, client_id: str) -> list[JobView]:
+        """The jobs of one client the queue knows (waiting, running, or kept)."""
+        with self._cond:
+            self._prune()
+            return [job.view() for job in self._jobs.values() if job.client_id == client_id]
+
+    def recover(self) -> int:
+        """Rebuild the queue from the journal; call before `start`. Returns the number
+        of jobs recovered."""
+        if self._durability is None:
+            return 0
+        stored = self._durability.journal.load()
+        now_wall = time.time()
+        with self._cond:
+            for item in stored:
+                if item.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+                    self._requeue(item)
+            ended = [item for item in stored if item.status not in ("queued", "running")]
+            for item in sorted(ended, key=lambda item: item.ended_at or 0.0):
+                self._restore_ended(item, now_wall)
+            self._reposition()
+            self._prune()
+        if stored:
+            log.info("Recovered %d jobs from %s", len(stored), self._durability.journal.state_dir)
+        return len(stored)
+
+    def _requeue(self, item: StoredJob) -> None:
+        """A job that had not finished waits again; one that was running starts over."""
+        assert self._durability is not None
+        journal = self._durability.journal
+        try:
+            payload = self._durability.decode(item.payload)
+        except Exception as exc:
+            log.error("Job %s cannot be read back (%s); it fails", item.job_id, exc)
+            job = _Job(id=item.job_id, client_id=item.client_id, payload=None)
+            self._jobs[job.id] = job
+            self._end(job, JobStatus.FAILED, _INPUTS_LOST)
+            return
+        journal.clear_results(item.job_id)
+        if item.status == JobStatus.RUNNING.value:
+            self._record(item.job_id, JobStatus.QUEUED)
+        job = _Job(id=item.job_id, client_id=item.client_id, payload=payload)
+        self._jobs[job.id] = job
+        key = job.client_id or ""
+        if key not in self._lines:
+            self._lines[key] = deque()
+            self._turns.append(key)
+        self._lines[key].append(job)
+
+    def _restore_ended(self, item: StoredJob, now_wall: float) -> None:
+        """A job that had ended: its state and its results on disk, for retention."""
+        job = _Job(id=item.job_id, client_id=item.client_id, payload=None)
+        job.status = JobStatus(item.status)
+        if item.error_code is not None:
+            job.error = JobError(item.error_code, item.error_message or "")
+        job.images = [_Image(r.index, r.seed, None, r.path) for r in item.results]
+        age = max(0.0, now_wall - (item.ended_at if item.ended_at is not None else now_wall))
+        job.ended_at = self._clock() - age
+        self._jobs[job.id] = job
+        self._ended.append(job)
+
     def queue_length(self) -> int:
         """Jobs waiting, not counting the running one."""
         with self._cond:
@@ -289,13 +387,17 @@ class JobQueue:
             return running[0].id if running else None
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Cancel every job that has not ended, tell its client, and stop the threads."""
+        """Stop the threads. Without a journal every job that has not ended is
+        cancelled and its client told; with one, jobs are left as they are in the
+        journal (the running one is interrupted) and the next process resumes them."""
         with self._cond:
             self._closing = True
+            self._suspending = self._durability is not None
             for line in list(self._lines.values()):
                 for job in list(line):
                     self._remove_waiting(job)
-                    self._end(job, JobStatus.CANCELLED)
+                    if not self._suspending:
+                        self._end(job, JobStatus.CANCELLED)
             for job in self._active:
                 job.cancel.set()
             self._cond.notify_all()
@@ -321,6 +423,7 @@ class JobQueue:
                 self._active.add(job)
                 self._reposition()
                 self._emit(job, JobStarted(job.id, loading_model=None))
+            self._record(job.id, JobStatus.RUNNING)
             self._run(job)
 
     def _run(self, job: _Job) -> None:
@@ -352,11 +455,37 @@ class JobQueue:
                 log.exception("Encoding image %d of job %s failed", output.index, job.id)
                 self._finish(job, JobStatus.FAILED, _INTERNAL_ERROR)
                 return
+            path = self._save_result(job, output.index, output.seed, png)
             with self._cond:
-                job.images.append(_Image(output.index, output.seed, png))
+                job.images.append(_Image(output.index, output.seed, png, path))
                 self._retained_bytes += len(png)
                 self._emit(job, JobResult(job.id, ResultRef(output.index, output.seed)))
         self._finish(job, JobStatus.CANCELLED if job.cancel.is_set() else JobStatus.FINISHED)
+
+    def _save_result(self, job: _Job, index: int, seed: int, png: bytes) -> Path | None:
+        """Write a result to disk (durable queue); a failed write is reported to the
+        job's client and logged, and the result stays available from memory."""
+        if self._durability is None:
+            return None
+        try:
+            return self._durability.journal.add_result(job.id, index, seed, png)
+        except JournalError as exc:
+            log.error("Job %s, image %d: %s", job.id, index, exc)
+            with self._cond:
+                self._emit(job, JobWarning(job.id, "result_not_saved", str(exc)))
+            return None
+
+    def _record(
+        self, job_id: str, status: JobStatus, error: JobError | None = None, ended: bool = False
+    ) -> None:
+        """A state change into the journal; a failure is logged, the queue goes on."""
+        if self._durability is None:
+            return
+        try:
+            detail = (error.code, error.message) if error is not None else None
+            self._durability.journal.set_status(job_id, status.value, detail, ended)
+        except JournalError as exc:
+            log.error("Job %s: %s", job_id, exc)
 
     def _on_loading(self, job: _Job, model_name: str) -> None:
         with self._cond:
@@ -382,10 +511,13 @@ class JobQueue:
 
     def _end(self, job: _Job, status: JobStatus, error: JobError | None = None) -> None:
         """Record that `job` ended and announce it (lock held)."""
+        if self._suspending:
+            return  # interrupted by the shutdown: the journal still has it to resume
         job.status, job.error, job.position = status, error, None
         job.loading_model = None
         job.ended_at = self._clock()
         self._ended.append(job)
+        self._record(job.id, status, error, ended=True)
         if status is JobStatus.FINISHED:
             self._emit(
                 job, JobFinished(job.id, tuple(ResultRef(i.index, i.seed) for i in job.images))
@@ -472,8 +604,17 @@ class JobQueue:
             self._ended.popleft()
             self._jobs.pop(oldest.id, None)
             self._retained_bytes -= oldest.png_bytes
+            if self._durability is not None:
+                try:
+                    self._durability.journal.forget(oldest.id)
+                except JournalError as exc:
+                    log.error("Job %s: %s", oldest.id, exc)
 
 
+_INPUTS_LOST = JobError(
+    "inputs_lost",
+    "The server restarted and could not read this job's inputs back; submit it again.",
+)
 _INTERNAL_ERROR = JobError(
     "internal_error",
     "The server hit an unexpected error while running this job; its log has the details.",

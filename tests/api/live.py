@@ -58,9 +58,12 @@ class LiveServer:
         assert response.status_code == 202, response.text
         return str(response.json()["job_id"])
 
-    def events(self, client_id: str, **kwargs: Any) -> ClientConnection:
+    def events(self, client_id: str, resume: bool = False, **kwargs: Any) -> ClientConnection:
+        """The event stream of `client_id`; with `resume`, the state of each of its
+        jobs comes first."""
+        query = f"client_id={client_id}" + ("&resume=true" if resume else "")
         return connect(
-            f"{self.ws_url}?client_id={client_id}",
+            f"{self.ws_url}?{query}",
             additional_headers=self.headers,
             open_timeout=10,
             **kwargs,

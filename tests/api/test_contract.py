@@ -17,14 +17,23 @@ from support import event_schemas
 from support.faults import OutOfMemoryAtStep
 
 
-def test_every_event_type_is_published_and_sent_as_published(server_factory) -> None:
-    """A fresh engine (so the first job loads its model) that fails at step 3: jobs
-    of 2 steps finish, one of 5 fails, one is cancelled while queued. Every event the
-    server sends is validated against its schema on receipt (`api.live`)."""
+def test_every_event_type_is_published_and_sent_as_published(server_factory, tmp_path) -> None:
+    """A fresh engine (so the first job loads its model) that fails at step 3, on a
+    durable server whose outputs folder cannot be made (a file is in its place): jobs
+    of 2 steps finish with a warning, one of 5 fails, one is cancelled while queued,
+    and a resuming connection gets their states. Every event the server sends is
+    validated against its schema on receipt (`api.live`)."""
+    blocked = tmp_path / "outputs"
+    blocked.write_text("a file where the outputs folder should be", encoding="utf-8")
     fresh = Engine(ModelLibrary([]), device="cpu")
-    live = server_factory(engine=OutOfMemoryAtStep(fresh, step=3), library=fresh.library)
+    live = server_factory(
+        engine=OutOfMemoryAtStep(fresh, step=3),
+        library=fresh.library,
+        state_dir=tmp_path / "state",
+        outputs_dir=blocked,
+    )
     published = event_schemas.event_types()
-    assert published == {event.kind for event in ALL_EVENTS}
+    assert published == {event.kind for event in ALL_EVENTS} | {"state"}
     types: set[str] = set()
     with live.events("contract") as ws:
         first = live.submit(client_id="contract", steps=2, batch_size=2)
@@ -37,6 +46,10 @@ def test_every_event_type_is_published_and_sent_as_published(server_factory) -> 
             types.add(event["type"])
             if event["type"] in TERMINAL:
                 ended.add(event["job_id"])
+    with live.events("contract", resume=True) as ws:
+        states = {recv_event(ws, 30)["job_id"] for _ in range(3)}
+    assert states == {first, failing, queued}
+    types.add("state")
     assert types == published, published - types
 
 

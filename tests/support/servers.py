@@ -37,12 +37,12 @@ class ProcessServer:
     """`python -m kd_server.cli serve` on a free loopback port, in its own process
     group, logging to a file (the log is evidence for the token test). `settings`
     become the TOML settings file; it can be stopped, killed and started again on the
-    same port."""
+    same port. It keeps nothing on disk unless `state_dir` is among the settings."""
 
     def __init__(self, work: Path, token: str = "", **settings: Any) -> None:
         self.work = work
         self.token = token
-        self.settings = settings
+        self.settings = {"state_dir": "", **settings}
         self.port = free_port()
         self.log = work / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None

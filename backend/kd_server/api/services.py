@@ -24,7 +24,16 @@ from kd_server.api.imaging import preview_jpeg
 from kd_server.config import Settings
 from kd_server.events import EventHub
 from kd_server.generation import GeneratedImage, GenerationRequest, Progress
-from kd_server.jobqueue import JobQueue, JobView, QueueClosed, QueueFull, QueueLimits, RunHooks
+from kd_server.jobqueue import (
+    Durability,
+    JobQueue,
+    JobView,
+    QueueClosed,
+    QueueFull,
+    QueueLimits,
+    QueueStorageError,
+    RunHooks,
+)
 
 if TYPE_CHECKING:
     from kd_server.library import ModelLibrary
@@ -85,6 +94,21 @@ class EngineRunner:
         return [PngResult(i.index, i.seed, i.image, i.parameters) for i in images]
 
 
+def _durability(settings: Settings) -> Durability | None:
+    """The journal of a server with a state folder (settings.state_dir)."""
+    if settings.state_dir is None:
+        return None
+    from kd_server.config import ConfigError
+    from kd_server.journal import Journal, JournalError
+    from kd_server.request_codec import decode_request, encode_request
+
+    try:
+        journal = Journal(settings.state_dir, settings.outputs_dir)
+    except JournalError as exc:
+        raise ConfigError(str(exc)) from exc
+    return Durability(journal, encode_request, decode_request)
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -100,7 +124,8 @@ class Services:
     def build(cls, settings: Settings, engine: EngineLike, library: ModelLibrary) -> Services:
         hub = EventHub()
         runner = EngineRunner(engine, settings.preview_max_size)
-        queue = JobQueue(runner, hub.publish, QueueLimits.from_settings(settings))
+        limits = QueueLimits.from_settings(settings)
+        queue = JobQueue(runner, hub.publish, limits, durability=_durability(settings))
         return cls(settings, engine, library, queue, hub)
 
     # -- jobs ------------------------------------------------------------------------
@@ -131,6 +156,10 @@ class Services:
             ) from exc
         except QueueClosed as exc:
             raise policy.shutting_down() from exc
+        except QueueStorageError as exc:
+            raise ApiError(
+                503, "storage_unavailable", f"The job was not accepted: {exc}"
+            ) from exc
 
     def job(self, job_id: str) -> JobView:
         """A job's state; raises `JobNotFound`."""
@@ -150,7 +179,13 @@ class Services:
     def busy(self) -> bool:
         return self.queue.running_job() is not None
 
+    def jobs_of(self, client_id: str) -> list[JobView]:
+        """A client's jobs as the queue knows them (for a client that resumes)."""
+        return self.queue.jobs_of(client_id)
+
     def start(self) -> None:
+        """Resume what the journal holds (a durable server), then start working."""
+        self.queue.recover()
         self.queue.start()
 
     # -- the server ------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Each connection gets its own bounded buffer (see `kd_server.events`). Two tasks run
 per connection: one sends buffered events, one reads from the socket only to notice
-that the client went away. Losing the connection never cancels a job.
+that the client went away. Losing the connection never cancels a job. With
+`resume=true` the connection first receives a `state` event for each of the client's
+jobs, so a client that reconnects (after a lost connection or a server restart)
+learns what it missed.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import json
 import logging
 import re
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
@@ -21,7 +25,7 @@ from kd_server.api.auth import token_problem
 from kd_server.api.errors import error_body
 from kd_server.api.services import get_services
 from kd_server.api.v1.schemas import CLIENT_ID_PATTERN
-from kd_server.api.v1.wire import event_message
+from kd_server.api.v1.wire import event_message, state_message
 from kd_server.events import Subscription
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,7 @@ async def _refuse(websocket: WebSocket, status: int, code: str, message: str) ->
 
 
 @router.websocket("/events")
-async def events(websocket: WebSocket, client_id: str | None = None) -> None:
+async def events(websocket: WebSocket, client_id: str | None = None, resume: bool = False) -> None:
     services = get_services(websocket)
     problem = token_problem(websocket.headers, services.settings.token)
     if problem is not None:
@@ -64,6 +68,8 @@ async def events(websocket: WebSocket, client_id: str | None = None) -> None:
         return
     await websocket.accept()
     with services.hub.subscribe(client_id) as subscription:
+        if resume and not await _send_states(websocket, services.jobs_of, client_id):
+            return
         sender = asyncio.create_task(_send_events(websocket, subscription))
         watcher = asyncio.create_task(_wait_for_disconnect(websocket))
         done, pending = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -75,6 +81,19 @@ async def events(websocket: WebSocket, client_id: str | None = None) -> None:
             code = CLOSE_SHUTDOWN if shutting_down else CLOSE_TOO_SLOW
             with contextlib.suppress(Exception):
                 await websocket.close(code=code, reason=subscription.close_reason[:120])
+
+
+async def _send_states(websocket: WebSocket, jobs_of: Any, client_id: str) -> bool:
+    """`resume=true`: the state of each of the client's jobs, before any live event.
+    Sent after subscribing, so nothing that happens meanwhile is missed (a client may
+    see a result both in a state and in a later event; results are keyed by index).
+    False when the client went away."""
+    try:
+        for view in await asyncio.to_thread(jobs_of, client_id):
+            await websocket.send_text(json.dumps(state_message(view), separators=(",", ":")))
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return False
+    return True
 
 
 async def _send_events(websocket: WebSocket, subscription: Subscription) -> None:

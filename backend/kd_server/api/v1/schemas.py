@@ -183,8 +183,9 @@ class Health(BaseModel):
     version: str = Field(description="Server version.")
     protocol: int = Field(
         PROTOCOL_VERSION,
-        description="Wire protocol version: 1 = the first release; 2 adds this field and "
-        "`working_size` in `/v1/models`. Bodies valid in an older version stay valid.",
+        description="Wire protocol version: 1 = the first release; 2 adds this field, "
+        "`working_size` in `/v1/models`, `resume=true` on `/v1/events` with `state` "
+        "events, and `warning` events. Bodies valid in an older version stay valid.",
     )
     device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
     dtype: str = Field(description="Weights' precision, e.g. `float16`.")
@@ -269,6 +270,26 @@ class ResultEvent(BaseModel):
     url: str
 
 
+class WarningEvent(BaseModel):
+    """Since 2. Something beside the job went wrong; the job carries on."""
+
+    type: Literal["warning"] = "warning"
+    job_id: str
+    code: str = Field(
+        description="e.g. `result_not_saved`: the disk copy failed; the "
+        "result is still served until the server restarts."
+    )
+    message: str
+
+
+class StateEvent(JobState):
+    """Since 2, only on connections opened with `resume=true`: the state of each of
+    the client's jobs the server knows, sent first, so a client that was away (a lost
+    connection, a restarted server) learns what it missed."""
+
+    type: Literal["state"] = "state"
+
+
 class FinishedEvent(BaseModel):
     type: Literal["finished"] = "finished"
     job_id: str
@@ -292,7 +313,9 @@ EVENT_MODELS: tuple[type[BaseModel], ...] = (
     ProgressEvent,
     PreviewEvent,
     ResultEvent,
+    WarningEvent,
     FinishedEvent,
     FailedEvent,
     CancelledEvent,
+    StateEvent,
 )

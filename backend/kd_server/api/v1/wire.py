@@ -24,6 +24,7 @@ from kd_server.job_events import (
     JobQueued,
     JobResult,
     JobStarted,
+    JobWarning,
     ResultRef,
 )
 from kd_server.jobqueue import JobView
@@ -62,6 +63,8 @@ def event_model(event: JobEvent) -> BaseModel:
             seed=result.seed,
             url=image_url(job_id, result.index),
         )
+    if isinstance(event, JobWarning):
+        return schemas.WarningEvent(job_id=job_id, code=event.code, message=event.message)
     if isinstance(event, JobFinished):
         images = [image_info(job_id, result) for result in event.results]
         return schemas.FinishedEvent(job_id=job_id, images=images)
@@ -75,6 +78,12 @@ def event_model(event: JobEvent) -> BaseModel:
 def event_message(event: JobEvent) -> dict[str, Any]:
     """The JSON object sent on `WS /v1/events` for one event."""
     return event_model(event).model_dump(mode="json")
+
+
+def state_message(view: JobView) -> dict[str, Any]:
+    """The `state` event a resuming connection receives for one of its jobs."""
+    fields = job_state(view).model_dump()
+    return schemas.StateEvent(**fields).model_dump(mode="json")
 
 
 def job_state(view: JobView) -> schemas.JobState:
