@@ -83,8 +83,8 @@ def test_the_plugin_defaults_are_the_plugins_own(seeded: Locations, fake_repo: P
 
     settings = fake_repo / "krita_plugin" / "krita_diffusers" / "settings.py"
     text = settings.read_text()
-    assert 'server_url: str = "http://127.0.0.1:7860"' in text
-    settings.write_text(text.replace("127.0.0.1:7860", "127.0.0.1:7000", 1))
+    assert text.count('"http://127.0.0.1:7860"') == 1  # the string literal of the default
+    settings.write_text(text.replace('"http://127.0.0.1:7860"', '"http://127.0.0.1:7000"'))
     seeded.kritarc.parent.mkdir(parents=True)
     seeded.kritarc.write_text("[krita_diffusers]\nserver_url=http://127.0.0.1:7000\n")
     _install(seeded, fake_repo, port=7861)
