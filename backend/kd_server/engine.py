@@ -192,7 +192,9 @@ class Engine:
         spec = spec_for(request.task)
         sampling = request.sampling
         pipe = model.pipeline_for(request.task)
-        pipe.scheduler = build_scheduler(sampling.sampler, model.scheduler_config)
+        pipe.scheduler = build_scheduler(
+            sampling.sampler, model.scheduler_config, family=model.family
+        )
         prepared = spec.prepare(request, model)
         seed = resolve_seed(sampling.seed)
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(sampling.batch_size)]

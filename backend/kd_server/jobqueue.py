@@ -182,6 +182,7 @@ class _Job:
     started_at: float | None = None
     ended_at: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    durable: bool = False  # recorded in the journal
 
     def view(self) -> JobView:
         return JobView(
@@ -259,18 +260,21 @@ class JobQueue:
             self._worker = threading.Thread(target=self._work, name="kd-worker", daemon=True)
             self._worker.start()
 
-    def submit(self, payload: Any, client_id: str | None = None) -> JobView:
+    def submit(self, payload: Any, client_id: str | None = None, durable: bool = True) -> JobView:
         """Queue a job; raises `QueueFull` past the cap, `QueueClosed` when stopping and
-        `QueueStorageError` when a durable queue cannot record it."""
+        `QueueStorageError` when a durable queue cannot record it. `durable=False`: a
+        job nobody could collect after a restart (its caller waits on one HTTP request)
+        is kept in memory only, so a restart does not run it for nobody."""
         job = _Job(id=uuid.uuid4().hex, client_id=client_id, payload=payload)
-        stored = self._durability.encode(payload) if self._durability else None  # CPU work
+        job.durable = durable and self._durability is not None
+        stored = self._durability.encode(payload) if self._durability and job.durable else None
         with self._cond:
             if self._closing:
                 raise QueueClosed
             waiting = sum(len(line) for line in self._lines.values())
             if waiting >= self.limits.max_queue:
                 raise QueueFull(self.limits.max_queue, self._retry_after())
-            if self._durability is not None and stored is not None:
+            if self._durability is not None and stored is not None:  # before it is acknowledged
                 try:
                     self._durability.journal.add(job.id, client_id, stored)
                 except JournalError as exc:
@@ -349,14 +353,14 @@ class JobQueue:
             payload = self._durability.decode(item.payload)
         except Exception as exc:
             log.error("Job %s cannot be read back (%s); it fails", item.job_id, exc)
-            job = _Job(id=item.job_id, client_id=item.client_id, payload=None)
+            job = _Job(id=item.job_id, client_id=item.client_id, payload=None, durable=True)
             self._jobs[job.id] = job
             self._end(job, JobStatus.FAILED, _INPUTS_LOST)
             return
         journal.clear_results(item.job_id)
+        job = _Job(id=item.job_id, client_id=item.client_id, payload=payload, durable=True)
         if item.status == JobStatus.RUNNING.value:
-            self._record(item.job_id, JobStatus.QUEUED)
-        job = _Job(id=item.job_id, client_id=item.client_id, payload=payload)
+            self._record(job, JobStatus.QUEUED)
         self._jobs[job.id] = job
         key = job.client_id or ""
         if key not in self._lines:
@@ -366,7 +370,7 @@ class JobQueue:
 
     def _restore_ended(self, item: StoredJob, now_wall: float) -> None:
         """A job that had ended: its state and its results on disk, for retention."""
-        job = _Job(id=item.job_id, client_id=item.client_id, payload=None)
+        job = _Job(id=item.job_id, client_id=item.client_id, payload=None, durable=True)
         job.status = JobStatus(item.status)
         if item.error_code is not None:
             job.error = JobError(item.error_code, item.error_message or "")
@@ -396,8 +400,7 @@ class JobQueue:
             for line in list(self._lines.values()):
                 for job in list(line):
                     self._remove_waiting(job)
-                    if not self._suspending:
-                        self._end(job, JobStatus.CANCELLED)
+                    self._end(job, JobStatus.CANCELLED)  # a durable job is kept instead
             for job in self._active:
                 job.cancel.set()
             self._cond.notify_all()
@@ -423,7 +426,7 @@ class JobQueue:
                 self._active.add(job)
                 self._reposition()
                 self._emit(job, JobStarted(job.id, loading_model=None))
-            self._record(job.id, JobStatus.RUNNING)
+            self._record(job, JobStatus.RUNNING)
             self._run(job)
 
     def _run(self, job: _Job) -> None:
@@ -465,7 +468,7 @@ class JobQueue:
     def _save_result(self, job: _Job, index: int, seed: int, png: bytes) -> Path | None:
         """Write a result to disk (durable queue); a failed write is reported to the
         job's client and logged, and the result stays available from memory."""
-        if self._durability is None:
+        if self._durability is None or not job.durable:
             return None
         try:
             return self._durability.journal.add_result(job.id, index, seed, png)
@@ -476,16 +479,16 @@ class JobQueue:
             return None
 
     def _record(
-        self, job_id: str, status: JobStatus, error: JobError | None = None, ended: bool = False
+        self, job: _Job, status: JobStatus, error: JobError | None = None, ended: bool = False
     ) -> None:
         """A state change into the journal; a failure is logged, the queue goes on."""
-        if self._durability is None:
+        if self._durability is None or not job.durable:
             return
         try:
             detail = (error.code, error.message) if error is not None else None
-            self._durability.journal.set_status(job_id, status.value, detail, ended)
+            self._durability.journal.set_status(job.id, status.value, detail, ended)
         except JournalError as exc:
-            log.error("Job %s: %s", job_id, exc)
+            log.error("Job %s: %s", job.id, exc)
 
     def _on_loading(self, job: _Job, model_name: str) -> None:
         with self._cond:
@@ -511,13 +514,13 @@ class JobQueue:
 
     def _end(self, job: _Job, status: JobStatus, error: JobError | None = None) -> None:
         """Record that `job` ended and announce it (lock held)."""
-        if self._suspending:
+        if self._suspending and job.durable:
             return  # interrupted by the shutdown: the journal still has it to resume
         job.status, job.error, job.position = status, error, None
         job.loading_model = None
         job.ended_at = self._clock()
         self._ended.append(job)
-        self._record(job.id, status, error, ended=True)
+        self._record(job, status, error, ended=True)
         if status is JobStatus.FINISHED:
             self._emit(
                 job, JobFinished(job.id, tuple(ResultRef(i.index, i.seed) for i in job.images))
@@ -604,7 +607,7 @@ class JobQueue:
             self._ended.popleft()
             self._jobs.pop(oldest.id, None)
             self._retained_bytes -= oldest.png_bytes
-            if self._durability is not None:
+            if self._durability is not None and oldest.durable:
                 try:
                     self._durability.journal.forget(oldest.id)
                 except JournalError as exc:

@@ -139,13 +139,16 @@ class Services:
         """What the engine can refuse without running: model, LoRAs, sampler, inputs."""
         self.engine.check(request)
 
-    def submit(self, request: GenerationRequest, client_id: str | None) -> JobView:
+    def submit(
+        self, request: GenerationRequest, client_id: str | None, durable: bool = True
+    ) -> JobView:
         """Check and queue a job, or refuse it the way both APIs answer: 503 while
-        shutting down, 429 with Retry-After when the queue is full."""
+        shutting down, 429 with Retry-After when the queue is full. `durable=False`
+        for a job whose caller cannot collect it after a restart (see JobQueue)."""
         self.check_open()
         self.check(request)
         try:
-            return self.queue.submit(request, client_id)
+            return self.queue.submit(request, client_id, durable)
         except QueueFull as exc:
             raise ApiError(
                 429,
@@ -157,9 +160,7 @@ class Services:
         except QueueClosed as exc:
             raise policy.shutting_down() from exc
         except QueueStorageError as exc:
-            raise ApiError(
-                503, "storage_unavailable", f"The job was not accepted: {exc}"
-            ) from exc
+            raise ApiError(503, "storage_unavailable", f"The job was not accepted: {exc}") from exc
 
     def job(self, job_id: str) -> JobView:
         """A job's state; raises `JobNotFound`."""

@@ -98,7 +98,9 @@ async def _run_job(
 
 
 def _submit(services: Services, request: GenerationRequest) -> str:
-    return services.submit(request, SDAPI_CLIENT).job_id
+    # The caller waits on its HTTP request and cannot collect the job after a restart,
+    # so it is not journaled: a restarted server does not run it for nobody.
+    return services.submit(request, SDAPI_CLIENT, durable=False).job_id
 
 
 def cancel_job(services: Services, job_id: str) -> None:
