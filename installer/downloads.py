@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ def _open(entry: Entry, offset: int, opener: Opener, timeout: float):
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise InstallError(
-            f"Cannot reach {urllib.request.urlparse(entry.url).netloc} to download "
+            f"Cannot reach {urllib.parse.urlparse(entry.url).netloc} to download "
             f"{entry.name} ({reason}).",
             "Check the network connection (or proxy settings), then run the same command "
             "again: a partial download resumes where it stopped.",

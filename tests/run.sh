@@ -2,8 +2,9 @@
 # The project's test command (README, second command; `.ci/run` calls exactly this).
 # From a fresh clone: makes `.venv`, installs the server with its test tools (torch is
 # pinned in setup.py, so this machine's local CPU wheel is used), installs what the
-# real-Krita end-to-end tests need, then runs the whole suite. Extra arguments go to
-# pytest, e.g. `sh tests/run.sh tests/engine -x`.
+# real-Krita end-to-end tests need, checks lint, format and types (ruff, mypy: both
+# must be clean), then runs the whole suite. Extra arguments go to pytest, e.g.
+# `sh tests/run.sh tests/engine -x`.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,11 @@ fi
     || { echo "tests/run.sh: the test environment is incomplete; see the pip output above" >&2; exit 1; }
 
 sh tests/e2e/install_deps.sh
+
+# Lint, format and types first: seconds, and a failure names the file and line.
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+.venv/bin/mypy
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 QT_QPA_PLATFORM=offscreen
 exec .venv/bin/python -m pytest "$@"

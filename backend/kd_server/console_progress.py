@@ -24,8 +24,10 @@ BAR_WIDTH = 30
 
 
 class _StepInfo(Protocol):
-    step: int
-    total: int
+    @property
+    def step(self) -> int: ...
+    @property
+    def total(self) -> int: ...
 
 
 class _DropTorchvisionFallbackNote(logging.Filter):

@@ -215,7 +215,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError:
         db.close()
         raise
-    db.isolation_level = ""  # transactions from here on (the `with db:` blocks)
+    db.isolation_level = "DEFERRED"  # transactions from here on (the `with db:` blocks)
     return db
 
 

@@ -68,7 +68,8 @@ def _decode(data: Any, hint: Any) -> Any:
     if dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint, _namespace())
         known = {f.name for f in dataclasses.fields(hint) if f.init}
-        return hint(**{k: _decode(v, hints[k]) for k, v in data.items() if k in known})
+        fields = {k: _decode(v, hints[k]) for k, v in data.items() if k in known}
+        return typing.cast(Any, hint)(**fields)
     return data
 
 
