@@ -1,9 +1,7 @@
-"""Suite-wide set-up: no network, offscreen Qt, the plugin's package importable."""
+"""Suite-wide set-up: no network, offscreen Qt, no server state on disk (import paths: pytest.ini)."""
 
 import contextlib
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,10 +12,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Servers the tests start keep nothing on disk (and never in the real home folder)
 # unless a test gives one a state folder of its own.
 os.environ["KD_STATE_DIR"] = ""
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "krita_plugin"))
-sys.path.insert(0, str(ROOT / "tests"))  # shared test support: `from support.x import ...`
 
 
 def pytest_addoption(parser):

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from installer import plugin_build
+from installer.platforms import Locations, System, locations
+from installer.report import Report
+
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_SETTINGS = ROOT / "krita_plugin" / "krita_diffusers" / "settings.py"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from installer import plugin_build  # noqa: E402
-from installer.platforms import Locations, System, locations  # noqa: E402
-from installer.report import Report  # noqa: E402
 
 
 def sandbox_env(home: Path) -> dict[str, str]:
