@@ -1,4 +1,6 @@
-"""Suite-wide set-up: no network, offscreen Qt, no server state on disk (import paths: pytest.ini)."""
+"""Suite-wide set-up: no network, offscreen Qt, no server state on disk.
+
+Import paths are declared in pytest.ini."""
 
 import contextlib
 import os
