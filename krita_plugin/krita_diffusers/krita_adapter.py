@@ -62,11 +62,14 @@ class KritaCanvas:
             return document.fileName() or document.name()
 
     def selection_bounds(self) -> Rect | None:
+        """Each of Selection's x/y/width/height scans the selection for its exact
+        bounds (the docker polls this), so each is asked once."""
         document = _active_document()
         selection = None if document is None else document.selection()
-        if selection is None or selection.width() <= 0 or selection.height() <= 0:
+        if selection is None:
             return None
-        return Rect(selection.x(), selection.y(), selection.width(), selection.height())
+        bounds = Rect(selection.x(), selection.y(), selection.width(), selection.height())
+        return None if bounds.is_empty else bounds
 
     def read_pixels(self, rect: Rect) -> bytes:
         document = self._document()

@@ -25,6 +25,7 @@ SCENARIOS = [
     "batch",
     "cancel",
     "undo",
+    "layout",
 ]
 # Kept tiny so the suite runs on two CPU cores: the server scales inpaint regions to
 # the model's own size, and these make everything else cheap.

@@ -159,6 +159,12 @@ def export_selection(doc: Document, path: Path) -> str | None:
     return str(path)
 
 
+def projection_digest(doc: Document) -> str:
+    """SHA-256 of the flattened image: what the docker sends as a job's input."""
+    data = bytes(doc.pixelData(0, 0, doc.width(), doc.height()))
+    return hashlib.sha256(data).hexdigest()
+
+
 def export_projection(doc: Document, path: Path) -> str:
     """What the artist sees: the flattened image."""
     data = bytes(doc.pixelData(0, 0, doc.width(), doc.height()))

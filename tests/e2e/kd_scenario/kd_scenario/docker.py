@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from krita import Krita  # type: ignore[import-not-found]
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import QPoint, QRect, Qt
 from PyQt5.QtWidgets import (
     QAbstractButton,
+    QAbstractSlider,
+    QAbstractSpinBox,
     QApplication,
+    QComboBox,
     QDialog,
     QDockWidget,
     QLabel,
@@ -21,6 +24,7 @@ from PyQt5.QtWidgets import (
     QListWidget,
     QPlainTextEdit,
     QProgressBar,
+    QScrollArea,
     QSpinBox,
     QWidget,
 )
@@ -109,6 +113,119 @@ def connection() -> dict[str, Any]:
 def error_text() -> str:
     label = dock().findChild(QLabel, "kd-error")
     return label.text() if label is not None and label.isVisibleTo(dock()) else ""
+
+
+def shown(name: str) -> bool:
+    """The widget exists and the docker shows it (it may need scrolling to)."""
+    found = dock().findChild(QWidget, name)
+    return found is not None and found.isVisibleTo(dock())
+
+
+def label_text(name: str) -> str:
+    label = dock().findChild(QLabel, name)
+    return label.text() if label is not None and label.isVisibleTo(dock()) else ""
+
+
+CONTROLS = (
+    QAbstractButton,
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QComboBox,
+    QLineEdit,
+    QPlainTextEdit,
+    QListWidget,
+    QProgressBar,
+    QLabel,
+)
+
+
+def _global_rect(widget: QWidget) -> QRect:
+    return QRect(widget.mapToGlobal(widget.rect().topLeft()), widget.size())
+
+
+def _visible_area(widget: QWidget) -> tuple[QRect, str]:
+    """The part of the screen where `widget` can be seen: its rect cut by every
+    ancestor's rect (a scroll area's viewport, the docker, the window) and the screen;
+    and the first ancestor that cut it (for the log)."""
+    area = _global_rect(widget)
+    clipped_by = ""
+    parent = widget.parentWidget()
+    while parent is not None:
+        cut = area.intersected(_global_rect(parent))
+        if cut != area and not clipped_by:
+            clipped_by = f"{parent.metaObject().className()} {parent.objectName()}".strip()
+        area = cut
+        parent = parent.parentWidget()
+    screen = area.intersected(QApplication.primaryScreen().geometry())
+    if screen != area and not clipped_by:
+        clipped_by = "screen"
+    return screen, clipped_by
+
+
+def scroll_to(scroll: QScrollArea, control: QWidget) -> None:
+    """Scrolls just enough to show the whole control (its top when it is taller than
+    the viewport), as a person would. (QScrollArea.ensureWidgetVisible only shows the
+    text cursor of an input field, not the field.)"""
+    bar = scroll.verticalScrollBar()
+    top = control.mapTo(scroll.widget(), QPoint(0, 0)).y()
+    room = scroll.viewport().height()
+    if top < bar.value() or control.height() > room:
+        bar.setValue(top)
+    elif top + control.height() > bar.value() + room:
+        bar.setValue(top + control.height() - room)
+
+
+def reachability() -> list[dict[str, Any]]:
+    """Every kd-* control the docker shows, brought into view the way a person would
+    (scrolling the docker's scroll area, if it has one), and how much of it could then
+    be seen. A control is reachable when it is seen whole or, when it is taller than
+    all the room the docker has (a list, the preview picture), when that room shows it."""
+    found: list[dict[str, Any]] = []
+    panel = dock()
+    for control in panel.findChildren(QWidget):
+        name = control.objectName()
+        if not name.startswith("kd-") or not isinstance(control, CONTROLS):
+            continue
+        if not control.isVisibleTo(panel):
+            continue
+        scroll = control.parentWidget()
+        while scroll is not None and not isinstance(scroll, QScrollArea):
+            scroll = scroll.parentWidget()
+        room = _visible_area(panel)[0].height()
+        if scroll is not None and scroll.widget() is not None:
+            scroll_to(scroll, control)
+            room = _visible_area(scroll.viewport())[0].height()
+        QApplication.processEvents()
+        seen, clipped_by = _visible_area(control)
+        whole = seen.size() == control.size()
+        fills_room = control.height() > room and seen.height() >= room - 1 and seen.width() > 0
+        found.append(
+            {
+                "name": name,
+                "kind": type(control).__name__,
+                "size": [control.width(), control.height()],
+                "seen": [seen.width(), seen.height()],
+                "room": room,
+                "clipped_by": clipped_by,
+                "reachable": whole or fills_room,
+            }
+        )
+    return found
+
+
+def wrapped_fully(name: str) -> dict[str, Any]:
+    """Whether a label shows all its lines: word-wrapped and tall enough for them."""
+    label = dock().findChild(QLabel, name)
+    if label is None:
+        return {"exists": False}
+    needed = label.heightForWidth(label.width()) if label.wordWrap() else label.sizeHint().height()
+    return {
+        "exists": True,
+        "word_wrap": label.wordWrap(),
+        "height": label.height(),
+        "needed": needed,
+        "text": label.text(),
+    }
 
 
 def progress() -> dict[str, Any]:

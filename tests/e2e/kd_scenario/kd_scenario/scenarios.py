@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from krita import Document, Krita  # type: ignore[import-not-found]
+from PyQt5.QtCore import QRect
 from PyQt5.QtWidgets import QApplication
 
 from . import canvas, docker
@@ -264,7 +265,7 @@ def scenario_server_down(ctx: Context, section: Section) -> Scenario:
         "the docker to report the server unreachable",
     )
     section.data["unreachable"] = docker.connection()
-    # What pressing Generate does without a server (a plain-words message, no hang).
+    section.data["start_button_while_down"] = docker.shown("kd-start-server")
     docker.set_prompt("a lighthouse")
     ctx.heartbeat.start()
     clicked = docker.widget("kd-generate").isEnabled()
@@ -273,6 +274,9 @@ def scenario_server_down(ctx: Context, section: Section) -> Scenario:
     yield pause(3.0)
     section.data["heartbeat"] = ctx.heartbeat.stop()
     section.data["generate_while_down"] = {"clicked": clicked, "docker": docker.state()}
+    section.data["labels_while_down"] = {
+        name: docker.wrapped_fully(name) for name in ("kd-connection", "kd-error")
+    }
     section.data["screenshot_down"] = ctx.screenshot(section, "unreachable-screen.png")
     yield until(lambda: not docker.busy(), 60, "the docker to give up on the job")
     section.data["layers_while_down"] = canvas.snapshot(doc)
@@ -283,6 +287,11 @@ def scenario_server_down(ctx: Context, section: Section) -> Scenario:
     section.data["connected"] = docker.connection()
     yield pause(2.0)
     section.data["docker_once_connected"] = docker.state()
+    section.data["welcome_once_connected"] = {
+        "shown": docker.shown("kd-welcome"),
+        "text": docker.label_text("kd-welcome-text"),
+        "start_button": docker.shown("kd-start-server"),
+    }
     section.data["screenshot_connected"] = ctx.screenshot(section, "connected-screen.png")
 
 
@@ -373,10 +382,26 @@ def scenario_cancel(ctx: Context, section: Section) -> Scenario:
 
 
 def scenario_undo(ctx: Context, section: Section) -> Scenario:
-    """Apply a result, then Edit > Undo once: the result's layer is gone, the rest intact."""
+    """Inpaint; while the result waits unapplied in the history the document must be
+    untouched (not modified, same pixels, same layers: the next job reads exactly
+    the artist's image); Apply, then Edit > Undo once: the result's layer is gone,
+    the rest intact; a second Undo never brings back a temporary layer."""
     doc = yield from open_document(256, 256, "undo")
     canvas.select_rect(doc, 64, 64, 96, 96)
-    yield from generate_and_apply(ctx, section, doc, "a blue door")
+    yield pause(0.3)
+    doc.setModified(False)  # as if just saved: only the artist's own changes count now
+    before = begin_canvas(ctx, section, doc)
+    projection_before = canvas.projection_digest(doc)
+    ids = yield from generate(ctx, section, "a blue door")
+    section.data["history_ids"] = ids
+    yield pause(0.5)  # anything the result does to the document would show up now
+    section.data["unapplied"] = {
+        "modified": doc.modified(),
+        "projection_unchanged": canvas.projection_digest(doc) == projection_before,
+        "layers": canvas.snapshot(doc),
+    }
+    yield from apply_results(section, doc, ids, before)
+    record_layers(ctx, section, doc, before)
     applied = canvas.snapshot(doc)
     section.data["layers_after_apply"] = applied
     Krita.instance().action("edit_undo").trigger()
@@ -386,6 +411,42 @@ def scenario_undo(ctx: Context, section: Section) -> Scenario:
         section.data["undo_changed_nothing"] = True  # the test says what was expected
     yield pause(0.5)  # a second, later change would show up now
     section.data["layers_after_undo"] = canvas.snapshot(doc)
+    Krita.instance().action("edit_undo").trigger()
+    yield pause(1.0)
+    section.data["layers_after_second_undo"] = canvas.snapshot(doc)
+
+
+def scenario_layout(ctx: Context, section: Section) -> Scenario:
+    """The docker at Krita's default size in a 1280x800 and a 1600x1000 window: every
+    control can be brought into view (scrolling the docker if need be), messages wrap
+    instead of being cut, and a screenshot of each is kept."""
+    yield from open_document(256, 256, "layout")
+    window = Krita.instance().activeWindow().qwindow()
+    docker.set_prompt("")
+    docker.click("kd-generate")  # shows a message on the error line
+    sizes: dict[str, Any] = {}
+    try:
+        for width, height in ((1280, 800), (1600, 1000)):
+            window.setGeometry(QRect(0, 0, width, height))
+            yield pause(1.0)
+            docker.show_dock()
+            yield pause(0.5)
+            key = f"{width}x{height}"
+            shot = ctx.artifact(section, f"{key}.png")
+            window.grab().save(str(shot), "PNG")
+            sizes[key] = {
+                "window": [window.width(), window.height()],
+                "dock": [docker.dock().width(), docker.dock().height()],
+                "controls": docker.reachability(),
+                "labels": {
+                    name: docker.wrapped_fully(name) for name in ("kd-connection", "kd-error")
+                },
+                "error": docker.error_text(),
+                "screenshot": shot.name,
+            }
+    finally:
+        section.data["sizes"] = sizes
+        window.setGeometry(QApplication.primaryScreen().availableGeometry())
 
 
 SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
@@ -399,6 +460,7 @@ SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "batch": scenario_batch,
     "cancel": scenario_cancel,
     "undo": scenario_undo,
+    "layout": scenario_layout,
 }
 
 

@@ -1,0 +1,51 @@
+"""The docker's layout in real Krita: every control reachable at Krita's default
+docker size in a 1280x800 and a 1600x1000 window, messages said once and wrapped, and
+what a newcomer is told (issue 12 item 5, issue 15 item 10)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from krita_e2e import artifact, passed
+from PIL import Image
+
+pytestmark = pytest.mark.krita
+
+
+@pytest.mark.parametrize("size", ["1280x800", "1600x1000"])
+def test_every_control_is_reachable(krita_run, size):
+    shown = passed(krita_run, "layout")["sizes"][size]
+    names = {control["name"] for control in shown["controls"]}
+    for required in (
+        "kd-prompt",
+        "kd-generate",
+        "kd-history",
+        "kd-apply",
+        "kd-discard",
+        "kd-error",
+    ):
+        assert required in names, (required, sorted(names))
+    unreachable = [c for c in shown["controls"] if not c["reachable"]]
+    assert not unreachable, f"at {size}, controls out of reach: {unreachable}"
+    for name, label in shown["labels"].items():
+        assert label["word_wrap"] and label["height"] >= label["needed"], (name, label)
+    with Image.open(artifact(krita_run, f"layout-{size}.png")) as screen:
+        assert list(screen.size) == shown["window"]
+
+
+def test_cannot_reach_is_said_once_wrapped_with_what_to_do(krita_run):
+    data = passed(krita_run, "server_down")
+    text = data["unreachable"]["text"]
+    assert re.search(r"press start server|run:", text, re.I), text
+    assert data["start_button_while_down"], "no Start server button while the server is down"
+    after_click = data["generate_while_down"]["docker"]
+    assert not re.search(r"cannot reach|unreachable", after_click["error"], re.I), after_click
+    connection = data["labels_while_down"]["kd-connection"]
+    assert connection["word_wrap"] and connection["height"] >= connection["needed"], connection
+
+
+def test_the_first_connection_says_what_next(krita_run):
+    welcome = passed(krita_run, "server_down")["welcome_once_connected"]
+    assert welcome["shown"] and "Generate" in welcome["text"], welcome
+    assert not welcome["start_button"]
