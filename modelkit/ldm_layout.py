@@ -514,10 +514,12 @@ def write_ldm_checkpoint(
     pipe: DiffusionPipeline,
     path: str | Path,
     dtype: torch.dtype = torch.float16,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Save the pipeline as one ``.safetensors`` file in the original key layout.
 
-    fp16 is the default because that is what users' files usually are.
+    fp16 is the default because that is what users' files usually are. `metadata` goes
+    into the header beside `format` (merging tools record e.g. `modelspec.title`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -525,5 +527,5 @@ def write_ldm_checkpoint(
         key: tensor.detach().to(device="cpu", dtype=dtype).contiguous().clone()
         for key, tensor in ldm_state_dict(pipe).items()
     }
-    save_file(tensors, str(target), metadata={"format": "pt"})
+    save_file(tensors, str(target), metadata={"format": "pt", **(metadata or {})})
     return target

@@ -34,7 +34,13 @@ from kd_server.generation import (
 from kd_server.library import ModelEntry, ModelLibrary
 from kd_server.loading import LoadedModel, load_model
 from kd_server.previews import latents_to_preview
-from kd_server.samplers import UnknownSampler, build_scheduler, canonical_name, sampler_names
+from kd_server.samplers import (
+    UnknownSampler,
+    build_scheduler,
+    canonical_name,
+    max_steps,
+    sampler_names,
+)
 from kd_server.speed import SpeedOptions, unfuse_for_lora
 from kd_server.tasks import Prepared, TaskSpec, spec_for
 
@@ -97,8 +103,15 @@ class Engine:
             self.library.get_lora(name)
         try:
             canonical_name(request.sampling.sampler)
+            limit = max_steps(request.sampling.sampler)
         except UnknownSampler as exc:
             raise EngineError(EngineErrorCode.SAMPLER_NOT_FOUND, str(exc)) from exc
+        if limit is not None and request.sampling.steps > limit:
+            raise EngineError(
+                EngineErrorCode.INVALID_INPUT,
+                f"steps: {request.sampling.sampler} runs at most {limit} steps; "
+                f"ask for {limit} or fewer (fast models need 2 to 8).",
+            )
         spec_for(request.task).check(request)
         return entry
 

@@ -8,7 +8,10 @@ layer reads them directly. `kind` is the wire protocol's `type` value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+#: Why a job was cancelled when no client asked: a newer live job replaced it.
+SUPERSEDED: Literal["superseded"] = "superseded"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class JobFailed(JobEvent):
 @dataclass(frozen=True)
 class JobCancelled(JobEvent):
     kind = "cancelled"
+    #: SUPERSEDED: a newer live job of the same client replaced it; None otherwise
+    reason: Literal["superseded"] | None = None
 
 
 #: The events after which a job sends nothing more.

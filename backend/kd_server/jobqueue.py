@@ -16,6 +16,13 @@ Every state change is applied before the event announcing it is published, so a
 client that reads the job after an event sees at least that state. Finished jobs are
 kept for `GET` within a time, count and byte budget, oldest dropped first.
 
+Live jobs (`submit(..., live=True)`) are a client's frames of live painting, where
+only the newest canvas state matters: a client's new live job takes the place of its
+waiting live job and stops its running one at the next step (both end `cancelled`
+with the reason `superseded`). Only that client's live jobs are touched, and the
+replacement keeps its place in the line, so the turns between clients are unchanged.
+A live job is never journaled: after a restart it would be a stale frame.
+
 With `Durability`, every job is also recorded in a journal (`kd_server.journal`)
 before `submit` returns, results are written to disk, and `recover` rebuilds the
 queue of a new process from it: queued jobs wait again in their order, the job that
@@ -35,11 +42,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from kd_server.config import Settings
 from kd_server.generation import Cancelled, EngineError
 from kd_server.job_events import (
+    SUPERSEDED,
     JobCancelled,
     JobError,
     JobEvent,
@@ -182,7 +190,10 @@ class _Job:
     started_at: float | None = None
     ended_at: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: Literal["superseded"] | None = None
     durable: bool = False  # recorded in the journal
+    live: bool = False  # superseded by the same client's next live job
+    generating: bool = False  # on the worker (a live job is stoppable only then)
 
     def view(self) -> JobView:
         return JobView(
@@ -260,18 +271,30 @@ class JobQueue:
             self._worker = threading.Thread(target=self._work, name="kd-worker", daemon=True)
             self._worker.start()
 
-    def submit(self, payload: Any, client_id: str | None = None, durable: bool = True) -> JobView:
+    def submit(
+        self,
+        payload: Any,
+        client_id: str | None = None,
+        durable: bool = True,
+        live: bool = False,
+    ) -> JobView:
         """Queue a job; raises `QueueFull` past the cap, `QueueClosed` when stopping and
         `QueueStorageError` when a durable queue cannot record it. `durable=False`: a
         job nobody could collect after a restart (its caller waits on one HTTP request)
-        is kept in memory only, so a restart does not run it for nobody."""
-        job = _Job(id=uuid.uuid4().hex, client_id=client_id, payload=payload)
-        job.durable = durable and self._durability is not None
+        is kept in memory only, so a restart does not run it for nobody. `live=True`:
+        the job supersedes the client's earlier live jobs (see the module's docstring);
+        it needs a `client_id`."""
+        if live and client_id is None:
+            raise ValueError("a live job needs a client_id: live jobs supersede per client")
+        job = _Job(id=uuid.uuid4().hex, client_id=client_id, payload=payload, live=live)
+        job.durable = durable and not live and self._durability is not None
         stored = self._durability.encode(payload) if self._durability and job.durable else None
         with self._cond:
             if self._closing:
                 raise QueueClosed
-            waiting = sum(len(line) for line in self._lines.values())
+            key = client_id or ""
+            replaced = self._waiting_live(key) if live else None
+            waiting = sum(len(line) for line in self._lines.values()) - (replaced is not None)
             if waiting >= self.limits.max_queue:
                 raise QueueFull(self.limits.max_queue, self._retry_after())
             if self._durability is not None and stored is not None:  # before it is acknowledged
@@ -280,15 +303,40 @@ class JobQueue:
                 except JournalError as exc:
                     raise QueueStorageError(str(exc)) from exc
             self._jobs[job.id] = job
-            key = client_id or ""
-            if key not in self._lines:
-                self._lines[key] = deque()
-                self._turns.append(key)
-            self._lines[key].append(job)
+            if live:
+                self._stop_running_live(client_id)
+            if replaced is not None:
+                self._replace_waiting(replaced, job)
+            else:
+                if key not in self._lines:
+                    self._lines[key] = deque()
+                    self._turns.append(key)
+                self._lines[key].append(job)
             self._reposition()
             self._emit(job, JobQueued(job.id, position=0 if job.position is None else job.position))
             self._cond.notify_all()
             return job.view()
+
+    def _waiting_live(self, key: str) -> _Job | None:
+        """The client's waiting live job (there is at most one), lock held."""
+        return next((job for job in self._lines.get(key, ()) if job.live), None)
+
+    def _replace_waiting(self, old: _Job, new: _Job) -> None:
+        """`new` takes `old`'s place in its client's line; `old` ends superseded."""
+        line = self._lines[old.client_id or ""]
+        line[line.index(old)] = new
+        new.position = old.position
+        old.cancel_reason = SUPERSEDED
+        self._end(old, JobStatus.CANCELLED)
+
+    def _stop_running_live(self, client_id: str | None) -> None:
+        """Ask the client's live job on the worker to stop at its next step. One whose
+        pictures are already encoding is left to finish: its frame is moments away."""
+        for job in self._active:
+            stale = job.live and job.client_id == client_id and job.generating
+            if stale and not job.cancel.is_set():
+                job.cancel_reason = SUPERSEDED
+                job.cancel.set()
 
     def get(self, job_id: str) -> JobView:
         with self._cond:
@@ -423,6 +471,7 @@ class JobQueue:
                 job.status = JobStatus.RUNNING
                 job.position = None
                 job.started_at = self._clock()
+                job.generating = True
                 self._active.add(job)
                 self._reposition()
                 self._emit(job, JobStarted(job.id, loading_model=None))
@@ -432,7 +481,11 @@ class JobQueue:
     def _run(self, job: _Job) -> None:
         """Run one job on the worker thread; failures end the job, never the worker."""
         try:
-            outputs = self._runner(job.payload, RunHooks(self, job))
+            try:
+                outputs = self._runner(job.payload, RunHooks(self, job))
+            finally:
+                with self._cond:
+                    job.generating = False
         except Cancelled:
             self._finish(job, JobStatus.CANCELLED)
         except EngineError as exc:
@@ -528,7 +581,7 @@ class JobQueue:
         elif status is JobStatus.FAILED:
             self._emit(job, JobFailed(job.id, error or _INTERNAL_ERROR))
         else:
-            self._emit(job, JobCancelled(job.id))
+            self._emit(job, JobCancelled(job.id, reason=job.cancel_reason))
         self._prune()
 
     def _emit(self, job: _Job, event: JobEvent) -> None:

@@ -36,11 +36,12 @@ import stat
 import struct
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kd_server.families import Family
+from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.hashes import HashStore, library_files
 
@@ -92,6 +93,7 @@ class ModelEntry:
     family: Family | None  # for LoRAs a hint only (None when the keys do not tell)
     status: EntryStatus
     reason: str | None = None
+    fast: FastMode | None = None  # LCM, Lightning, Hyper-SD, Turbo (kd_server.fast_modes)
 
     @property
     def usable(self) -> bool:
@@ -122,6 +124,8 @@ class Detection:
     family: Family | None
     status: EntryStatus
     reason: str | None = None
+    #: the metadata entries that name the model (fast_modes.NAME_KEYS)
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 def _unusable(reason: str, content: Content = Content.OTHER) -> Detection:
@@ -141,8 +145,19 @@ def _looks_like_pickle(head: bytes) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    shapes: dict[str, tuple[int, ...]]  # tensor name -> shape
+    metadata: dict[str, str]  # the free-form `__metadata__` (string values only)
+
+
 def read_safetensors_header(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape, read from the header alone (no weights are loaded).
+    """Tensor name -> shape, read from the header alone (no weights are loaded)."""
+    return read_safetensors(path).shapes
+
+
+def read_safetensors(path: Path) -> SafetensorsHeader:
+    """Shapes and metadata, read from the header alone (no weights are loaded).
 
     Format: 8-byte little-endian header length, a JSON object, then the tensor data.
     The length is checked against the file size and capped, and the declared data
@@ -188,7 +203,11 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[int, ...]]:
         ) from exc
     if not isinstance(header, dict):
         raise HeaderError(_unusable("Not a safetensors file: its header is not a JSON object."))
-    return _tensor_shapes(header, data_size=size - 8 - length)
+    shapes = _tensor_shapes(header, data_size=size - 8 - length)
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict):
+        metadata = {}
+    return SafetensorsHeader(shapes, {k: v for k, v in metadata.items() if isinstance(v, str)})
 
 
 def _tensor_shapes(header: dict[str, Any], data_size: int) -> dict[str, tuple[int, ...]]:
@@ -619,7 +638,10 @@ class Scanner:
         detection = self._cache.get(key)
         if detection is None:
             try:
-                detection = detect_tensors(read_safetensors_header(path))
+                header = read_safetensors(path)
+                detection = replace(
+                    detect_tensors(header.shapes), metadata=naming_metadata(header.metadata)
+                )
             except HeaderError as exc:
                 detection = exc.detection
         self._next_cache[key] = detection
@@ -666,7 +688,12 @@ def _to_entry(found: Found, name: str) -> ModelEntry:
         status, reason = EntryStatus.UNUSABLE, misplaced
     if kind is EntryKind.LORA and detection.content is Content.OTHER:
         reason = _lora_reason(reason)
-    return ModelEntry(name, kind, found.path, found.format, detection.family, status, reason)
+    fast = None
+    if status is EntryStatus.USABLE and kind in (EntryKind.CHECKPOINT, EntryKind.LORA):
+        fast = detect_fast_mode(found.relative, dict(detection.metadata))
+    return ModelEntry(
+        name, kind, found.path, found.format, detection.family, status, reason, fast=fast
+    )
 
 
 def _lora_reason(reason: str | None) -> str | None:

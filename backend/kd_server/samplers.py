@@ -95,9 +95,17 @@ class SamplerSpec:
     custom_sigmas: bool = False
     #: The class picks its own timesteps whatever the config says (LCM): only Automatic.
     fixed_schedule: bool = False
+    #: The most steps the class can run (LCM: the 50 steps of its distillation schedule).
+    max_steps: int | None = None
 
+
+#: LCMScheduler's `original_inference_steps`: it picks a job's steps among these.
+LCM_MAX_STEPS = 50
 
 _SIGMA_SCHEDULES = (Schedule.AUTOMATIC, Schedule.KARRAS, Schedule.EXPONENTIAL)
+#: Fast models (kd_server.fast_modes) run these with trailing timesteps ("SGM Uniform"),
+#: so they are listed too.
+_TRAILING = (Schedule.AUTOMATIC, Schedule.SGM_UNIFORM)
 
 SAMPLERS: tuple[SamplerSpec, ...] = (
     SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {}, _SIGMA_SCHEDULES),
@@ -113,18 +121,24 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
         {"algorithm_type": "sde-dpmsolver++"},
         _SIGMA_SCHEDULES,
     ),
-    SamplerSpec("Euler", "EulerDiscreteScheduler", {}, _SIGMA_SCHEDULES, custom_sigmas=True),
-    SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler"),
+    SamplerSpec(
+        "Euler",
+        "EulerDiscreteScheduler",
+        {},
+        (*_SIGMA_SCHEDULES, Schedule.SGM_UNIFORM),
+        custom_sigmas=True,
+    ),
+    SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", {}, _TRAILING),
     SamplerSpec("Heun", "HeunDiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
     SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
     SamplerSpec(
         "DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)
     ),
-    SamplerSpec("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}),
+    SamplerSpec("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, _TRAILING),
     SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}),
     SamplerSpec("UniPC", "UniPCMultistepScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
     SamplerSpec("DEIS", "DEISMultistepScheduler", {}, (Schedule.AUTOMATIC, Schedule.KARRAS)),
-    SamplerSpec("LCM", "LCMScheduler", fixed_schedule=True),
+    SamplerSpec("LCM", "LCMScheduler", fixed_schedule=True, max_steps=LCM_MAX_STEPS),
 )
 
 _BY_NAME = {spec.name.lower(): spec for spec in SAMPLERS}
@@ -391,6 +405,12 @@ def build_scheduler(
         return scheduler
     cls = getattr(diffusers, plan.spec.scheduler_class)
     return cls.from_config(base_config, **overrides)
+
+
+def max_steps(name: str) -> int | None:
+    """The most steps the sampler can run, None when any count works."""
+    spec, _ = resolve(name)
+    return spec.max_steps
 
 
 def canonical_name(name: str, schedule: str | None = None) -> str:

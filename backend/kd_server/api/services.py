@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -18,6 +19,7 @@ from fastapi import Depends
 from PIL import Image
 from starlette.requests import HTTPConnection
 
+from kd_server import fast_modes
 from kd_server.api import policy
 from kd_server.api.errors import ApiError
 from kd_server.api.imaging import preview_jpeg
@@ -139,16 +141,26 @@ class Services:
         """What the engine can refuse without running: model, LoRAs, sampler, inputs."""
         self.engine.check(request)
 
+    def auto_sampling(self, request: GenerationRequest, given: Iterable[str]) -> GenerationRequest:
+        """The job's fast-model sampling, except for the fields the client set itself
+        (`given`); see `kd_server.fast_modes.auto_sampling`."""
+        return fast_modes.auto_sampling(request, self.library, given)
+
     def submit(
-        self, request: GenerationRequest, client_id: str | None, durable: bool = True
+        self,
+        request: GenerationRequest,
+        client_id: str | None,
+        durable: bool = True,
+        live: bool = False,
     ) -> JobView:
         """Check and queue a job, or refuse it the way both APIs answer: 503 while
         shutting down, 429 with Retry-After when the queue is full. `durable=False`
-        for a job whose caller cannot collect it after a restart (see JobQueue)."""
+        for a job whose caller cannot collect it after a restart (see JobQueue);
+        `live=True` for a live-painting frame that supersedes the client's last one."""
         self.check_open()
         self.check(request)
         try:
-            return self.queue.submit(request, client_id, durable)
+            return self.queue.submit(request, client_id, durable, live)
         except QueueFull as exc:
             raise ApiError(
                 429,

@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from fastapi.responses import JSONResponse
 
+from kd_server.api import policy
 from kd_server.api.errors import ApiError
 from kd_server.api.services import ServicesDep
 from kd_server.api.v1.convert import to_generation_request
 from kd_server.api.v1.schemas import ErrorResponse, JobAccepted, JobRequest, JobState
 from kd_server.api.v1.wire import job_state
+from kd_server.fast_modes import SAMPLING_FIELDS
 from kd_server.jobqueue import JobNotActive, JobNotFound, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -43,8 +45,15 @@ def submit_job(body: JobRequest, services: ServicesDep) -> JobAccepted:
     """Checks everything that can be checked without running (inputs, model, LoRAs,
     sampler) and queues the job. Runs in a worker thread: decoding images is CPU work."""
     services.check_open()
+    if body.live and body.client_id is None:
+        raise policy.invalid(
+            "live", "needs a client_id: a live job replaces the same client's last one."
+        )
     request = to_generation_request(body, services.settings)
-    view = services.submit(request, body.client_id)
+    if body.sampling == "auto":
+        given = body.model_fields_set & set(SAMPLING_FIELDS)
+        request = services.auto_sampling(request, given)
+    view = services.submit(request, body.client_id, live=body.live)
     return JobAccepted(job_id=view.job_id, position=view.position or 0)
 
 

@@ -16,7 +16,7 @@ from kd_server.generation import MAX_LORAS, MAX_SEED, Task
 
 #: The protocol's version, reported by `/v1/health`. Raised when a field or event is
 #: added (clients may then use it); a body that worked before keeps working.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
@@ -138,6 +138,21 @@ class JobRequest(_Strict):
         pattern=CLIENT_ID_PATTERN,
         description=CLIENT_ID_DESCRIPTION + " null: no events, poll `GET /v1/jobs/{id}`.",
     )
+    sampling: Literal["manual", "auto"] = Field(
+        "manual",
+        description="Since 3. `manual`: `sampler`, `steps` and `cfg_scale` as sent (or "
+        "their defaults). `auto`: a fast model in the job (its first fast LoRA, else its "
+        "checkpoint; see `fast` in `GET /v1/models`) sets those of the three that the "
+        "body leaves out; for img2img/inpaint the steps are divided by `strength` so that "
+        "the recommended number of steps runs. Without a fast model `auto` = `manual`.",
+    )
+    live: bool = Field(
+        False,
+        description="Since 3. A live-painting frame: it replaces this client's waiting "
+        "live job (which is cancelled with `reason: superseded`) and stops its running "
+        "live job at the next step. Other jobs, and other clients' jobs, are untouched. "
+        "Needs `client_id`. Live jobs are not kept across a server restart.",
+    )
 
 
 class JobAccepted(BaseModel):
@@ -185,7 +200,9 @@ class Health(BaseModel):
         PROTOCOL_VERSION,
         description="Wire protocol version: 1 = the first release; 2 adds this field, "
         "`working_size` in `/v1/models`, `resume=true` on `/v1/events` with `state` "
-        "events, and `warning` events. Bodies valid in an older version stay valid.",
+        "events, and `warning` events; 3 adds `fast` in `/v1/models`, `sampling` and "
+        "`live` on jobs and `reason` on `cancelled` events. Bodies valid in an older "
+        "version stay valid.",
     )
     device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
     dtype: str = Field(description="Weights' precision, e.g. `float16`.")
@@ -198,6 +215,19 @@ class Health(BaseModel):
     loaded_models: list[str] = Field(description="All checkpoints held in memory.")
 
 
+class FastMode(BaseModel):
+    """Since 3. A few-step model and the sampling it is made for (docs/models.md)."""
+
+    kind: Literal["lcm", "lightning", "hyper-sd", "turbo"]
+    sampler: str = Field(description="Its sampler, one of `GET /v1/samplers`.")
+    steps: int = Field(description="Denoising steps it is made for.")
+    cfg_scale: float = Field(description="Its prompt guidance (1 = none, the fastest).")
+    found_in: str = Field(
+        description="Where the kind was read: `name` (file or folder name) or the "
+        "safetensors metadata key, e.g. `modelspec.title`."
+    )
+
+
 class Checkpoint(BaseModel):
     name: str
     family: str = Field(description="`sd15`, `sd15-inpaint`, `sdxl`, `sdxl-inpaint`.")
@@ -206,11 +236,15 @@ class Checkpoint(BaseModel):
         description="The side of the square, in pixels, the model works best at (512 for "
         "SD 1.5, 1024 for SDXL): clients size their regions from it."
     )
+    fast: FastMode | None = Field(None, description="Since 3. Set for a fast checkpoint.")
 
 
 class Lora(BaseModel):
     name: str
     family: str | None = Field(None, description="Model family it fits, when known.")
+    fast: FastMode | None = Field(
+        None, description="Since 3. Set for a fast LoRA (LCM, Lightning, Hyper-SD, Turbo)."
+    )
 
 
 class UnusableModel(BaseModel):
@@ -305,6 +339,11 @@ class FailedEvent(BaseModel):
 class CancelledEvent(BaseModel):
     type: Literal["cancelled"] = "cancelled"
     job_id: str
+    reason: Literal["superseded"] | None = Field(
+        None,
+        description="Since 3. `superseded`: a newer `live` job of the same client "
+        "replaced this one; null: cancelled by a client or by the server's shutdown.",
+    )
 
 
 EVENT_MODELS: tuple[type[BaseModel], ...] = (

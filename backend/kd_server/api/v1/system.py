@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from kd_server import __version__
 from kd_server.api.services import ServicesDep
-from kd_server.api.v1.schemas import Checkpoint, Health, Lora, Models, UnusableModel
+from kd_server.api.v1.schemas import Checkpoint, FastMode, Health, Lora, Models, UnusableModel
+from kd_server.fast_modes import FastMode as EntryFastMode
 from kd_server.loading import working_size
 
 router = APIRouter(tags=["server"])
@@ -42,6 +43,7 @@ def models(services: ServicesDep) -> Models:
                     family=entry.family.value,
                     default=entry.name == default_name,
                     working_size=working_size(entry),
+                    fast=_fast(entry.fast),
                 )
             )
         else:
@@ -51,10 +53,22 @@ def models(services: ServicesDep) -> Models:
     for entry in library.loras():
         if entry.usable:
             family = entry.family.value if entry.family is not None else None
-            result.loras.append(Lora(name=entry.name, family=family))
+            result.loras.append(Lora(name=entry.name, family=family, fast=_fast(entry.fast)))
         else:
             result.unusable.append(UnusableModel(name=entry.name, kind="lora", reason=entry.reason))
     return result
+
+
+def _fast(mode: EntryFastMode | None) -> FastMode | None:
+    if mode is None:
+        return None
+    return FastMode(
+        kind=mode.kind.value,
+        sampler=mode.sampler,
+        steps=mode.steps,
+        cfg_scale=mode.cfg_scale,
+        found_in=mode.found_in,
+    )
 
 
 @router.get("/samplers", response_model=list[str], summary="Sampler names (A1111 spelling)")

@@ -71,7 +71,7 @@ def event_model(event: JobEvent) -> BaseModel:
     if isinstance(event, JobFailed):
         return schemas.FailedEvent(job_id=job_id, error=error_info(event.error))
     if isinstance(event, JobCancelled):
-        return schemas.CancelledEvent(job_id=job_id)
+        return schemas.CancelledEvent(job_id=job_id, reason=event.reason)
     raise TypeError(f"no wire form for {type(event).__name__}")
 
 
