@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from kd_server.control.pipeline import ControlRuntime
 from kd_server.devices import DeviceChoice, choose_device, free_memory, is_out_of_memory
 from kd_server.generation import (
     MAX_LORAS,
@@ -71,6 +72,7 @@ class Engine:
         self.speed = speed  # optional speed-ups applied at load time (kd_server.speed)
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.RLock()
+        self.controls = ControlRuntime(library, self.device)  # ControlNets, IP-Adapters
 
     # -- facts for the API -------------------------------------------------------------
 
@@ -113,6 +115,7 @@ class Engine:
                 f"ask for {limit} or fewer (fast models need 2 to 8).",
             )
         spec_for(request.task).check(request)
+        self.controls.check(request, entry)
         return entry
 
     def check_model(self, name: str | None) -> ModelEntry:
@@ -204,11 +207,12 @@ class Engine:
         self._apply_loras(model, request.conditioning.loras)
         spec = spec_for(request.task)
         sampling = request.sampling
-        pipe = model.pipeline_for(request.task)
+        prepared = spec.prepare(request, model)
+        control = self.controls.setup(request, model, prepared)
+        pipe = control.pipeline or model.pipeline_for(request.task)
         pipe.scheduler = build_scheduler(
             sampling.sampler, model.scheduler_config, family=model.family
         )
-        prepared = spec.prepare(request, model)
         seed = resolve_seed(sampling.seed)
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(sampling.batch_size)]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
@@ -220,9 +224,12 @@ class Engine:
                 callback_on_step_end_tensor_inputs=["latents"],
                 output_type="pil",
                 **spec.pipeline_arguments(request, prepared),
+                **control.kwargs,
             )
         except _StopRequested:
             raise Cancelled() from None
+        finally:
+            control.done()
         return [
             self._finish(spec, request, model, prepared, image, index, seeds[index])
             for index, image in enumerate(output.images)

@@ -28,6 +28,8 @@ class Task(str, enum.Enum):
 MAX_SEED = 2**32 - 1
 #: LoRAs one job may apply; more rarely helps and each costs memory on the GPU.
 MAX_LORAS = 8
+#: Control layers one job may use: each ControlNet runs beside the UNet at every step.
+MAX_CONTROLS = 4
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -54,13 +56,60 @@ class Sampling:
     batch_size: int = 1
 
 
+class ControlMode(str, enum.Enum):
+    """What a control image shows. It picks a union ControlNet's control type, the
+    polarity line images are given in (light lines on black, as ControlNets are
+    trained), and what `preprocess` does (kd_server.control.preprocess)."""
+
+    DEPTH = "depth"
+    CANNY = "canny"
+    LINEART = "lineart"
+    SCRIBBLE = "scribble"
+    SOFTEDGE = "softedge"
+    POSE = "pose"
+    TILE = "tile"
+    NORMAL = "normal"
+    SEGMENT = "segment"
+
+
+@dataclass
+class ControlInput:
+    """One control layer: a ControlNet and the image it follows.
+
+    The image covers exactly the region being generated (txt2img: width x height;
+    img2img/inpaint: the size of `inputs.image`). `strength` scales the ControlNet's
+    effect (0 = none, 1 = as trained, up to 2); it acts from `start` to `end`, as
+    fractions of the denoising steps that run."""
+
+    model: str
+    image: Image.Image
+    mode: ControlMode | None = None  # None: the image is used exactly as sent
+    preprocess: bool = False  # derive the control image from a picture first
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    low_threshold: int = 100  # canny: edges weaker than this are dropped (0..255)
+    high_threshold: int = 200  # canny: edges stronger than this are always kept
+
+
+@dataclass
+class ReferenceInput:
+    """A reference image (IP-Adapter): the picture borrows its look; `weight` 0..2."""
+
+    model: str
+    image: Image.Image
+    weight: float = 0.6
+
+
 @dataclass
 class Conditioning:
-    """What steers the picture. Control layers and reference images will live here."""
+    """What steers the picture: the prompts, LoRAs, control layers and a reference."""
 
     prompt: str = ""
     negative_prompt: str = ""
     loras: list[LoraSpec] = field(default_factory=list)
+    control: list[ControlInput] = field(default_factory=list)
+    reference: ReferenceInput | None = None
 
 
 @dataclass
@@ -113,6 +162,8 @@ class EngineErrorCode(str, enum.Enum):
     LORA_NOT_FOUND = "lora_not_found"
     LORA_UNUSABLE = "lora_unusable"
     SAMPLER_NOT_FOUND = "sampler_not_found"
+    CONTROL_MISMATCH = "control_mismatch"  # a control model of another family
+    PREPROCESSOR_UNAVAILABLE = "preprocessor_unavailable"  # e.g. no depth estimator
     INVALID_INPUT = "invalid_input"
     OUT_OF_MEMORY = "out_of_memory"
     INTERNAL = "internal_error"

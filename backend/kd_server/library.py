@@ -36,10 +36,11 @@ import stat
 import struct
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kd_server.control.files import ControlFacts, ControlRole, EmbedSource, detect_control
 from kd_server.families import Family
 from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
@@ -67,6 +68,9 @@ CONVERT_HINT = (
 class EntryKind(str, enum.Enum):
     CHECKPOINT = "checkpoint"
     LORA = "lora"
+    CONTROL = "control"  # ControlNet, union ControlNet or IP-Adapter (`facts.role`)
+    IMAGE_ENCODER = "image-encoder"  # the CLIP vision model IP-Adapters read
+    DEPTH_ESTIMATOR = "depth-estimator"  # the depth preprocessor's model
 
 
 class ModelFormat(str, enum.Enum):
@@ -93,6 +97,7 @@ class ModelEntry:
     family: Family | None  # for LoRAs a hint only (None when the keys do not tell)
     status: EntryStatus
     reason: str | None = None
+    facts: ControlFacts | None = None  # control-related files: role, layout, widths
     fast: FastMode | None = None  # LCM, Lightning, Hyper-SD, Turbo (kd_server.fast_modes)
 
     @property
@@ -115,6 +120,9 @@ class ScanProblem:
 class Content(enum.Enum):
     CHECKPOINT = "checkpoint"
     LORA = "lora"
+    CONTROL = "control"
+    IMAGE_ENCODER = "image-encoder"
+    DEPTH_ESTIMATOR = "depth-estimator"
     OTHER = "other"  # not a model (garbage, VAE, embedding, ...) or unreadable
 
 
@@ -124,6 +132,7 @@ class Detection:
     family: Family | None
     status: EntryStatus
     reason: str | None = None
+    facts: ControlFacts | None = None
     #: the metadata entries that name the model (fast_modes.NAME_KEYS)
     metadata: tuple[tuple[str, str], ...] = ()
 
@@ -302,6 +311,9 @@ def detect_tensors(shapes: dict[str, tuple[int, ...]]) -> Detection:
     names = list(shapes)
     if _is_lora(names):
         return _detect_lora(names)
+    control = detect_control(shapes)
+    if control is not None:
+        return _control_detection(control)
     if _contains(names, "double_blocks.") and _contains(names, "single_blocks."):
         return _unsupported("Flux")
     if _contains(names, "joint_blocks."):
@@ -314,6 +326,23 @@ def detect_tensors(shapes: dict[str, tuple[int, ...]]) -> Detection:
     if _has(names, prefix + "control_model.") or _contains(names, "input_hint_block"):
         return _unusable("This is a ControlNet, not a checkpoint.")
     return _detect_checkpoint(names, prefix, shapes[unet_key])
+
+
+_CONTENT_OF_ROLE = {
+    ControlRole.CONTROLNET: Content.CONTROL,
+    ControlRole.UNION: Content.CONTROL,
+    ControlRole.IP_ADAPTER: Content.CONTROL,
+    ControlRole.IMAGE_ENCODER: Content.IMAGE_ENCODER,
+    ControlRole.DEPTH_ESTIMATOR: Content.DEPTH_ESTIMATOR,
+}
+
+
+def _control_detection(found: Any) -> Detection:
+    """A control-related file (kd_server.control.files) as the library lists it."""
+    content = _CONTENT_OF_ROLE.get(found.role, Content.CONTROL)
+    if not found.usable:
+        return Detection(content, found.family, EntryStatus.UNUSABLE, found.reason)
+    return Detection(content, found.family, EntryStatus.USABLE, facts=found.facts)
 
 
 def _detect_checkpoint(names: list[str], prefix: str, unet_shape: tuple[int, ...]) -> Detection:
@@ -467,6 +496,7 @@ def _diffusers_weights_problem(folder: Path, index: dict[str, Any]) -> Detection
 class RootKind(enum.Enum):
     CHECKPOINTS = "checkpoints"
     LORAS = "loras"
+    CONTROLS = "controls"  # ControlNets, IP-Adapters, image encoders, depth estimators
     MIXED = "mixed"  # a plain folder of models: each file is listed as what it is
 
 
@@ -481,6 +511,21 @@ CHECKPOINT_SUBDIRS = (
     "models/Stable-diffusion",
 )
 LORA_SUBDIRS = ("loras", "Lora", "models/loras", "models/Lora")
+# Control models: ours (= ComfyUI's models/), A1111's and its ControlNet extension's,
+# ComfyUI's root. Files here are listed as what their header says they are.
+CONTROL_SUBDIRS = (
+    "controlnet",
+    "ipadapter",
+    "clip_vision",
+    "depth",
+    "ControlNet",
+    "extensions/sd-webui-controlnet/models",
+    "models/controlnet",
+    "models/ipadapter",
+    "models/clip_vision",
+    "models/depth",
+    "models/ControlNet",
+)
 
 
 @dataclass(frozen=True)
@@ -503,6 +548,7 @@ def find_roots(folder: Path) -> tuple[list[ModelRoot], list[ScanProblem]]:
         for subs, kind in (
             (CHECKPOINT_SUBDIRS, RootKind.CHECKPOINTS),
             (LORA_SUBDIRS, RootKind.LORAS),
+            (CONTROL_SUBDIRS, RootKind.CONTROLS),
         )
         for sub in subs
         if (folder / sub).is_dir()
@@ -676,6 +722,12 @@ _WRONG_PLACE = {
     (RootKind.LORAS, Content.CHECKPOINT): (
         "This is a checkpoint in a LoRA folder: move it to the checkpoints folder."
     ),
+    (RootKind.CONTROLS, Content.CHECKPOINT): (
+        "This is a checkpoint in a control-model folder: move it to the checkpoints folder."
+    ),
+    (RootKind.CONTROLS, Content.LORA): (
+        "This is a LoRA in a control-model folder: move it to the loras folder."
+    ),
 }
 
 
@@ -692,7 +744,15 @@ def _to_entry(found: Found, name: str) -> ModelEntry:
     if status is EntryStatus.USABLE and kind in (EntryKind.CHECKPOINT, EntryKind.LORA):
         fast = detect_fast_mode(found.relative, dict(detection.metadata))
     return ModelEntry(
-        name, kind, found.path, found.format, detection.family, status, reason, fast=fast
+        name,
+        kind,
+        found.path,
+        found.format,
+        detection.family,
+        status,
+        reason,
+        detection.facts,
+        fast=fast,
     )
 
 
@@ -703,7 +763,24 @@ def _lora_reason(reason: str | None) -> str | None:
     return reason
 
 
+#: Control-related files are listed as what they are, in whichever folder they lie
+#: (the installer, for one, puts every download it does not know into checkpoints/).
+_KIND_OF_CONTENT = {
+    Content.CONTROL: EntryKind.CONTROL,
+    Content.IMAGE_ENCODER: EntryKind.IMAGE_ENCODER,
+    Content.DEPTH_ESTIMATOR: EntryKind.DEPTH_ESTIMATOR,
+}
+
+
 def _entry_kind(found: Found) -> EntryKind:
+    by_content = _KIND_OF_CONTENT.get(found.detection.content)
+    if by_content is not None:
+        return by_content
+    if found.root.kind is RootKind.CONTROLS:
+        content = found.detection.content
+        return {Content.CHECKPOINT: EntryKind.CHECKPOINT, Content.LORA: EntryKind.LORA}.get(
+            content, EntryKind.CONTROL
+        )
     if found.root.kind is RootKind.LORAS:
         return EntryKind.LORA
     if found.root.kind is RootKind.CHECKPOINTS:
@@ -731,6 +808,46 @@ def name_entries(found: list[Found], reserved: Iterable[str] = ()) -> list[Model
     return entries
 
 
+def pair_image_encoders(entries: list[ModelEntry]) -> list[ModelEntry]:
+    """An IP-Adapter reads one output of a CLIP image encoder of one width; without a
+    usable encoder that provides it, the IP-Adapter is listed unusable, saying which."""
+    encoders = [e for e in entries if e.kind is EntryKind.IMAGE_ENCODER and e.usable]
+    paired: list[ModelEntry] = []
+    for entry in entries:
+        facts = entry.facts
+        lonely = (
+            facts is not None
+            and facts.role is ControlRole.IP_ADAPTER
+            and entry.usable
+            and not any(encoder_fits(facts, e.facts) for e in encoders)
+        )
+        if lonely and facts is not None:
+            entry = replace(entry, status=EntryStatus.UNUSABLE, reason=_no_encoder(facts))
+        paired.append(entry)
+    return paired
+
+
+def encoder_fits(adapter: ControlFacts, encoder: ControlFacts | None) -> bool:
+    """Whether the encoder gives what the IP-Adapter reads, at its width."""
+    if encoder is None:
+        return False
+    if adapter.embed_source is EmbedSource.HIDDEN_STATES:
+        return encoder.hidden_width == adapter.embed_width
+    return encoder.embed_width == adapter.embed_width
+
+
+def _no_encoder(facts: ControlFacts) -> str:
+    known = {1024: "CLIP-ViT-H-14", 1280: "CLIP-ViT-bigG-14"}
+    if facts.embed_source is EmbedSource.HIDDEN_STATES:
+        known = {1280: "CLIP-ViT-H-14", 1664: "CLIP-ViT-bigG-14"}
+    name = known.get(facts.embed_width or 0, f"a CLIP vision model {facts.embed_width} wide")
+    return (
+        f"This IP-Adapter needs its image encoder ({name}), and none was found: put it in "
+        "models/clip_vision (ComfyUI) or clip_vision/, or run "
+        "`python3 -m installer download ip-adapter-image-encoder`, then refresh."
+    )
+
+
 def _sort_key(entry: ModelEntry) -> tuple[str, str]:
     return (entry.name.casefold(), entry.name)
 
@@ -740,6 +857,8 @@ class _Snapshot:
     checkpoints: dict[str, ModelEntry]
     loras: dict[str, ModelEntry]
     problems: tuple[ScanProblem, ...]
+    # control models, image encoders, depth estimators: kind -> name -> entry
+    others: dict[EntryKind, dict[str, ModelEntry]] = field(default_factory=dict)
 
 
 EMBEDDED_ENTRY = ModelEntry(
@@ -775,12 +894,16 @@ class ModelLibrary:
         with self._lock:
             found, problems = self._scanner.scan(self.folders)
             reserved = [EMBEDDED_NAME] if self.include_embedded else []
-            entries = name_entries(found, reserved)
+            entries = pair_image_encoders(name_entries(found, reserved))
             checkpoints = {e.name: e for e in entries if e.kind is EntryKind.CHECKPOINT}
             if self.include_embedded:
                 checkpoints[EMBEDDED_NAME] = EMBEDDED_ENTRY
             loras = {e.name: e for e in entries if e.kind is EntryKind.LORA}
-            self._snapshot = _Snapshot(checkpoints, loras, tuple(problems))
+            others: dict[EntryKind, dict[str, ModelEntry]] = {}
+            for e in entries:
+                if e.kind not in (EntryKind.CHECKPOINT, EntryKind.LORA):
+                    others.setdefault(e.kind, {})[e.name] = e
+            self._snapshot = _Snapshot(checkpoints, loras, tuple(problems), others)
         self.hashes.schedule(library_files(entries))
         for problem in problems:
             log.warning("%s", problem.message)
@@ -804,6 +927,22 @@ class ModelLibrary:
     def loras(self) -> list[ModelEntry]:
         """All LoRAs, unusable and refused ones included, sorted by name."""
         return sorted(self._snapshot.loras.values(), key=_sort_key)
+
+    def entries(self, kind: EntryKind) -> list[ModelEntry]:
+        """All entries of one kind, unusable and refused ones included, sorted by name."""
+        if kind is EntryKind.CHECKPOINT:
+            return self.checkpoints()
+        if kind is EntryKind.LORA:
+            return self.loras()
+        return sorted(self._snapshot.others.get(kind, {}).values(), key=_sort_key)
+
+    def get(self, kind: EntryKind, name: str, what: str) -> ModelEntry:
+        """The usable entry of `kind` called `name` (`what` names the kind in messages),
+        else EngineError: MODEL_NOT_FOUND or MODEL_UNUSABLE."""
+        table = {e.name: e for e in self.entries(kind)}
+        return _lookup(
+            table, name, what, EngineErrorCode.MODEL_NOT_FOUND, EngineErrorCode.MODEL_UNUSABLE
+        )
 
     def get_checkpoint(self, name: str) -> ModelEntry:
         """The usable checkpoint called `name`, else EngineError (not found / unusable)."""

@@ -42,6 +42,7 @@ class LoadedModel:
     base: Any  # the pipeline it was loaded as
     scheduler_config: dict[str, Any]  # as loaded: jobs replace the pipeline's scheduler
     adapters: dict[str, str] = field(default_factory=dict)  # LoRA name -> adapter name
+    ip_adapter: str | None = None  # the IP-Adapter in the UNet (kd_server.control.pipeline)
     _variants: dict[type, Any] = field(default_factory=dict)  # pipeline class -> pipeline
 
     @property
@@ -56,7 +57,8 @@ class LoadedModel:
             return self.base
         cached = self._variants.get(wanted)
         if cached is None:
-            cached = wanted.from_pipe(self.base)
+            # from_pipe casts to float32 unless told the dtype: the shared weights stay as loaded
+            cached = wanted.from_pipe(self.base, dtype=self.base.dtype)
             cached.set_progress_bar_config(disable=True)
             self._variants[wanted] = cached
         return cached

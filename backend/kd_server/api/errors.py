@@ -29,6 +29,8 @@ ENGINE_STATUS: dict[EngineErrorCode, int] = {
     EngineErrorCode.MODEL_UNUSABLE: 422,
     EngineErrorCode.LORA_UNUSABLE: 422,
     EngineErrorCode.INVALID_INPUT: 422,
+    EngineErrorCode.CONTROL_MISMATCH: 422,
+    EngineErrorCode.PREPROCESSOR_UNAVAILABLE: 422,
     EngineErrorCode.OUT_OF_MEMORY: 503,
     EngineErrorCode.INTERNAL: 500,
 }

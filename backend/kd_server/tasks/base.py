@@ -46,6 +46,9 @@ class TaskSpec:
     uses_strength: ClassVar[bool] = False
     #: diffusers pipeline class name per model family (resolved lazily: no torch import)
     pipelines: ClassVar[Mapping[Family, str]]
+    #: the same with ControlNets (kd_server.control.pipeline), and with a union ControlNet
+    control_pipelines: ClassVar[Mapping[Family, str]]
+    union_pipelines: ClassVar[Mapping[Family, str]]
 
     # -- before queueing -------------------------------------------------------------
 
@@ -63,6 +66,13 @@ class TaskSpec:
         import diffusers
 
         return getattr(diffusers, self.pipelines[family])
+
+    def control_pipeline_class(self, family: Family, union: bool = False) -> Any:
+        """The pipeline that runs this task with ControlNets (a union one, or plain)."""
+        import diffusers
+
+        table = self.union_pipelines if union else self.control_pipelines
+        return getattr(diffusers, table[family])
 
     def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
         """Scale inputs to the model's working size and build the pipeline's arguments."""

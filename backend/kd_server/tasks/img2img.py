@@ -45,6 +45,16 @@ class Img2Img(TaskSpec):
         Family.SDXL: "StableDiffusionXLImg2ImgPipeline",
         Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
     }
+    control_pipelines: ClassVar[Mapping[Family, str]] = {
+        Family.SD15: "StableDiffusionControlNetImg2ImgPipeline",
+        Family.SD15_INPAINT: "StableDiffusionControlNetInpaintPipeline",
+        Family.SDXL: "StableDiffusionXLControlNetImg2ImgPipeline",
+        Family.SDXL_INPAINT: "StableDiffusionXLControlNetInpaintPipeline",
+    }
+    union_pipelines: ClassVar[Mapping[Family, str]] = {
+        Family.SDXL: "StableDiffusionXLControlNetUnionImg2ImgPipeline",
+        Family.SDXL_INPAINT: "StableDiffusionXLControlNetUnionInpaintPipeline",
+    }
 
     def check(self, request: GenerationRequest) -> None:
         super().check(request)

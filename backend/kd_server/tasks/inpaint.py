@@ -31,6 +31,16 @@ class Inpaint(TaskSpec):
         Family.SDXL: "StableDiffusionXLInpaintPipeline",
         Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
     }
+    control_pipelines: ClassVar[Mapping[Family, str]] = {
+        Family.SD15: "StableDiffusionControlNetInpaintPipeline",
+        Family.SD15_INPAINT: "StableDiffusionControlNetInpaintPipeline",
+        Family.SDXL: "StableDiffusionXLControlNetInpaintPipeline",
+        Family.SDXL_INPAINT: "StableDiffusionXLControlNetInpaintPipeline",
+    }
+    union_pipelines: ClassVar[Mapping[Family, str]] = {
+        Family.SDXL: "StableDiffusionXLControlNetUnionInpaintPipeline",
+        Family.SDXL_INPAINT: "StableDiffusionXLControlNetUnionInpaintPipeline",
+    }
 
     def check(self, request: GenerationRequest) -> None:
         super().check(request)

@@ -24,6 +24,16 @@ class Txt2Img(TaskSpec):
         Family.SDXL: "StableDiffusionXLPipeline",
         Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
     }
+    control_pipelines: ClassVar[Mapping[Family, str]] = {
+        Family.SD15: "StableDiffusionControlNetPipeline",
+        Family.SD15_INPAINT: "StableDiffusionControlNetInpaintPipeline",
+        Family.SDXL: "StableDiffusionXLControlNetPipeline",
+        Family.SDXL_INPAINT: "StableDiffusionXLControlNetInpaintPipeline",
+    }
+    union_pipelines: ClassVar[Mapping[Family, str]] = {
+        Family.SDXL: "StableDiffusionXLControlNetUnionPipeline",
+        Family.SDXL_INPAINT: "StableDiffusionXLControlNetUnionInpaintPipeline",
+    }
 
     def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
         width, height = masks.snap_size(request.width, request.height)
