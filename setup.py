@@ -17,6 +17,7 @@ setup(
     packages=[
         "kd_server",
         "kd_server.tasks",
+        "kd_server.control",
         "kd_server.api",
         "kd_server.api.v1",
         "kd_server.api.a1111",

@@ -37,6 +37,7 @@ Tensors = dict[str, torch.Tensor]
 #: How strongly the zero-initialised control weights are filled (see the docstring).
 CONTROL_SCALE = 0.5
 HINT_CHANNELS = (8, 16, 16, 32)  # four stages, as real hint encoders have
+HINT_GAIN = 10.0  # see _fill_control_outputs
 _RESNET_PARTS = {
     "norm1": "in_layers.0",
     "conv1": "in_layers.2",
@@ -88,12 +89,20 @@ def build_controlnet(unet: Any, seed: int) -> Any:
 
 
 def _fill_control_outputs(controlnet: Any, seed: int) -> None:
+    """Trained weights where training would have put them: a hint encoder that passes
+    the image on (He-initialised, no bias: PyTorch's default shrinks the signal layer by
+    layer until the biases alone speak, and every image would steer alike), and zero
+    convolutions that are no longer zero."""
     generator = torch.Generator().manual_seed(seed)
-    for module in (
-        controlnet.controlnet_down_blocks,
-        controlnet.controlnet_mid_block,
-        controlnet.controlnet_cond_embedding.conv_out,
-    ):
+    hint = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        for conv in (hint.conv_in, *hint.blocks, hint.conv_out):
+            scale = (2.0 / conv.weight[0].numel()) ** 0.5
+            if conv is hint.conv_out:  # as strong as the latent features it is added to
+                scale *= HINT_GAIN
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * scale)
+            conv.bias.zero_()
+    for module in (controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block):
         _fill(module, generator, CONTROL_SCALE)
 
 

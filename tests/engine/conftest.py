@@ -11,3 +11,14 @@ def embedded_engine():
     from kd_server.library import ModelLibrary
 
     return Engine(ModelLibrary([]), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def control_engine(tmp_path_factory):
+    """The embedded model with tiny control models in ComfyUI's folders."""
+    from kd_server.engine import Engine
+    from kd_server.library import ModelLibrary
+    from support.control import write_control_models
+
+    root = write_control_models(tmp_path_factory.mktemp("comfyui"))
+    return Engine(ModelLibrary([root]), device="cpu")

@@ -25,7 +25,7 @@ from kd_server.api.auth import require_token
 from kd_server.api.errors import install_error_handlers
 from kd_server.api.limits import BodySizeLimit
 from kd_server.api.services import EngineLike, Services
-from kd_server.api.v1 import events, jobs, system
+from kd_server.api.v1 import control, events, jobs, system
 from kd_server.api.v1.schemas import EVENT_MODELS, ErrorResponse
 from kd_server.config import Settings
 
@@ -83,6 +83,7 @@ def create_app(
     secured = [Depends(require_token)]
     app.include_router(system.router, prefix="/v1", dependencies=secured)
     app.include_router(jobs.router, prefix="/v1", dependencies=secured)
+    app.include_router(control.router, prefix="/v1", dependencies=secured)
     app.include_router(events.router, prefix="/v1")  # checks the token itself
     app.include_router(a1111.router)  # /sdapi/v1 (A1111): token as Bearer or Basic password
     app.include_router(_docs_router(app), dependencies=secured)

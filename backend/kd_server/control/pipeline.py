@@ -212,6 +212,24 @@ class ControlRuntime:
             f"The IP-Adapter '{adapter.name}' has no image encoder any more; refresh the models.",
         )
 
+    def preprocess(
+        self,
+        image: Image.Image,
+        mode: ControlMode,
+        low_threshold: int = 100,
+        high_threshold: int = 200,
+        resolution: int | None = None,
+    ) -> Image.Image:
+        """The control image `control` with `preprocess=True` would use (the preprocess
+        endpoint: the plugin puts it on a layer for the artist to edit)."""
+        depth = None
+        if mode is ControlMode.DEPTH:
+            self.depth.check()
+            depth = self.depth
+        return control_image(
+            image, mode, True, depth, low_threshold, high_threshold, resolution=resolution
+        )
+
     # -- running ---------------------------------------------------------------------
 
     def setup(
@@ -221,10 +239,8 @@ class ControlRuntime:
         setup = ControlSetup()
         controls = active_controls(request)
         dims = working_dims(prepared)
-        if controls:
+        if controls:  # a job without controls keeps them warm: artists toggle them
             setup.pipeline, setup.kwargs = self._controlnet_pipeline(request, model, controls, dims)
-        else:
-            self._release_controlnets(keep=set())
         pipe = setup.pipeline if setup.pipeline is not None else model.pipeline_for(request.task)
         self._reference(request.conditioning.reference, model, pipe, setup)
         return setup

@@ -13,13 +13,15 @@ from PIL import Image
 from kd_server.api import policy
 from kd_server.api.errors import ApiError
 from kd_server.api.imaging import ImageInputError, as_mask, as_picture, decode_png
-from kd_server.api.v1.schemas import JobRequest
+from kd_server.api.v1.schemas import ControlRequest, JobRequest, ReferenceRequest
 from kd_server.config import Settings
 from kd_server.generation import (
     Conditioning,
+    ControlInput,
     GenerationRequest,
     ImageInputs,
     LoraSpec,
+    ReferenceInput,
     Sampling,
 )
 
@@ -49,6 +51,11 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
             prompt=body.prompt,
             negative_prompt=body.negative_prompt,
             loras=[LoraSpec(lora.name, lora.weight) for lora in body.loras],
+            control=[
+                _control(c, f"control[{i}]", settings.max_pixels)
+                for i, c in enumerate(body.control)
+            ],
+            reference=_reference(body.reference, settings.max_pixels),
         ),
         sampling=Sampling(
             sampler=body.sampler,
@@ -88,3 +95,36 @@ def _decode_images(
             f"not {mask.width}x{mask.height}.",
         )
     return image, mask
+
+
+def _picture(data: str, field: str, max_pixels: int) -> Image.Image:
+    try:
+        return as_picture(decode_png(data, field, max_pixels))
+    except ImageInputError as exc:
+        raise ApiError(422, "invalid_request", f"{exc}.") from exc
+
+
+def _control(control: ControlRequest, field: str, max_pixels: int) -> ControlInput:
+    """Since 4: a control layer; its size and model are checked by the engine."""
+    if control.end <= control.start:
+        raise policy.invalid(
+            f"{field}.end", f"must be above start ({control.start:g}), not {control.end:g}."
+        )
+    return ControlInput(
+        model=control.model,
+        image=_picture(control.image, f"{field}.image", max_pixels),
+        mode=control.mode,
+        preprocess=control.preprocess,
+        strength=control.strength,
+        start=control.start,
+        end=control.end,
+        low_threshold=control.low_threshold,
+        high_threshold=control.high_threshold,
+    )
+
+
+def _reference(reference: ReferenceRequest | None, max_pixels: int) -> ReferenceInput | None:
+    if reference is None:
+        return None
+    image = _picture(reference.image, "reference.image", max_pixels)
+    return ReferenceInput(model=reference.model, image=image, weight=reference.weight)
