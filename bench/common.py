@@ -211,8 +211,9 @@ class EngineCall:
     started: float
     first_step: float | None = None
     ended: float | None = None
-    in_callbacks: float = 0.0  # seconds spent in the caller's on_progress (previews sent)
-    in_preview_map: float = 0.0  # seconds the engine spent making preview images
+    in_callbacks: float = 0.0  # seconds in the caller's on_progress (worker thread)
+    in_preview_snapshot: float = 0.0  # seconds the worker spent handing previews over
+    in_preview_thread: float = 0.0  # seconds the preview thread spent (image, JPEG, event)
 
     @property
     def seconds(self) -> float:
@@ -256,6 +257,7 @@ class TimedEngine:
         on_progress: Any = None,
         should_cancel: Any = None,
         on_loading: Any = None,
+        on_preview: Any = None,
     ) -> Any:
         call = EngineCall(started=now())
         with self._lock:
@@ -269,9 +271,15 @@ class TimedEngine:
                 on_progress(update)
             call.in_callbacks += now() - start
 
+        def preview(update: Any) -> None:
+            start = now()
+            if on_preview is not None:
+                on_preview(update)
+            call.in_preview_thread += now() - start
+
         try:
-            with _timed_preview_map(call):
-                return self.engine.generate(request, progress, should_cancel, on_loading)
+            with _timed_previews(call):
+                return self.engine.generate(request, progress, should_cancel, on_loading, preview)
         finally:
             call.ended = now()
 
@@ -281,25 +289,33 @@ class TimedEngine:
 
 
 @contextmanager
-def _timed_preview_map(call: EngineCall) -> Iterator[None]:
-    """Add the time of the engine's latent -> RGB preview map to `call` (one engine call
-    at a time, so the module attribute is swapped for the call's duration only)."""
+def _timed_previews(call: EngineCall) -> Iterator[None]:
+    """Add to `call` the time the denoising thread spends handing each preview over
+    (`snapshot`) and the time the preview thread spends making its image (`render`);
+    one engine call at a time, so the module attributes are swapped for its duration."""
     from kd_server import engine as engine_module
 
-    original = engine_module.latents_to_preview
+    originals = engine_module.snapshot, engine_module.render
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    def timed_snapshot(*args: Any, **kwargs: Any) -> Any:
         start = now()
         try:
-            return original(*args, **kwargs)
+            return originals[0](*args, **kwargs)
         finally:
-            call.in_preview_map += now() - start
+            call.in_preview_snapshot += now() - start
 
-    engine_module.latents_to_preview = timed
+    def timed_render(*args: Any, **kwargs: Any) -> Any:
+        start = now()
+        try:
+            return originals[1](*args, **kwargs)
+        finally:
+            call.in_preview_thread += now() - start
+
+    engine_module.snapshot, engine_module.render = timed_snapshot, timed_render
     try:
         yield
     finally:
-        engine_module.latents_to_preview = original
+        engine_module.snapshot, engine_module.render = originals
 
 
 def make_engine(folders: list[Path] | None = None, cache_size: int = 2) -> Any:

@@ -91,6 +91,10 @@ def _cmd_models(settings: Settings) -> int:
         family = entry.family.value if entry.family else "-"
         status = entry.status.value if entry.usable else f"{entry.status.value}: {entry.reason}"
         print(f"{entry.kind.value:10} {entry.name:40} {family:14} {status}")
+    for decoder in library.preview_decoders():  # tiny VAEs for sharp previews (TAESD)
+        family = decoder.family.value if decoder.family else "-"
+        status = "usable" if decoder.usable else f"unusable: {decoder.reason}"
+        print(f"{'preview':10} {decoder.name:40} {family:14} {status}")
     return 0
 
 

@@ -13,6 +13,8 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -24,18 +26,19 @@ from kd_server.generation import (
     MAX_LORAS,
     MAX_SEED,
     Cancelled,
-    ControlMode,
     EngineError,
     EngineErrorCode,
     GeneratedImage,
     GenerationRequest,
     LoraSpec,
+    Preview,
     Progress,
     resolve_seed,
 )
 from kd_server.library import ModelEntry, ModelLibrary
 from kd_server.loading import LoadedModel, load_model
-from kd_server.previews import latents_to_preview
+from kd_server.preview_worker import PreviewWorker
+from kd_server.previews import Decode, render, snapshot
 from kd_server.samplers import (
     UnknownSampler,
     build_scheduler,
@@ -44,11 +47,13 @@ from kd_server.samplers import (
     sampler_names,
 )
 from kd_server.speed import SpeedOptions, unfuse_for_lora
+from kd_server.taesd import PreviewDecoders, decode_preview
 from kd_server.tasks import Prepared, TaskSpec, spec_for
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
+PreviewCallback = Callable[[Preview], None]
 CancelCheck = Callable[[], bool]
 LoadingCallback = Callable[[str], None]
 
@@ -73,6 +78,8 @@ class Engine:
         self.speed = speed  # optional speed-ups applied at load time (kd_server.speed)
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.RLock()
+        self._previews = PreviewWorker()  # previews are made off the denoising thread
+        self._preview_decoders = PreviewDecoders(self.device)  # TAESD, when the artist has one
         self.controls = ControlRuntime(library, self.device)  # ControlNets, IP-Adapters
 
     # -- facts for the API -------------------------------------------------------------
@@ -118,17 +125,6 @@ class Engine:
         spec_for(request.task).check(request)
         self.controls.check(request, entry)
         return entry
-
-    def preprocess(
-        self,
-        image: Image.Image,
-        mode: ControlMode,
-        low_threshold: int = 100,
-        high_threshold: int = 200,
-        resolution: int | None = None,
-    ) -> Image.Image:
-        """A picture -> the control image of `mode` (kd_server.control.preprocess)."""
-        return self.controls.preprocess(image, mode, low_threshold, high_threshold, resolution)
 
     def check_model(self, name: str | None) -> ModelEntry:
         """The checkpoint a job will use: the named one, or the library's default."""
@@ -186,12 +182,16 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         on_loading: LoadingCallback | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> list[GeneratedImage]:
-        """Run one job. Raises Cancelled, or EngineError with a message for the artist."""
+        """Run one job. Raises Cancelled, or EngineError with a message for the artist.
+        `on_preview` is called on the engine's preview thread (see `Preview`)."""
         entry = self.check(request)
         with self._lock:
             try:
-                return self._generate(entry, request, on_progress, should_cancel, on_loading)
+                return self._generate(
+                    entry, request, on_progress, should_cancel, on_loading, on_preview
+                )
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -214,6 +214,7 @@ class Engine:
         on_progress: ProgressCallback | None,
         should_cancel: CancelCheck | None,
         on_loading: LoadingCallback | None,
+        on_preview: PreviewCallback | None = None,
     ) -> list[GeneratedImage]:
         model = self._model(entry, on_loading)
         self._apply_loras(model, request.conditioning.loras)
@@ -228,7 +229,7 @@ class Engine:
         seed = resolve_seed(sampling.seed)
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(sampling.batch_size)]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        callback = _StepReporter(request, model.info.is_xl, on_progress, should_cancel)
+        callback = self._step_reporter(request, model, on_progress, on_preview, should_cancel)
         try:
             output = pipe(
                 generator=generators,
@@ -239,13 +240,32 @@ class Engine:
                 **control.kwargs,
             )
         except _StopRequested:
+            callback.drop_waiting_preview()
             raise Cancelled() from None
         finally:
             control.done()
+            callback.close()
         return [
             self._finish(spec, request, model, prepared, image, index, seeds[index])
             for index, image in enumerate(output.images)
         ]
+
+    def _step_reporter(
+        self,
+        request: GenerationRequest,
+        model: LoadedModel,
+        on_progress: ProgressCallback | None,
+        on_preview: PreviewCallback | None,
+        should_cancel: CancelCheck | None,
+    ) -> _StepReporter:
+        previews = None
+        if on_preview is not None and request.preview_every > 0:
+            decoder = self._preview_decoders.module_for(self.library.preview_decoder(model.family))
+            decode: Decode | None = None
+            if decoder is not None:
+                decode = partial(decode_preview, decoder)
+            previews = _Previews(self._previews, on_preview, model.info.is_xl, decode)
+        return _StepReporter(request, on_progress, should_cancel, previews)
 
     def _finish(
         self,
@@ -333,28 +353,57 @@ def _adapter_name(lora_name: str, file_signature: str) -> str:
     return f"kd_{readable}_{digest}"
 
 
+@dataclass
+class _Previews:
+    """Where a job's previews go: the engine's preview thread, and how they are made."""
+
+    worker: PreviewWorker
+    deliver: PreviewCallback
+    is_xl: bool
+    decode: Decode | None
+
+    def offer(self, step: int, total: int, latents: torch.Tensor) -> None:
+        copy = snapshot(latents)  # the only preview work on the denoising thread
+
+        def make() -> None:
+            image = render(copy, self.is_xl, self.decode)
+            self.deliver(Preview(step=step, total=total, image=image))
+
+        self.worker.offer(make)
+
+
 class _StepReporter:
-    """The per-step callback: progress, throttled previews, and cancellation."""
+    """The per-step callback: progress, cancellation, and previews handed to the
+    preview thread."""
 
     def __init__(
         self,
         request: GenerationRequest,
-        is_xl: bool,
         on_progress: ProgressCallback | None,
         should_cancel: CancelCheck | None,
+        previews: _Previews | None,
     ) -> None:
         self.preview_every = request.preview_every
-        self.is_xl = is_xl
         self.on_progress = on_progress
         self.should_cancel = should_cancel
+        self.previews = previews
 
     def __call__(self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict:
         if self.should_cancel is not None and self.should_cancel():
             raise _StopRequested()
+        step, total = index + 1, pipe.num_timesteps
         if self.on_progress is not None:
-            step, total = index + 1, pipe.num_timesteps
-            preview = None
-            if self.preview_every > 0 and (step % self.preview_every == 0 or step == total):
-                preview = latents_to_preview(tensors["latents"], self.is_xl)
-            self.on_progress(Progress(step=step, total=total, preview=preview))
+            self.on_progress(Progress(step=step, total=total))
+        if self.previews is not None and (step % self.preview_every == 0 or step == total):
+            self.previews.offer(step, total, tensors["latents"])
         return tensors
+
+    def drop_waiting_preview(self) -> None:
+        """A cancelled job's preview that has not started is not made."""
+        if self.previews is not None:
+            self.previews.worker.drain(discard=True)
+
+    def close(self) -> None:
+        """Wait until every preview of the job has been made and delivered."""
+        if self.previews is not None:
+            self.previews.worker.drain()

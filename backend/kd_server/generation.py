@@ -141,11 +141,22 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Progress:
-    """Reported after every denoising step; `preview` is set every `preview_every` steps."""
+    """Reported after every denoising step, on the thread that runs the job."""
 
     step: int
     total: int
-    preview: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A picture of the job after `step`: due every `preview_every` steps and at the
+    last one. Made and reported on the engine's preview thread, so the denoising never
+    waits for it; one that is stale before it is made is skipped, the last one never.
+    Every preview of a job is reported before `generate` returns."""
+
+    step: int
+    total: int
+    image: Image.Image
 
 
 @dataclass(frozen=True)

@@ -225,8 +225,13 @@ class RunHooks:
         self._queue._on_loading(self._job, model_name)
 
     def progress(self, step: int, total: int, preview: str | None = None) -> None:
-        """Step `step` of `total` is done; `preview` is a base64 JPEG when one is due."""
+        """Step `step` of `total` is done; `preview` is a base64 JPEG made with it."""
         self._queue._on_progress(self._job, step, total, preview)
+
+    def preview(self, step: int, image: str) -> None:
+        """A base64 JPEG of the job after `step`, made after that step's progress was
+        reported, from any thread, before the runner returns."""
+        self._queue._on_preview(self._job, step, image)
 
     def should_cancel(self) -> bool:
         return self._job.cancel.is_set()
@@ -555,6 +560,10 @@ class JobQueue:
             self._emit(job, JobProgress(job.id, step=step, total=total))
             if preview is not None:
                 self._emit(job, JobPreview(job.id, step=step, image=preview))
+
+    def _on_preview(self, job: _Job, step: int, image: str) -> None:
+        with self._cond:
+            self._emit(job, JobPreview(job.id, step=step, image=image))
 
     # ---------------------------------------------------------------- helpers
 

@@ -45,6 +45,7 @@ from kd_server.families import Family
 from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.hashes import HashStore, library_files
+from kd_server.taesd_files import PreviewDecoder, find_preview_decoders
 
 log = logging.getLogger(__name__)
 
@@ -893,6 +894,7 @@ class ModelLibrary:
         """Rescan every folder. Unchanged files are not re-read (size + mtime cache)."""
         with self._lock:
             found, problems = self._scanner.scan(self.folders)
+            self._decoders = tuple(find_preview_decoders(self.folders))
             reserved = [EMBEDDED_NAME] if self.include_embedded else []
             entries = pair_image_encoders(name_entries(found, reserved))
             checkpoints = {e.name: e for e in entries if e.kind is EntryKind.CHECKPOINT}
@@ -927,6 +929,15 @@ class ModelLibrary:
     def loras(self) -> list[ModelEntry]:
         """All LoRAs, unusable and refused ones included, sorted by name."""
         return sorted(self._snapshot.loras.values(), key=_sort_key)
+
+    def preview_decoders(self) -> list[PreviewDecoder]:
+        """The TAESD decoder files found, usable or not (kd_server.taesd_files)."""
+        return list(self._decoders)
+
+    def preview_decoder(self, family: Family) -> PreviewDecoder | None:
+        """The first usable TAESD decoder for the latents of `family`, if any."""
+        base = family.info.base
+        return next((d for d in self._decoders if d.usable and d.family is base), None)
 
     def entries(self, kind: EntryKind) -> list[ModelEntry]:
         """All entries of one kind, unusable and refused ones included, sorted by name."""

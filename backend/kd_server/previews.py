@@ -1,14 +1,27 @@
-"""Cheap step previews: a linear map from latents straight to RGB.
+"""Cheap step previews: a linear map from latents straight to RGB, or a tiny VAE.
 
 A VAE decode per step costs about as much as 1.6 UNet steps on a GPU; this map costs
 under a millisecond and is close enough for an artist to see where the image is going.
-The factors are the published least-squares fits for each latent space.
+The factors are the published least-squares fits for each latent space. When the
+artist has a tiny autoencoder (TAESD, `kd_server.taesd`) it decodes the preview
+instead: far sharper, a few milliseconds on a GPU; the map stays the fallback.
+
+The denoising thread only takes a `snapshot` of the latents; `render` runs on the
+preview thread (`kd_server.preview_worker`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
 from PIL import Image
+
+log = logging.getLogger(__name__)
+
+#: The long side of a preview image, in pixels (the API shrinks it to its setting).
+PREVIEW_SIDE = 256
 
 # Rows: latent channels 0..3; columns: R, G, B.
 SD15_LATENT_RGB = (
@@ -45,3 +58,27 @@ def latents_to_preview(latents: torch.Tensor, is_xl: bool, max_side: int = 256) 
     scale = max_side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR)
+
+
+def snapshot(latents: torch.Tensor) -> torch.Tensor:
+    """The first latent of the batch, copied: the only preview work on the denoising
+    thread. On a GPU the copy is queued without waiting for it (no host sync), and
+    the pipeline may go on changing its own tensor."""
+    return latents[:1].detach().clone()
+
+
+Decode = Callable[[torch.Tensor, int], Image.Image]
+
+
+def render(
+    latents: torch.Tensor, is_xl: bool, decode: Decode | None = None, max_side: int = PREVIEW_SIDE
+) -> Image.Image:
+    """A preview of a `snapshot`, on the preview thread: the tiny VAE's decode when
+    there is one (the map if it fails), else the linear map."""
+    with torch.inference_mode():  # grad mode is per thread: the pipeline's does not apply
+        if decode is not None:
+            try:
+                return decode(latents, max_side)
+            except Exception:
+                log.exception("The tiny VAE failed on a preview; using the latent map")
+        return latents_to_preview(latents, is_xl, max_side)

@@ -225,7 +225,11 @@ class Controller(QObject):
     def _on_event(self, event: Event) -> None:
         job = self.jobs.get(event.job_id)
         if job is None:
-            self.pending.add(event)  # the POST has not answered yet (or another docker's)
+            # Ours whose POST has not answered yet, or another window's docker's: kept
+            # only while a submission is on its way, so other windows' previews do
+            # not pile up here.
+            if self.submitting:
+                self.pending.add(event)
             return
         self._apply(job, event)
         self.job_updated.emit(job)

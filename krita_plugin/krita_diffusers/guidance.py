@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 APP = "krita-diffusers"
 FIRST_IMAGE = "first-image.png"
-#: Remembered once the docker has connected a first time (the welcome is shown once).
-WELCOMED_KEY = "krita_diffusers_state/welcomed"
+#: Remembered once the docker has connected a first time (the welcome is shown once);
+#: beside the settings, in the plugin's own group of Krita's settings file.
+WELCOMED_KEY = "krita_diffusers/welcomed"
 
 WHAT_NEXT = (
     "Connected. Next: type a prompt and press Generate. Select part of your painting "

@@ -91,7 +91,6 @@ def test_sdxl_previews_use_the_sdxl_map(single_file_engine):
             height=32,
             preview_every=1,
         ),
-        on_progress=seen.append,
+        on_preview=seen.append,
     )
-    previews = [p.preview for p in seen if p.preview is not None]
-    assert len(previews) == 2 and previews[0].size == (256, 128)
+    assert seen and seen[-1].step == 2 and seen[-1].image.size == (256, 128)

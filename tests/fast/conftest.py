@@ -1,4 +1,4 @@
-"""A model folder of fast-model stand-ins, and a real server on it.
+"""A model folder of fast-model stand-ins and a tiny preview decoder, and a real server.
 
 Each stand-in is a real file of the kind an artist downloads (a LoRA in diffusers
 format for the embedded model, a single-file checkpoint in the original layout), with
@@ -17,6 +17,7 @@ import pytest
 from api.live import LiveServer, start_server, stop_server
 from kd_server.config import Settings
 from modelkit.loras import write_test_lora
+from modelkit.taesd import write_taesd_decoder
 
 #: LoRA name -> (seed, metadata): the kind comes from the name or from the metadata.
 LORAS: dict[str, tuple[int, dict[str, str]]] = {
@@ -30,6 +31,8 @@ LORAS: dict[str, tuple[int, dict[str, str]]] = {
 #: A merged checkpoint whose name says nothing, but whose metadata does.
 FAST_CHECKPOINT = "merge-v3"
 FAST_CHECKPOINT_TITLE = "Merge v3 LCM"
+#: The TAESD stand-in decodes every latent to this colour (modelkit.taesd).
+PREVIEW_COLOUR = (200, 40, 90)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +51,9 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         metadata={"modelspec.title": FAST_CHECKPOINT_TITLE},
     )
     ldm_layout.save_config_folder(pipe, path.with_suffix(".config"))
+    decoders = root / "vae_approx"  # as in ComfyUI's models/ folder
+    write_taesd_decoder(decoders / "taesd_decoder.safetensors", colour=PREVIEW_COLOUR)
+    (decoders / "taesdxl_decoder.pth").write_bytes(b"\x80\x04 a pickle: never opened")
     return root
 
 

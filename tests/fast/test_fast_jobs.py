@@ -1,5 +1,6 @@
-"""Fast models through the real server: what `/v1/models` reports, and jobs with
-`sampling: "auto"` running the sampling each kind needs unless the body overrides it."""
+"""Fast models through the real server: what `/v1/models` reports, jobs with
+`sampling: "auto"` running the sampling each kind needs unless the body overrides it,
+and previews decoded by the tiny VAE in the model folder."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import io
 from typing import Any
 
 import numpy as np
-from fast.conftest import FAST_CHECKPOINT
+from fast.conftest import FAST_CHECKPOINT, PREVIEW_COLOUR
 from PIL import Image
 
-from api.live import LiveServer, picture, png_b64
+from api.live import LiveServer, picture, png_b64, receive_until_done
 from kd_server.pngmeta import read_parameters
 
 
@@ -165,3 +166,27 @@ def test_sampling_takes_only_its_two_values(server: LiveServer) -> None:
     response = server.post("/v1/jobs", json=body(sampling="fast"))
     assert response.status_code == 422
     assert response.json()["error"]["message"].startswith("sampling:")
+
+
+def test_previews_come_from_the_tiny_vae(server: LiveServer) -> None:
+    decoders = {d["name"]: d for d in server.get("/v1/models").json()["preview_decoders"]}
+    assert decoders["taesd_decoder"] == {
+        "name": "taesd_decoder",
+        "family": "sd15",
+        "usable": True,
+        "reason": None,
+    }
+    assert not decoders["taesdxl_decoder"]["usable"]
+    assert "never opens" in decoders["taesdxl_decoder"]["reason"]
+    with server.events("previewer") as ws:
+        job = body(steps=3, preview_every=1, client_id="previewer")
+        events = receive_until_done(ws, server.post("/v1/jobs", json=job).json()["job_id"])
+    types = [e["type"] for e in events]
+    previews = [e for e in events if e["type"] == "preview"]
+    assert previews and previews[-1]["step"] == 3
+    assert types.index("result") > max(i for i, kind in enumerate(types) if kind == "preview")
+    for preview in previews:
+        with Image.open(io.BytesIO(base64.b64decode(preview["image"]))) as image:
+            assert image.format == "JPEG" and image.size == (64, 64)
+            colours = np.asarray(image.convert("RGB"), dtype=np.int16)
+        assert np.abs(colours - np.array(PREVIEW_COLOUR)).max() <= 3  # JPEG of a flat colour

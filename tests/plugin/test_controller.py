@@ -213,3 +213,12 @@ def test_a_reconnection_takes_back_the_cannot_reach_message(client, controller):
     controller.message.emit("Cannot reach the server at http://127.0.0.1:1.")
     client.reconnected.emit()
     assert messages[-1] == ""
+
+
+def test_another_windows_jobs_are_not_kept(client, controller):
+    """Every docker of one Krita hears the shared event stream; events of jobs this
+    one did not send are dropped unless one of its own submissions is on its way."""
+    for step in range(3):
+        client.event_received.emit(Event(EventType.PROGRESS, "elsewhere", step=step, total=3))
+    assert controller.pending.take("elsewhere") == []
+    assert controller.jobs == {}

@@ -28,6 +28,7 @@ class OutOfMemoryAtStep:
         on_progress: Any = None,
         should_cancel: Any = None,
         on_loading: Any = None,
+        on_preview: Any = None,
     ) -> list[GeneratedImage]:
         def progress(report: Progress) -> None:
             if report.step == self.step:
@@ -37,4 +38,4 @@ class OutOfMemoryAtStep:
             if on_progress is not None:
                 on_progress(report)
 
-        return self.engine.generate(request, progress, should_cancel, on_loading)
+        return self.engine.generate(request, progress, should_cancel, on_loading, on_preview)

@@ -25,7 +25,7 @@ from kd_server.api.errors import ApiError
 from kd_server.api.imaging import preview_jpeg
 from kd_server.config import Settings
 from kd_server.events import EventHub
-from kd_server.generation import ControlMode, GeneratedImage, GenerationRequest, Progress
+from kd_server.generation import GeneratedImage, GenerationRequest, Preview, Progress
 from kd_server.jobqueue import (
     Durability,
     JobQueue,
@@ -53,16 +53,13 @@ class EngineLike(Protocol):
 
     def samplers(self) -> list[str]: ...
     def check(self, request: GenerationRequest) -> Any: ...
-    def preprocess(
-        self,
-        image: Image.Image,
-        mode: ControlMode,
-        low_threshold: int,
-        high_threshold: int,
-        resolution: int | None,
-    ) -> Image.Image: ...
     def generate(
-        self, request: GenerationRequest, on_progress: Any, should_cancel: Any, on_loading: Any
+        self,
+        request: GenerationRequest,
+        on_progress: Any,
+        should_cancel: Any,
+        on_loading: Any,
+        on_preview: Any,
     ) -> list[GeneratedImage]: ...
 
 
@@ -82,7 +79,10 @@ class PngResult:
 
 
 class EngineRunner:
-    """Runs one queued GenerationRequest on the engine, reporting through the hooks."""
+    """Runs one queued GenerationRequest on the engine, reporting through the hooks.
+
+    Progress is reported from the worker thread; previews arrive on the engine's
+    preview thread, where their JPEG is made too, off the denoising thread's path."""
 
     def __init__(self, engine: EngineLike, preview_max_size: int) -> None:
         self.engine = engine
@@ -90,16 +90,17 @@ class EngineRunner:
 
     def __call__(self, request: GenerationRequest, hooks: RunHooks) -> list[PngResult]:
         def on_progress(progress: Progress) -> None:
-            preview = None
-            if progress.preview is not None:
-                preview = preview_jpeg(progress.preview, self.preview_max_size)
-            hooks.progress(progress.step, progress.total, preview)
+            hooks.progress(progress.step, progress.total)
+
+        def on_preview(preview: Preview) -> None:
+            hooks.preview(preview.step, preview_jpeg(preview.image, self.preview_max_size))
 
         images = self.engine.generate(
             request,
             on_progress=on_progress,
             should_cancel=hooks.should_cancel,
             on_loading=hooks.loading,
+            on_preview=on_preview,
         )
         return [PngResult(i.index, i.seed, i.image, i.parameters) for i in images]
 
@@ -181,18 +182,6 @@ class Services:
             raise policy.shutting_down() from exc
         except QueueStorageError as exc:
             raise ApiError(503, "storage_unavailable", f"The job was not accepted: {exc}") from exc
-
-    def preprocess(
-        self,
-        image: Image.Image,
-        mode: ControlMode,
-        low_threshold: int = 100,
-        high_threshold: int = 200,
-        resolution: int | None = None,
-    ) -> Image.Image:
-        """A picture -> a control image (the engine refuses a missing depth estimator)."""
-        self.check_open()
-        return self.engine.preprocess(image, mode, low_threshold, high_threshold, resolution)
 
     def job(self, job_id: str) -> JobView:
         """A job's state; raises `JobNotFound`."""
