@@ -26,6 +26,7 @@ from kd_server.generation import (
     MAX_LORAS,
     MAX_SEED,
     Cancelled,
+    ControlMode,
     EngineError,
     EngineErrorCode,
     GeneratedImage,
@@ -125,6 +126,17 @@ class Engine:
         spec_for(request.task).check(request)
         self.controls.check(request, entry)
         return entry
+
+    def preprocess(
+        self,
+        image: Image.Image,
+        mode: ControlMode,
+        low_threshold: int = 100,
+        high_threshold: int = 200,
+        resolution: int | None = None,
+    ) -> Image.Image:
+        """A picture -> the control image of `mode` (kd_server.control.preprocess)."""
+        return self.controls.preprocess(image, mode, low_threshold, high_threshold, resolution)
 
     def check_model(self, name: str | None) -> ModelEntry:
         """The checkpoint a job will use: the named one, or the library's default."""

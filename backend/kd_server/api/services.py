@@ -25,7 +25,13 @@ from kd_server.api.errors import ApiError
 from kd_server.api.imaging import preview_jpeg
 from kd_server.config import Settings
 from kd_server.events import EventHub
-from kd_server.generation import GeneratedImage, GenerationRequest, Preview, Progress
+from kd_server.generation import (
+    ControlMode,
+    GeneratedImage,
+    GenerationRequest,
+    Preview,
+    Progress,
+)
 from kd_server.jobqueue import (
     Durability,
     JobQueue,
@@ -53,6 +59,14 @@ class EngineLike(Protocol):
 
     def samplers(self) -> list[str]: ...
     def check(self, request: GenerationRequest) -> Any: ...
+    def preprocess(
+        self,
+        image: Image.Image,
+        mode: ControlMode,
+        low_threshold: int,
+        high_threshold: int,
+        resolution: int | None,
+    ) -> Image.Image: ...
     def generate(
         self,
         request: GenerationRequest,
@@ -182,6 +196,18 @@ class Services:
             raise policy.shutting_down() from exc
         except QueueStorageError as exc:
             raise ApiError(503, "storage_unavailable", f"The job was not accepted: {exc}") from exc
+
+    def preprocess(
+        self,
+        image: Image.Image,
+        mode: ControlMode,
+        low_threshold: int = 100,
+        high_threshold: int = 200,
+        resolution: int | None = None,
+    ) -> Image.Image:
+        """A picture -> a control image (the engine refuses a missing depth estimator)."""
+        self.check_open()
+        return self.engine.preprocess(image, mode, low_threshold, high_threshold, resolution)
 
     def job(self, job_id: str) -> JobView:
         """A job's state; raises `JobNotFound`."""

@@ -12,11 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kd_server.generation import MAX_LORAS, MAX_SEED, Task
+from kd_server.generation import MAX_CONTROLS, MAX_LORAS, MAX_SEED, ControlMode, Task
 
 #: The protocol's version, reported by `/v1/health`. Raised when a field or event is
 #: added (clients may then use it); a body that worked before keeps working.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
@@ -37,6 +37,89 @@ class LoraRequest(_Strict):
     )
     weight: float = Field(
         1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength of the LoRA."
+    )
+
+
+MODE_DESCRIPTION = (
+    "What the image shows: `depth`, `canny`, `lineart`, `scribble`, `softedge`, `pose`, "
+    "`tile`, `normal`, `segment`. Line modes (`canny`, `lineart`, `scribble`, `softedge`) "
+    "are normalised to light lines on black, as ControlNets are trained: dark lines on a "
+    "light ground are inverted, lines on a transparent layer are read from its alpha. "
+    "Other modes put transparent parts on black."
+)
+
+
+class ControlRequest(_Strict):
+    """Since 4. One control layer: a ControlNet and the image it follows."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="A ControlNet from `GET /v1/models` (`controls` of kind `controlnet` or "
+        "`union`) of the checkpoint's family.",
+    )
+    image: str = Field(
+        description="Base64 PNG of exactly the region being generated: `width` x `height` "
+        "for txt2img, the size of `image` for img2img and inpaint (a layer's pixels under "
+        "the same rectangle). RGB or RGBA."
+    )
+    mode: ControlMode | None = Field(
+        None,
+        description=MODE_DESCRIPTION + " Required for a `union` ControlNet (it picks the "
+        "control type); null: the image is used exactly as sent.",
+    )
+    preprocess: bool = Field(
+        False,
+        description="Derive the control image from a picture first: `canny` finds edges, "
+        "`depth` estimates depth (needs a depth estimator on the server, see "
+        "`depth_estimators` in `GET /v1/models`); other modes pass the picture through. "
+        "`POST /v1/preprocess` returns the same image without generating.",
+    )
+    strength: float = Field(
+        1.0,
+        ge=0,
+        le=2,
+        allow_inf_nan=False,
+        description="How strongly the image steers, 0 (not at all) .. 1 (as trained) .. 2.",
+    )
+    start: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Fraction of the denoising steps at which the control starts acting.",
+    )
+    end: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Fraction of the steps at which it stops; must be above `start`.",
+    )
+    low_threshold: int = Field(
+        100, ge=0, le=255, description="`canny` preprocessing: weaker edges are dropped."
+    )
+    high_threshold: int = Field(
+        200,
+        ge=0,
+        le=255,
+        description="`canny` preprocessing: stronger edges are kept; edges between the two "
+        "thresholds are kept where they connect to a strong one.",
+    )
+
+
+class ReferenceRequest(_Strict):
+    """Since 4. A reference image: the picture borrows its look (IP-Adapter)."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="An IP-Adapter from `GET /v1/models` (`controls` of kind `ip-adapter`) "
+        "of the checkpoint's family.",
+    )
+    image: str = Field(description="Base64 PNG of the reference picture, any size.")
+    weight: float = Field(
+        0.6, ge=0, le=2, allow_inf_nan=False, description="How much it steers, 0..2."
     )
 
 
@@ -153,6 +236,15 @@ class JobRequest(_Strict):
         "live job at the next step. Other jobs, and other clients' jobs, are untouched. "
         "Needs `client_id`. Live jobs are not kept across a server restart.",
     )
+    control: list[ControlRequest] = Field(
+        default_factory=list,
+        max_length=MAX_CONTROLS,
+        description=f"Since 4. Control layers (ControlNets), at most {MAX_CONTROLS}, on every "
+        "task. docs/control.md explains modes, strength and the step range.",
+    )
+    reference: ReferenceRequest | None = Field(
+        None, description="Since 4. A reference image for an IP-Adapter; null: none."
+    )
 
 
 class JobAccepted(BaseModel):
@@ -201,8 +293,10 @@ class Health(BaseModel):
         description="Wire protocol version: 1 = the first release; 2 adds this field, "
         "`working_size` in `/v1/models`, `resume=true` on `/v1/events` with `state` "
         "events, and `warning` events; 3 adds `fast` in `/v1/models`, `sampling` and "
-        "`live` on jobs and `reason` on `cancelled` events. Bodies valid in an older "
-        "version stay valid.",
+        "`live` on jobs and `reason` on `cancelled` events; 4 adds `control` and "
+        "`reference` on jobs, `controls`, `image_encoders` and `depth_estimators` in "
+        "`/v1/models`, and `POST /v1/preprocess`. Bodies valid in an older version stay "
+        "valid.",
     )
     device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
     dtype: str = Field(description="Weights' precision, e.g. `float16`.")
@@ -247,9 +341,22 @@ class Lora(BaseModel):
     )
 
 
+class ControlModel(BaseModel):
+    """Since 4. A model a job names in `control` or `reference`."""
+
+    name: str
+    family: str = Field(description="The checkpoint family it fits: `sd15` or `sdxl`.")
+    kind: Literal["controlnet", "union", "ip-adapter"] = Field(
+        description="`controlnet`: one control type; `union`: one network for every mode "
+        "(needs `mode`); `ip-adapter`: for `reference`."
+    )
+
+
 class UnusableModel(BaseModel):
     name: str
-    kind: Literal["checkpoint", "lora"]
+    kind: Literal["checkpoint", "lora", "control", "image-encoder", "depth-estimator"] = Field(
+        description="What was found; the last three since 4."
+    )
     reason: str | None = Field(description="Why it cannot be used.")
 
 
@@ -271,6 +378,18 @@ class Models(BaseModel):
         default_factory=list,
         description="Since 3. The first usable decoder of a family makes that family's "
         "step previews (sharp); without one previews use the latent map (blurry).",
+    )
+    controls: list[ControlModel] = Field(
+        default_factory=list, description="Since 4. Usable ControlNets and IP-Adapters."
+    )
+    image_encoders: list[str] = Field(
+        default_factory=list,
+        description="Since 4. CLIP image encoders (each IP-Adapter listed has one).",
+    )
+    depth_estimators: list[str] = Field(
+        default_factory=list,
+        description="Since 4. Depth estimators; empty: `depth` preprocessing is not "
+        "available (the installer's `download depth-anything-v2-small` adds one).",
     )
     unusable: list[UnusableModel] = Field(
         default_factory=list,
@@ -374,3 +493,28 @@ EVENT_MODELS: tuple[type[BaseModel], ...] = (
     CancelledEvent,
     StateEvent,
 )
+
+
+class PreprocessRequest(_Strict):
+    """Since 4. A picture to turn into a control image, without generating."""
+
+    mode: ControlMode = Field(description=MODE_DESCRIPTION)
+    image: str = Field(description="Base64 PNG of the picture (a layer's pixels).")
+    low_threshold: int = Field(100, ge=0, le=255, description="As in `control`.")
+    high_threshold: int = Field(200, ge=0, le=255, description="As in `control`.")
+    resolution: int | None = Field(
+        None,
+        ge=64,
+        le=2048,
+        description="The short side to work at (edges come out as thick as at this size); "
+        "null: the picture's own size. The result always has the picture's size.",
+    )
+
+
+class PreprocessResult(BaseModel):
+    """Since 4. The control image, the same size as the picture sent."""
+
+    mode: ControlMode
+    image: str = Field(description="Base64 PNG (RGB) of the control image.")
+    width: int
+    height: int

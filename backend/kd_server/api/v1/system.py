@@ -8,6 +8,7 @@ from kd_server import __version__
 from kd_server.api.services import ServicesDep
 from kd_server.api.v1.schemas import (
     Checkpoint,
+    ControlModel,
     FastMode,
     Health,
     Lora,
@@ -16,6 +17,7 @@ from kd_server.api.v1.schemas import (
     UnusableModel,
 )
 from kd_server.fast_modes import FastMode as EntryFastMode
+from kd_server.library import EntryKind, ModelLibrary
 from kd_server.loading import working_size
 
 router = APIRouter(tags=["server"])
@@ -71,6 +73,7 @@ def models(services: ServicesDep) -> Models:
                 name=decoder.name, family=family, usable=decoder.usable, reason=decoder.reason
             )
         )
+    _add_control_models(library, result)
     return result
 
 
@@ -89,3 +92,28 @@ def _fast(mode: EntryFastMode | None) -> FastMode | None:
 @router.get("/samplers", response_model=list[str], summary="Sampler names (A1111 spelling)")
 def samplers(services: ServicesDep) -> list[str]:
     return list(services.engine.samplers())
+
+
+def _add_control_models(library: ModelLibrary, result: Models) -> None:
+    """Since 4: ControlNets and IP-Adapters, image encoders, depth estimators."""
+    for entry in library.entries(EntryKind.CONTROL):
+        if entry.usable and entry.facts is not None and entry.family is not None:
+            kind = entry.facts.role.value
+            result.controls.append(
+                ControlModel(name=entry.name, family=entry.family.value, kind=kind)  # type: ignore[arg-type]
+            )
+        else:
+            result.unusable.append(
+                UnusableModel(name=entry.name, kind="control", reason=entry.reason)
+            )
+    for kind, names in (
+        (EntryKind.IMAGE_ENCODER, result.image_encoders),
+        (EntryKind.DEPTH_ESTIMATOR, result.depth_estimators),
+    ):
+        for entry in library.entries(kind):
+            if entry.usable:
+                names.append(entry.name)
+            else:
+                result.unusable.append(
+                    UnusableModel(name=entry.name, kind=kind.value, reason=entry.reason)  # type: ignore[arg-type]
+                )
