@@ -301,6 +301,22 @@ def configure_plugin(profile: Profile, server_url: str, generation: dict[str, An
         ini_set(profile.kritarc, "krita_diffusers", key, str(value))
 
 
+FIRST_IMAGE_SIZE = (96, 64)
+
+
+def place_first_image(profile: Profile) -> Path:
+    """Puts a first image where the installer leaves one (`<data>/krita-diffusers/
+    first-image.png`), as a full install would; the e2e install skips the server, so
+    it makes none. The docker offers to open it the first time it connects."""
+    from PIL import Image
+
+    folder = profile.data / "krita-diffusers"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "first-image.png"
+    Image.new("RGB", FIRST_IMAGE_SIZE, (30, 120, 200)).save(path)
+    return path
+
+
 # -- the server -------------------------------------------------------------------------
 
 
@@ -544,6 +560,7 @@ def run_krita(
         if with_plugin:
             installed_by = install_plugin(profile, port)
             configure_plugin(profile, srv.url, generation or {})
+            place_first_image(profile)
         _install_scenario_plugin(profile)
         plan = _write_plan(work, names, srv.url, generation or {})
         if server == "up":

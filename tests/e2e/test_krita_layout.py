@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import harness
 import pytest
 from krita_e2e import artifact, passed
 from PIL import Image
@@ -45,7 +46,12 @@ def test_cannot_reach_is_said_once_wrapped_with_what_to_do(krita_run):
     assert connection["word_wrap"] and connection["height"] >= connection["needed"], connection
 
 
-def test_the_first_connection_says_what_next(krita_run):
-    welcome = passed(krita_run, "server_down")["welcome_once_connected"]
+def test_the_first_connection_says_what_next_and_opens_the_first_image(krita_run):
+    data = passed(krita_run, "server_down")
+    welcome = data["welcome_once_connected"]
     assert welcome["shown"] and "Generate" in welcome["text"], welcome
     assert not welcome["start_button"]
+    assert welcome["open_first_image"], "no 'Open the first image' though the image is there"
+    opened = data["first_image_opened"]
+    assert opened["file"].endswith("/krita-diffusers/first-image.png"), opened
+    assert opened["size"] == list(harness.FIRST_IMAGE_SIZE) and opened["welcome_hidden"]

@@ -291,8 +291,26 @@ def scenario_server_down(ctx: Context, section: Section) -> Scenario:
         "shown": docker.shown("kd-welcome"),
         "text": docker.label_text("kd-welcome-text"),
         "start_button": docker.shown("kd-start-server"),
+        "open_first_image": docker.shown("kd-open-first-image"),
     }
     section.data["screenshot_connected"] = ctx.screenshot(section, "connected-screen.png")
+    if docker.shown("kd-open-first-image"):
+        docker.click("kd-open-first-image")
+        yield until(
+            lambda: any(
+                d.fileName().endswith("first-image.png") for d in Krita.instance().documents()
+            ),
+            20,
+            "the first image to open as a document",
+        )
+        opened = next(
+            d for d in Krita.instance().documents() if d.fileName().endswith("first-image.png")
+        )
+        section.data["first_image_opened"] = {
+            "file": opened.fileName(),
+            "size": [opened.width(), opened.height()],
+            "welcome_hidden": not docker.shown("kd-welcome"),
+        }
 
 
 def scenario_txt2img(ctx: Context, section: Section) -> Scenario:
