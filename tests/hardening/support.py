@@ -84,6 +84,7 @@ def wait_job(base: str, headers: dict[str, str], job_id: str, timeout: float = 1
     while time.monotonic() < deadline:
         reply = requests.get(f"{base}/v1/jobs/{job_id}", headers=headers, timeout=HANG_GUARD_S)
         state = reply.json()
+        assert reply.status_code != 404, f"job {job_id} is unknown to the server: {state}"
         if reply.status_code == 200 and state["status"] in TERMINAL:
             return dict(state)
         time.sleep(0.05)

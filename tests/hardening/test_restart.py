@@ -198,7 +198,12 @@ def test_soak_with_cancels_and_disconnects(tmp_path: Path, request: pytest.Fixtu
     dropped and reopened. At the end no job is stuck, the database and the outputs
     folder agree, and the server's memory is back near its warm baseline."""
     jobs_total = 500 if full_mode(request.config) else 40
-    server = ProcessServer(tmp_path, state_dir=str(tmp_path / "state"), max_queue=600)
+    server = ProcessServer(
+        tmp_path,
+        state_dir=str(tmp_path / "state"),
+        max_queue=600,
+        result_max_jobs=2 * jobs_total,  # every job stays readable until the end
+    )
     server.start()
     chance = random.Random(20261129)
     try:
