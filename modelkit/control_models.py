@@ -286,7 +286,23 @@ def build_depth_estimator(seed: int) -> Any:
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return DepthAnythingForDepthEstimation(config).eval()
+        model = DepthAnythingForDepthEstimation(config).eval()
+    _he_initialise(model, seed)
+    return model
+
+
+def _he_initialise(model: torch.nn.Module, seed: int) -> None:
+    """He-initialised weights, no biases: with the default ones this deep a tiny net
+    answers every picture with the same flat output, as a trained one never does."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, layers):
+                scale = (2.0 / module.weight[0].numel()) ** 0.5
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * scale)
+                if module.bias is not None:
+                    module.bias.zero_()
 
 
 def write_depth_estimator(folder: Path, name: str, seed: int) -> Path:

@@ -181,7 +181,10 @@ def read_safetensors(path: Path) -> SafetensorsHeader:
             head = handle.read(8)
             if len(head) < 8:
                 raise HeaderError(_unusable(f"Not a safetensors file: only {size} bytes long."))
-            if _looks_like_pickle(head):
+            (length,) = struct.unpack("<Q", head)
+            # A real header's length can start with 0x80 too (1 file in 256): only a
+            # length that does not fit the file says "pickle".
+            if not 2 <= length <= size - 8 and _looks_like_pickle(head):
                 raise HeaderError(
                     Detection(
                         Content.OTHER,
@@ -190,7 +193,6 @@ def read_safetensors(path: Path) -> SafetensorsHeader:
                         "This is a PyTorch pickle file with a .safetensors name. " + CONVERT_HINT,
                     )
                 )
-            (length,) = struct.unpack("<Q", head)
             if length < 2 or length > size - 8:
                 raise HeaderError(
                     _unusable(

@@ -68,3 +68,25 @@ def outline(
         (width // 4, height // 4, 3 * width // 4, 3 * height // 4), outline=ink, width=2
     )
     return image
+
+
+def write_tensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    """A safetensors file with these tensor names and shapes (zeros): enough for the
+    library, which reads headers only, to tell what a real file of that layout is."""
+    import torch
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {name: torch.zeros(shape, dtype=torch.float16) for name, shape in shapes.items()}, str(path)
+    )
+    return path
+
+
+#: The names that make a ControlNet an SDXL one (its added time embedding), tiny shapes.
+SDXL_CONTROLNET_HEADER = {
+    "controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3),
+    "controlnet_down_blocks.0.weight": (32, 32, 1, 1),
+    "add_embedding.linear_1.weight": (32, 16),
+    "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": (64, 2048),
+}

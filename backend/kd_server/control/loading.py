@@ -110,7 +110,9 @@ def load_controlnet(entry: ModelEntry, device: DeviceChoice) -> Any:
             )
     except EngineError:
         raise
-    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+    except (ValueError, RuntimeError, KeyError, OSError, TypeError, AttributeError) as exc:
+        # diffusers' converter meets a missing tensor as None (TypeError), a wrong one
+        # as a shape error (RuntimeError)
         raise unusable(entry, f"{_short(exc)} Check that the file is complete.") from exc
     return _loaded(entry, module, device)
 
