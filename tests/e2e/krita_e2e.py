@@ -26,6 +26,7 @@ SCENARIOS = [
     "cancel",
     "undo",
     "layout",
+    "two_windows",
 ]
 # Kept tiny so the suite runs on two CPU cores: the server scales inpaint regions to
 # the model's own size, and these make everything else cheap.

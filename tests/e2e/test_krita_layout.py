@@ -1,6 +1,7 @@
 """The docker's layout in real Krita: every control reachable at Krita's default
 docker size in a 1280x800 and a 1600x1000 window, messages said once and wrapped, and
-what a newcomer is told (issue 12 item 5, issue 15 item 10)."""
+what a newcomer is told (issue 12 item 5, issue 15 item 10); two windows on one
+connection (issue 13 item 5)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,13 @@ def test_the_first_connection_says_what_next_and_opens_the_first_image(krita_run
     opened = data["first_image_opened"]
     assert opened["file"].endswith("/krita-diffusers/first-image.png"), opened
     assert opened["size"] == list(harness.FIRST_IMAGE_SIZE) and opened["welcome_hidden"]
+
+
+def test_two_windows_share_one_connection(krita_run):
+    """One client per Krita, not per docker: the second window's docker connects over
+    the same event stream, so the server saw a single client id all launch long."""
+    data = passed(krita_run, "two_windows")
+    assert data["windows"] == 2 and data["second_window"]["state"] == "connected"
+    log = (krita_run.artifacts / "server-log.txt").read_text(encoding="utf-8", errors="replace")
+    clients = set(re.findall(r"WebSocket /v1/events\?client_id=(\w+)", log))
+    assert len(clients) == 1, clients

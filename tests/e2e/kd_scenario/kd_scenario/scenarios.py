@@ -16,7 +16,7 @@ from typing import Any
 
 from krita import Document, Krita  # type: ignore[import-not-found]
 from PyQt5.QtCore import QRect
-from PyQt5.QtWidgets import QApplication
+from PyQt5.QtWidgets import QApplication, QDockWidget, QLabel
 
 from . import canvas, docker
 from .runner import Heartbeat, Scenario, Section, StepTimeout, pause, until
@@ -467,6 +467,35 @@ def scenario_layout(ctx: Context, section: Section) -> Scenario:
         window.setGeometry(QApplication.primaryScreen().availableGeometry())
 
 
+def scenario_two_windows(ctx: Context, section: Section) -> Scenario:
+    """A second Krita window has its own docker, connected over the same connection as
+    the first (the test reads the server's log: one event stream for the launch).
+
+    Runs last: closing one of two windows from a script quits Krita 5.1.5 altogether,
+    so the second window stays open until the runner quits Krita."""
+    app = Krita.instance()
+    first = app.activeWindow()
+    second = app.openWindow()
+    second.qwindow().show()
+
+    def label() -> QLabel | None:
+        dock = second.qwindow().findChild(QDockWidget, docker.DOCKER_ID)
+        return None if dock is None else dock.findChild(QLabel, "kd-connection")
+
+    try:
+        yield until(lambda: label() is not None, 20, "the second window's docker")
+        yield until(
+            lambda: label().property("state") == "connected",
+            CONNECT_TIMEOUT_S,
+            "the second window's docker to say it is connected",
+        )
+        section.data["second_window"] = {"state": label().property("state"), "text": label().text()}
+        section.data["windows"] = len(app.windows())
+        yield pause(1.0)  # a second event stream, if one were opened, would be in the log now
+    finally:
+        first.activate()
+
+
 SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "canvas_smoke": scenario_canvas_smoke,
     "server_down": scenario_server_down,
@@ -479,6 +508,7 @@ SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "cancel": scenario_cancel,
     "undo": scenario_undo,
     "layout": scenario_layout,
+    "two_windows": scenario_two_windows,
 }
 
 
