@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from kd_plugin_server import LiveServer
+from support.servers import ProcessServer
 
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
-    server = LiveServer(tmp_path_factory.mktemp("kd-plugin-server"))
+    server = ProcessServer(tmp_path_factory.mktemp("kd-plugin-server"))
     server.start()
     yield server
     server.stop()
@@ -22,7 +17,7 @@ def live_server(tmp_path_factory):
 
 @pytest.fixture
 def canvas():
-    from memory_canvas import MemoryCanvas
+    from plugin.memory_canvas import MemoryCanvas
 
     return MemoryCanvas(64, 64)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from memory_canvas import MemoryCanvas
+from plugin.memory_canvas import MemoryCanvas
 from PyQt5.QtCore import QObject, pyqtSignal
 
 from krita_diffusers import images

@@ -1,7 +1,7 @@
 """Pixel buffers <-> PNG with QImage: channel order, soft masks, scaling."""
 
 import pytest
-from memory_canvas import MemoryCanvas
+from plugin.memory_canvas import MemoryCanvas
 from PyQt5.QtGui import QImage
 
 from krita_diffusers import images

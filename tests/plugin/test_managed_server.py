@@ -5,13 +5,14 @@ the docker connects once /v1/health answers; stopping it ends the process."""
 from __future__ import annotations
 
 import shlex
+import sys
 
-from kd_plugin_server import PYTHON, ROOT, free_port
 from PyQt5.QtWidgets import QLabel, QPlainTextEdit, QPushButton
 
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.managed_server import ServerState
+from support.servers import ROOT, free_port
 
 WAIT_MS = 180_000
 
@@ -25,7 +26,7 @@ def test_start_from_the_docker_and_stop_from_the_dialog(
     monkeypatch.delenv("KD_TOKEN", raising=False)
     monkeypatch.chdir(ROOT)
     port = free_port()
-    command = f"{shlex.quote(str(PYTHON))} -m kd_server.cli serve --host 127.0.0.1 --port {port}"
+    command = f"{shlex.quote(sys.executable)} -m kd_server.cli serve --host 127.0.0.1 --port {port}"
     core = make_core(server_url=f"http://127.0.0.1:{port}", server_command=command)
     panel = DiffusersPanel(canvas, core)
     qtbot.addWidget(panel)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from kd_plugin_server import LiveServer
 from PyQt5.QtWidgets import QLabel, QListWidget, QProgressBar, QPushButton
 
 from krita_diffusers.client import ConnectionState
@@ -19,6 +18,7 @@ from krita_diffusers.guidance import WHAT_NEXT
 from krita_diffusers.jobs import JobStatus
 from krita_diffusers.protocol import Task
 from krita_diffusers.settings import MemoryStore, Settings, save
+from support.servers import ProcessServer
 
 WAIT_MS = 180_000
 
@@ -182,7 +182,7 @@ def test_missing_model_is_explained(make_panel, qtbot):
 
 
 def test_server_with_a_token_refuses_until_the_token_is_set(qtbot, canvas, tmp_path, make_core):
-    server = LiveServer(tmp_path, token="s3cret")
+    server = ProcessServer(tmp_path, token="s3cret")
     server.start()
     panel = DiffusersPanel(canvas, make_core(server_url=server.url))
     qtbot.addWidget(panel)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from kd_plugin_server import free_port
 from PyQt5.QtCore import QSettings
 from PyQt5.QtWidgets import (
     QDialogButtonBox,
@@ -27,6 +26,7 @@ from krita_diffusers.geometry import Rect
 from krita_diffusers.protocol import Task
 from krita_diffusers.qt_store import QtSettingsStore
 from krita_diffusers.settings import FIELDS, Settings, load, save
+from support.servers import free_port
 
 
 @pytest.fixture
