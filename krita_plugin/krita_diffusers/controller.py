@@ -39,7 +39,6 @@ from .protocol import (
     JobRequest,
     Lora,
     ModelList,
-    Task,
     is_unreachable_message,
 )
 from .settings import Settings
@@ -137,8 +136,9 @@ class Controller(QObject):
                 self.settings.context_margin,
                 self.working_resolution(params.model),
             )
-            pixels = None if plan.task is Task.TXT2IMG else self.canvas.read_pixels(plan.region)
-            mask = self.canvas.read_mask(plan.region) if plan.task is Task.INPAINT else None
+            task = plan.task
+            pixels = self.canvas.read_pixels(plan.region) if task.sends_image else None
+            mask = self.canvas.read_mask(plan.region) if task.sends_mask else None
         except (PlanError, CanvasError) as exc:
             self.message.emit(str(exc))
             return False
@@ -167,7 +167,7 @@ class Controller(QObject):
                 batch_size=params.batch_size,
                 width=plan.width,
                 height=plan.height,
-                strength=None if plan.task is Task.TXT2IMG else plan.strength,
+                strength=plan.strength if plan.task.sends_image else None,
                 image=image,
                 mask=None
                 if mask is None

@@ -19,6 +19,16 @@ class Task(str, enum.Enum):
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
 
+    @property
+    def sends_image(self) -> bool:
+        """The task starts from the region's pixels (the server's `image` input)."""
+        return self is not Task.TXT2IMG
+
+    @property
+    def sends_mask(self) -> bool:
+        """The task repaints only where the selection is (the server's `mask` input)."""
+        return self is Task.INPAINT
+
 
 @dataclass(frozen=True)
 class Lora:
@@ -67,14 +77,14 @@ class JobRequest:
             "preview_every": self.preview_every,
             "client_id": self.client_id,
         }
-        if self.task is Task.TXT2IMG:
+        if not self.task.sends_image:
             data["width"] = self.width
             data["height"] = self.height
         else:
             data["strength"] = self.strength
             if self.image is not None:
                 data["image"] = base64.b64encode(self.image).decode("ascii")
-        if self.task is Task.INPAINT:
+        if self.task.sends_mask:
             if self.mask is not None:
                 data["mask"] = base64.b64encode(self.mask).decode("ascii")
             data["mask_grow"] = self.mask_grow
