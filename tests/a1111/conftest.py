@@ -18,6 +18,15 @@ from a1111.names import EMBEDDED, SECOND
 from api.live import LiveServer, start_server, stop_server
 from kd_server.config import Settings
 from modelkit.loras import write_test_lora
+from support.control import Layout, write_control_models
+
+#: ControlNets and the IP-Adapter where A1111 and its ControlNet extension keep them.
+A1111_CONTROL = Layout(
+    controlnet="models/ControlNet",
+    ipadapter="extensions/sd-webui-controlnet/models",
+    clip_vision="models/clip_vision",
+    depth="models/depth",
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +40,7 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = ldm_layout.write_ldm_checkpoint(pipe, checkpoints / f"{SECOND}.safetensors")
     ldm_layout.save_config_folder(pipe, path.with_suffix(".config"))
     write_test_lora(root / "models" / "Lora", "bright", seed=1)
+    write_control_models(root, layout=A1111_CONTROL)
     return root
 
 

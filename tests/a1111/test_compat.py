@@ -408,7 +408,7 @@ def test_fields_whose_loss_changes_the_picture_are_refused(server: LiveServer) -
     response = server.post("/sdapi/v1/txt2img", json={**TINY, "controlnet_units": units})
     assert response.status_code == 422
     message = response.json()["error"]["message"]
-    assert message.startswith("controlnet_units: ControlNet is not available")
+    assert message.startswith("controlnet_units: this deprecated form is not available")
     assert "without telling" in message
 
 

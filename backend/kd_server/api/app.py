@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from kd_server import __version__
 from kd_server.api import a1111
+from kd_server.api.a1111 import controlnet_routes
 from kd_server.api.a1111.state import SdapiState
 from kd_server.api.auth import require_token
 from kd_server.api.errors import install_error_handlers
@@ -86,6 +87,7 @@ def create_app(
     app.include_router(control.router, prefix="/v1", dependencies=secured)
     app.include_router(events.router, prefix="/v1")  # checks the token itself
     app.include_router(a1111.router)  # /sdapi/v1 (A1111): token as Bearer or Basic password
+    app.include_router(controlnet_routes.router)  # /controlnet (the A1111 extension's)
     app.include_router(_docs_router(app), dependencies=secured)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

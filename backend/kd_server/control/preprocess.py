@@ -54,18 +54,25 @@ def control_image(
         work = _scaled(picture, resolution)
         if mode is ControlMode.CANNY:
             edges = canny(np.asarray(work.convert("RGB")), low_threshold, high_threshold)
-            result = Image.fromarray(edges, mode="L").convert("RGB")
-        else:
-            assert depth is not None, "a depth estimator is needed for depth preprocessing"
-            result = depth(work)
-        return (
-            result.resize(image.size, Image.Resampling.BILINEAR)
-            if result.size != image.size
-            else result
-        )
+            return _edges_at(Image.fromarray(edges, mode="L"), image.size).convert("RGB")
+        assert depth is not None, "a depth estimator is needed for depth preprocessing"
+        result = depth(work)
+        if result.size != image.size:
+            result = result.resize(image.size, Image.Resampling.BILINEAR)
+        return result
     if mode in LINE_MODES:
         return light_lines(image)
     return on_black(image)
+
+
+def _edges_at(edges: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """An edge map at another size, still one-bit: shrinking keeps every pixel that
+    held an edge (averaging would fade thin lines to grey), growing keeps them hard."""
+    if edges.size == size:
+        return edges
+    if edges.width > size[0]:
+        return edges.resize(size, Image.Resampling.BOX).point(lambda v: 255 if v else 0)
+    return edges.resize(size, Image.Resampling.NEAREST)
 
 
 def _scaled(image: Image.Image, resolution: int | None) -> Image.Image:

@@ -38,7 +38,7 @@ from kd_server.jobqueue import (
     JobStatus,
     JobView,
 )
-from kd_server.pngmeta import encode_png, read_parameters
+from kd_server.pngmeta import encode_png, read_parameters, replace_parameters
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,11 @@ def finish_images(plan: Plan, results: list[Result]) -> list[tuple[bytes, str]]:
     for result in results:
         text = read_parameters(result.png) or ""
         if plan.paste is None:
-            finished.append((result.png, text))
+            png = result.png
+            if plan.extra_params:  # e.g. the ControlNet units
+                text = infotext.amend(text, None, plan.extra_params)
+                png = replace_parameters(png, text)
+            finished.append((png, text))
             continue
         with Image.open(io.BytesIO(result.png)) as patch:
             picture = paste_back(plan.paste.base, plan.paste.box, patch)

@@ -29,8 +29,18 @@ def _empty(value: Any) -> bool:
 #: Fields of no A1111 endpoint that are harmless only at the given values: ignoring
 #: any other value would silently change the picture. (name or prefix*, test, why)
 MUST_KNOW_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("controlnet*", _empty, "ControlNet is not available on this server"),
-    ("ip_adapter*", _empty, "IP-Adapter is not available on this server"),
+    (
+        "controlnet*",
+        _empty,
+        "this deprecated form is not available; send ControlNet units in "
+        "alwayson_scripts.controlnet.args",
+    ),
+    (
+        "ip_adapter*",
+        _empty,
+        "this field is not available; send an IP-Adapter as a ControlNet unit with an "
+        "ip-adapter module in alwayson_scripts.controlnet.args",
+    ),
     (
         "clip_skip",
         lambda value: value in (None, 0, 1),

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from kd_server.api import policy
-from kd_server.api.a1111 import images
+from kd_server.api.a1111 import controlnet, images
 from kd_server.api.a1111.options import CHECKPOINT_OPTION, check_option
 from kd_server.api.a1111.schemas import Img2ImgRequest, Txt2ImgRequest, _GenerationFields
 from kd_server.api.errors import ApiError
@@ -138,11 +138,13 @@ def check_unsupported(body: _GenerationFields) -> None:
             raise unsupported(field, message)
     for name, script in body.alwayson_scripts.items():
         args = script.get("args") if isinstance(script, dict) else None
+        if name.lower() == controlnet.SCRIPT:
+            continue  # controlnet.parse_units reads it
         if args not in (None, [], [False]):
             raise unsupported(
                 f"alwayson_scripts.{name}",
-                "this server has no scripts or extensions (ControlNet, ADetailer ...); "
-                "leave alwayson_scripts empty",
+                "this server runs no scripts or extensions besides ControlNet (ADetailer "
+                "...); leave the others out",
             )
 
 
@@ -326,8 +328,19 @@ def plan_txt2img(
 ) -> Plan:
     _check_txt2img(body)
     common = _common(body, settings, library, current_model, body.width, body.height)
-    request = common.request(Task.TXT2IMG, ImageInputs(), body.width, body.height)
-    return _plan("txt2img", body, request, echo=body.model_dump(), paste=None, extra=())
+    size = (body.width, body.height)
+    units = controlnet.parse_units(body.alwayson_scripts, library, settings, size)
+    request = _with_units(common.request(Task.TXT2IMG, ImageInputs(), *size), units)
+    extra = tuple(units.infotext)
+    return _plan("txt2img", body, request, echo=body.model_dump(), paste=None, extra=extra)
+
+
+def _with_units(request: GenerationRequest, units: controlnet.Units) -> GenerationRequest:
+    """The request with the ControlNet extension's units as controls and reference."""
+    conditioning = replace(
+        request.conditioning, control=list(units.controls), reference=units.reference
+    )
+    return replace(request, conditioning=conditioning)
 
 
 def plan_img2img(
@@ -340,14 +353,17 @@ def plan_img2img(
     assert body.init_images
     picture = _decode(body.init_images[0], "init_images[0]", settings, as_picture)
     fitted = flatten_rgb(images.fit(picture, body.width, body.height, body.resize_mode))
+    size = (body.width, body.height)
+    units = controlnet.parse_units(body.alwayson_scripts, library, settings, size, fitted)
     strength = _strength(body)
     echo = body.model_dump()
     if not body.include_init_images:
         echo.update(init_images=None, mask=None)
     if not body.mask:
         inputs = ImageInputs(image=fitted, strength=strength)
-        request = common.request(Task.IMG2IMG, inputs, body.width, body.height)
-        return _plan("img2img", body, request, echo=echo, paste=None, extra=())
+        request = _with_units(common.request(Task.IMG2IMG, inputs, *size), units)
+        extra = tuple(units.infotext)
+        return _plan("img2img", body, request, echo=echo, paste=None, extra=extra)
     mask = images.fit(
         _decode(body.mask, "mask", settings, as_mask), body.width, body.height, body.resize_mode
     ).convert("L")
@@ -366,8 +382,9 @@ def plan_img2img(
     if body.inpainting_fill == FILL:
         region = images.fill_masked(region, region_mask)
     inputs = ImageInputs(image=region, mask=region_mask, mask_feather=feather, strength=strength)
-    request = common.request(Task.INPAINT, inputs, body.width, body.height)
+    request = _with_units(common.request(Task.INPAINT, inputs, *size), units.cropped(box))
     extra = (
+        *units.infotext,
         ("Mask blur", str(feather)),
         ("Inpaint area", "Only masked" if body.inpaint_full_res else "Whole picture"),
         ("Masked area padding", str(body.inpaint_full_res_padding)),
