@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import cache, durability, inpaint, latency, overhead, previews, queue
+from bench import cache, control, durability, inpaint, latency, overhead, previews, queue
 from bench.common import add_profile_args, profile_from, quiet_and_threads
 
 BENCHMARKS = {
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "inpaint": inpaint.run,
     "queue": queue.run,
     "durability": durability.run,
+    "control": control.run,
 }
 
 

@@ -163,13 +163,20 @@ def load_depth_estimator(entry: ModelEntry, device: DeviceChoice) -> tuple[Any, 
 
 def _transformers_model(entry: ModelEntry, cls: Any, config: Any, device: DeviceChoice) -> Any:
     """transformers' own loading (it renames keys of older releases), made strict."""
+    from transformers.utils import logging as transformers_logging
+
     state = {k: v for k, v in _state_dict(entry).items() if not k.endswith("position_ids")}
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar in the server log
     try:
         model, info = cls.from_pretrained(
             None, config=config, state_dict=state, dtype=device.dtype, output_loading_info=True
         )
     except (ValueError, RuntimeError, OSError) as exc:
         raise unusable(entry, f"{_short(exc)} Check that the file is complete.") from exc
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
     problems = [
         f"{len(info[key])} {what} (e.g. {_first(info[key])})"
         for key, what in (
