@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -87,15 +88,24 @@ def _cmd_models(settings: Settings) -> int:
     from kd_server.library import ModelLibrary
 
     library = ModelLibrary(settings.model_dirs, default_model=settings.default_model)
-    for entry in [*library.checkpoints(), *library.loras()]:
+    for entry in [*library.checkpoints(), *library.loras(), *_control_entries(library)]:
         family = entry.family.value if entry.family else "-"
         status = entry.status.value if entry.usable else f"{entry.status.value}: {entry.reason}"
-        print(f"{entry.kind.value:10} {entry.name:40} {family:14} {status}")
+        kind = entry.facts.role.value if entry.facts is not None else entry.kind.value
+        print(f"{kind:10} {entry.name:40} {family:14} {status}")
     for decoder in library.preview_decoders():  # tiny VAEs for sharp previews (TAESD)
         family = decoder.family.value if decoder.family else "-"
         status = "usable" if decoder.usable else f"unusable: {decoder.reason}"
         print(f"{'preview':10} {decoder.name:40} {family:14} {status}")
     return 0
+
+
+def _control_entries(library: Any) -> list[Any]:
+    """ControlNets, IP-Adapters, image encoders, depth estimators (docs/control.md)."""
+    from kd_server.library import EntryKind
+
+    kinds = (EntryKind.CONTROL, EntryKind.IMAGE_ENCODER, EntryKind.DEPTH_ESTIMATOR)
+    return [entry for kind in kinds for entry in library.entries(kind)]
 
 
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
