@@ -4,8 +4,10 @@ in its own thread, both handing results to the GUI thread through Qt signals.
 Why this shape: Krita freezes if its GUI thread waits on a socket, so nothing here
 blocks the caller. Every call takes plain callbacks that run later on the GUI thread.
 The event stream reconnects by itself with a growing pause (0.5 s up to 5 s) and
-announces each fresh connection, so the docker can recover jobs whose events it
-missed through `GET /v1/jobs/{id}`.
+announces each fresh connection. It always asks to resume, so a server of protocol 2
+or later first sends the state of each job of this client (`state` events), and the
+docker reconciles the jobs whose events it missed (`resume.py`; `GET /v1/jobs/{id}`
+for an older server).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from websockets.sync.client import connect as ws_connect
 
 from .background import Background, ErrorCallback, OkCallback
 from .protocol import (
+    RESUMING_PROTOCOL,
     JobRequest,
     ServerError,
     auth_headers,
@@ -33,6 +36,7 @@ from .protocol import (
     lost_job_status,
     parse_event,
     parse_models,
+    server_protocol,
     unreachable_message,
 )
 
@@ -120,6 +124,12 @@ class ServerClient(QObject):
     def reconnect_now(self) -> None:
         if self._stop is not None:
             self.start()
+
+    @property
+    def resumes(self) -> bool:
+        """The connected server sends the state of this client's jobs each time the
+        event stream (re)connects (protocol 2 and later)."""
+        return server_protocol(self.health) >= RESUMING_PROTOCOL
 
     @pyqtSlot(object, str)
     def _remember_state(self, state: ConnectionState, text: str) -> None:

@@ -35,6 +35,12 @@ class JobClient(Protocol):
     reconnected: BoundSignal
     models_changed: BoundSignal
 
+    @property
+    def resumes(self) -> bool:
+        """After `reconnected`, the server sends a `state` event for each job of this
+        client it knows (protocol 2 and later)."""
+        ...
+
     def submit(
         self, prepare: Callable[[], JobRequest], on_ok: OkCallback, on_error: ErrorCallback
     ) -> None:
@@ -49,8 +55,8 @@ class JobClient(Protocol):
     def job_status(
         self, job_id: str, on_ok: OkCallback, on_error: ErrorCallback | None = None
     ) -> None:
-        """The job's record (`GET /v1/jobs/{id}`); a job the server forgot comes back as
-        failed (`protocol.lost_job_status`)."""
+        """The job's record (`GET /v1/jobs/{id}`); a job the server does not know
+        (`404 job_not_found`) comes back as failed (`protocol.lost_job_status`)."""
         ...
 
     def fetch(self, path: str, on_ok: OkCallback, on_error: ErrorCallback | None = None) -> None:

@@ -15,15 +15,21 @@ both. A result still unapplied when the next job starts simply stays in the hist
 
 Everything slow (decoding, scaling, composing) runs in the background; the GUI
 thread only reads the canvas when Generate is pressed and inserts applied layers.
+
+After a lost connection or a server restart the jobs it waits for are reconciled with
+what the server says about them (`resume.py`): they go on, deliver the results the
+docker has not got yet, or end as the server says; only a job the server does not
+know is reported as lost.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from PyQt5.QtCore import QObject, pyqtSignal
+from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 from PyQt5.QtGui import QImage
 
 from . import images
@@ -41,7 +47,12 @@ from .protocol import (
     ModelList,
     is_unreachable_message,
 )
+from .resume import STATE_GRACE_MS, Resumption
 from .settings import Settings
+
+#: Runs a callback on the GUI thread after a delay in milliseconds (tests run it when
+#: they choose).
+Scheduler = Callable[[int, Callable[[], None]], None]
 
 
 @dataclass
@@ -64,6 +75,7 @@ class Controller(QObject):
     result_added = pyqtSignal(object)  # HistoryItem
     seed_used = pyqtSignal(object)  # int; object keeps seeds past 2**31
     message = pyqtSignal(str)  # a problem in plain words; "" clears it
+    notice = pyqtSignal(str)  # the server's warning about a job that carries on
     retry_available = pyqtSignal(bool)  # some result could not be downloaded
     applied = pyqtSignal(list)  # item ids that became layers
 
@@ -73,12 +85,15 @@ class Controller(QObject):
         canvas: CanvasAdapter,
         settings: Settings,
         background: Runner | None = None,
+        schedule: Scheduler | None = None,
     ) -> None:
         super().__init__()
         self.client = client
         self.canvas = canvas
         self.settings = settings
         self._background: Runner = background or Background(slots=2).run
+        self._schedule: Scheduler = schedule or self._later
+        self.resumption = Resumption()
         self.history = History(settings.history_size)
         self.views: dict[int, images.ResultViews] = {}  # by history item id
         self.models = ModelList([], [])
@@ -235,6 +250,14 @@ class Controller(QObject):
         self.job_updated.emit(job)
 
     def _apply(self, job: Job, event: Event) -> None:
+        if event.type is EventType.STATE:
+            self.resumption.account(job.job_id)
+            self._on_status(job, event.record)
+            return
+        if event.type is EventType.WARNING:
+            if event.message:
+                self.notice.emit(event.message)
+            return
         job.apply_event(event)
         if event.type is EventType.PREVIEW and event.preview:
             self._decode_preview(event.preview)
@@ -271,14 +294,42 @@ class Controller(QObject):
         self._shown_message = text
 
     def recover(self) -> None:
-        """After a (re)connection: read the record of every job that may have moved
-        on while the stream was down, and take back a "cannot reach" message."""
+        """After a (re)connection: take back a "cannot reach" message and reconcile
+        every job that may have moved on while the stream was down. A resuming server
+        sends their states now; those it has not accounted for after a moment (at
+        once for an older server) are asked about one by one."""
         if is_unreachable_message(self._shown_message):
             self.message.emit("")
-        for job in self.jobs.values():
-            missing = [r for r in job.missing if (job.job_id, r.index) not in self._fetching]
-            if not job.done or missing:
-                self.client.job_status(job.job_id, lambda data, j=job: self._on_status(j, data))
+        waiting = [job.job_id for job in self.jobs.values() if self._waits_for(job)]
+        round_ = self.resumption.begin(waiting)
+        if not waiting:
+            return
+        if self.client.resumes:
+            self._schedule(STATE_GRACE_MS, lambda: self._ask_unaccounted(round_))
+        else:
+            self._ask_unaccounted(round_)
+
+    def _waits_for(self, job: Job) -> bool:
+        """Still running on the server, or a result of it not here nor on its way."""
+        on_way = {index for job_id, index in self._fetching if job_id == job.job_id}
+        return not job.done or any(ref.index not in on_way for ref in job.missing)
+
+    def _ask_unaccounted(self, round_: int) -> None:
+        """The jobs no state accounted for: their records (`GET /v1/jobs/{id}`); one
+        the server does not know comes back failed, as lost."""
+        for job_id in self.resumption.unaccounted(round_):
+            job = self.jobs.get(job_id)
+            if job is not None:
+                self.client.job_status(job_id, lambda data, j=job: self._on_status(j, data))
+
+    def _later(self, delay_ms: int, work: Callable[[], None]) -> None:
+        """`work` on the GUI thread after `delay_ms`, by a timer this controller owns
+        (so it never runs once the controller is gone)."""
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.timeout.connect(work)
+        timer.timeout.connect(timer.deleteLater)
+        timer.start(delay_ms)
 
     def _on_status(self, job: Job, data: object) -> None:
         if not isinstance(data, dict):

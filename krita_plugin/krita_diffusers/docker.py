@@ -279,6 +279,8 @@ class DiffusersPanel(QWidget):
         self.preview = FittedPreview()
         self.error = _wrapped_label("kd-error", "#c0392b")
         self.error.setVisible(False)
+        self.notice = _wrapped_label("kd-notice", "#8d6e00")
+        self.notice.setVisible(False)
         self.retry_button = QPushButton("Retry", objectName="kd-retry")
         self.retry_button.setToolTip("Download the results that could not be downloaded")
         self.retry_button.setVisible(False)
@@ -310,6 +312,7 @@ class DiffusersPanel(QWidget):
         layout.addLayout(actions)
         layout.addWidget(self.progress)
         layout.addWidget(self.error)
+        layout.addWidget(self.notice)
         layout.addWidget(self.retry_button)
         layout.addWidget(self.preview)
         layout.addWidget(self.history, 1)
@@ -351,6 +354,7 @@ class DiffusersPanel(QWidget):
         self.controller.result_added.connect(self._on_result)
         self.controller.seed_used.connect(self._on_seed)
         self.controller.message.connect(self.show_message)
+        self.controller.notice.connect(self.show_notice)
         self.controller.retry_available.connect(self.retry_button.setVisible)
 
         self.selection_timer = QTimer(self)
@@ -381,6 +385,13 @@ class DiffusersPanel(QWidget):
             text = ""
         self.error.setText(text)
         self.error.setVisible(bool(text))
+
+    def show_notice(self, text: str) -> None:
+        """The server's warning about a job that carries on (a result it could not
+        save, say): shown beside the work, never in the way; the next Generate
+        clears it."""
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
 
     def _on_connection(self, state: ConnectionState, text: str) -> None:
         settings = self.settings
@@ -485,6 +496,7 @@ class DiffusersPanel(QWidget):
 
     def generate(self) -> None:
         self.welcome.setVisible(False)
+        self.show_notice("")
         if self.controller.generate(self.current_input()):
             self.progress.setRange(0, 0)  # busy until the server says where we are
             self.progress.setFormat("Sending…")

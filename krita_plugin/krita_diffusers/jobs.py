@@ -109,8 +109,12 @@ class Job:
         return True
 
     def apply_status(self, data: dict[str, Any]) -> bool:
-        """Update from `GET /v1/jobs/{id}`: the recovery path after missed events."""
-        before = (self.status, self.step, self.total, len(self.results), self.error)
+        """Update from the job's record: `GET /v1/jobs/{id}`, or the `state` a resuming
+        connection sends. The record is the server's word at that moment, so it wins
+        over what the plugin last heard: a job the server restarted is queued again
+        (or at its first steps) even if the plugin saw it at step 37. True when
+        anything changed."""
+        before = self._snapshot()
         for item in data.get("images") or []:
             if isinstance(item, dict):
                 self._add_result(item.get("index"), item.get("seed"), item.get("url"))
@@ -120,12 +124,25 @@ class Job:
             status = self.status
         if not self.done:
             self.status = status
-            self.position = int(data.get("position") or 0)
-            self.step = int(data.get("step") or self.step)
-            self.total = int(data.get("total") or self.total)
+            self.position = _count(data.get("position"), 0)
+            self.step = _count(data.get("step"), self.step)
+            self.total = _count(data.get("total"), self.total)
+            loading = data.get("loading_model")
+            self.loading_model = loading if isinstance(loading, str) else None
             if status is JobStatus.FAILED:
                 self.error = error_text(data.get("error")) or "The job failed on the server."
-        return before != (self.status, self.step, self.total, len(self.results), self.error)
+        return before != self._snapshot()
+
+    def _snapshot(self) -> tuple[object, ...]:
+        return (
+            self.status,
+            self.position,
+            self.step,
+            self.total,
+            len(self.results),
+            self.error,
+            self.loading_model,
+        )
 
     def _add_result(self, index: object, seed: object, url: object) -> bool:
         if not isinstance(index, int) or not isinstance(url, str) or index in self.results:
@@ -153,6 +170,13 @@ class Job:
         if self.status is JobStatus.CANCELLED:
             return "Cancelled"
         return "Failed"
+
+
+def _count(value: object, default: int) -> int:
+    """A whole number from a record (a step, a position), else `default`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return value
 
 
 class PendingEvents:

@@ -101,11 +101,17 @@ class EventType(str, enum.Enum):
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    STATE = "state"  # (protocol 2) a job's whole record, sent when a connection resumes
+    WARNING = "warning"  # (protocol 2) something beside the job went wrong; it carries on
 
 
 @dataclass(frozen=True)
 class Event:
-    """One frame of `WS /v1/events`; only the fields of its type are set."""
+    """One frame of `WS /v1/events`; only the fields of its type are set.
+
+    A `state` keeps the frame's fields in `record`, in the shape of
+    `GET /v1/jobs/{id}`, so both reach a job through the same code
+    (`jobs.Job.apply_status`)."""
 
     type: EventType
     job_id: str
@@ -119,6 +125,9 @@ class Event:
     error: str | None = None
     loading_model: str | None = None
     images: tuple[tuple[int, int, str], ...] = ()  # (index, seed, url) on `finished`
+    record: dict[str, Any] | None = field(default=None, compare=False)  # on `state`
+    code: str | None = None  # on `warning`
+    message: str | None = None  # on `warning`
 
 
 def _int_or_none(value: object) -> int | None:
@@ -167,6 +176,7 @@ def parse_event(frame: str | bytes) -> Event | None:
         and isinstance(item.get("url"), str)
     )
     loading = data.get("loading_model")
+    code, message = data.get("code"), data.get("message")
     return Event(
         type=kind,
         job_id=job_id,
@@ -180,6 +190,9 @@ def parse_event(frame: str | bytes) -> Event | None:
         error=error_text(data.get("error")),
         loading_model=loading if isinstance(loading, str) else None,
         images=images,
+        record={k: v for k, v in data.items() if k != "type"} if kind is EventType.STATE else None,
+        code=code if isinstance(code, str) else None,
+        message=message if isinstance(message, str) else None,
     )
 
 
@@ -193,10 +206,13 @@ class ServerError(Exception):
         self.message = message
 
 
-#: What a job the server does not know any more becomes (it restarted, or the results
-#: expired): failed, with a sentence, so the panel stops waiting for it.
+#: What a job the server does not know any more becomes: failed, with a sentence, so
+#: the panel stops waiting for it. A server that keeps its queue on disk (protocol 2,
+#: a state folder) resumes its jobs after a restart; this is only for one that did not
+#: (no state folder, or an older server) or whose results expired.
 LOST_JOB_MESSAGE = (
-    "The server no longer knows this job: it was restarted (or the result expired). Generate again."
+    "The server lost this job: it was restarted without keeping its queue (or the result "
+    "expired). Generate again."
 )
 
 
@@ -234,11 +250,24 @@ def join_url(base: str, path: str) -> str:
 
 
 def events_url(base: str, client_id: str) -> str:
-    """The WebSocket URL of the event stream for this client."""
+    """The WebSocket URL of the event stream for this client, always resuming: a server
+    of protocol 2 or later then first sends a `state` of each job of this client it
+    knows; an older one ignores the parameter (it reads only the ones it declares)."""
     parts = urlsplit(base.rstrip("/"))
     scheme = "wss" if parts.scheme == "https" else "ws"
     path = parts.path + "/v1/events"
-    return urlunsplit((scheme, parts.netloc, path, f"client_id={quote(client_id)}", ""))
+    query = f"client_id={quote(client_id)}&resume=true"
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
+
+
+def server_protocol(health: object) -> int:
+    """The protocol version a `/v1/health` answer reports (1 when it says none)."""
+    version = _int_or_none(health.get("protocol")) if isinstance(health, dict) else None
+    return version if version is not None and version > 0 else 1
+
+
+#: The first protocol whose event stream resumes (`resume=true`, `state` events).
+RESUMING_PROTOCOL = 2
 
 
 def auth_headers(token: str) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""The client's event-stream thread against the real server behind a proxy that does
-not pass WebSockets (a common reverse-proxy misconfiguration)."""
+"""The client's event-stream thread against the real server: resuming on every
+(re)connection, and behind a proxy that does not pass WebSockets (a common
+reverse-proxy misconfiguration)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from krita_diffusers.client import ConnectionState, ServerClient
+from krita_diffusers.protocol import Event, EventType, JobRequest, Task
 
 WAIT_MS = 60_000
 
@@ -93,3 +95,30 @@ def test_callback_errors_are_logged_but_closed_widgets_are_not(caplog):
         assert caplog.records == []
         call_unless_closed(buggy, 1)  # must not raise into Qt's event loop
     assert "callback failed" in caplog.text and "a real bug" in caplog.text
+
+
+def test_every_connection_resumes_with_the_state_of_this_clients_jobs(qtbot, live_server):
+    """The stream asks to resume (`resume=true`): after a reconnection the real server
+    first sends a `state` of each job this client sent, results included."""
+    client = ServerClient()
+    events: list[Event] = []
+    client.event_received.connect(events.append)
+    client.configure(live_server.url, "")
+    client.start()
+    try:
+        qtbot.waitUntil(lambda: client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
+        assert client.resumes  # the server's protocol is 2 or later
+        accepted: list[dict] = []
+        request = JobRequest(Task.TXT2IMG, "resumed", steps=1, width=64, height=64)
+        client.submit(lambda: request, accepted.append, pytest.fail)
+        qtbot.waitUntil(lambda: any(e.type is EventType.FINISHED for e in events), timeout=WAIT_MS)
+        job_id = accepted[0]["job_id"]
+        events.clear()
+        client.reconnect_now()
+        qtbot.waitUntil(lambda: any(e.type is EventType.STATE for e in events), timeout=WAIT_MS)
+    finally:
+        client.stop()
+    state = next(event for event in events if event.type is EventType.STATE)
+    assert state.job_id == job_id and state.record is not None
+    assert state.record["status"] == "finished"
+    assert [image["index"] for image in state.record["images"]] == [0]

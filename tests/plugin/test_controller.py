@@ -1,7 +1,8 @@
 """The controller's rules with a stand-in client: no network, no server, every answer
 chosen by the test. (The same controller runs against the real server in
 test_panel_live.py; this file pins down what is hard to provoke there: a download
-that fails, events that overtake the POST's answer, previews decoded out of order.)
+that fails, events that overtake the POST's answer, previews decoded out of order,
+every way a job can stand after a reconnection.)
 
 Background work runs at once in these tests (`run_now`), so each step is
 deterministic; the real background threads are exercised by the live tests.
@@ -20,13 +21,21 @@ from PyQt5.QtCore import QObject, pyqtSignal
 from krita_diffusers import images
 from krita_diffusers.controller import Controller, GenerateInput
 from krita_diffusers.geometry import Rect
-from krita_diffusers.protocol import Event, EventType, JobRequest, parse_models
+from krita_diffusers.protocol import (
+    LOST_JOB_MESSAGE,
+    Event,
+    EventType,
+    JobRequest,
+    lost_job_status,
+    parse_models,
+)
 from krita_diffusers.settings import Settings
 
 
 class StandInClient(QObject):
     """Implements `client_api.JobClient` from memory: jobs are accepted with ids
-    j1, j2, ...; `files` maps result URLs to bytes; a URL in `broken` fails."""
+    j1, j2, ...; `files` maps result URLs to bytes; a URL in `broken` fails; `records`
+    are the jobs the server knows (any other is `404 job_not_found`, i.e. lost)."""
 
     event_received = pyqtSignal(object)
     reconnected = pyqtSignal()
@@ -40,6 +49,8 @@ class StandInClient(QObject):
         self.records: dict[str, dict[str, Any]] = {}
         self.cancelled: list[str] = []
         self.fetches: list[str] = []
+        self.asked: list[str] = []  # job records read (GET /v1/jobs/{id})
+        self.resumes = True  # a server of protocol 2 or later
         self.on_submit: Callable[[str], None] = lambda _job_id: None
 
     def submit(self, prepare, on_ok, on_error) -> None:
@@ -52,7 +63,8 @@ class StandInClient(QObject):
         self.cancelled.append(job_id)
 
     def job_status(self, job_id, on_ok, on_error=None) -> None:
-        on_ok(self.records.get(job_id, {"job_id": job_id, "status": "running"}))
+        self.asked.append(job_id)
+        on_ok(self.records.get(job_id) or lost_job_status(job_id))
 
     def fetch(self, path, on_ok, on_error=None) -> None:
         self.fetches.append(path)
@@ -77,14 +89,34 @@ def run_now(work, on_ok=None, on_error=None) -> None:
 RED = images.encode_rgba_png(bytes([255, 0, 0, 255]) * 64 * 64, 64, 64)
 
 
+class Timers:
+    """A scheduler whose callbacks run when the test says so (`run`)."""
+
+    def __init__(self) -> None:
+        self.due: list[Callable[[], None]] = []
+
+    def __call__(self, delay_ms: int, work: Callable[[], None]) -> None:
+        self.due.append(work)
+
+    def run(self) -> None:
+        due, self.due = self.due, []
+        for work in due:
+            work()
+
+
 @pytest.fixture
 def client() -> StandInClient:
     return StandInClient()
 
 
 @pytest.fixture
-def controller(client) -> Controller:
-    return Controller(client, MemoryCanvas(64, 64), Settings(), background=run_now)
+def timers() -> Timers:
+    return Timers()
+
+
+@pytest.fixture
+def controller(client, timers) -> Controller:
+    return Controller(client, MemoryCanvas(64, 64), Settings(), background=run_now, schedule=timers)
 
 
 def finish(client: StandInClient, job_id: str, urls: list[str]) -> None:
@@ -222,3 +254,131 @@ def test_another_windows_jobs_are_not_kept(client, controller):
         client.event_received.emit(Event(EventType.PROGRESS, "elsewhere", step=step, total=3))
     assert controller.pending.take("elsewhere") == []
     assert controller.jobs == {}
+
+
+# -- after a lost connection or a server restart (docs/protocol.md, "Resuming") ------
+
+
+def state(job_id: str, status: str, urls: tuple[str, ...] = (), **fields: Any) -> Event:
+    """The `state` a resuming connection sends for one job."""
+    images_ = [{"index": i, "seed": 100 + i, "url": url} for i, url in enumerate(urls)]
+    record = {"job_id": job_id, "status": status, "position": None, "step": 0, "total": 0}
+    record.update(images=images_, error=None, loading_model=None)
+    record.update(fields)
+    return Event(EventType.STATE, job_id, record=record)
+
+
+def running(client: StandInClient, job_id: str, step: int, total: int = 20) -> None:
+    client.event_received.emit(Event(EventType.STARTED, job_id))
+    client.event_received.emit(Event(EventType.PROGRESS, job_id, step=step, total=total))
+
+
+def test_a_job_the_server_resumed_goes_on_without_being_asked_about(client, controller, timers):
+    """Killed at step 7 and started again, the server has the job queued: the docker
+    shows its place and keeps waiting; nothing is reported lost."""
+    messages: list[str] = []
+    controller.message.connect(messages.append)
+    controller.generate(GenerateInput("long"))
+    running(client, "j1", step=7)
+    client.reconnected.emit()
+    client.event_received.emit(state("j1", "queued", position=1))
+    job = controller.jobs["j1"]
+    assert job.describe() == "Queued (position 1)" and controller.busy
+    timers.run()  # the moment for jobs without a state passes
+    assert client.asked == [] and not job.done and not any(messages)
+    running(client, "j1", step=1)  # it runs again from its first step
+    assert job.describe() == "Step 1/20"
+
+
+def test_a_job_finished_while_away_delivers_only_the_results_not_yet_here(
+    client, controller, timers
+):
+    urls = ("/v1/jobs/j1/images/0", "/v1/jobs/j1/images/1")
+    client.files.update(dict.fromkeys(urls, RED))
+    controller.generate(GenerateInput("pair"))
+    client.event_received.emit(Event(EventType.RESULT, "j1", index=0, seed=100, url=urls[0]))
+    assert client.fetches == [urls[0]] and len(controller.history) == 1
+    client.reconnected.emit()  # the stream dropped before the second result
+    client.event_received.emit(state("j1", "finished", urls, step=20, total=20))
+    # the server may announce the same image again after its state: keyed by index
+    client.event_received.emit(Event(EventType.RESULT, "j1", index=1, seed=101, url=urls[1]))
+    assert client.fetches == list(urls)
+    assert sorted(item.index for item in controller.history.items) == [0, 1]
+    assert controller.jobs["j1"].describe() == "Done: 2 results" and not controller.busy
+    timers.run()
+    assert client.asked == []
+
+
+def test_failed_and_cancelled_states_end_jobs_as_the_server_says(client, controller, timers):
+    messages: list[str] = []
+    controller.message.connect(messages.append)
+    controller.generate(GenerateInput("one"))
+    controller.generate(GenerateInput("two"))
+    client.reconnected.emit()
+    error = {"code": "inputs_lost", "message": "The job's inputs could not be read back."}
+    client.event_received.emit(state("j1", "failed", error=error))
+    client.event_received.emit(state("j2", "cancelled"))
+    timers.run()
+    failed, cancelled = controller.jobs["j1"], controller.jobs["j2"]
+    assert failed.describe() == "Failed" and failed.error == error["message"]
+    assert cancelled.describe() == "Cancelled" and cancelled.error is None
+    assert messages[-1] == error["message"]
+    assert LOST_JOB_MESSAGE not in messages and client.asked == []
+    assert not controller.busy
+
+
+def test_only_a_job_the_server_does_not_know_is_reported_lost(client, controller, timers):
+    messages: list[str] = []
+    controller.message.connect(messages.append)
+    controller.generate(GenerateInput("kept"))
+    controller.generate(GenerateInput("forgotten"))
+    running(client, "j1", step=3)
+    client.reconnected.emit()
+    client.event_received.emit(state("j1", "running", step=4, total=20))
+    assert client.asked == []  # states get their moment before anything is asked
+    timers.run()
+    assert client.asked == ["j2"]  # the one without a state, and only it
+    kept, lost = controller.jobs["j1"], controller.jobs["j2"]
+    assert kept.describe() == "Step 4/20"
+    assert lost.status.value == "failed" and lost.error == LOST_JOB_MESSAGE
+    assert messages[-1] == LOST_JOB_MESSAGE
+
+
+def test_a_late_state_or_a_second_reconnection_changes_nothing_wrongly(client, controller, timers):
+    """States that come after the moment (a slow machine) meet a job already
+    reconciled from its record; a check left over from an earlier connection asks
+    about nothing."""
+    controller.generate(GenerateInput("slow"))
+    client.records["j1"] = {"job_id": "j1", "status": "queued", "position": 2}
+    client.reconnected.emit()
+    client.reconnected.emit()  # dropped and back again before any state came
+    timers.due[0]()  # the first connection's check: stale
+    assert client.asked == []
+    timers.run()
+    assert client.asked == ["j1"] and controller.jobs["j1"].describe() == "Queued (position 2)"
+    client.event_received.emit(state("j1", "queued", position=1))  # late, still right
+    assert controller.jobs["j1"].describe() == "Queued (position 1)"
+
+
+def test_an_older_server_without_states_is_asked_at_once(client, controller, timers):
+    client.resumes = False
+    controller.generate(GenerateInput("old server"))
+    client.records["j1"] = {"job_id": "j1", "status": "running", "step": 2, "total": 20}
+    client.reconnected.emit()
+    assert client.asked == ["j1"] and timers.due == []
+    assert controller.jobs["j1"].describe() == "Step 2/20"
+
+
+def test_a_warning_is_passed_on_for_our_jobs_only(client, controller):
+    notices: list[str] = []
+    controller.notice.connect(notices.append)
+    controller.generate(GenerateInput("saved?"))
+    text = "The result could not be saved to /srv/outputs (No space left on device)."
+    client.event_received.emit(
+        Event(EventType.WARNING, "j1", code="result_not_saved", message=text)
+    )
+    client.event_received.emit(
+        Event(EventType.WARNING, "elsewhere", code="result_not_saved", message="not ours")
+    )
+    assert notices == [text]
+    assert not controller.jobs["j1"].done  # the job carries on

@@ -1,9 +1,11 @@
-"""History bounds and the job state machine driven by events and status reads."""
+"""History bounds, the job state machine driven by events and status reads, and the
+account of jobs a reconnection keeps (resume.py)."""
 
 from krita_diffusers.geometry import Rect
 from krita_diffusers.history import History, layer_name
 from krita_diffusers.jobs import Job, JobContext, JobStatus, PendingEvents
 from krita_diffusers.protocol import Event, EventType, Task
+from krita_diffusers.resume import Resumption
 
 REGION = Rect(0, 0, 8, 8)
 
@@ -109,6 +111,31 @@ def test_recovery_from_status_read_fills_missed_results():
     assert changed and j.done and sorted(j.results) == [0, 1]
     assert not j.apply_status({"status": "running", "images": []})
     assert j.status is JobStatus.FINISHED
+
+
+def test_a_record_after_a_restart_wins_over_what_the_plugin_last_heard():
+    """A restarted server runs the job again from its first step: its record says
+    queued (or step 0), and the progress bar must not go on showing step 3."""
+    j = job()
+    j.apply_event(ev("progress", step=3, total=4))
+    assert j.apply_status({"status": "queued", "position": 2, "step": 0, "total": 0})
+    assert (j.status, j.position, j.step) == (JobStatus.QUEUED, 2, 0)
+    assert j.describe() == "Queued (position 2)"
+    j.apply_status({"status": "running", "step": 0, "loading_model": "m"})
+    assert j.describe() == "Loading m"
+    assert not j.apply_status({"status": "running", "step": 0, "loading_model": "m"})
+
+
+def test_resumption_names_each_unaccounted_job_once_and_only_for_its_round():
+    resumption = Resumption()
+    first = resumption.begin(["a", "b", "c"])
+    resumption.account("b")
+    resumption.account("elsewhere")  # another window's job: nothing to do
+    second = resumption.begin(["a", "c", "d"])  # the stream dropped and came back
+    assert resumption.unaccounted(first) == []  # a stale check names nothing
+    resumption.account("c")
+    assert resumption.unaccounted(second) == ["a", "d"]
+    assert resumption.unaccounted(second) == []  # asked about once
 
 
 def test_recovery_reports_failure_message_in_either_shape():

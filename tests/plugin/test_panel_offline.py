@@ -144,6 +144,21 @@ def test_missing_prompt_and_refused_document_give_messages(make_panel, canvas):
     assert "Open or create a document" in panel.error.text()
 
 
+def test_a_server_warning_is_shown_beside_the_work_until_the_next_generate(make_panel):
+    """A `warning` (a result the server could not save) is for reading, not for
+    answering: a line of its own, no dialog, the error line left alone."""
+    panel = make_panel()
+    panel.show()
+    notice = panel.findChild(QLabel, "kd-notice")
+    assert not notice.isVisible()
+    panel.controller.notice.emit("The result could not be saved to /srv/out (disk full).")
+    assert notice.isVisible() and "could not be saved" in notice.text()
+    assert not panel.error.isVisible() and notice.wordWrap()
+    panel.prompt.setPlainText("a cat")
+    panel.generate_button.click()
+    assert not notice.isVisible() and notice.text() == ""
+
+
 def test_settings_dialog_round_trip_through_qsettings(make_panel, qtbot, tmp_path, dead_url):
     ini = QSettings(str(tmp_path / "plugin.ini"), QSettings.IniFormat)
     store = QtSettingsStore(ini)

@@ -19,6 +19,7 @@ from krita_diffusers.protocol import (
     join_url,
     parse_event,
     parse_models,
+    server_protocol,
 )
 
 
@@ -86,8 +87,14 @@ def test_friendly_message_out_of_memory_says_what_to_do():
 def test_urls_keep_prefix_and_switch_scheme():
     assert join_url("http://h:1/", "/v1/jobs/a/images/0") == "http://h:1/v1/jobs/a/images/0"
     assert join_url("https://h/kd", "/v1/health") == "https://h/kd/v1/health"
-    assert events_url("http://h:1", "a b") == "ws://h:1/v1/events?client_id=a%20b"
-    assert events_url("https://h/kd/", "c") == "wss://h/kd/v1/events?client_id=c"
+    assert events_url("http://h:1", "a b") == "ws://h:1/v1/events?client_id=a%20b&resume=true"
+    assert events_url("https://h/kd/", "c") == "wss://h/kd/v1/events?client_id=c&resume=true"
+
+
+def test_the_protocol_version_is_read_from_health_and_one_when_absent():
+    assert server_protocol({"protocol": 4}) == 4
+    assert server_protocol({"status": "ok"}) == 1  # the first release says none
+    assert server_protocol({"protocol": "2"}) == 1 and server_protocol(None) == 1
 
 
 def test_parse_models_and_family_lookup():
@@ -178,3 +185,28 @@ def test_parse_event_server_shapes_preview_image_and_finished_images():
     assert done.images == ((0, 4, "/a"),)
     started = parse_event('{"type": "started", "job_id": "j", "loading_model": "m"}')
     assert started.loading_model == "m"
+
+
+def test_parse_event_state_keeps_the_record_and_warning_its_sentence():
+    """A `state` carries the fields of `GET /v1/jobs/{id}`, kept whole for the job to
+    read; a `warning` carries a code and a sentence for the artist."""
+    record = {
+        "job_id": "j",
+        "status": "finished",
+        "position": None,
+        "step": 3,
+        "total": 3,
+        "images": [{"index": 0, "seed": 4, "url": "/a"}],
+        "error": None,
+        "loading_model": None,
+    }
+    state = parse_event(json.dumps({"type": "state", **record}))
+    assert state.type is EventType.STATE and state.record == record
+    warning = parse_event(
+        json.dumps(
+            {"type": "warning", "job_id": "j", "code": "result_not_saved", "message": "Disk full."}
+        )
+    )
+    assert warning.type is EventType.WARNING
+    assert (warning.code, warning.message) == ("result_not_saved", "Disk full.")
+    assert warning.record is None
