@@ -179,3 +179,29 @@ def test_preprocess_returns_the_control_image_of_each_mode(control_server):
     assert np.array_equal(
         np.asarray(preprocessed(control_server, mode="pose", image=png_b64(pose))), np.asarray(pose)
     )
+
+
+def test_a_job_with_controls_survives_the_journal():
+    """A durable server stores queued jobs: controls and reference come back whole."""
+    from kd_server.generation import ControlInput, ControlMode, ReferenceInput
+    from kd_server.request_codec import decode_request, encode_request
+    from support.jobs import make_request
+
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    layer.paste((200, 10, 10, 255), (8, 8, 40, 40))
+    control = ControlInput(DEPTH, layer, ControlMode.CANNY, True, 1.5, 0.1, 0.7, 20, 90)
+    request = make_request(control=[control], reference=ReferenceInput(IP_ADAPTER, disc(), 0.3))
+    back = decode_request(encode_request(request))
+    assert back.conditioning.reference is not None
+    got = back.conditioning.control[0]
+    assert (got.model, got.mode, got.preprocess, got.strength, got.start, got.end) == (
+        DEPTH,
+        ControlMode.CANNY,
+        True,
+        1.5,
+        0.1,
+        0.7,
+    )
+    assert (got.low_threshold, got.high_threshold) == (20, 90)
+    assert got.image.mode == "RGBA" and np.array_equal(np.asarray(got.image), np.asarray(layer))
+    assert back.conditioning.reference.weight == 0.3

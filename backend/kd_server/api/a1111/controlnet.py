@@ -287,6 +287,6 @@ def _threshold(unit: dict[str, Any], name: str, default: int) -> int:
     value = unit.get(name)
     try:
         number = default if value in (None, -1) else round(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = default
     return max(0, min(255, number))

@@ -71,10 +71,7 @@ def _detect(services: Services, body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(
             422, "invalid_request", "controlnet_input_images: is required: base64 images"
         )
-    resolution = body.get("controlnet_processor_res")
-    resolution = (
-        int(resolution) if isinstance(resolution, (int, float)) and resolution >= 64 else None
-    )
+    resolution = _resolution(body.get("controlnet_processor_res"))
     low, high = (
         _int(body.get(k), d)
         for k, d in (("controlnet_threshold_a", 100), ("controlnet_threshold_b", 200))
@@ -99,6 +96,14 @@ def _detect(services: Services, body: dict[str, Any]) -> dict[str, Any]:
 def _int(value: Any, default: int) -> int:
     try:
         number = default if value in (None, -1) else round(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = default
     return max(0, min(255, number))
+
+
+def _resolution(value: Any) -> int | None:
+    """The extension's processor_res, used where it is a sane short side (64..2048);
+    -1, absent or absurd: the picture's own size."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if 64 <= value <= 2048 else None
