@@ -13,7 +13,17 @@ import sys
 import time
 from pathlib import Path
 
-from bench import cache, control, durability, inpaint, latency, overhead, previews, queue
+from bench import (
+    cache,
+    control,
+    durability,
+    inpaint,
+    latency,
+    live,
+    overhead,
+    previews,
+    queue,
+)
 from bench.common import add_profile_args, profile_from, quiet_and_threads
 
 BENCHMARKS = {
@@ -25,6 +35,7 @@ BENCHMARKS = {
     "queue": queue.run,
     "durability": durability.run,
     "control": control.run,
+    "live": live.run,
 }
 
 

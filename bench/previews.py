@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from bench.common import (
+    Figure,
     Profile,
     Report,
     TimedEngine,
@@ -47,6 +48,7 @@ def run(profile: Profile, json_path: Path | None = None) -> Report:
         counts: list[int] = []
         shares: list[float] = []
         beside: list[float] = []
+        handover: list[float] = []
 
         def served(every: int) -> float:
             timing = run_http_job(live, txt2img_body(profile, preview_every=every))
@@ -56,6 +58,7 @@ def run(profile: Profile, json_path: Path | None = None) -> Report:
                 on_worker = call.in_preview_snapshot + call.in_callbacks
                 shares.append(1.0 + on_worker / (call.seconds - on_worker))
                 beside.append(call.in_preview_thread / max(1, timing.previews))
+                handover.append(call.in_preview_snapshot / profile.steps)
             return timing.total
 
         def engine_only(every: int) -> float:
@@ -76,6 +79,13 @@ def run(profile: Profile, json_path: Path | None = None) -> Report:
             note=f"{median([float(c) for c in counts]):.0f} of {profile.steps} previews received",
         )
         report.ms("preview thread, per preview (map, JPEG, event)", median(beside))
+        report.add(
+            Figure(
+                "denoising thread, per preview (latents handed over)",
+                median(handover) * 1e6,
+                "us",
+            )
+        )
         report.add(
             at_most(
                 "server job: previews every step / none",

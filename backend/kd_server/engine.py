@@ -374,8 +374,8 @@ class _Previews:
     is_xl: bool
     decode: Decode | None
 
-    def offer(self, step: int, total: int, latents: torch.Tensor) -> None:
-        copy = snapshot(latents)  # the only preview work on the denoising thread
+    def offer(self, step: int, total: int, copy: torch.Tensor) -> None:
+        """Make the preview of `copy` (a `snapshot` of the step's latents) off this thread."""
 
         def make() -> None:
             image = render(copy, self.is_xl, self.decode)
@@ -404,10 +404,13 @@ class _StepReporter:
         if self.should_cancel is not None and self.should_cancel():
             raise _StopRequested()
         step, total = index + 1, pipe.num_timesteps
+        copy = None
+        if self.previews is not None and (step % self.preview_every == 0 or step == total):
+            copy = snapshot(tensors["latents"])  # the only preview work on this thread
         if self.on_progress is not None:
             self.on_progress(Progress(step=step, total=total))
-        if self.previews is not None and (step % self.preview_every == 0 or step == total):
-            self.previews.offer(step, total, tensors["latents"])
+        if self.previews is not None and copy is not None:
+            self.previews.offer(step, total, copy)  # after its progress, as promised
         return tensors
 
     def drop_waiting_preview(self) -> None:

@@ -335,8 +335,9 @@ class JobQueue:
         self._end(old, JobStatus.CANCELLED)
 
     def _stop_running_live(self, client_id: str | None) -> None:
-        """Ask the client's live job on the worker to stop at its next step. One whose
-        pictures are already encoding is left to finish: its frame is moments away."""
+        """Ask the client's live job on the worker to stop at its next step (one that
+        has none left finishes, see `_cancelled`). One whose pictures are already
+        encoding is left to finish: its frame is moments away."""
         for job in self._active:
             stale = job.live and job.client_id == client_id and job.generating
             if stale and not job.cancel.is_set():
@@ -369,6 +370,7 @@ class JobQueue:
                 self._end(job, JobStatus.CANCELLED)
                 self._reposition()
             else:
+                job.cancel_reason = None  # asked for: it ends cancelled, whatever its step
                 job.cancel.set()
             return job.view()
 
@@ -455,6 +457,7 @@ class JobQueue:
                     self._remove_waiting(job)
                     self._end(job, JobStatus.CANCELLED)  # a durable job is kept instead
             for job in self._active:
+                job.cancel_reason = None
                 job.cancel.set()
             self._cond.notify_all()
         if self._worker is not None:
@@ -499,7 +502,7 @@ class JobQueue:
             log.exception("Job %s failed unexpectedly", job.id)
             self._finish(job, JobStatus.FAILED, _INTERNAL_ERROR)
         else:
-            if job.cancel.is_set():
+            if self._cancelled(job):
                 self._finish(job, JobStatus.CANCELLED)
             else:
                 self._encoder.submit(self._deliver, job, list(outputs))
@@ -507,7 +510,7 @@ class JobQueue:
     def _deliver(self, job: _Job, outputs: list[Output]) -> None:
         """Encode and announce each result, then finish the job (encoder thread)."""
         for output in outputs:
-            if job.cancel.is_set():
+            if self._cancelled(job):
                 self._finish(job, JobStatus.CANCELLED)
                 return
             try:
@@ -521,7 +524,14 @@ class JobQueue:
                 job.images.append(_Image(output.index, output.seed, png, path))
                 self._retained_bytes += len(png)
                 self._emit(job, JobResult(job.id, ResultRef(output.index, output.seed)))
-        self._finish(job, JobStatus.CANCELLED if job.cancel.is_set() else JobStatus.FINISHED)
+        self._finish(job, JobStatus.CANCELLED if self._cancelled(job) else JobStatus.FINISHED)
+
+    @staticmethod
+    def _cancelled(job: _Job) -> bool:
+        """Whether a job whose runner returned ends cancelled. A superseded live job is
+        stopped at its next step; one that had no step left (it was decoding) finishes:
+        its frame is newer than what the client shows."""
+        return job.cancel.is_set() and job.cancel_reason != SUPERSEDED
 
     def _save_result(self, job: _Job, index: int, seed: int, png: bytes) -> Path | None:
         """Write a result to disk (durable queue); a failed write is reported to the

@@ -29,11 +29,14 @@ class Png:
 
 @dataclass
 class Frame:
-    """A job that runs one step, then waits at `gate` step by step until it opens."""
+    """A job that runs one step, then waits at `gate` step by step until it opens;
+    with `decoded`, it then "decodes" (no step, no cancel check) until that opens."""
 
     name: str
     gate: threading.Event = field(default_factory=threading.Event)
     steps_run: int = 0
+    decoding: threading.Event = field(default_factory=threading.Event)
+    decoded: threading.Event | None = None
 
 
 def runner(frame: Frame, hooks: RunHooks) -> list[Png]:
@@ -43,7 +46,11 @@ def runner(frame: Frame, hooks: RunHooks) -> list[Png]:
         frame.steps_run += 1
         hooks.progress(frame.steps_run, frame.steps_run + 1)
         if frame.gate.wait(0.01):
-            return [Png(0, 1)]
+            break
+    frame.decoding.set()
+    if frame.decoded is not None:
+        assert frame.decoded.wait(10)
+    return [Png(0, 1)]
 
 
 class Events:
@@ -121,6 +128,36 @@ def test_running_live_job_stops_at_its_next_step(queue: JobQueue, events: Events
     assert isinstance(cancelled, JobCancelled) and cancelled.reason == "superseded"
     events.wait(fresh_id, "finished")
     assert queue.get(stale_id).images == ()
+
+
+def test_a_frame_past_its_last_step_still_finishes(queue: JobQueue, events: Events) -> None:
+    decoding = Frame("decoding", decoded=threading.Event())
+    decoding.gate.set()
+    decoding_id = queue.submit(decoding, "a", live=True).job_id
+    assert decoding.decoding.wait(10)
+    fresh = Frame("fresh")
+    fresh.gate.set()
+    fresh_id = queue.submit(fresh, "a", live=True).job_id
+    assert decoding.decoded is not None
+    decoding.decoded.set()
+    events.wait(decoding_id, "finished")  # no step was left to stop it at
+    events.wait(fresh_id, "finished")
+    assert "cancelled" not in events.kinds(decoding_id)
+
+
+def test_a_cancel_asked_for_a_superseded_frame_still_cancels(
+    queue: JobQueue, events: Events
+) -> None:
+    decoding = Frame("decoding", decoded=threading.Event())
+    decoding.gate.set()
+    decoding_id = queue.submit(decoding, "a", live=True).job_id
+    assert decoding.decoding.wait(10)
+    queue.submit(Frame("fresh"), "a", live=True)
+    queue.cancel(decoding_id)
+    assert decoding.decoded is not None
+    decoding.decoded.set()
+    cancelled = events.wait(decoding_id, "cancelled")
+    assert isinstance(cancelled, JobCancelled) and cancelled.reason is None
 
 
 def test_other_clients_and_plain_jobs_are_untouched(queue: JobQueue, events: Events) -> None:
