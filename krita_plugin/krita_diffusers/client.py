@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from .background import Background, ErrorCallback, OkCallback
@@ -197,7 +198,7 @@ class ServerClient(QObject):
             stop.wait(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
 
-    def _open_events(self, url: str, token: str):
+    def _open_events(self, url: str, token: str) -> ClientConnection:
         self.network_threads.add(threading.current_thread())
         return ws_connect(
             events_url(url, self.client_id),
@@ -207,7 +208,7 @@ class ServerClient(QObject):
             max_size=MAX_FRAME_BYTES,
         )
 
-    def _receive(self, socket, stop: threading.Event) -> None:
+    def _receive(self, socket: ClientConnection, stop: threading.Event) -> None:
         """Frames until stopped; a dropped connection raises out of here."""
         while not stop.is_set():
             try:

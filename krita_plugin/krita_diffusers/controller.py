@@ -28,6 +28,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 from PyQt5.QtGui import QImage
@@ -265,7 +266,7 @@ class Controller(QObject):
             self._fetch_results(job)
         elif event.type is EventType.FINISHED:
             # Results announced while the stream was down are only in the job's record.
-            self.client.job_status(job.job_id, lambda data, j=job: self._on_status(j, data))
+            self.client.job_status(job.job_id, partial(self._on_status, job))
         elif event.type is EventType.FAILED:
             self.message.emit(job.error or "The job failed on the server.")
         self._release(job)
@@ -320,7 +321,7 @@ class Controller(QObject):
         for job_id in self.resumption.unaccounted(round_):
             job = self.jobs.get(job_id)
             if job is not None:
-                self.client.job_status(job_id, lambda data, j=job: self._on_status(j, data))
+                self.client.job_status(job_id, partial(self._on_status, job))
 
     def _later(self, delay_ms: int, work: Callable[[], None]) -> None:
         """`work` on the GUI thread after `delay_ms`, by a timer this controller owns
@@ -352,8 +353,8 @@ class Controller(QObject):
             self._fetching.add(key)
             self.client.fetch(
                 ref.url,
-                lambda png, j=job, r=ref: self._downloaded(j, r, png),
-                lambda message, j=job, r=ref: self._download_failed(j, r, message),
+                partial(self._downloaded, job, ref),
+                partial(self._download_failed, job, ref),
             )
 
     def _downloaded(self, job: Job, ref: ResultRef, png: object) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PyQt5.QtCore import QRegularExpression, QSize, Qt, QTimer
-from PyQt5.QtGui import QIcon, QImage, QPixmap, QRegularExpressionValidator
+from PyQt5.QtGui import QIcon, QImage, QPixmap, QRegularExpressionValidator, QResizeEvent
 from PyQt5.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -33,7 +33,6 @@ from PyQt5.QtWidgets import (
     QSizePolicy,
     QSlider,
     QSpinBox,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -51,6 +50,7 @@ from .planning import action_label
 from .protocol import Lora, ModelList, is_unreachable_message
 from .settings import Settings
 from .settings_dialog import SettingsDialog
+from .widgets import named, tool_button
 
 SELECTION_POLL_MS = 700  # Krita's Python API has no "selection changed" signal
 MAX_SEED = 2**32 - 1  # the protocol's seed range
@@ -74,7 +74,8 @@ class FittedPreview(QLabel):
     """
 
     def __init__(self) -> None:
-        super().__init__(objectName="kd-preview")
+        super().__init__()
+        self.setObjectName("kd-preview")
         self._source = QPixmap()
         self.setAlignment(Qt.AlignCenter)
         self.setMinimumSize(64, 64)
@@ -101,7 +102,7 @@ class FittedPreview(QLabel):
     def sizeHint(self) -> QSize:
         return QSize(PREVIEW_SIZE, self.heightForWidth(PREVIEW_SIZE))
 
-    def resizeEvent(self, event) -> None:
+    def resizeEvent(self, event: QResizeEvent | None) -> None:
         super().resizeEvent(event)
         self._fit()
 
@@ -121,11 +122,11 @@ class LoraRow(QWidget):
         super().__init__(parent)
         self.setObjectName("kd-lora-row")
         self.name = name
-        self.weight = QDoubleSpinBox(objectName="kd-lora-weight")
+        self.weight = named(QDoubleSpinBox(), "kd-lora-weight")
         self.weight.setRange(-2.0, 2.0)
         self.weight.setSingleStep(0.05)
         self.weight.setValue(weight)
-        self.remove = QToolButton(objectName="kd-lora-remove", text="✕")
+        self.remove = tool_button("kd-lora-remove", "✕")
         self.remove.setToolTip("Remove this LoRA")
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
@@ -135,7 +136,7 @@ class LoraRow(QWidget):
 
 
 def _wrapped_label(name: str, colour: str = "") -> QLabel:
-    label = QLabel(objectName=name)
+    label = named(QLabel(), name)
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextSelectableByMouse)  # a command can be copied
     label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # wrap, never widen
@@ -179,9 +180,9 @@ class DiffusersPanel(QWidget):
     def _build(self) -> None:
         self.connection = _wrapped_label("kd-connection")
         self.connection.setText("Connecting…")
-        self.settings_button = QToolButton(objectName="kd-settings", text="⚙")
+        self.settings_button = tool_button("kd-settings", "⚙")
         self.settings_button.setToolTip("Settings: server, local server, generation defaults")
-        self.start_server_button = QPushButton("Start server", objectName="kd-start-server")
+        self.start_server_button = named(QPushButton("Start server"), "kd-start-server")
         self.start_server_button.setToolTip(
             "Start the local server with the command in the settings"
         )
@@ -190,14 +191,12 @@ class DiffusersPanel(QWidget):
         top.addWidget(self.connection, 1)
         top.addWidget(self.settings_button, 0, Qt.AlignTop)
 
-        self.welcome = QFrame(objectName="kd-welcome")
+        self.welcome = named(QFrame(), "kd-welcome")
         self.welcome.setFrameShape(QFrame.StyledPanel)
         self.welcome_text = _wrapped_label("kd-welcome-text")
         self.welcome_text.setText(WHAT_NEXT)
-        self.open_first_image = QPushButton(
-            "Open the first image", objectName="kd-open-first-image"
-        )
-        self.welcome_close = QToolButton(objectName="kd-welcome-close", text="✕")
+        self.open_first_image = named(QPushButton("Open the first image"), "kd-open-first-image")
+        self.welcome_close = tool_button("kd-welcome-close", "✕")
         self.welcome_close.setToolTip("Hide this")
         welcome_buttons = QHBoxLayout()
         welcome_buttons.addWidget(self.open_first_image)
@@ -209,46 +208,46 @@ class DiffusersPanel(QWidget):
         welcome_layout.addLayout(welcome_buttons)
         self.welcome.setVisible(False)
 
-        self.prompt = QPlainTextEdit(objectName="kd-prompt")
+        self.prompt = named(QPlainTextEdit(), "kd-prompt")
         self.prompt.setPlaceholderText("Prompt: what should appear")
         self.prompt.setMaximumHeight(64)
-        self.negative_toggle = QToolButton(objectName="kd-negative-toggle", text="Negative prompt")
+        self.negative_toggle = tool_button("kd-negative-toggle", "Negative prompt")
         self.negative_toggle.setCheckable(True)
         self.negative_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         self.negative_toggle.setArrowType(Qt.RightArrow)
-        self.negative = QPlainTextEdit(objectName="kd-negative-prompt")
+        self.negative = named(QPlainTextEdit(), "kd-negative-prompt")
         self.negative.setPlaceholderText("What should not appear")
         self.negative.setMaximumHeight(52)
         self.negative.setVisible(False)
 
-        self.model = QComboBox(objectName="kd-model")
+        self.model = named(QComboBox(), "kd-model")
         self.model.addItem("Server default", None)
         self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.lora_choice = QComboBox(objectName="kd-lora-choice")
+        self.lora_choice = named(QComboBox(), "kd-lora-choice")
         self.lora_choice.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.lora_add = QToolButton(objectName="kd-lora-add", text="Add")
+        self.lora_add = tool_button("kd-lora-add", "Add")
         self.lora_box = QVBoxLayout()
         self.lora_box.setContentsMargins(0, 0, 0, 0)
         lora_line = QHBoxLayout()
         lora_line.addWidget(self.lora_choice, 1)
         lora_line.addWidget(self.lora_add)
 
-        self.strength = QSlider(Qt.Horizontal, objectName="kd-strength")
+        self.strength = named(QSlider(Qt.Horizontal), "kd-strength")
         self.strength.setRange(1, 100)
         self.strength.setValue(100)
-        self.strength_value = QLabel("100%", objectName="kd-strength-value")
+        self.strength_value = named(QLabel("100%"), "kd-strength-value")
         strength_line = QHBoxLayout()
         strength_line.addWidget(self.strength, 1)
         strength_line.addWidget(self.strength_value)
 
-        self.batch = QSpinBox(objectName="kd-batch")
+        self.batch = named(QSpinBox(), "kd-batch")
         self.batch.setRange(1, 8)
-        self.seed = QLineEdit(objectName="kd-seed")
+        self.seed = named(QLineEdit(), "kd-seed")
         self.seed.setValidator(
             QRegularExpressionValidator(QRegularExpression(r"\d{0,10}"), self.seed)
         )
         self.seed.setPlaceholderText("random")
-        self.seed_lock = QToolButton(objectName="kd-seed-lock", text="Lock")
+        self.seed_lock = tool_button("kd-seed-lock", "Lock")
         self.seed_lock.setCheckable(True)
         self.seed_lock.setToolTip("Locked: reuse this seed. Unlocked: a new random seed each time.")
         seed_line = QHBoxLayout()
@@ -265,14 +264,14 @@ class DiffusersPanel(QWidget):
         form.addRow("", self.lora_box)
         form.addRow("Strength", strength_line)
 
-        self.generate_button = QPushButton("Generate", objectName="kd-generate")
-        self.cancel_button = QPushButton("Cancel", objectName="kd-cancel")
+        self.generate_button = named(QPushButton("Generate"), "kd-generate")
+        self.cancel_button = named(QPushButton("Cancel"), "kd-cancel")
         self.cancel_button.setEnabled(False)
         actions = QHBoxLayout()
         actions.addWidget(self.generate_button, 1)
         actions.addWidget(self.cancel_button)
 
-        self.progress = QProgressBar(objectName="kd-progress")
+        self.progress = named(QProgressBar(), "kd-progress")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("Idle")
@@ -281,24 +280,24 @@ class DiffusersPanel(QWidget):
         self.error.setVisible(False)
         self.notice = _wrapped_label("kd-notice", "#8d6e00")
         self.notice.setVisible(False)
-        self.retry_button = QPushButton("Retry", objectName="kd-retry")
+        self.retry_button = named(QPushButton("Retry"), "kd-retry")
         self.retry_button.setToolTip("Download the results that could not be downloaded")
         self.retry_button.setVisible(False)
 
-        self.history = QListWidget(objectName="kd-history")
+        self.history = named(QListWidget(), "kd-history")
         self.history.setViewMode(QListWidget.IconMode)
         self.history.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
         self.history.setResizeMode(QListWidget.Adjust)
         self.history.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.history.setMinimumHeight(THUMBNAIL + 36)
-        self.apply_button = QPushButton("Apply", objectName="kd-apply")
+        self.apply_button = named(QPushButton("Apply"), "kd-apply")
         self.apply_button.setToolTip("Make the selected results permanent layers")
-        self.discard_button = QPushButton("Discard", objectName="kd-discard")
+        self.discard_button = named(QPushButton("Discard"), "kd-discard")
         history_buttons = QHBoxLayout()
         history_buttons.addWidget(self.apply_button)
         history_buttons.addWidget(self.discard_button)
 
-        content = QWidget(objectName="kd-content")
+        content = named(QWidget(), "kd-content")
         layout = QVBoxLayout(content)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
@@ -318,7 +317,7 @@ class DiffusersPanel(QWidget):
         layout.addWidget(self.history, 1)
         layout.addLayout(history_buttons)
 
-        self.scroll_area = QScrollArea(objectName="kd-scroll")
+        self.scroll_area = named(QScrollArea(), "kd-scroll")
         self.scroll_area.setWidgetResizable(True)
         self.scroll_area.setFrameShape(QFrame.NoFrame)
         self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
@@ -328,7 +327,7 @@ class DiffusersPanel(QWidget):
         outer.addWidget(self.scroll_area)
 
     def _wire(self) -> None:
-        self.settings_button.clicked.connect(self.open_settings)
+        self.settings_button.clicked.connect(self._on_settings_button)
         self.start_server_button.clicked.connect(self.start_server)
         self.open_first_image.clicked.connect(self._open_first_image)
         self.welcome_close.clicked.connect(lambda: self.welcome.setVisible(False))
@@ -573,7 +572,7 @@ class DiffusersPanel(QWidget):
         """A new result is selected at once, so the docker shows it."""
         for row in range(self.history.count()):
             entry = self.history.item(row)
-            if entry.data(Qt.UserRole) == item.item_id:
+            if entry is not None and entry.data(Qt.UserRole) == item.item_id:
                 self.history.setCurrentItem(entry)
                 break
 
@@ -595,6 +594,9 @@ class DiffusersPanel(QWidget):
         self.controller.discard_items(self.selected_ids())
 
     # settings
+
+    def _on_settings_button(self) -> None:
+        self.open_settings()
 
     def open_settings(self) -> SettingsDialog:
         """Opens the dialog without blocking (tests and Krita both keep running)."""

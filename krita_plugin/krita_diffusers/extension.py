@@ -30,7 +30,7 @@ ACTIONS = (
 )
 
 
-def find_panel(main_window: QWidget | None):
+def find_panel(main_window: QWidget | None) -> QWidget | None:
     """The docker's panel in this Krita window, or None when the docker is closed.
 
     Krita names a docker's QDockWidget after its factory id.

@@ -94,6 +94,8 @@ def to_pixels(image: QImage, width: int, height: int, order: str = RGBA) -> byte
     image = image.convertToFormat(_format(order))
     stride = width * 4
     pointer = image.constBits()
+    if pointer is None:  # a null image: nothing could be converted
+        raise ImageError("The image could not be converted for the canvas.")
     pointer.setsize(image.bytesPerLine() * height)
     raw = bytes(pointer)
     if image.bytesPerLine() == stride:

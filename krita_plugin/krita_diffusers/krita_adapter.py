@@ -20,6 +20,7 @@ bottom layer out and puts it back on top. So only layers the artist applies go i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 from PyQt5.QtCore import QByteArray
@@ -32,8 +33,12 @@ from .geometry import Rect
 
 LAYER_PROFILE = "sRGB-elle-V2-srgbtrac.icc"
 
+#: Krita's own objects (Document, Node, Window): Krita ships no type information for
+#: its Python module, so they are Any to the type checker.
+KritaObject = Any
 
-def _active_document():
+
+def _active_document() -> KritaObject:
     return Krita.instance().activeDocument()
 
 
@@ -42,7 +47,7 @@ class KritaCanvas:
 
     pixel_order = BGRA
 
-    def _document(self):
+    def _document(self) -> KritaObject:
         document = _active_document()
         if document is None:
             raise CanvasError("Open or create a document first.")
@@ -98,7 +103,7 @@ class KritaCanvas:
             raise CanvasError("Krita returned an unexpected selection size; try again.")
         return data
 
-    def _paint_layer(self, document, image: LayerImage):
+    def _paint_layer(self, document: KritaObject, image: LayerImage) -> KritaObject:
         node = document.createNode(image.name, "paintlayer")
         if document.colorModel() != "RGBA" or document.colorDepth() != "U8":
             node.setColorSpace("RGBA", "U8", LAYER_PROFILE)
@@ -108,7 +113,7 @@ class KritaCanvas:
         node.setPixelData(QByteArray(image.data), rect.x, rect.y, rect.width, rect.height)
         return node
 
-    def _insertion_point(self, document):
+    def _insertion_point(self, document: KritaObject) -> tuple[KritaObject, KritaObject]:
         """Above the active layer, in its group; on top when nothing usable is active."""
         root = document.rootNode()
         active = document.activeNode()
@@ -175,7 +180,7 @@ class DiffusersDocker(DockWidget):
         self.panel = DiffusersPanel(KritaCanvas(), shared_core(), open_image)
         self.setWidget(self.panel)
 
-    def canvasChanged(self, canvas) -> None:
+    def canvasChanged(self, canvas: KritaObject) -> None:
         """The panel reads the active document on demand; nothing to follow here."""
 
 
@@ -183,7 +188,7 @@ class DiffusersExtension(Extension):
     def setup(self) -> None:
         pass
 
-    def createActions(self, window) -> None:
+    def createActions(self, window: KritaObject) -> None:
         for spec in ACTIONS:
             action = window.createAction(spec.action_id, spec.text, MENU)
             action.triggered.connect(

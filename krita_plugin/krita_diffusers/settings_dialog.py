@@ -42,6 +42,7 @@ from .settings import (
     Settings,
     validate,
 )
+from .widgets import named
 
 
 class FieldInput:
@@ -115,7 +116,7 @@ class SettingsDialog(QDialog):
         self._server = server
         self._result: Settings | None = None
         self.inputs = {name: FieldInput(name, spec, samplers) for name, spec in FIELDS}
-        self.errors = QLabel(objectName="kd-settings-errors")
+        self.errors = named(QLabel(), "kd-settings-errors")
         self.errors.setWordWrap(True)
         self.errors.setStyleSheet("color: #c0392b")
         self.errors.hide()
@@ -130,7 +131,9 @@ class SettingsDialog(QDialog):
         buttons.setObjectName("kd-settings-buttons")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        buttons.button(QDialogButtonBox.RestoreDefaults).clicked.connect(self.restore_defaults)
+        restore = buttons.button(QDialogButtonBox.RestoreDefaults)
+        if restore is not None:  # always: the box was made with it
+            restore.clicked.connect(self.restore_defaults)
         layout.addWidget(buttons)
         self.show_settings(settings)
 
@@ -149,28 +152,30 @@ class SettingsDialog(QDialog):
         return box
 
     def _add_server_controls(self, box: QGroupBox, form: QFormLayout) -> None:
-        self.server_state = QLabel("The server is stopped.", objectName="kd-server-state")
-        self.start_button = QPushButton("Start server", objectName="kd-server-start")
-        self.stop_button = QPushButton("Stop server", objectName="kd-server-stop")
+        self.server_state = named(QLabel("The server is stopped."), "kd-server-state")
+        self.start_button = named(QPushButton("Start server"), "kd-server-start")
+        self.stop_button = named(QPushButton("Stop server"), "kd-server-stop")
         row = QHBoxLayout()
         row.addWidget(self.start_button)
         row.addWidget(self.stop_button)
         row.addWidget(self.server_state, 1)
         form.addRow(row)
-        self.log = QPlainTextEdit(objectName="kd-server-log")
+        self.log = named(QPlainTextEdit(), "kd-server-log")
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
         self.log.setMinimumHeight(90)
         form.addRow(self.log)
-        if self._server is None:
+        server = self._server
+        if server is None:
             box.setEnabled(False)
             return
-        self.log.setPlainText("\n".join(self._server.log))
-        self._server.log_added.connect(self.log.appendPlainText)
-        self._server.state_changed.connect(self._on_server_state)
+        self.log.setPlainText("\n".join(server.log))
+        server.log_added.connect(self.log.appendPlainText)
+        server.state_changed.connect(self._on_server_state)
         self.start_button.clicked.connect(self._start_server)
-        self.stop_button.clicked.connect(lambda: self._server.stop())
-        self._on_server_state(self._server.state, "")
+        # not `connect(server.stop)`: Qt would pass the button's `checked` as `wait`
+        self.stop_button.clicked.connect(lambda: server.stop())
+        self._on_server_state(server.state, "")
 
     def _start_server(self) -> None:
         assert self._server is not None
