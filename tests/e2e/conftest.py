@@ -11,16 +11,11 @@ a missing Krita is a broken CI image and fails.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness
-from krita_e2e import GENERATION, SCENARIOS, require_krita, write_stall_summary
+from e2e import harness
+from e2e.krita_e2e import GENERATION, SCENARIOS, require_krita, write_stall_summary
 
 
 def pytest_configure(config: pytest.Config) -> None:

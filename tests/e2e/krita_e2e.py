@@ -2,7 +2,8 @@
 the CI rule for a missing Krita, and small helpers to read a scenario's log section.
 
 A module with its own name (not conftest) so test files can import it under pytest's
-importlib import mode; tests/e2e/conftest.py puts this folder on sys.path.
+importlib import mode, by package path (`e2e.krita_e2e`: pytest.ini puts tests/ on
+the import path).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import harness
 import pytest
+from e2e import harness
 
 SCENARIOS = [
     "server_down",

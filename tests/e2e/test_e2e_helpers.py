@@ -7,8 +7,8 @@ not as a puzzling end-to-end failure.
 from __future__ import annotations
 
 import numpy as np
-from harness import ini_set
-from pixel_checks import bbox, dilate, erode, inpaint_facts
+from e2e.harness import ini_set
+from e2e.pixel_checks import bbox, dilate, erode, inpaint_facts
 
 
 def test_ini_set_adds_and_replaces_keys_keeping_everything_else(tmp_path):

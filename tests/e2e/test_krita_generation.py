@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from krita_e2e import GENERATION, artifact, passed
-from pixel_checks import inpaint_facts, load_grey, load_rgba
+from e2e.krita_e2e import GENERATION, artifact, passed
+from e2e.pixel_checks import inpaint_facts, load_grey, load_rgba
 
 pytestmark = pytest.mark.krita
 

@@ -3,9 +3,9 @@ and artifacts the project reports (GUI stall, mid-generation screenshot) exist."
 
 from __future__ import annotations
 
-import harness
 import pytest
-from krita_e2e import SCENARIOS, artifact, passed
+from e2e import harness
+from e2e.krita_e2e import SCENARIOS, artifact, passed
 from PIL import Image
 
 pytestmark = pytest.mark.krita

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from krita_e2e import passed
+from e2e.krita_e2e import passed
 
 pytestmark = pytest.mark.krita
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 
-import harness
 import pytest
-from krita_e2e import artifact, passed
+from e2e import harness
+from e2e.krita_e2e import artifact, passed
 from PIL import Image
 
 pytestmark = pytest.mark.krita
