@@ -148,9 +148,8 @@ def test_real_krita_loads_the_installed_plugin(full_install: FullInstall, tmp_pa
     venv, so pip is skipped, with a token); a probe plugin reports what Krita loaded,
     the settings as Krita hands them to the docker, and whether the docker connected
     (the server runs on a port that is not the plugin's default)."""
-    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-    import harness
-    from krita_e2e import require_krita
+    from e2e import harness
+    from e2e.krita_e2e import require_krita
 
     require_krita()  # skips here without Krita; fails in CI
     profile = harness.Profile(tmp_path / "home")
