@@ -36,6 +36,15 @@ class LayerImage:
     data: bytes
 
 
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer a control can follow: `layer_id` stays the same while the layer
+    exists (Krita's unique id), `name` is what the artist sees."""
+
+    layer_id: str
+    name: str
+
+
 class CanvasAdapter(Protocol):
     #: RGBA or BGRA: the byte order of what `read_pixels` returns and layers take.
     pixel_order: str
@@ -61,7 +70,18 @@ class CanvasAdapter(Protocol):
         """The selection in `rect`, one byte per pixel, grey levels kept."""
         ...
 
-    def insert_layers(self, images: list[LayerImage], group_name: str | None) -> None:
+    def insert_layers(self, images: list[LayerImage], group_name: str | None) -> list[str]:
         """New paint layers above the active one; in a new group when `group_name` is
-        given. Never changes existing layers."""
+        given. Never changes existing layers. Returns the new layers' ids."""
+        ...
+
+    def list_layers(self) -> list[LayerInfo]:
+        """The paint layers and groups of the active document, top first, hidden ones
+        included (a hidden depth layer is still a good control)."""
+        ...
+
+    def read_layer_pixels(self, layer_id: str, rect: Rect) -> bytes:
+        """One layer's own pixels in `rect` (a group's: its merged content), visible
+        or not, 4 bytes a pixel in `pixel_order`; raises CanvasError when the layer is
+        gone or its colours cannot be sent. Never changes the layer."""
         ...

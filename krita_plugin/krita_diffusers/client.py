@@ -12,6 +12,7 @@ for an older server).
 
 from __future__ import annotations
 
+import base64
 import enum
 import threading
 import uuid
@@ -43,6 +44,7 @@ from .protocol import (
 
 REQUEST_TIMEOUT = 30.0  # seconds; a POST with a large region can take a while
 HEALTH_TIMEOUT = 5.0
+PREPROCESS_TIMEOUT = 180.0  # a depth estimate of a large region on a CPU server
 FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 5.0
 MAX_FRAME_BYTES = 32 * 1024 * 1024
@@ -302,6 +304,25 @@ class ServerClient(QObject):
         """GET a result (a URL relative to the server root) as bytes."""
         url, token = self.url, self.token
         self._run(lambda: self._request(url, token, "GET", path, raw=True), on_ok, on_error)
+
+    def preprocess(
+        self,
+        mode: str,
+        prepare: Callable[[], bytes],
+        on_ok: OkCallback,
+        on_error: ErrorCallback,
+    ) -> None:
+        """A control image made from a picture (`POST /v1/preprocess`), at the
+        picture's own size, so it lands exactly where the picture came from."""
+        url, token = self.url, self.token
+
+        def work() -> object:
+            picture = base64.b64encode(prepare()).decode("ascii")
+            body = {"mode": mode, "image": picture}
+            path = "/v1/preprocess"
+            return self._request(url, token, "POST", path, body, timeout=PREPROCESS_TIMEOUT)
+
+        self._run(work, on_ok, on_error)
 
     def probe_health(
         self, url: str, token: str, on_ok: OkCallback, on_error: ErrorCallback

@@ -62,3 +62,14 @@ class JobClient(Protocol):
     def fetch(self, path: str, on_ok: OkCallback, on_error: ErrorCallback | None = None) -> None:
         """A result's bytes (PNG) from a URL relative to the server root."""
         ...
+
+    def preprocess(
+        self,
+        mode: str,
+        prepare: Callable[[], bytes],
+        on_ok: OkCallback,
+        on_error: ErrorCallback,
+    ) -> None:
+        """`POST /v1/preprocess` (protocol 4): `prepare` makes the picture's PNG off
+        the GUI thread; `on_ok` gets the body (`mode`, `image` base64 PNG, size)."""
+        ...

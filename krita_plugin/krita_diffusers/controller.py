@@ -37,10 +37,13 @@ from . import images
 from .background import Background, Runner
 from .canvas import CanvasAdapter, CanvasError, LayerImage
 from .client_api import JobClient
+from .control import ControlChoice, ControlError, ControlRow, check_rows, preprocess_layer_name
+from .geometry import Rect
 from .history import History, HistoryItem, layer_name
 from .jobs import Job, JobContext, PendingEvents, ResultRef
-from .planning import PlanError, make_plan
+from .planning import Plan, PlanError, make_plan
 from .protocol import (
+    Control,
     Event,
     EventType,
     JobRequest,
@@ -67,6 +70,17 @@ class GenerateInput:
     loras: list[Lora] = field(default_factory=list)
     batch_size: int = 1
     seed: int | None = None  # None: a new random seed
+    controls: list[ControlRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ControlPixels:
+    """A control row's choice with its layer's pixels of the job's region, read on
+    the GUI thread (as Krita requires) and encoded later in the background."""
+
+    choice: ControlChoice
+    strength: float
+    pixels: bytes
 
 
 class Controller(QObject):
@@ -155,7 +169,8 @@ class Controller(QObject):
             task = plan.task
             pixels = self.canvas.read_pixels(plan.region) if task.sends_image else None
             mask = self.canvas.read_mask(plan.region) if task.sends_mask else None
-        except (PlanError, CanvasError) as exc:
+            controls = self._read_controls(params.controls, plan.region)
+        except (PlanError, CanvasError, ControlError) as exc:
             self.message.emit(str(exc))
             return False
         context = JobContext(plan.task, params.prompt, plan.region, self.canvas.document_id())
@@ -191,6 +206,7 @@ class Controller(QObject):
                 mask_grow=settings.mask_grow,
                 mask_feather=settings.mask_feather,
                 preview_every=settings.preview_every,
+                control=self._encode_controls(controls, plan, order),
             )
 
         self.submitting += 1
@@ -199,6 +215,110 @@ class Controller(QObject):
             prepare, lambda data: self._submitted(context, made, data), self._submit_failed
         )
         return True
+
+    def _read_controls(self, rows: list[ControlRow], region: Rect) -> list[ControlPixels]:
+        """Each row's layer pixels of exactly the job's region (hidden layers too);
+        ControlError or CanvasError, with what to do, when a row cannot be sent."""
+        if not rows:
+            return []
+        layer_ids = {layer.layer_id for layer in self.canvas.list_layers()}
+        choices = check_rows(rows, layer_ids)  # every row checked: each has a layer
+        read = self.canvas.read_layer_pixels
+        return [
+            ControlPixels(choice, row.strength, read(row.layer_id or "", region))
+            for choice, row in zip(choices, rows, strict=True)
+        ]
+
+    @staticmethod
+    def _encode_controls(controls: list[ControlPixels], plan: Plan, order: str) -> list[Control]:
+        """PNGs of the control layers at the size the server expects: the region's, or
+        for text to image the requested size (the region is scaled like the result)."""
+        region = plan.region
+        size = (region.width, region.height)
+        if plan.width and plan.height and not plan.task.sends_image:
+            size = (plan.width, plan.height)
+        return [
+            Control(
+                model=entry.choice.model,
+                image=images.encode_png_sized(
+                    entry.pixels, region.width, region.height, order, size
+                ),
+                mode=entry.choice.mode,
+                strength=entry.strength,
+            )
+            for entry in controls
+        ]
+
+    # "From canvas": a control image made from the picture, as a new layer
+
+    def preprocess_from_canvas(
+        self, mode: str, strength_percent: int, on_layer: Callable[[str], None]
+    ) -> bool:
+        """Turn the current region (the selection plus its context, or the whole
+        canvas: what Generate would use) into a `mode` control image on the server
+        and add it as a new layer at the region's place; `on_layer` gets its id.
+        False, with a message, when it cannot be asked."""
+        try:
+            plan = make_plan(
+                self.canvas.canvas_size(),
+                self.canvas.selection_bounds(),
+                strength_percent,
+                self.settings.context_margin,
+                self.working_resolution(None),
+            )
+            pixels = self.canvas.read_pixels(plan.region)
+        except (PlanError, CanvasError) as exc:
+            self.message.emit(str(exc))
+            return False
+        region, order, document = plan.region, self.canvas.pixel_order, self.canvas.document_id()
+        self.message.emit("")
+        self.client.preprocess(
+            mode,
+            lambda: images.encode_png(pixels, region.width, region.height, order),
+            lambda data: self._preprocessed(mode, region, document, data, on_layer),
+            self.message.emit,
+        )
+        return True
+
+    def _preprocessed(
+        self,
+        mode: str,
+        region: Rect,
+        document: str,
+        data: object,
+        on_layer: Callable[[str], None],
+    ) -> None:
+        """Decode the control image in the background, then insert it as a layer."""
+        encoded = data.get("image") if isinstance(data, dict) else None
+        if not isinstance(encoded, str):
+            self.message.emit("The server sent no control image; try again.")
+            return
+        order = self.canvas.pixel_order
+
+        def decode() -> LayerImage:
+            png = base64.b64decode(encoded)
+            pixels = images.png_to_pixels(png, region.width, region.height, order)
+            return LayerImage(preprocess_layer_name(mode), region, pixels)
+
+        self._background(
+            decode,
+            lambda layer: self._insert_control_layer(layer, document, on_layer),
+            self.message.emit,
+        )
+
+    def _insert_control_layer(
+        self, layer: LayerImage, document: str, on_layer: Callable[[str], None]
+    ) -> None:
+        if self.canvas.document_id() != document:
+            self.message.emit("The document changed before the control layer was made; try again.")
+            return
+        try:
+            ids = self.canvas.insert_layers([layer], None)
+        except CanvasError as exc:
+            self.message.emit(str(exc))
+            return
+        if ids:
+            on_layer(ids[0])
 
     def _submitted(self, context: JobContext, made: dict[str, QImage], data: object) -> None:
         self.submitting -= 1

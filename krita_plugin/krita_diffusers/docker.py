@@ -39,6 +39,7 @@ from PyQt5.QtWidgets import (
 
 from .canvas import CanvasAdapter
 from .client import ConnectionState
+from .control import ControlChoice, ControlRow, choices_for
 from .controller import Controller, GenerateInput
 from .core import PluginCore
 from .guidance import WHAT_NEXT, first_image_path, is_local, unreachable_hint
@@ -135,6 +136,97 @@ class LoraRow(QWidget):
         row.addWidget(self.remove)
 
 
+class LayerCombo(QComboBox):
+    """A layer picker that lists the document's layers afresh each time it opens
+    (Krita's Python API has no "layers changed" signal), keeping the chosen one."""
+
+    def __init__(self, canvas: CanvasAdapter, name: str) -> None:
+        super().__init__()
+        self.setObjectName(name)
+        self.canvas = canvas
+        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.refresh()
+
+    def refresh(self, select: str | None = None) -> None:
+        """Lists the layers again; `select` (a layer id) becomes the chosen one."""
+        chosen = select if select is not None else self.currentData()
+        self.blockSignals(True)
+        self.clear()
+        for layer in self.canvas.list_layers():
+            self.addItem(layer.name, layer.layer_id)
+        index = self.findData(chosen) if chosen is not None else -1
+        self.setCurrentIndex(index if index >= 0 else (0 if self.count() else -1))
+        self.blockSignals(False)
+
+    def showPopup(self) -> None:
+        self.refresh()
+        super().showPopup()
+
+
+class ControlRowWidget(QWidget):
+    """One control: the layer it follows, the model (and mode), a strength, a button
+    that makes a control layer from the canvas, and one that removes the row."""
+
+    def __init__(self, number: int, canvas: CanvasAdapter, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setObjectName(f"kd-control-row-{number}")
+        self.number = number
+        self.layer = LayerCombo(canvas, f"kd-control-layer-{number}")
+        self.layer.setToolTip("The layer this control follows (hidden layers work too)")
+        self.mode = named(QComboBox(), f"kd-control-mode-{number}")
+        self.mode.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.mode.setToolTip("The ControlNet, and what the layer shows")
+        self.strength = named(QDoubleSpinBox(), f"kd-control-strength-{number}")
+        self.strength.setRange(0.0, 2.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setValue(1.0)
+        self.strength.setToolTip("0: no effect, 1: as trained, up to 2")
+        self.preprocess = tool_button(f"kd-control-preprocess-{number}", "From canvas")
+        self.preprocess.setToolTip(
+            "Make this mode's control image from the picture, as a new layer to edit"
+        )
+        self.remove = tool_button(f"kd-control-remove-{number}", "✕")
+        self.remove.setToolTip("Remove this control")
+        top = QHBoxLayout()
+        top.addWidget(self.layer, 1)
+        top.addWidget(self.remove)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.mode, 1)
+        bottom.addWidget(self.strength)
+        bottom.addWidget(self.preprocess)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 4)
+        column.addLayout(top)
+        column.addLayout(bottom)
+
+    def set_choices(self, choices: list[ControlChoice]) -> None:
+        """The models that fit the checkpoint; the current choice is kept if it still
+        fits."""
+        chosen = self.mode.currentData()
+        self.mode.clear()
+        for choice in choices:
+            self.mode.addItem(choice.label, choice)
+        index = self.mode.findData(chosen) if chosen is not None else -1
+        self.mode.setCurrentIndex(max(0, index) if choices else -1)
+        self._refresh_preprocess()
+
+    def _refresh_preprocess(self) -> None:
+        choice = self.choice()
+        self.preprocess.setEnabled(choice is not None and choice.mode is not None)
+
+    def choice(self) -> ControlChoice | None:
+        data = self.mode.currentData()
+        return data if isinstance(data, ControlChoice) else None
+
+    def row(self) -> ControlRow:
+        layer = self.layer.currentData()
+        return ControlRow(
+            layer if isinstance(layer, str) else None,
+            self.choice(),
+            round(self.strength.value(), 3),
+        )
+
+
 def _wrapped_label(name: str, colour: str = "") -> QLabel:
     label = named(QLabel(), name)
     label.setWordWrap(True)
@@ -162,6 +254,9 @@ class DiffusersPanel(QWidget):
         self.open_image = open_image
         self.controller = Controller(self.client, canvas, core.settings)
         self.lora_rows: list[LoraRow] = []
+        self.control_rows: list[ControlRowWidget] = []
+        self._control_count = 0  # numbers rows; never reused, so names stay unique
+        self.models = ModelList([], [])
         self._icons: dict[int, QIcon] = {}  # history icons by item id, made once
         self._has_selection = False
         self._connection_text = ""
@@ -264,6 +359,17 @@ class DiffusersPanel(QWidget):
         form.addRow("", self.lora_box)
         form.addRow("Strength", strength_line)
 
+        self.control_add = tool_button("kd-control-add", "Add control")
+        self.control_add.setToolTip(
+            "Make the picture follow a layer: depth, edges, line art, a pose…"
+        )
+        self.control_box = QVBoxLayout()
+        self.control_box.setContentsMargins(0, 0, 0, 0)
+        control_line = QHBoxLayout()
+        control_line.addWidget(QLabel("Control"))
+        control_line.addStretch(1)
+        control_line.addWidget(self.control_add)
+
         self.generate_button = named(QPushButton("Generate"), "kd-generate")
         self.cancel_button = named(QPushButton("Cancel"), "kd-cancel")
         self.cancel_button.setEnabled(False)
@@ -308,6 +414,8 @@ class DiffusersPanel(QWidget):
         layout.addWidget(self.negative)
         layout.addLayout(form)
         layout.addLayout(seed_line)
+        layout.addLayout(control_line)
+        layout.addLayout(self.control_box)
         layout.addLayout(actions)
         layout.addWidget(self.progress)
         layout.addWidget(self.error)
@@ -334,6 +442,8 @@ class DiffusersPanel(QWidget):
         self.negative_toggle.toggled.connect(self._toggle_negative)
         self.strength.valueChanged.connect(self._refresh_label)
         self.lora_add.clicked.connect(self._add_chosen_lora)
+        self.control_add.clicked.connect(self._on_control_add)
+        self.model.currentIndexChanged.connect(lambda _index: self._refresh_control_choices())
         self.seed.textEdited.connect(lambda _text: self.seed_lock.setChecked(True))
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button.clicked.connect(self.cancel)
@@ -460,6 +570,8 @@ class DiffusersPanel(QWidget):
         self.lora_choice.clear()
         self.lora_choice.addItems(models.loras)
         self.lora_add.setEnabled(bool(models.loras))
+        self.models = models
+        self._refresh_control_choices()
 
     def _add_chosen_lora(self) -> None:
         name = self.lora_choice.currentText()
@@ -479,6 +591,50 @@ class DiffusersPanel(QWidget):
         row.setParent(None)
         row.deleteLater()
 
+    # control layers
+
+    def add_control(self) -> ControlRowWidget:
+        """A new control row, following the active layer list's first layer."""
+        self._control_count += 1
+        row = ControlRowWidget(self._control_count, self.canvas, self)
+        row.set_choices(choices_for(self.models, self.model.currentData()))
+        row.mode.currentIndexChanged.connect(lambda _index: row._refresh_preprocess())
+        row.remove.clicked.connect(lambda: self._remove_control(row))
+        row.preprocess.clicked.connect(lambda: self.control_from_canvas(row))
+        self.control_rows.append(row)
+        self.control_box.addWidget(row)
+        return row
+
+    def _on_control_add(self) -> None:
+        self.add_control()
+
+    def _remove_control(self, row: ControlRowWidget) -> None:
+        self.control_rows.remove(row)
+        row.setParent(None)
+        row.deleteLater()
+
+    def _refresh_control_choices(self) -> None:
+        """The model pickers offer what fits the chosen checkpoint's family."""
+        choices = choices_for(self.models, self.model.currentData())
+        for row in self.control_rows:
+            row.set_choices(choices)
+
+    def control_from_canvas(self, row: ControlRowWidget) -> None:
+        """ "From canvas": the row's mode made from the picture, as a new layer above,
+        then chosen in the row."""
+        choice = row.choice()
+        if choice is None or choice.mode is None:
+            self.show_message("Choose a control model with a mode first.")
+            return
+        self.controller.preprocess_from_canvas(
+            choice.mode, self.strength.value(), lambda layer_id: self._use_layer(row, layer_id)
+        )
+
+    def _use_layer(self, row: ControlRowWidget, layer_id: str) -> None:
+        """Choose the new control layer in its row, unless the row was removed."""
+        if row in self.control_rows:
+            row.layer.refresh(layer_id)
+
     # generating
 
     def current_input(self) -> GenerateInput:
@@ -491,6 +647,7 @@ class DiffusersPanel(QWidget):
             loras=[Lora(row.name, round(row.weight.value(), 3)) for row in self.lora_rows],
             batch_size=self.batch.value(),
             seed=min(int(self.seed.text()), MAX_SEED) if locked else None,
+            controls=[row.row() for row in self.control_rows],
         )
 
     def generate(self) -> None:

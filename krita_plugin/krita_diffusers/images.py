@@ -67,6 +67,17 @@ def encode_png(data: bytes, width: int, height: int, order: str = RGBA) -> bytes
     return _encode(pixels_image(data, width, height, order))
 
 
+def encode_png_sized(
+    data: bytes, width: int, height: int, order: str, size: tuple[int, int]
+) -> bytes:
+    """PNG of the pixels scaled smoothly to `size`: a text-to-image job's control
+    image must have the request's size, not the canvas's."""
+    image = pixels_image(data, width, height, order)
+    if (width, height) != size:
+        image = image.scaled(size[0], size[1], Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+    return _encode(image)
+
+
 def encode_rgba_png(rgba: bytes, width: int, height: int) -> bytes:
     return encode_png(rgba, width, height, RGBA)
 

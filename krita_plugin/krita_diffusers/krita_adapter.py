@@ -25,7 +25,7 @@ from typing import Any
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 from PyQt5.QtCore import QByteArray
 
-from .canvas import BGRA, CanvasError, LayerImage
+from .canvas import BGRA, CanvasError, LayerImage, LayerInfo
 from .core import PluginCore
 from .docker import DiffusersPanel
 from .extension import ACTIONS, DOCKER_ID, MENU, trigger
@@ -123,18 +123,71 @@ class KritaCanvas:
             return root, None
         return active.parentNode(), active
 
-    def insert_layers(self, images: list[LayerImage], group_name: str | None) -> None:
+    def insert_layers(self, images: list[LayerImage], group_name: str | None) -> list[str]:
         document = self._document()
         parent, above = self._insertion_point(document)
+        nodes = [self._paint_layer(document, image) for image in images]
         if group_name:
             group = document.createGroupLayer(group_name)
             parent.addChildNode(group, above)
-            for image in images:
-                group.addChildNode(self._paint_layer(document, image), None)
+            for node in nodes:
+                group.addChildNode(node, None)
         else:
-            for image in images:
-                parent.addChildNode(self._paint_layer(document, image), above)
+            for node in nodes:
+                parent.addChildNode(node, above)
         document.refreshProjection()
+        return [_node_id(node) for node in nodes]
+
+    def list_layers(self) -> list[LayerInfo]:
+        document = _active_document()
+        if document is None:
+            return []
+        return [LayerInfo(_node_id(node), node.name()) for node in _control_nodes(document)]
+
+    def read_layer_pixels(self, layer_id: str, rect: Rect) -> bytes:
+        """A paint layer's own pixels (`pixelData`), a group's merged content
+        (`projectionPixelData`); visible or hidden. Read only."""
+        document = self._document()
+        node = next((n for n in _control_nodes(document) if _node_id(n) == layer_id), None)
+        if node is None:
+            raise CanvasError("A control layer is not in this document any more; pick another.")
+        model, depth = node.colorModel(), node.colorDepth()
+        if model != "RGBA" or depth not in ("U8", "U16"):
+            raise CanvasError(
+                f"The layer “{node.name()}” is {model}/{depth}; a control layer must be "
+                "RGB/Alpha 8-bit or 16-bit integer. Convert the layer (Layer > Convert > "
+                "Convert Layer Color Space)."
+            )
+        document.waitForDone()
+        read = node.projectionPixelData if node.type() == "grouplayer" else node.pixelData
+        data = bytes(read(rect.x, rect.y, rect.width, rect.height))
+        if depth == "U16":
+            data = data[1::2]  # high byte of each little-endian 16-bit channel
+        if len(data) != rect.width * rect.height * 4:
+            raise CanvasError("Krita returned an unexpected amount of layer data; try again.")
+        return data
+
+
+CONTROL_NODE_TYPES = ("paintlayer", "grouplayer")
+
+
+def _node_id(node: KritaObject) -> str:
+    return str(node.uniqueId().toString())
+
+
+def _control_nodes(document: KritaObject) -> list[KritaObject]:
+    """Paint layers and groups, top of the stack first, inside groups too."""
+    found: list[KritaObject] = []
+
+    def walk(parent: KritaObject) -> None:
+        for node in reversed(parent.childNodes()):  # childNodes is bottom first
+            if node.type() in CONTROL_NODE_TYPES:
+                found.append(node)
+            if node.type() == "grouplayer":
+                walk(node)
+
+    walk(document.rootNode())
+    return found
 
 
 def open_image(path: Path) -> None:

@@ -36,6 +36,28 @@ class Lora:
     weight: float = 1.0
 
 
+@dataclass(frozen=True)
+class Control:
+    """One entry of a job's `control` list: a ControlNet (`model`) following `image`
+    (PNG bytes here, base64 on the wire) of exactly the region being generated.
+    `mode` says what the image shows (required by union models; None: used as sent)."""
+
+    model: str
+    image: bytes
+    mode: str | None = None
+    strength: float = 1.0
+
+    def body(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "model": self.model,
+            "image": base64.b64encode(self.image).decode("ascii"),
+            "strength": self.strength,
+        }
+        if self.mode is not None:
+            data["mode"] = self.mode
+        return data
+
+
 @dataclass
 class JobRequest:
     """The body of `POST /v1/jobs`. `image` and `mask` are PNG bytes here and base64
@@ -60,6 +82,7 @@ class JobRequest:
     mask_feather: int = 0
     preview_every: int = 0
     client_id: str = ""
+    control: list[Control] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
 
@@ -89,6 +112,8 @@ class JobRequest:
                 data["mask"] = base64.b64encode(self.mask).decode("ascii")
             data["mask_grow"] = self.mask_grow
             data["mask_feather"] = self.mask_feather
+        if self.control:  # left out otherwise: servers before protocol 4 do not know it
+            data["control"] = [entry.body() for entry in self.control]
         return data
 
 
@@ -283,9 +308,20 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class ControlModel:
+    """A `controls` entry of `/v1/models` (protocol 4): `kind` is `controlnet`,
+    `union` or `ip-adapter`; `family` the base family it serves (`sd15`, `sdxl`)."""
+
+    name: str
+    family: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class ModelList:
     checkpoints: list[Checkpoint]
     loras: list[str]
+    controls: list[ControlModel] = field(default_factory=list)
 
     def find(self, name: str | None) -> Checkpoint | None:
         """The checkpoint called `name`, or the server's default when `name` is None."""
@@ -333,7 +369,12 @@ def parse_models(data: object) -> ModelList:
         for item in data.get("loras") or []
         if not isinstance(item, dict) or "name" in item
     ]
-    return ModelList(checkpoints, loras)
+    controls = [
+        ControlModel(str(item["name"]), str(item.get("family", "")), str(item.get("kind", "")))
+        for item in data.get("controls") or []
+        if isinstance(item, dict) and "name" in item
+    ]
+    return ModelList(checkpoints, loras, controls)
 
 
 def working_resolution_for(family: str | None) -> int:

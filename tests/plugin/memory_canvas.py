@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from krita_diffusers.canvas import RGBA, CanvasError, LayerImage
+from krita_diffusers.canvas import RGBA, CanvasError, LayerImage, LayerInfo
 from krita_diffusers.geometry import Rect
 
 
@@ -30,6 +30,7 @@ class MemoryCanvas:
         self.open = True
         self.refuse_reading = ""
         self.doc = "memory-doc"
+        self.own_layers: dict[str, tuple[str, bytearray]] = {}  # the artist's, by id
 
     def select(self, rect: Rect, level: int = 255) -> None:
         """A rectangular selection; `level` < 255 makes it soft (partly selected)."""
@@ -68,7 +69,54 @@ class MemoryCanvas:
             for y in range(rect.y, rect.bottom)
         )
 
-    def insert_layers(self, images, group_name) -> None:
+    def insert_layers(self, images, group_name) -> list[str]:
+        ids = []
         for image in images:
             assert len(image.data) == image.rect.width * image.rect.height * 4
             self.layers.append(InsertedLayer(image, group_name))
+            ids.append(f"inserted-{len(self.layers)}")
+        return ids
+
+    def add_layer(self, layer_id: str, name: str, rgba=(0, 0, 0, 0)) -> None:
+        """A layer of the artist's, the size of the canvas, filled with `rgba`."""
+        self.own_layers[layer_id] = (name, bytearray(bytes(rgba) * (self.width * self.height)))
+
+    def paint(self, layer_id: str, rect: Rect, rgba) -> None:
+        """Fill `rect` of one of the artist's layers."""
+        data = self.own_layers[layer_id][1]
+        for y in range(rect.y, rect.bottom):
+            start = (y * self.width + rect.x) * 4
+            data[start : start + rect.width * 4] = bytes(rgba) * rect.width
+
+    def list_layers(self) -> list[LayerInfo]:
+        own = [LayerInfo(layer_id, name) for layer_id, (name, _) in self.own_layers.items()]
+        inserted = [
+            LayerInfo(f"inserted-{number}", layer.image.name)
+            for number, layer in enumerate(self.layers, 1)
+        ]
+        return own + inserted
+
+    def read_layer_pixels(self, layer_id: str, rect: Rect) -> bytes:
+        if layer_id.startswith("inserted-"):
+            image = self.layers[int(layer_id.split("-")[1]) - 1].image
+            return self._crop_inserted(image, rect)
+        if layer_id not in self.own_layers:
+            raise CanvasError("That layer is not in the document any more.")
+        data = self.own_layers[layer_id][1]
+        rows = []
+        for y in range(rect.y, rect.bottom):
+            start = (y * self.width + rect.x) * 4
+            rows.append(bytes(data[start : start + rect.width * 4]))
+        return b"".join(rows)
+
+    def _crop_inserted(self, image: LayerImage, rect: Rect) -> bytes:
+        """An inserted layer's pixels in `rect` (transparent outside it)."""
+        out = bytearray(rect.width * rect.height * 4)
+        for y in range(rect.y, rect.bottom):
+            for x in range(rect.x, rect.right):
+                ix, iy = x - image.rect.x, y - image.rect.y
+                if 0 <= ix < image.rect.width and 0 <= iy < image.rect.height:
+                    src = (iy * image.rect.width + ix) * 4
+                    dst = ((y - rect.y) * rect.width + (x - rect.x)) * 4
+                    out[dst : dst + 4] = image.data[src : src + 4]
+        return bytes(out)

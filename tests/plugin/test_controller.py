@@ -19,6 +19,7 @@ from plugin.memory_canvas import MemoryCanvas
 from PyQt5.QtCore import QObject, pyqtSignal
 
 from krita_diffusers import images
+from krita_diffusers.control import ControlChoice, ControlRow
 from krita_diffusers.controller import Controller, GenerateInput
 from krita_diffusers.geometry import Rect
 from krita_diffusers.protocol import (
@@ -52,6 +53,13 @@ class StandInClient(QObject):
         self.asked: list[str] = []  # job records read (GET /v1/jobs/{id})
         self.resumes = True  # a server of protocol 2 or later
         self.on_submit: Callable[[str], None] = lambda _job_id: None
+        self.preprocessed: list[tuple[str, bytes]] = []  # (mode, picture PNG) asked for
+        self.control_image = b""  # the PNG `preprocess` answers with
+
+    def preprocess(self, mode, prepare, on_ok, on_error) -> None:
+        self.preprocessed.append((mode, prepare()))
+        encoded = base64.b64encode(self.control_image).decode("ascii")
+        on_ok({"mode": mode, "image": encoded})
 
     def submit(self, prepare, on_ok, on_error) -> None:
         self.requests.append(prepare())
@@ -382,3 +390,87 @@ def test_a_warning_is_passed_on_for_our_jobs_only(client, controller):
     )
     assert notices == [text]
     assert not controller.jobs["j1"].done  # the job carries on
+
+
+# control layers
+
+
+def _depth_canvas() -> MemoryCanvas:
+    """A canvas with the artist's depth layer: black, one white square at (20, 20)."""
+    canvas = MemoryCanvas(64, 64)
+    canvas.add_layer("depth-1", "depth", rgba=(0, 0, 0, 255))
+    canvas.paint("depth-1", Rect(20, 20, 8, 8), (255, 255, 255, 255))
+    return canvas
+
+
+DEPTH_CHOICE = ControlChoice("tiny-depth", "depth")
+
+
+def test_a_control_entry_carries_the_layers_pixels_of_exactly_the_region(client):
+    canvas = _depth_canvas()
+    canvas.select(Rect(16, 16, 16, 16))
+    controller = Controller(client, canvas, Settings(context_margin=4), background=run_now)
+    before = bytes(canvas.own_layers["depth-1"][1])
+    row = ControlRow("depth-1", DEPTH_CHOICE, 0.8)
+    assert controller.generate(GenerateInput("a ball", controls=[row]))
+    request = client.requests[0]
+    region = Rect(12, 12, 24, 24)  # the selection plus its context
+    assert request.task.value == "inpaint"
+    [entry] = request.body()["control"]
+    assert entry["model"] == "tiny-depth" and entry["mode"] == "depth"
+    assert entry["strength"] == 0.8
+    sent = images.png_to_rgba(base64.b64decode(entry["image"]), region.width, region.height)
+    assert sent == canvas.read_layer_pixels("depth-1", region)
+    white = sent[((20 - 12) * 24 + (20 - 12)) * 4 : ((20 - 12) * 24 + (20 - 12)) * 4 + 4]
+    assert white == bytes([255, 255, 255, 255]) and sent[:4] == bytes([0, 0, 0, 255])
+    assert bytes(canvas.own_layers["depth-1"][1]) == before  # read, never changed
+
+
+def test_a_text_to_image_control_has_the_requested_size(client):
+    controller = Controller(
+        client, _depth_canvas(), Settings(working_resolution=128), background=run_now
+    )
+    assert controller.generate(
+        GenerateInput("a ball", controls=[ControlRow("depth-1", DEPTH_CHOICE)])
+    )
+    request = client.requests[0]
+    assert (request.width, request.height) == (128, 128)
+    png = base64.b64decode(request.body()["control"][0]["image"])
+    decoded = images.decode(png)
+    assert (decoded.width(), decoded.height()) == (128, 128)
+    # the white square at 20..28 of 64 is at 40..56 of 128
+    assert decoded.pixelColor(48, 48).red() == 255 and decoded.pixelColor(8, 8).red() == 0
+
+
+def test_a_job_without_controls_sends_no_control_field(client, controller):
+    assert controller.generate(GenerateInput("plain"))
+    assert "control" not in client.requests[0].body()
+
+
+def test_a_control_row_that_cannot_be_sent_stops_the_job_with_a_message(client):
+    controller = Controller(client, _depth_canvas(), Settings(), background=run_now)
+    messages: list[str] = []
+    controller.message.connect(messages.append)
+    gone = ControlRow("deleted-layer", DEPTH_CHOICE)
+    assert not controller.generate(GenerateInput("x", controls=[gone]))
+    assert "Control 1" in messages[-1] and "not in this document" in messages[-1]
+    assert not controller.generate(GenerateInput("x", controls=[ControlRow("depth-1", None)]))
+    assert "no control model fits" in messages[-1]
+    assert client.requests == []
+
+
+def test_from_canvas_adds_the_control_image_as_a_new_layer_over_the_region(client):
+    canvas = MemoryCanvas(64, 64)
+    canvas.select(Rect(10, 20, 8, 6))
+    controller = Controller(client, canvas, Settings(context_margin=2), background=run_now)
+    region = Rect(8, 18, 12, 10)
+    client.control_image = images.encode_rgba_png(bytes([9, 9, 9, 255]) * 120, 12, 10)
+    made: list[str] = []
+    assert controller.preprocess_from_canvas("canny", 100, made.append)
+    mode, picture = client.preprocessed[0]
+    assert mode == "canny"
+    assert images.png_to_rgba(picture, 12, 10) == canvas.read_pixels(region)
+    [layer] = canvas.layers
+    assert layer.image.name == "Canny (control)" and layer.image.rect == region
+    assert layer.image.data == bytes([9, 9, 9, 255]) * 120 and layer.group is None
+    assert made == ["inserted-1"]
