@@ -21,6 +21,11 @@ def pytest_addoption(parser):
     bigger load); the default quick mode keeps the suite short. KD_HARDENING_FULL=1
     does the same."""
     parser.addoption(
+        "--kd-device",
+        default=os.environ.get("KD_TEST_DEVICE", "cpu"),
+        help="where the shared test engines run: cpu (default) or cuda (bench/gpu_run.sh)",
+    )
+    parser.addoption(
         "--hardening-full",
         action="store_true",
         default=False,
@@ -37,11 +42,17 @@ def library():
 
 
 @pytest.fixture(scope="session")
-def engine(library):
-    """One engine on the CPU, shared by the live servers of the api and hardening tests."""
+def kd_device(pytestconfig) -> str:
+    """The device of the shared test engines (`--kd-device`, KD_TEST_DEVICE)."""
+    return str(pytestconfig.getoption("--kd-device"))
+
+
+@pytest.fixture(scope="session")
+def engine(library, kd_device):
+    """One engine, shared by the live servers of the api and hardening tests."""
     from kd_server.engine import Engine
 
-    return Engine(library, device="cpu")
+    return Engine(library, device=kd_device)
 
 
 @pytest.fixture
