@@ -8,6 +8,7 @@ an interrupted run can be repaired by running it again or undone by `uninstall`.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shlex
 import subprocess
@@ -236,6 +237,11 @@ def _plugin_settings(ctx: Context, env: server_env.ServerEnv | None, token: str 
     values = {"server_url": f"http://127.0.0.1:{port}"}
     if env is not None:
         values["server_command"] = f"{shlex.quote(env.script.as_posix())} serve"
+    elif f"--port {port}" not in ctx.plugin.defaults["server_command"]:
+        # No server installed here (--skip-server): the plugin's own command, but on
+        # the port its server_url names, so "Start server" and the docker's hint agree.
+        default = ctx.plugin.defaults["server_command"]
+        values["server_command"] = re.sub(r"--port \d+", f"--port {port}", default)
     if token:
         values["token"] = token
     for key, value in values.items():

@@ -55,6 +55,18 @@ def test_plugin_settings_go_where_the_docker_reads_them(seeded: Locations, fake_
     assert not (seeded.kritarc.parent / "krita.org").exists()
 
 
+def test_without_a_server_the_start_command_names_the_chosen_port(
+    seeded: Locations, fake_repo: Path
+) -> None:
+    """--skip-server on another port: the docker's Start server and its hint must use
+    the port its server_url names, not the plugin's default 7860."""
+    from installer import kritarc
+
+    _install(seeded, fake_repo, port=7861)
+    command = kritarc.read_value(seeded.kritarc, "krita_diffusers", "server_command") or ""
+    assert "--port 7861" in command and "7860" not in command
+
+
 def test_plugin_is_pointed_at_the_server_but_user_choices_win(
     seeded: Locations, fake_repo: Path
 ) -> None:
