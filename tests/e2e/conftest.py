@@ -26,7 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def krita_run() -> Iterator[harness.KritaRun]:
     """Launches Krita once (lazily: only when a test asks) and hands every test the log."""
     require_krita()
-    run = harness.run_krita(SCENARIOS, server="late", generation=GENERATION, timeout_s=900)
+    run = harness.run_krita(
+        SCENARIOS, server="late", generation=GENERATION, timeout_s=900, control_models=True
+    )
     write_stall_summary(run)
     yield run
     shutil.rmtree(run.work, ignore_errors=True)

@@ -334,6 +334,7 @@ class Server:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    model_dirs: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -341,7 +342,10 @@ class Server:
 
     def start(self, work: Path) -> None:
         config = work / "server.toml"
-        config.write_text("", encoding="utf-8")
+        config.write_text(
+            f"model_dirs = {json.dumps(self.model_dirs)}\n" if self.model_dirs else "",
+            encoding="utf-8",
+        )
         env = dict(os.environ, KD_CONFIG=str(config), HF_HUB_OFFLINE="1")
         env.pop("KD_TOKEN", None)
         log = self.log_path.open("ab")
@@ -540,11 +544,14 @@ def run_krita(
     timeout_s: int = 300,
     keep: Path = ARTIFACTS,
     with_plugin: bool = True,
+    control_models: bool = False,
 ) -> KritaRun:
     """One Krita launch running `scenarios` in order.
 
     server: "up" starts it before Krita; "late" only when a scenario asks (the first
-    scenario then sees no server); "none" never.
+    scenario then sees no server); "none" never. control_models: the server reads a
+    models folder with the tiny ControlNets (`write_control_models`, for the `control`
+    scenario).
     """
     if missing := missing_tools():
         raise HarnessError(f"missing programs: {', '.join(missing)} (tests/e2e/install_deps.sh)")
@@ -552,6 +559,8 @@ def run_krita(
     work = Path(tempfile.mkdtemp(prefix="kd-e2e-"))
     port = free_port()
     srv = Server(port, work / "server-log.txt")
+    if control_models:
+        srv.model_dirs = [str(write_control_models(work / "models"))]
     try:
         profile = Profile(work / "home")
         _copy_tree(cached_profile() / "home", profile.home)
@@ -598,9 +607,29 @@ def _keep_artifacts(work: Path, keep: Path, log: dict[str, Any]) -> Path:
     return keep
 
 
+#: A ControlNet whose name says canny, so "From canvas" finds edges (the tiny models of
+#: tests/support/control.py are depth and line art).
+CANNY = "tiny-canny"
+
+
+def write_control_models(root: Path) -> Path:
+    """The tiny control models in ComfyUI's layout, plus a canny one. Imported here,
+    not at the top: the harness also runs as a script with stdlib imports only."""
+    for folder in (ROOT, ROOT / "tests"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    from modelkit import control_models
+    from support.control import write_control_models as write_all
+
+    write_all(root)
+    unet = control_models.embedded_unet()
+    control_models.write_controlnet(root / "models/controlnet", CANNY, unet, seed=16)
+    return root
+
+
 def main(argv: list[str]) -> int:
     """By hand: run the named scenarios once and print the log's summary."""
-    run = run_krita(argv or ["canvas_smoke"])
+    run = run_krita(argv or ["canvas_smoke"], control_models="control" in argv)
     for section in run.log.get("scenarios", []):
         print(f"{section['status']:8} {section['name']:28} {section.get('error') or ''}")
     print(json.dumps(run.log["launch"]), "artifacts:", run.artifacts)

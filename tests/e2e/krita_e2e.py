@@ -27,6 +27,7 @@ SCENARIOS = [
     "cancel",
     "undo",
     "layout",
+    "control",
     "two_windows",
 ]
 # Kept tiny so the suite runs on two CPU cores: the server scales inpaint regions to

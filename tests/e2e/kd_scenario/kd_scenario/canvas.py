@@ -176,3 +176,18 @@ def close_all_documents() -> None:
     for doc in list(Krita.instance().documents()):
         doc.setModified(False)
         doc.close()
+
+
+def paint_gradient(doc: Document, name: str) -> Node:
+    """A hidden layer holding a left-to-right grey ramp (black far, white near): a
+    depth map as an artist might paint one, kept out of the picture."""
+    width, height = doc.width(), doc.height()
+    row = b"".join(
+        bytes((v, v, v, 255)) for v in (x * 255 // max(1, width - 1) for x in range(width))
+    )
+    layer = doc.createNode(name, "paintlayer")
+    doc.rootNode().addChildNode(layer, None)
+    layer.setPixelData(row * height, 0, 0, width, height)
+    layer.setVisible(False)
+    doc.refreshProjection()
+    return layer

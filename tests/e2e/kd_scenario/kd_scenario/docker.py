@@ -307,3 +307,17 @@ def dialog_spin(dialog: QDialog, name: str) -> QSpinBox:
     if box is None:
         raise DockerMissing(f"the settings dialog has no spin box {name!r}")
     return box
+
+
+def choose(name: str, text: str) -> None:
+    """Picks the entry showing `text` in a combo box, as a person would in its list."""
+    combo = widget(name, QComboBox)
+    index = combo.findText(text)
+    if index < 0:
+        entries = [combo.itemText(i) for i in range(combo.count())]
+        raise DockerMissing(f"{name} has no entry {text!r}; it offers {entries}")
+    combo.setCurrentIndex(index)
+
+
+def combo_text(name: str) -> str:
+    return widget(name, QComboBox).currentText()

@@ -496,6 +496,48 @@ def scenario_two_windows(ctx: Context, section: Section) -> Scenario:
         first.activate()
 
 
+def scenario_control(ctx: Context, section: Section) -> Scenario:
+    """A hidden depth layer (a painted gradient) drives an inpaint of a selection
+    through a control row; then "From canvas" makes a canny layer of the region."""
+    doc = yield from open_document(256, 256, "control")
+    depth = canvas.paint_gradient(doc, "depth")
+    depth_before = canvas.describe_node(doc, depth)
+    canvas.select_rect(doc, 64, 80, 96, 64)
+    yield pause(0.2)
+    yield until(lambda: docker.widget("kd-generate").text() == "Inpaint", 5, "the Inpaint label")
+    yield from wait_connected()
+    docker.click("kd-control-add")
+    yield until(lambda: docker.shown("kd-control-row-1"), 5, "the control row")
+    docker.choose("kd-control-layer-1", "depth")
+    docker.choose("kd-control-mode-1", "tiny-depth (depth)")
+    set_strength = docker.widget("kd-control-strength-1")
+    set_strength.setValue(1.5)
+    section.data["control_row"] = {
+        "layer": docker.combo_text("kd-control-layer-1"),
+        "mode": docker.combo_text("kd-control-mode-1"),
+        "strength": set_strength.value(),
+    }
+    yield from generate_and_apply(ctx, section, doc, "a stone bridge")
+    section.data["depth_before"] = depth_before
+    section.data["depth_after_job"] = canvas.describe_node(doc, depth)
+
+    known = {node["id"] for node in canvas.snapshot(doc)}
+    docker.choose("kd-control-mode-1", "tiny-canny (canny)")
+    docker.click("kd-control-preprocess-1")
+    yield until(
+        lambda: any(n["id"] not in known for n in canvas.snapshot(doc)),
+        GENERATION_TIMEOUT_S,
+        "the From canvas layer",
+    )
+    yield pause(0.3)
+    section.data["from_canvas"] = [n for n in canvas.snapshot(doc) if n["id"] not in known]
+    section.data["row_layer_after_from_canvas"] = docker.combo_text("kd-control-layer-1")
+    section.data["error_after_from_canvas"] = docker.error_text()
+    section.data["depth_after_all"] = canvas.describe_node(doc, depth)
+    docker.click("kd-control-remove-1")  # later scenarios start without control rows
+    yield pause(0.2)
+
+
 SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "canvas_smoke": scenario_canvas_smoke,
     "server_down": scenario_server_down,
@@ -508,6 +550,7 @@ SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "cancel": scenario_cancel,
     "undo": scenario_undo,
     "layout": scenario_layout,
+    "control": scenario_control,
     "two_windows": scenario_two_windows,
 }
 
