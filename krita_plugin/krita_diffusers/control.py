@@ -66,6 +66,8 @@ class ControlRow:
     layer_id: str | None
     choice: ControlChoice | None
     strength: float = 1.0
+    start: float = 0.0  # the fraction of the steps it acts on: from `start` to `end`
+    end: float = 1.0
 
 
 class ControlError(Exception):
@@ -126,6 +128,10 @@ def check_row(number: int, row: ControlRow, layer_ids: set[str]) -> ControlChoic
         )
     if not 0.0 <= row.strength <= 2.0:
         raise ControlError(f"Control {number}: strength must be between 0 and 2.")
+    if not 0.0 <= row.start < row.end <= 1.0:
+        raise ControlError(
+            f"Control {number}: its range must start before it ends (between 0 and 1)."
+        )
     return row.choice
 
 

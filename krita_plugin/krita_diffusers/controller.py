@@ -78,8 +78,8 @@ class ControlPixels:
     """A control row's choice with its layer's pixels of the job's region, read on
     the GUI thread (as Krita requires) and encoded later in the background."""
 
+    row: ControlRow
     choice: ControlChoice
-    strength: float
     pixels: bytes
 
 
@@ -225,7 +225,7 @@ class Controller(QObject):
         choices = check_rows(rows, layer_ids)  # every row checked: each has a layer
         read = self.canvas.read_layer_pixels
         return [
-            ControlPixels(choice, row.strength, read(row.layer_id or "", region))
+            ControlPixels(row, choice, read(row.layer_id or "", region))
             for choice, row in zip(choices, rows, strict=True)
         ]
 
@@ -244,7 +244,9 @@ class Controller(QObject):
                     entry.pixels, region.width, region.height, order, size
                 ),
                 mode=entry.choice.mode,
-                strength=entry.strength,
+                strength=entry.row.strength,
+                start=entry.row.start,
+                end=entry.row.end,
             )
             for entry in controls
         ]

@@ -187,6 +187,23 @@ class ControlRowWidget(QWidget):
         )
         self.remove = tool_button(f"kd-control-remove-{number}", "✕")
         self.remove.setToolTip("Remove this control")
+        self.range_toggle = tool_button(f"kd-control-range-toggle-{number}", "Range")
+        self.range_toggle.setCheckable(True)
+        self.range_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.range_toggle.setArrowType(Qt.RightArrow)
+        self.range_toggle.setToolTip("The part of the steps this control acts on")
+        self.start = self._fraction(f"kd-control-start-{number}", 0.0)
+        self.end = self._fraction(f"kd-control-end-{number}", 1.0)
+        self.range_box = QWidget()
+        range_line = QHBoxLayout(self.range_box)
+        range_line.setContentsMargins(0, 0, 0, 0)
+        range_line.addWidget(QLabel("From"))
+        range_line.addWidget(self.start)
+        range_line.addWidget(QLabel("to"))
+        range_line.addWidget(self.end)
+        range_line.addStretch(1)
+        self.range_box.setVisible(False)
+        self.range_toggle.toggled.connect(self._toggle_range)
         top = QHBoxLayout()
         top.addWidget(self.layer, 1)
         top.addWidget(self.remove)
@@ -198,6 +215,20 @@ class ControlRowWidget(QWidget):
         column.setContentsMargins(0, 0, 0, 4)
         column.addLayout(top)
         column.addLayout(bottom)
+        column.addWidget(self.range_toggle)
+        column.addWidget(self.range_box)
+
+    @staticmethod
+    def _fraction(name: str, value: float) -> QDoubleSpinBox:
+        box = named(QDoubleSpinBox(), name)
+        box.setRange(0.0, 1.0)
+        box.setSingleStep(0.05)
+        box.setValue(value)
+        return box
+
+    def _toggle_range(self, shown: bool) -> None:
+        self.range_box.setVisible(shown)
+        self.range_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
 
     def set_choices(self, choices: list[ControlChoice]) -> None:
         """The models that fit the checkpoint; the current choice is kept if it still
@@ -224,6 +255,8 @@ class ControlRowWidget(QWidget):
             layer if isinstance(layer, str) else None,
             self.choice(),
             round(self.strength.value(), 3),
+            round(self.start.value(), 3),
+            round(self.end.value(), 3),
         )
 
 

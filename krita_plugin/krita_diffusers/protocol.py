@@ -46,12 +46,16 @@ class Control:
     image: bytes
     mode: str | None = None
     strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
 
     def body(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "model": self.model,
             "image": base64.b64encode(self.image).decode("ascii"),
             "strength": self.strength,
+            "start": self.start,
+            "end": self.end,
         }
         if self.mode is not None:
             data["mode"] = self.mode

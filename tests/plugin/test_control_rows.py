@@ -76,15 +76,24 @@ def test_rows_that_cannot_be_sent_say_which_and_what_to_do():
         check_rows(
             [ControlRow("a", depth), ControlRow("a", ControlChoice("u", "canny", True))], {"a"}
         )
-    assert check_rows([ControlRow("a", depth, 0.5)], {"a"}) == [depth]
+    with pytest.raises(ControlError, match="Control 1: its range must start before it ends"):
+        check_rows([ControlRow("a", depth, 1.0, 0.6, 0.4)], {"a"})
+    assert check_rows([ControlRow("a", depth, 0.5, 0.2, 0.8)], {"a"}) == [depth]
 
 
 def test_a_control_is_in_the_body_in_the_protocols_shape():
     request = JobRequest(
-        Task.TXT2IMG, "p", width=64, height=64, control=[Control("d", b"png", "depth", 0.7)]
+        Task.TXT2IMG, "p", width=64, height=64, control=[Control("d", b"png", "depth", 0.7, 0, 0.8)]
     )
     assert request.body()["control"] == [
-        {"model": "d", "image": base64.b64encode(b"png").decode(), "strength": 0.7, "mode": "depth"}
+        {
+            "model": "d",
+            "image": base64.b64encode(b"png").decode(),
+            "strength": 0.7,
+            "start": 0,
+            "end": 0.8,
+            "mode": "depth",
+        }
     ]
     plain = JobRequest(Task.TXT2IMG, "p", control=[Control("d", b"png")]).body()["control"][0]
     assert "mode" not in plain  # null: the server uses the image exactly as sent

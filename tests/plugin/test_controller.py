@@ -411,14 +411,14 @@ def test_a_control_entry_carries_the_layers_pixels_of_exactly_the_region(client)
     canvas.select(Rect(16, 16, 16, 16))
     controller = Controller(client, canvas, Settings(context_margin=4), background=run_now)
     before = bytes(canvas.own_layers["depth-1"][1])
-    row = ControlRow("depth-1", DEPTH_CHOICE, 0.8)
+    row = ControlRow("depth-1", DEPTH_CHOICE, 0.8, 0.1, 0.7)
     assert controller.generate(GenerateInput("a ball", controls=[row]))
     request = client.requests[0]
     region = Rect(12, 12, 24, 24)  # the selection plus its context
     assert request.task.value == "inpaint"
     [entry] = request.body()["control"]
     assert entry["model"] == "tiny-depth" and entry["mode"] == "depth"
-    assert entry["strength"] == 0.8
+    assert (entry["strength"], entry["start"], entry["end"]) == (0.8, 0.1, 0.7)
     sent = images.png_to_rgba(base64.b64decode(entry["image"]), region.width, region.height)
     assert sent == canvas.read_layer_pixels("depth-1", region)
     white = sent[((20 - 12) * 24 + (20 - 12)) * 4 : ((20 - 12) * 24 + (20 - 12)) * 4 + 4]

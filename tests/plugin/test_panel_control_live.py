@@ -79,6 +79,11 @@ def test_a_control_row_changes_the_job_and_the_server_accepts_it(panel, qtbot, c
     assert labels == [f"{DEPTH} (depth)", f"{LINES} (lineart)"]  # sd15 ControlNets only
     assert not any("ip-adapter" in label for label in labels)
     strength.setValue(2.0)
+    panel.findChild(QToolButton, "kd-control-range-toggle-1").click()
+    end = row.findChild(QDoubleSpinBox, "kd-control-end-1")
+    assert end.isVisibleTo(panel)
+    end.setValue(0.9)
+    assert panel.current_input().controls[0].end == 0.9
     panel.generate_button.click()
     with_control = _result_png(panel, qtbot, 2)
     assert with_control != without
