@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import time
 from pathlib import Path
 
 import torch
@@ -92,10 +91,9 @@ def test_a_large_file_is_hashed_in_the_background(tmp_path: Path) -> None:
         handle.write(b"header")
     store = HashStore()
     store.schedule([(big, HashKind.FILE)])
-    started = time.perf_counter()
     first = store.entry_hash(checkpoint_entry(big))
-    assert time.perf_counter() - started < 0.05
-    assert first.sha256 is None and first.short(10) == PENDING  # still being hashed
+    # the answer came before the hash existed: the lookup did not wait for the reading
+    assert first.sha256 is None and first.short(10) == PENDING
     assert store.wait_idle(timeout=120)
     digest = hashlib.sha256()
     with big.open("rb") as handle:
