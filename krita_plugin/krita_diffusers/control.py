@@ -147,6 +147,44 @@ def check_rows(rows: list[ControlRow], layer_ids: set[str]) -> list[ControlChoic
     return chosen
 
 
+def reference_models_for(models: ModelList, checkpoint: str | None) -> list[str]:
+    """The IP-Adapters that fit `checkpoint`'s family (the server lists one only when
+    its image encoder is there too)."""
+    family = base_family(models.family_of(checkpoint))
+    return [
+        control.name
+        for control in models.controls
+        if control.kind == "ip-adapter" and base_family(control.family) == family
+    ]
+
+
+@dataclass(frozen=True)
+class ReferenceSetting:
+    """The reference the artist set: an IP-Adapter and a picture, from a layer of
+    the document (`layer_id`) or an image file (`path`)."""
+
+    model: str | None
+    layer_id: str | None = None
+    path: str | None = None
+    weight: float = 0.6
+
+
+def check_reference(reference: ReferenceSetting, layer_ids: set[str]) -> str:
+    """The reference's model when it can be sent; else ControlError with what to do."""
+    if reference.model is None:
+        raise ControlError(
+            "Reference: no IP-Adapter fits this checkpoint. Put one (with its image "
+            "encoder) in the server's ipadapter folder, or turn the reference off."
+        )
+    if reference.path is None and reference.layer_id is None:
+        raise ControlError("Reference: pick a layer or an image file.")
+    if reference.path is None and reference.layer_id not in layer_ids:
+        raise ControlError("Reference: its layer is not in this document any more.")
+    if not 0.0 <= reference.weight <= 2.0:
+        raise ControlError("Reference: weight must be between 0 and 2.")
+    return reference.model
+
+
 def preprocess_layer_name(mode: str) -> str:
     """The name of the layer "From canvas" adds: its mode, so the artist sees what
     it is for, e.g. `Depth (control)`."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,8 +38,16 @@ from . import images
 from .background import Background, Runner
 from .canvas import CanvasAdapter, CanvasError, LayerImage
 from .client_api import JobClient
-from .control import ControlChoice, ControlError, ControlRow, check_rows, preprocess_layer_name
-from .geometry import Rect
+from .control import (
+    ControlChoice,
+    ControlError,
+    ControlRow,
+    ReferenceSetting,
+    check_reference,
+    check_rows,
+    preprocess_layer_name,
+)
+from .geometry import Rect, canvas_rect
 from .history import History, HistoryItem, layer_name
 from .jobs import Job, JobContext, PendingEvents, ResultRef
 from .planning import Plan, PlanError, make_plan
@@ -49,6 +58,7 @@ from .protocol import (
     JobRequest,
     Lora,
     ModelList,
+    Reference,
     is_unreachable_message,
 )
 from .resume import STATE_GRACE_MS, Resumption
@@ -71,6 +81,7 @@ class GenerateInput:
     batch_size: int = 1
     seed: int | None = None  # None: a new random seed
     controls: list[ControlRow] = field(default_factory=list)
+    reference: ReferenceSetting | None = None  # None: no reference picture
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,25 @@ class ControlPixels:
     row: ControlRow
     choice: ControlChoice
     pixels: bytes
+
+
+@dataclass(frozen=True)
+class ReferencePicture:
+    """The reference as read on the GUI thread: a layer's pixels over the whole
+    canvas, or an image file's path (read and encoded in the background)."""
+
+    model: str
+    weight: float
+    pixels: bytes | None = None
+    size: tuple[int, int] = (0, 0)
+    path: str | None = None
+
+    def encode(self, order: str) -> Reference:
+        if self.path is not None:
+            png = images.file_to_png(self.path)
+        else:
+            png = images.encode_png(self.pixels or b"", self.size[0], self.size[1], order)
+        return Reference(self.model, png, self.weight)
 
 
 class Controller(QObject):
@@ -170,6 +200,7 @@ class Controller(QObject):
             pixels = self.canvas.read_pixels(plan.region) if task.sends_image else None
             mask = self.canvas.read_mask(plan.region) if task.sends_mask else None
             controls = self._read_controls(params.controls, plan.region)
+            reference = self._read_reference(params.reference)
         except (PlanError, CanvasError, ControlError) as exc:
             self.message.emit(str(exc))
             return False
@@ -207,6 +238,7 @@ class Controller(QObject):
                 mask_feather=settings.mask_feather,
                 preview_every=settings.preview_every,
                 control=self._encode_controls(controls, plan, order),
+                reference=None if reference is None else reference.encode(order),
             )
 
         self.submitting += 1
@@ -228,6 +260,21 @@ class Controller(QObject):
             ControlPixels(row, choice, read(row.layer_id or "", region))
             for choice, row in zip(choices, rows, strict=True)
         ]
+
+    def _read_reference(self, setting: ReferenceSetting | None) -> ReferencePicture | None:
+        """The reference picture: a layer is read whole (the IP-Adapter takes any
+        size; its look, not its place, matters); a file is only checked to exist."""
+        if setting is None:
+            return None
+        layer_ids = {layer.layer_id for layer in self.canvas.list_layers()}
+        model = check_reference(setting, layer_ids)
+        if setting.path is not None:
+            if not os.path.isfile(setting.path):
+                raise ControlError(f"Reference: the file {setting.path} is not there any more.")
+            return ReferencePicture(model, setting.weight, path=setting.path)
+        size = self.canvas.canvas_size() or (0, 0)
+        pixels = self.canvas.read_layer_pixels(setting.layer_id or "", canvas_rect(*size))
+        return ReferencePicture(model, setting.weight, pixels, size)
 
     @staticmethod
     def _encode_controls(controls: list[ControlPixels], plan: Plan, order: str) -> list[Control]:

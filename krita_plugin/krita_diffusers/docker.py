@@ -19,6 +19,7 @@ from PyQt5.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QFrame,
     QHBoxLayout,
@@ -39,7 +40,13 @@ from PyQt5.QtWidgets import (
 
 from .canvas import CanvasAdapter
 from .client import ConnectionState
-from .control import ControlChoice, ControlRow, choices_for
+from .control import (
+    ControlChoice,
+    ControlRow,
+    ReferenceSetting,
+    choices_for,
+    reference_models_for,
+)
 from .controller import Controller, GenerateInput
 from .core import PluginCore
 from .guidance import WHAT_NEXT, first_image_path, is_local, unreachable_hint
@@ -260,6 +267,62 @@ class ControlRowWidget(QWidget):
         )
 
 
+class ReferenceBox(QWidget):
+    """The reference picture (IP-Adapter): its model, a layer or an image file, and a
+    weight. Shown while *Reference* is on."""
+
+    def __init__(self, canvas: CanvasAdapter, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setObjectName("kd-reference")
+        self.path: str | None = None
+        self.model = named(QComboBox(), "kd-reference-model")
+        self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.layer = LayerCombo(canvas, "kd-reference-layer")
+        self.layer.setToolTip("The layer whose look the result borrows (hidden ones work)")
+        self.file_button = tool_button("kd-reference-file", "File…")
+        self.file_button.setToolTip("Use an image file instead of a layer")
+        self.path_label = _wrapped_label("kd-reference-path")
+        self.path_label.setVisible(False)
+        self.weight = named(QDoubleSpinBox(), "kd-reference-weight")
+        self.weight.setRange(0.0, 2.0)
+        self.weight.setSingleStep(0.05)
+        self.weight.setValue(0.6)
+        source = QHBoxLayout()
+        source.addWidget(self.layer, 1)
+        source.addWidget(self.file_button)
+        line = QHBoxLayout()
+        line.addWidget(self.model, 1)
+        line.addWidget(self.weight)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addLayout(line)
+        column.addLayout(source)
+        column.addWidget(self.path_label)
+        self.layer.activated.connect(lambda _index: self.use_file(None))
+
+    def use_file(self, path: str | None) -> None:
+        """An image file replaces the layer as the picture; None goes back to it."""
+        self.path = path
+        self.path_label.setText(f"File: {path}" if path else "")
+        self.path_label.setVisible(bool(path))
+
+    def set_models(self, names: list[str]) -> None:
+        chosen = self.model.currentText()
+        self.model.clear()
+        self.model.addItems(names)
+        index = self.model.findText(chosen)
+        self.model.setCurrentIndex(max(0, index) if names else -1)
+
+    def setting(self) -> ReferenceSetting:
+        layer = self.layer.currentData()
+        return ReferenceSetting(
+            self.model.currentText() or None,
+            layer if isinstance(layer, str) else None,
+            self.path,
+            round(self.weight.value(), 3),
+        )
+
+
 def _wrapped_label(name: str, colour: str = "") -> QLabel:
     label = named(QLabel(), name)
     label.setWordWrap(True)
@@ -403,6 +466,14 @@ class DiffusersPanel(QWidget):
         control_line.addStretch(1)
         control_line.addWidget(self.control_add)
 
+        self.reference_toggle = tool_button("kd-reference-toggle", "Reference")
+        self.reference_toggle.setCheckable(True)
+        self.reference_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.reference_toggle.setArrowType(Qt.RightArrow)
+        self.reference_toggle.setToolTip("Borrow the look of a picture (IP-Adapter)")
+        self.reference = ReferenceBox(self.canvas, self)
+        self.reference.setVisible(False)
+
         self.generate_button = named(QPushButton("Generate"), "kd-generate")
         self.cancel_button = named(QPushButton("Cancel"), "kd-cancel")
         self.cancel_button.setEnabled(False)
@@ -449,6 +520,8 @@ class DiffusersPanel(QWidget):
         layout.addLayout(seed_line)
         layout.addLayout(control_line)
         layout.addLayout(self.control_box)
+        layout.addWidget(self.reference_toggle)
+        layout.addWidget(self.reference)
         layout.addLayout(actions)
         layout.addWidget(self.progress)
         layout.addWidget(self.error)
@@ -476,6 +549,8 @@ class DiffusersPanel(QWidget):
         self.strength.valueChanged.connect(self._refresh_label)
         self.lora_add.clicked.connect(self._add_chosen_lora)
         self.control_add.clicked.connect(self._on_control_add)
+        self.reference_toggle.toggled.connect(self._toggle_reference)
+        self.reference.file_button.clicked.connect(self._choose_reference_file)
         self.model.currentIndexChanged.connect(lambda _index: self._refresh_control_choices())
         self.seed.textEdited.connect(lambda _text: self.seed_lock.setChecked(True))
         self.generate_button.clicked.connect(self.generate)
@@ -648,9 +723,24 @@ class DiffusersPanel(QWidget):
 
     def _refresh_control_choices(self) -> None:
         """The model pickers offer what fits the chosen checkpoint's family."""
-        choices = choices_for(self.models, self.model.currentData())
+        checkpoint = self.model.currentData()
+        choices = choices_for(self.models, checkpoint)
         for row in self.control_rows:
             row.set_choices(choices)
+        self.reference.set_models(reference_models_for(self.models, checkpoint))
+
+    def _toggle_reference(self, shown: bool) -> None:
+        self.reference.setVisible(shown)
+        self.reference_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+        if shown:
+            self.reference.layer.refresh()
+
+    def _choose_reference_file(self) -> None:
+        path, _filter = QFileDialog.getOpenFileName(
+            self, "Reference picture", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp)"
+        )
+        if path:
+            self.reference.use_file(path)
 
     def control_from_canvas(self, row: ControlRowWidget) -> None:
         """ "From canvas": the row's mode made from the picture, as a new layer above,
@@ -681,6 +771,7 @@ class DiffusersPanel(QWidget):
             batch_size=self.batch.value(),
             seed=min(int(self.seed.text()), MAX_SEED) if locked else None,
             controls=[row.row() for row in self.control_rows],
+            reference=self.reference.setting() if self.reference_toggle.isChecked() else None,
         )
 
     def generate(self) -> None:

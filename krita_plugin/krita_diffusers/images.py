@@ -78,6 +78,15 @@ def encode_png_sized(
     return _encode(image)
 
 
+def file_to_png(path: str) -> bytes:
+    """An image file (PNG, JPEG, WebP, … whatever Qt reads) as PNG bytes, for a
+    reference picture; ImageError with the file's name when it cannot be read."""
+    image = QImage(path)
+    if image.isNull():
+        raise ImageError(f"Could not read the image file {path}.")
+    return _encode(image)
+
+
 def encode_rgba_png(rgba: bytes, width: int, height: int) -> bytes:
     return encode_png(rgba, width, height, RGBA)
 

@@ -62,6 +62,23 @@ class Control:
         return data
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A job's `reference` (protocol 4): a picture whose look the result borrows,
+    through the IP-Adapter `model`; `image` is PNG bytes of any size."""
+
+    model: str
+    image: bytes
+    weight: float = 0.6
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "image": base64.b64encode(self.image).decode("ascii"),
+            "weight": self.weight,
+        }
+
+
 @dataclass
 class JobRequest:
     """The body of `POST /v1/jobs`. `image` and `mask` are PNG bytes here and base64
@@ -87,6 +104,7 @@ class JobRequest:
     preview_every: int = 0
     client_id: str = ""
     control: list[Control] = field(default_factory=list)
+    reference: Reference | None = None
 
     def body(self) -> dict[str, Any]:
 
@@ -118,6 +136,8 @@ class JobRequest:
             data["mask_feather"] = self.mask_feather
         if self.control:  # left out otherwise: servers before protocol 4 do not know it
             data["control"] = [entry.body() for entry in self.control]
+        if self.reference is not None:
+            data["reference"] = self.reference.body()
         return data
 
 

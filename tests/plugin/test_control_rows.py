@@ -12,12 +12,15 @@ from krita_diffusers.control import (
     ControlChoice,
     ControlError,
     ControlRow,
+    ReferenceSetting,
+    check_reference,
     check_rows,
     choices_for,
     mode_from_name,
     preprocess_layer_name,
+    reference_models_for,
 )
-from krita_diffusers.protocol import Control, JobRequest, Task, parse_models
+from krita_diffusers.protocol import Control, JobRequest, Reference, Task, parse_models
 
 MODELS = parse_models(
     {
@@ -101,3 +104,22 @@ def test_a_control_is_in_the_body_in_the_protocols_shape():
 
 def test_from_canvas_layers_are_named_for_their_mode():
     assert preprocess_layer_name("depth") == "Depth (control)"
+
+
+def test_a_reference_is_offered_the_ip_adapters_of_the_family_and_checked():
+    assert reference_models_for(MODELS, None) == ["ip-adapter_sd15"]
+    assert reference_models_for(MODELS, "juggernaut") == []
+    with pytest.raises(ControlError, match="no IP-Adapter fits"):
+        check_reference(ReferenceSetting(None, "a"), {"a"})
+    with pytest.raises(ControlError, match="pick a layer or an image file"):
+        check_reference(ReferenceSetting("ip"), {"a"})
+    with pytest.raises(ControlError, match="not in this document"):
+        check_reference(ReferenceSetting("ip", "gone"), {"a"})
+    assert check_reference(ReferenceSetting("ip", None, "/x.png"), set()) == "ip"
+    body = JobRequest(Task.TXT2IMG, "p", reference=Reference("ip", b"png", 0.4)).body()
+    assert body["reference"] == {
+        "model": "ip",
+        "image": base64.b64encode(b"png").decode(),
+        "weight": 0.4,
+    }
+    assert "reference" not in JobRequest(Task.TXT2IMG, "p").body()

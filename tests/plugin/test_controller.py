@@ -19,7 +19,7 @@ from plugin.memory_canvas import MemoryCanvas
 from PyQt5.QtCore import QObject, pyqtSignal
 
 from krita_diffusers import images
-from krita_diffusers.control import ControlChoice, ControlRow
+from krita_diffusers.control import ControlChoice, ControlRow, ReferenceSetting
 from krita_diffusers.controller import Controller, GenerateInput
 from krita_diffusers.geometry import Rect
 from krita_diffusers.protocol import (
@@ -474,3 +474,27 @@ def test_from_canvas_adds_the_control_image_as_a_new_layer_over_the_region(clien
     assert layer.image.name == "Canny (control)" and layer.image.rect == region
     assert layer.image.data == bytes([9, 9, 9, 255]) * 120 and layer.group is None
     assert made == ["inserted-1"]
+
+
+def test_a_reference_layer_is_sent_whole_and_a_file_as_png(client, tmp_path):
+    canvas = _depth_canvas()
+    canvas.select(Rect(16, 16, 16, 16))
+    controller = Controller(client, canvas, Settings(), background=run_now)
+    setting = ReferenceSetting("tiny-ip-adapter", "depth-1", None, 0.4)
+    assert controller.generate(GenerateInput("a ball", reference=setting))
+    reference = client.requests[0].body()["reference"]
+    assert reference["model"] == "tiny-ip-adapter" and reference["weight"] == 0.4
+    sent = images.png_to_rgba(base64.b64decode(reference["image"]), 64, 64)
+    assert sent == canvas.read_layer_pixels("depth-1", Rect(0, 0, 64, 64))
+
+    picture = tmp_path / "look.png"
+    picture.write_bytes(images.encode_rgba_png(bytes([1, 2, 3, 255]) * 12, 4, 3))
+    from_file = ReferenceSetting("tiny-ip-adapter", None, str(picture))
+    assert controller.generate(GenerateInput("a ball", reference=from_file))
+    png = base64.b64decode(client.requests[1].body()["reference"]["image"])
+    assert images.png_to_rgba(png, 4, 3) == bytes([1, 2, 3, 255]) * 12
+    picture.unlink()
+    messages: list[str] = []
+    controller.message.connect(messages.append)
+    assert not controller.generate(GenerateInput("a ball", reference=from_file))
+    assert "is not there any more" in messages[-1] and len(client.requests) == 2

@@ -13,7 +13,7 @@ from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.geometry import Rect
 from krita_diffusers.settings import MemoryStore, Settings, save
-from support.control import DEPTH, LINES, write_control_models
+from support.control import DEPTH, IP_ADAPTER, LINES, write_control_models
 from support.servers import ProcessServer
 
 WAIT_MS = 180_000
@@ -112,3 +112,17 @@ def test_from_canvas_adds_a_control_layer_over_the_region_and_selects_it(panel, 
     layer = panel.findChild(QComboBox, "kd-control-layer-1")
     assert layer.currentData() == "inserted-1" and layer.currentText() == "Depth (control)"
     assert panel.error.text() == ""
+
+
+def test_a_reference_layer_is_accepted_by_the_server(panel, qtbot, canvas):
+    canvas.add_layer("look-1", "look", rgba=(30, 90, 200, 255))
+    panel.prompt.setPlainText("a ball")
+    panel.findChild(QToolButton, "kd-reference-toggle").click()
+    model = panel.findChild(QComboBox, "kd-reference-model")
+    assert [model.itemText(i) for i in range(model.count())] == [IP_ADAPTER]
+    layer = panel.findChild(QComboBox, "kd-reference-layer")
+    layer.setCurrentIndex(layer.findData("look-1"))
+    panel.findChild(QDoubleSpinBox, "kd-reference-weight").setValue(1.0)
+    assert panel.current_input().reference is not None
+    panel.generate_button.click()
+    _result_png(panel, qtbot, 1)
