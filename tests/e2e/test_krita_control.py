@@ -32,3 +32,10 @@ def test_from_canvas_adds_an_edge_layer_over_the_region_and_picks_it(krita_run):
     assert layer["bounds"] == [x, y, right - x, bottom - y]
     assert data["row_layer_after_from_canvas"] == "Canny (control)"
     assert data["error_after_from_canvas"] == ""
+
+
+def test_a_hidden_groups_projection_holds_its_content(krita_run):
+    """The plugin reads a group control layer with `projectionPixelData`; Krita must
+    keep a hidden group's projection, or hidden groups would send nothing."""
+    group = passed(krita_run, "control")["hidden_group"]
+    assert group["projection"] == group["child"] and group["projection_alpha_max"] == 255

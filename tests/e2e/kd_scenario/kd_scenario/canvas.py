@@ -191,3 +191,25 @@ def paint_gradient(doc: Document, name: str) -> Node:
     layer.setVisible(False)
     doc.refreshProjection()
     return layer
+
+
+def hidden_group_projection(doc: Document) -> dict[str, Any]:
+    """What the plugin relies on to read a group as a control: a hidden group's
+    `projectionPixelData` holds its children's pixels. Records both digests."""
+    width, height = doc.width(), doc.height()
+    group = doc.createGroupLayer("hidden group")
+    doc.rootNode().addChildNode(group, None)
+    child = paint_gradient(doc, "inside")
+    child.setVisible(True)
+    child.remove()
+    group.addChildNode(child, None)
+    group.setVisible(False)
+    doc.refreshProjection()
+    doc.waitForDone()
+    projection = bytes(group.projectionPixelData(0, 0, width, height))
+    pixels = bytes(child.pixelData(0, 0, width, height))
+    return {
+        "projection": hashlib.sha256(projection).hexdigest(),
+        "child": hashlib.sha256(pixels).hexdigest(),
+        "projection_alpha_max": max(projection[3::4]) if projection else None,
+    }

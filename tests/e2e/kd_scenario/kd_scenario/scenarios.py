@@ -534,6 +534,7 @@ def scenario_control(ctx: Context, section: Section) -> Scenario:
     section.data["row_layer_after_from_canvas"] = docker.combo_text("kd-control-layer-1")
     section.data["error_after_from_canvas"] = docker.error_text()
     section.data["depth_after_all"] = canvas.describe_node(doc, depth)
+    section.data["hidden_group"] = canvas.hidden_group_projection(doc)
     docker.click("kd-control-remove-1")  # later scenarios start without control rows
     yield pause(0.2)
 
