@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from kd_server.families import resources_dir
 from modelkit.ldm_layout import _rename_first, _split_prefix, _unet_prefixes
 
 Tensors = dict[str, torch.Tensor]
@@ -313,18 +314,9 @@ def write_depth_estimator(folder: Path, name: str, seed: int) -> Path:
     sidecar = _sidecar(path)
     sidecar.mkdir(parents=True, exist_ok=True)
     model.config.to_json_file(str(sidecar / "config.json"))
-    processor = {
-        "image_processor_type": "DPTImageProcessor",
-        "do_resize": True,
-        "size": {"height": DEPTH_IMAGE_SIZE, "width": DEPTH_IMAGE_SIZE},
-        "keep_aspect_ratio": True,
-        "ensure_multiple_of": 14,
-        "resample": 3,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-    }
+    # the shipped image processor of the real estimator, at the stand-in's size
+    shipped = resources_dir() / "model-configs" / "depth-anything-v2-small"
+    processor = json.loads((shipped / "preprocessor_config.json").read_text())
+    processor["size"] = {"height": DEPTH_IMAGE_SIZE, "width": DEPTH_IMAGE_SIZE}
     (sidecar / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
     return path
