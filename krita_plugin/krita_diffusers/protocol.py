@@ -105,6 +105,11 @@ class JobRequest:
     client_id: str = ""
     control: list[Control] = field(default_factory=list)
     reference: Reference | None = None
+    #: (protocol 3) a live frame: it supersedes this client's earlier live job.
+    live: bool = False
+    #: (protocol 3) "auto": the server picks sampler, steps and CFG from the job's fast
+    #: LoRA or checkpoint, so those three are left out of the body.
+    sampling: str | None = None
 
     def body(self) -> dict[str, Any]:
 
@@ -138,6 +143,12 @@ class JobRequest:
             data["control"] = [entry.body() for entry in self.control]
         if self.reference is not None:
             data["reference"] = self.reference.body()
+        if self.sampling is not None:
+            data["sampling"] = self.sampling
+            for name in ("sampler", "steps", "cfg_scale"):
+                del data[name]
+        if self.live:  # left out otherwise: servers before protocol 3 do not know it
+            data["live"] = True
         return data
 
 
@@ -177,6 +188,7 @@ class Event:
     record: dict[str, Any] | None = field(default=None, compare=False)  # on `state`
     code: str | None = None  # on `warning`
     message: str | None = None  # on `warning`
+    reason: str | None = None  # on `cancelled` (protocol 3): "superseded" by a live frame
 
 
 def _int_or_none(value: object) -> int | None:
@@ -242,6 +254,7 @@ def parse_event(frame: str | bytes) -> Event | None:
         record={k: v for k, v in data.items() if k != "type"} if kind is EventType.STATE else None,
         code=code if isinstance(code, str) else None,
         message=message if isinstance(message, str) else None,
+        reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
     )
 
 
@@ -329,6 +342,7 @@ class Checkpoint:
     family: str
     default: bool = False
     working_size: int | None = None  # pixels; None from servers before protocol 2
+    fast: bool = False  # (protocol 3) few-step settings known: good for live use
 
 
 @dataclass(frozen=True)
@@ -346,6 +360,13 @@ class ModelList:
     checkpoints: list[Checkpoint]
     loras: list[str]
     controls: list[ControlModel] = field(default_factory=list)
+    fast_loras: frozenset[str] = frozenset()  # (protocol 3) LoRAs with `fast` info
+
+    def is_fast(self, model: str | None, loras: list[str]) -> bool:
+        """Whether a live frame of this checkpoint with these LoRAs runs in few steps:
+        the checkpoint or one of the LoRAs has the server's `fast` info."""
+        checkpoint = self.find(model)
+        return bool(checkpoint and checkpoint.fast) or any(n in self.fast_loras for n in loras)
 
     def find(self, name: str | None) -> Checkpoint | None:
         """The checkpoint called `name`, or the server's default when `name` is None."""
@@ -384,6 +405,7 @@ def parse_models(data: object) -> ModelList:
             str(item.get("family", "")),
             bool(item.get("default")),
             _working_size(item.get("working_size")),
+            isinstance(item.get("fast"), dict),
         )
         for item in data.get("checkpoints") or []
         if isinstance(item, dict) and "name" in item
@@ -398,7 +420,12 @@ def parse_models(data: object) -> ModelList:
         for item in data.get("controls") or []
         if isinstance(item, dict) and "name" in item
     ]
-    return ModelList(checkpoints, loras, controls)
+    fast_loras = frozenset(
+        str(item["name"])
+        for item in data.get("loras") or []
+        if isinstance(item, dict) and "name" in item and isinstance(item.get("fast"), dict)
+    )
+    return ModelList(checkpoints, loras, controls, fast_loras)
 
 
 def working_resolution_for(family: str | None) -> int:
