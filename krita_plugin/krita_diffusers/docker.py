@@ -17,6 +17,7 @@ from PyQt5.QtCore import QRegularExpression, QSize, Qt, QTimer
 from PyQt5.QtGui import QIcon, QImage, QPixmap, QRegularExpressionValidator, QResizeEvent
 from PyQt5.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -38,6 +39,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from .background import Background
 from .canvas import CanvasAdapter
 from .client import ConnectionState
 from .control import (
@@ -53,6 +55,8 @@ from .guidance import WHAT_NEXT, first_image_path, is_local, unreachable_hint
 from .history import HistoryItem
 from .images import THUMBNAIL
 from .jobs import Job, JobStatus
+from .live import POLL_MS
+from .live_mode import NOT_FAST, LiveMode, LiveSettings
 from .managed_server import ServerState
 from .planning import action_label
 from .protocol import Lora, ModelList, is_unreachable_message
@@ -349,6 +353,9 @@ class DiffusersPanel(QWidget):
         self.server = core.server
         self.open_image = open_image
         self.controller = Controller(self.client, canvas, core.settings)
+        self.live = LiveMode(
+            self.client, canvas, Background(slots=1).run, core.settings.context_margin
+        )
         self.lora_rows: list[LoraRow] = []
         self.control_rows: list[ControlRowWidget] = []
         self._control_count = 0  # numbers rows; never reused, so names stay unique
@@ -480,6 +487,19 @@ class DiffusersPanel(QWidget):
         actions = QHBoxLayout()
         actions.addWidget(self.generate_button, 1)
         actions.addWidget(self.cancel_button)
+        self.live_toggle = named(QCheckBox("Live"), "kd-live")
+        self.live_toggle.setToolTip(
+            "Follow your painting: after each pause the region is redrawn at the chosen "
+            "strength (shown here, not on the canvas, until you apply it)"
+        )
+        self.live_apply = named(QPushButton("Apply live"), "kd-live-apply")
+        self.live_apply.setToolTip("Copy the current live result into a new layer")
+        self.live_apply.setEnabled(False)
+        live_line = QHBoxLayout()
+        live_line.addWidget(self.live_toggle)
+        live_line.addWidget(self.live_apply, 1)
+        self.live_note = _wrapped_label("kd-live-note", "#8d6e00")
+        self.live_note.setVisible(False)
 
         self.progress = named(QProgressBar(), "kd-progress")
         self.progress.setRange(0, 1)
@@ -523,6 +543,8 @@ class DiffusersPanel(QWidget):
         layout.addWidget(self.reference_toggle)
         layout.addWidget(self.reference)
         layout.addLayout(actions)
+        layout.addLayout(live_line)
+        layout.addWidget(self.live_note)
         layout.addWidget(self.progress)
         layout.addWidget(self.error)
         layout.addWidget(self.notice)
@@ -573,6 +595,18 @@ class DiffusersPanel(QWidget):
         self.controller.message.connect(self.show_message)
         self.controller.notice.connect(self.show_notice)
         self.controller.retry_available.connect(self.retry_button.setVisible)
+
+        self.live_toggle.toggled.connect(self.set_live)
+        self.live_apply.clicked.connect(self.apply_live)
+        self.live.frame_ready.connect(self._on_live_frame)
+        self.live.message.connect(self.show_message)
+        self.prompt.textChanged.connect(self._live_settings_changed)
+        self.negative.textChanged.connect(self._live_settings_changed)
+        self.strength.valueChanged.connect(lambda _value: self._live_settings_changed())
+        self.model.currentIndexChanged.connect(lambda _index: self._live_settings_changed())
+        self.live_timer = QTimer(self)
+        self.live_timer.setInterval(POLL_MS)
+        self.live_timer.timeout.connect(self.live.poll)
 
         self.selection_timer = QTimer(self)
         self.selection_timer.setInterval(SELECTION_POLL_MS)
@@ -693,11 +727,13 @@ class DiffusersPanel(QWidget):
         row.remove.clicked.connect(lambda: self._remove_lora(row))
         self.lora_rows.append(row)
         self.lora_box.addWidget(row)
+        self._live_settings_changed()
 
     def _remove_lora(self, row: LoraRow) -> None:
         self.lora_rows.remove(row)
         row.setParent(None)
         row.deleteLater()
+        self._live_settings_changed()
 
     # control layers
 
@@ -773,6 +809,60 @@ class DiffusersPanel(QWidget):
             controls=[row.row() for row in self.control_rows],
             reference=self.reference.setting() if self.reference_toggle.isChecked() else None,
         )
+
+    # live mode
+
+    def live_settings(self) -> LiveSettings:
+        """The docker's choices for live frames: a fast model's sampling is left to
+        the server; a slow one runs with the settings' sampler, steps and CFG."""
+        chosen = self.current_input()
+        settings = self.settings
+        fast = LiveMode.fast_enough(self.models, chosen.model, chosen.loras)
+        return LiveSettings(
+            chosen.prompt,
+            chosen.negative_prompt,
+            chosen.strength_percent,
+            chosen.model,
+            chosen.loras,
+            chosen.seed,
+            None if fast else (settings.sampler, settings.steps, settings.cfg_scale),
+        )
+
+    def set_live(self, on: bool) -> None:
+        """Live on: poll the region a few times a second. Off: stop; nothing was
+        written to the document, so it stays exactly as it was."""
+        if on and not self.live.active:
+            if not self.live.start(self.live_settings()):
+                self.live_toggle.setChecked(False)
+                return
+            self.live_timer.start()
+        elif not on and self.live.active:
+            self.live_timer.stop()
+            self.live.stop()
+        self.live_toggle.setChecked(self.live.active)
+        self.live_apply.setEnabled(False)
+        self._refresh_live_note()
+
+    def _live_settings_changed(self) -> None:
+        if self.live.active:
+            self.live.update(self.live_settings())
+            self._refresh_live_note()
+
+    def _refresh_live_note(self) -> None:
+        """Say plainly when neither the checkpoint nor a LoRA has fast settings."""
+        chosen = self.current_input()
+        slow = self.live.active and not LiveMode.fast_enough(
+            self.models, chosen.model, chosen.loras
+        )
+        self.live_note.setText(NOT_FAST if slow else "")
+        self.live_note.setVisible(slow)
+
+    def apply_live(self) -> None:
+        self.live.apply()
+
+    def _on_live_frame(self, image: QImage) -> None:
+        self.preview.show_image(image)
+        self.live_apply.setEnabled(self.live.result is not None)
 
     def generate(self) -> None:
         self.welcome.setVisible(False)
@@ -895,3 +985,4 @@ class DiffusersPanel(QWidget):
         """This docker is going away: stop polling the canvas. The shared client and
         server belong to the core, which Krita's exit shuts down."""
         self.selection_timer.stop()
+        self.live_timer.stop()

@@ -50,6 +50,7 @@ class LiveSettings:
         model: str | None = None,
         loras: list[Lora] | None = None,
         seed: int | None = None,
+        sampling: tuple[str, int, float] | None = None,
     ) -> None:
         self.prompt = prompt
         self.negative_prompt = negative_prompt
@@ -57,6 +58,9 @@ class LiveSettings:
         self.model = model
         self.loras = list(loras or [])
         self.seed = seed
+        #: None: a fast model, the server picks sampler, steps and CFG ("auto");
+        #: else the artist's (sampler, steps, CFG) for a model with no fast settings.
+        self.sampling = sampling
 
 
 class LiveMode(QObject):
@@ -153,7 +157,7 @@ class LiveMode(QObject):
 
         def prepare() -> JobRequest:
             # Runs in a worker: PNG encoding of a big region takes a moment.
-            return JobRequest(
+            request = JobRequest(
                 task=Task.IMG2IMG,
                 prompt=settings.prompt,
                 negative_prompt=settings.negative_prompt,
@@ -164,8 +168,11 @@ class LiveMode(QObject):
                 image=images.encode_png(pixels, region.width, region.height, order),
                 preview_every=1,
                 live=True,
-                sampling="auto",
+                sampling="auto" if settings.sampling is None else None,
             )
+            if settings.sampling is not None:
+                request.sampler, request.steps, request.cfg_scale = settings.sampling
+            return request
 
         session.sent()
         self.frames_sent += 1

@@ -153,3 +153,12 @@ def test_fast_enough_reads_the_server_models() -> None:
     models = parse_models({"checkpoints": [{"name": "m"}], "loras": [{"name": "lcm", "fast": {}}]})
     assert LiveMode.fast_enough(models, "m", [Lora("lcm", 1.0)])
     assert not LiveMode.fast_enough(models, "m", [])
+
+
+def test_a_slow_model_runs_with_the_artists_sampling() -> None:
+    live, client, _canvas = make()
+    live.start(LiveSettings("a cat", sampling=("Euler", 3, 5.0)))
+    settle(live)
+    body = client.requests[0].body()
+    assert "sampling" not in body and body["live"] is True
+    assert (body["sampler"], body["steps"], body["cfg_scale"]) == ("Euler", 3, 5.0)
