@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import random
+import time
 import zlib
 
 from PyQt5.QtCore import QObject, pyqtSignal
@@ -85,6 +86,7 @@ class LiveMode(QObject):
         self.pending = PendingEvents(limit=100)
         self.result: tuple[bytes, Rect, str, str] | None = None  # png, region, document, name
         self.frames_sent = 0
+        self.longest_poll_s = 0.0  # the GUI thread's longest poll (read, fingerprint)
         self._regions: dict[str, tuple[Rect, str]] = {}  # job id -> region, document
         self._sending: tuple[Rect, str] | None = None
         self._shown = 0  # the newest frame number shown (frames never go backwards)
@@ -136,6 +138,11 @@ class LiveMode(QObject):
         session, settings = self.session, self.settings
         if session is None or settings is None:
             return
+        began = time.perf_counter()
+        self._poll(session, settings)
+        self.longest_poll_s = max(self.longest_poll_s, time.perf_counter() - began)
+
+    def _poll(self, session: LiveSession, settings: LiveSettings) -> None:
         region = live_region(
             self.canvas.canvas_size(), self.canvas.selection_bounds(), self.context_margin
         )
