@@ -28,6 +28,7 @@ SCENARIOS = [
     "undo",
     "layout",
     "control",
+    "live",
     "two_windows",
 ]
 # Kept tiny so the suite runs on two CPU cores: the server scales inpaint regions to

@@ -178,6 +178,14 @@ def close_all_documents() -> None:
         doc.close()
 
 
+def paint_stroke(doc: Document, node: Node, rect: tuple[int, int, int, int], bgra: bytes) -> None:
+    """The artist paints: a block of one colour on their layer (what a brush stroke
+    leaves on the pixels live mode polls)."""
+    x, y, width, height = rect
+    node.setPixelData(bgra * (width * height), x, y, width, height)
+    doc.refreshProjection()
+
+
 def paint_gradient(doc: Document, name: str) -> Node:
     """A hidden layer holding a left-to-right grey ramp (black far, white near): a
     depth map as an artist might paint one, kept out of the picture."""

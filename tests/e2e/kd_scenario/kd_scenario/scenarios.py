@@ -434,6 +434,77 @@ def scenario_undo(ctx: Context, section: Section) -> Scenario:
     section.data["layers_after_second_undo"] = canvas.snapshot(doc)
 
 
+def live_panel() -> Any:
+    """The docker's panel object, to read how far live mode is (frames sent, the
+    current result) without touching it."""
+    return docker.widget("kd-panel")
+
+
+def document_state(doc: Document) -> dict[str, Any]:
+    return {
+        "modified": doc.modified(),
+        "projection": canvas.projection_digest(doc),
+        "layers": canvas.snapshot(doc),
+    }
+
+
+def scenario_live(ctx: Context, section: Section) -> Scenario:
+    """Live on: a frame of the resting canvas is shown in the docker and the document
+    stays untouched; live off changes nothing. Live on again, a stroke, a new frame
+    (latency logged), Apply live: one layer; live off: the document as it was."""
+    doc = yield from open_document(128, 128, "live")
+    yield from wait_connected()
+    docker.set_prompt("a red boat")
+    docker.set_number("kd-strength", 60)
+    yield pause(0.3)
+    doc.setModified(False)  # as if just saved: only the artist's own changes count now
+    before = begin_canvas(ctx, section, doc)
+    section.data["before"] = document_state(doc)
+    panel = live_panel()
+    ctx.heartbeat.start()
+    docker.click("kd-live")
+    section.data["live_note"] = docker.label_text("kd-live-note")
+    try:
+        yield until(lambda: panel.live.result is not None, GENERATION_TIMEOUT_S, "a live frame")
+        section.data["first_frame"] = document_state(doc)
+        section.data["preview_shown"] = docker.preview_shown()
+        docker.click("kd-live")  # off
+        yield pause(1.0)  # anything turning live off did to the document would show now
+        section.data["after_first_off"] = document_state(doc)
+
+        docker.click("kd-live")  # on again
+        yield until(lambda: panel.live.result is not None, GENERATION_TIMEOUT_S, "a frame")
+        first, sent = panel.live.result, panel.live.frames_sent
+        painted = next(n for n in canvas.artist_nodes(doc) if n.name() == "painted")
+        stroked = time.monotonic()
+        canvas.paint_stroke(doc, painted, (16, 16, 48, 48), bytes((255, 255, 255, 255)))
+        yield until(
+            lambda: panel.live.result is not None and panel.live.result is not first,
+            GENERATION_TIMEOUT_S,
+            "a live frame of the stroke",
+        )
+        section.data["stroke_to_frame_s"] = round(time.monotonic() - stroked, 2)
+        section.data["frames_sent_for_stroke"] = panel.live.frames_sent - sent
+        section.data["longest_poll_s"] = round(panel.live.longest_poll_s, 4)
+        section.data["before_apply"] = document_state(doc)
+        docker.click("kd-live-apply")
+        known = {node["id"] for node in section.data["before_apply"]["layers"]}
+        yield until(
+            lambda: any(n["id"] not in known for n in canvas.snapshot(doc)), 30, "the live layer"
+        )
+        yield pause(0.3)
+        record_layers(ctx, section, doc, before)
+        section.data["after_apply"] = document_state(doc)
+        docker.click("kd-live")  # off
+        yield pause(1.0)
+        section.data["after_off"] = document_state(doc)
+        section.data["live_checked_after_off"] = docker.widget("kd-live").isChecked()
+    finally:
+        section.data["heartbeat"] = ctx.heartbeat.stop()
+        if docker.widget("kd-live").isChecked():
+            docker.click("kd-live")
+
+
 def scenario_layout(ctx: Context, section: Section) -> Scenario:
     """The docker at Krita's default size in a 1280x800 and a 1600x1000 window: every
     control can be brought into view (scrolling the docker if need be), messages wrap
@@ -553,6 +624,7 @@ SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "layout": scenario_layout,
     "control": scenario_control,
     "two_windows": scenario_two_windows,
+    "live": scenario_live,
 }
 
 
