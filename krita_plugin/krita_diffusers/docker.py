@@ -696,6 +696,7 @@ class DiffusersPanel(QWidget):
 
     def _on_settings(self, settings: Settings) -> None:
         self.controller.update_settings(settings)
+        self.live.context_margin = settings.context_margin
         self._on_connection(self.client.state, self._connection_text)
 
     def _on_models(self, models: ModelList) -> None:
@@ -714,6 +715,7 @@ class DiffusersPanel(QWidget):
         self.lora_add.setEnabled(bool(models.loras))
         self.models = models
         self._refresh_control_choices()
+        self._live_settings_changed()  # a model may have become fast (or not)
 
     def _add_chosen_lora(self) -> None:
         name = self.lora_choice.currentText()
