@@ -30,7 +30,10 @@ class PluginCore(QObject):
         super().__init__(parent)
         self.store = store
         self.settings: Settings = load(store)
-        self.client = client or ServerClient(self)
+        # No Qt parent: the client's event-stream thread holds a reference to it, so it
+        # lives until that thread has ended. As a child of the core, Qt could delete it
+        # with the core while the thread is emitting a signal (a crash, seen in tests).
+        self.client = client or ServerClient()
         self.server = ManagedServer(self.client, self)
         self.samplers: list[str] = []
         self._started = False

@@ -58,7 +58,11 @@ def test_live_follows_the_canvas_applies_and_turning_off_changes_nothing(qtbot, 
     toggle.setChecked(True)
     assert panel.live.active and note.isVisibleTo(panel) and note.text() == NOT_FAST
     wait_for_new_result(qtbot, panel, None)
-    assert shown and not panel.preview.pixmap().isNull() and apply.isEnabled()
+    # what the artist sees follows the result (its picture is decoded in the background)
+    qtbot.waitUntil(
+        lambda: bool(shown) and not panel.preview.pixmap().isNull() and apply.isEnabled(),
+        timeout=WAIT_MS,
+    )
     assert canvas.layers == []  # shown in the docker only
     toggle.setChecked(False)
     assert (canvas.pixels, canvas.layers) == original and not panel.live.active
@@ -73,6 +77,7 @@ def test_live_follows_the_canvas_applies_and_turning_off_changes_nothing(qtbot, 
     assert panel.live.frames_sent >= 2
     assert panel.live.result[1] == Rect(0, 0, 64, 64)  # no selection: the whole canvas
 
+    qtbot.waitUntil(apply.isEnabled, timeout=WAIT_MS)  # the result's picture is shown
     apply.click()
     qtbot.waitUntil(lambda: len(canvas.layers) == 1, timeout=WAIT_MS)
     layer = canvas.layers[0].image
