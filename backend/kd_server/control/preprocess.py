@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 
 from kd_server.control.canny import canny
 from kd_server.generation import ControlMode
+from kd_server.masks import flatten_rgb
 
 LINE_MODES = frozenset(
     {ControlMode.CANNY, ControlMode.LINEART, ControlMode.SCRIBBLE, ControlMode.SOFTEDGE}
@@ -92,22 +93,12 @@ def _has_transparency(image: Image.Image) -> bool:
 
 def on_black(image: Image.Image) -> Image.Image:
     """RGB, transparent parts black (far, empty)."""
-    if not _has_transparency(image):
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    ground = Image.new("RGB", image.size, (0, 0, 0))
-    ground.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-    return ground
+    return flatten_rgb(image, (0, 0, 0))
 
 
 def on_white(image: Image.Image) -> Image.Image:
     """RGB, transparent parts white (an empty sheet, for edge finding)."""
-    if not _has_transparency(image):
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    ground = Image.new("RGB", image.size, (255, 255, 255))
-    ground.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-    return ground
+    return flatten_rgb(image, (255, 255, 255))
 
 
 def light_lines(image: Image.Image) -> Image.Image:
