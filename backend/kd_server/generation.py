@@ -112,15 +112,49 @@ class Conditioning:
     reference: ReferenceInput | None = None
 
 
+class FillMode(str, enum.Enum):
+    """What the area to repaint (and any transparent pixel) holds before denoising.
+
+    At low strength the sampler keeps much of what is there, so an expanded canvas's
+    empty strip must hold something plausible: its edge pixels stretched, or a blur."""
+
+    KEEP = "keep"  # the original pixels (transparent ones: as NEUTRAL)
+    NEUTRAL = "neutral"  # mid grey
+    BLUR = "blur"  # the surrounding picture, heavily blurred into the area
+    EDGE = "edge"  # the nearest pixels outside the area, stretched into it
+    NOISE = "noise"  # random colours (latent noise, as A1111's "latent noise")
+
+
 @dataclass
 class ImageInputs:
-    """The pixels a job starts from (img2img, inpaint), and how the mask is treated."""
+    """The pixels a job starts from (img2img, inpaint, upscale), and how the mask and
+    the area to repaint are treated."""
 
     image: Image.Image | None = None  # RGB or RGBA
     mask: Image.Image | None = None  # L: white = repaint, grey levels kept
     mask_grow: int = 0
     mask_feather: int = 0
     strength: float = 0.75  # how much to change, 0..1
+    fill: FillMode = FillMode.KEEP
+
+
+@dataclass
+class Upscaling:
+    """How an image grows beyond the model's working size (the `upscale` task, and
+    the second pass of a hi-res txt2img).
+
+    `width` x `height` is the final size. The image is enlarged with `upscaler` (a
+    model from the library's upscalers; None: Lanczos), then refined tile by tile with
+    img2img at `strength` (0: no diffusion at all), tiles of `tile_size` pixels (None:
+    the model's working size) overlapping and blended. `steps` (None: the job's own)
+    is the refine's step count."""
+
+    width: int
+    height: int
+    upscaler: str | None = None
+    strength: float = 0.35
+    tile_size: int | None = None
+    steps: int | None = None
 
 
 @dataclass
@@ -137,6 +171,9 @@ class GenerationRequest:
     width: int = 512
     height: int = 512
     preview_every: int = 0  # 0 = no previews
+    #: `upscale` task: the target and the refine; txt2img: a hi-res second pass
+    #: (first pass at `width` x `height`, then upscaled and refined to its size)
+    upscaling: Upscaling | None = None
 
 
 @dataclass(frozen=True)
