@@ -22,10 +22,13 @@ from .geometry import Rect, canvas_rect, region_for_selection
 
 SUPERSEDED = "superseded"
 
-#: Polls a second (the docker's timer) and polls without change that count as a
-#: pause: 4 a second and 2 polls is a pause of about half a second.
-POLL_MS = 250
-SETTLE_POLLS = 2
+#: The docker's timer, and the polls without change that count as a pause: a poll
+#: every 150 ms and 3 polls is a pause of about half a second. A change that comes
+#: after such a pause is sent at once (see `LiveSession.poll`), so a single stroke
+#: waits at most one poll; 150 ms keeps that wait small against a frame's time while
+#: a poll (one read of the region and a checksum) stays a millisecond or two.
+POLL_MS = 150
+SETTLE_POLLS = 3
 
 
 def checksum(pixels: bytes) -> int:
@@ -65,10 +68,14 @@ class LiveSession:
         """Take one poll's checksum; True when a frame of this state is to be sent now
         (the caller then calls `sent`)."""
         if value != self._last:
+            rested = self._last is not None and self._stable >= self.settle_polls
             self._last = value
             self._stable = 0
             self._dirty = value != self._sent or self._forced
-            return False
+            # The first change after a pause goes at once: a single stroke is answered
+            # one poll after it, not a pause later. While changes keep coming, the next
+            # frame waits for the next pause (and replaces this one on the server).
+            return self._dirty and rested and not self.sending
         self._stable += 1
         return self._dirty and not self.sending and self._stable >= self.settle_polls
 

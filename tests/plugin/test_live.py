@@ -29,12 +29,36 @@ def test_a_sent_state_is_not_sent_again() -> None:
     assert polls(session, [7, 7, 7]) == [False, False, False]
 
 
+def test_a_change_after_a_pause_is_sent_at_once() -> None:
+    session = LiveSession(settle_polls=2)
+    assert polls(session, [1, 1, 1]) == [False, False, True]
+    session.sent()
+    session.accepted("a")
+    assert polls(session, [1, 1]) == [False, False]
+    assert session.poll(2) is True  # one poll after the stroke, not a pause later
+
+
+def test_while_the_canvas_keeps_changing_the_next_frame_waits_for_a_pause() -> None:
+    session = LiveSession(settle_polls=2)
+    polls(session, [1, 1, 1])
+    session.sent()
+    session.accepted("a")
+    assert session.poll(2) is True  # the stroke's first poll after the pause
+    session.sent()
+    session.accepted("b")
+    assert polls(session, [3, 4, 5]) == [False, False, False]  # still painting
+    assert polls(session, [5, 5]) == [False, True]  # the pause: the last state goes
+
+
 def test_painting_back_to_the_sent_state_sends_nothing() -> None:
     session = LiveSession(settle_polls=1)
     polls(session, [7, 7])
     session.sent()
     session.accepted("a")
-    assert polls(session, [8, 7, 7]) == [False, False, False]
+    assert session.poll(8) is True  # after a pause: sent at once
+    session.sent()
+    session.accepted("b")
+    assert polls(session, [9, 8, 8]) == [False, False, False]
 
 
 def test_a_state_that_settles_while_a_frame_is_on_its_way_waits_for_the_answer() -> None:
@@ -55,7 +79,7 @@ def test_a_newer_state_replaces_the_waiting_one() -> None:
     assert session.poll(3) is True
     session.sent()
     session.accepted("b")
-    assert polls(session, [3, 2, 2]) == [False, False, True]  # 2 was never sent alone
+    assert polls(session, [3, 2]) == [False, True]  # 2 was never sent alone
 
 
 def test_a_changed_setting_sends_the_same_pixels_again() -> None:
@@ -74,7 +98,7 @@ def test_a_refused_frame_is_not_retried_until_the_canvas_changes() -> None:
     session.sent()
     session.refused()
     assert polls(session, [1, 1]) == [False, False]
-    assert polls(session, [2, 2]) == [False, True]
+    assert session.poll(2) is True  # a change: sent (here at once, after a pause)
 
 
 def test_only_the_newest_accepted_frame_counts() -> None:

@@ -8,6 +8,7 @@ from plugin.memory_canvas import MemoryCanvas
 from plugin.test_controller import RED, StandInClient, run_now
 
 from krita_diffusers.geometry import Rect
+from krita_diffusers.live import SETTLE_POLLS
 from krita_diffusers.live_mode import NO_PROMPT, LiveMode, LiveSettings
 from krita_diffusers.protocol import Event, EventType, Lora, Task, parse_models
 
@@ -25,7 +26,7 @@ def paint(canvas: MemoryCanvas, value: int) -> None:
     canvas.pixels = bytes(data)
 
 
-def settle(live: LiveMode, polls: int = 3) -> None:
+def settle(live: LiveMode, polls: int = SETTLE_POLLS + 1) -> None:
     for _ in range(polls):
         live.poll()
 
@@ -42,17 +43,17 @@ def test_a_frame_is_sent_after_a_pause_with_live_settings() -> None:
     assert "steps" not in body
 
 
-def test_no_frame_while_painting_and_the_seed_stays_locked() -> None:
+def test_a_strokes_first_poll_goes_then_none_until_a_pause_and_the_seed_stays_locked() -> None:
     live, client, canvas = make()
     live.start(LiveSettings("a cat"))
     settle(live)
     for value in range(10, 20):
         paint(canvas, value)
         live.poll()
-    assert len(client.requests) == 1
+    assert len(client.requests) == 2  # the first frame, and the stroke's first poll
     settle(live)
-    assert len(client.requests) == 2
-    assert client.requests[0].seed == client.requests[1].seed
+    assert len(client.requests) == 3  # the state after the pause
+    assert len({request.seed for request in client.requests}) == 1
 
 
 def test_only_the_current_frames_result_is_shown_and_superseded_is_quiet() -> None:
