@@ -70,10 +70,19 @@ def repaint_area(alpha: Image.Image) -> Image.Image:
     return Image.fromarray(np.where(values > 0, 255, 0).astype(np.uint8), mode="L")
 
 
+def has_transparency(image: Image.Image) -> bool:
+    """Whether any pixel is less than opaque (those are filled, never read as white)."""
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        return False
+    lowest = image.convert("RGBA").getchannel("A").getextrema()[0]
+    return isinstance(lowest, int) and lowest < 255
+
+
 def flatten_rgb(
     image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)
 ) -> Image.Image:
-    """RGB for the model; transparent canvas areas read as white, like Krita's paper."""
+    """RGB on a flat `background`: for pictures that are shown or analysed as they
+    look (control images). What the model starts from is filled instead (kd_server.fill)."""
     if image.mode == "RGB":
         return image
     rgba = image.convert("RGBA")

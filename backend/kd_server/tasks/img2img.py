@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
-from kd_server import masks
+from kd_server import fill, masks
 from kd_server.families import Family
 from kd_server.generation import GenerationRequest, Task
 from kd_server.tasks.base import Prepared, TaskSpec, invalid, whole_image_mask
@@ -26,13 +26,20 @@ def check_strength(request: GenerationRequest) -> None:
         )
 
 
-def working_image(request: GenerationRequest, model: LoadedModel) -> tuple[Image.Image, int, int]:
-    """The input image flattened and scaled to the model's working size."""
+def working_image(
+    request: GenerationRequest, model: LoadedModel, area: Image.Image | None = None
+) -> tuple[Image.Image, int, int]:
+    """The input image at the model's working size, as RGB with `area` (L at the working
+    size; inpaint's repaint area) and any transparent pixels filled by `inputs.fill`
+    (kd_server.fill: transparency never reads as white paper)."""
     image = request.inputs.image
     assert image is not None
     width, height = masks.working_size(*image.size, target=model.working_size)
-    scaled = masks.flatten_rgb(image).resize((width, height), Image.Resampling.LANCZOS)
-    return scaled, width, height
+    if not masks.has_transparency(image):
+        image = image.convert("RGB")  # RGB resizing: opaque pictures keep today's pixels
+    scaled = image.resize((width, height), Image.Resampling.LANCZOS)
+    filled = fill.apply(scaled, request.inputs.fill, area, request.sampling.seed)
+    return filled, width, height
 
 
 class Img2Img(TaskSpec):

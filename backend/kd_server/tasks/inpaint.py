@@ -60,9 +60,10 @@ class Inpaint(TaskSpec):
     def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
         inputs = request.inputs
         assert inputs.image is not None and inputs.mask is not None
-        image, width, height = working_image(request, model)
+        width, height = masks.working_size(*inputs.image.size, target=model.working_size)
         alpha = masks.prepare_mask(inputs.mask, inputs.mask_grow, inputs.mask_feather)
         repaint = masks.repaint_area(alpha).resize((width, height), Image.Resampling.BILINEAR)
+        image, _, _ = working_image(request, model, area=repaint)  # the area filled first
         kwargs = {
             "image": image,
             "strength": inputs.strength,
