@@ -20,6 +20,7 @@ from bench import (
     inpaint,
     latency,
     live,
+    live_chain,
     overhead,
     previews,
     queue,
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "durability": durability.run,
     "control": control.run,
     "live": live.run,
+    "live_chain": live_chain.run,
 }
 
 
