@@ -49,7 +49,8 @@ from kd_server.samplers import (
 )
 from kd_server.speed import SpeedOptions, unfuse_for_lora
 from kd_server.taesd import PreviewDecoders, decode_preview
-from kd_server.tasks import Prepared, TaskSpec, spec_for
+from kd_server.tasks import TaskSpec, spec_for
+from kd_server.upscale.models import LoadedUpscaler, UpscalerRuntime, enlarge
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Engine:
         self._previews = PreviewWorker()  # previews are made off the denoising thread
         self._preview_decoders = PreviewDecoders(self.device)  # TAESD, when the artist has one
         self.controls = ControlRuntime(library, self.device)  # ControlNets, IP-Adapters
+        self.upscalers = UpscalerRuntime(self.device)  # ESRGAN & co (kd_server.upscale)
 
     # -- facts for the API -------------------------------------------------------------
 
@@ -124,6 +126,8 @@ class Engine:
                 f"ask for {limit} or fewer (fast models need 2 to 8).",
             )
         spec_for(request.task).check(request)
+        if request.upscaling is not None and request.upscaling.upscaler is not None:
+            self.library.get_upscaler(request.upscaling.upscaler)
         self.controls.check(request, entry)
         return entry
 
@@ -137,6 +141,29 @@ class Engine:
     ) -> Image.Image:
         """A picture -> the control image of `mode` (kd_server.control.preprocess)."""
         return self.controls.preprocess(image, mode, low_threshold, high_threshold, resolution)
+
+    def upscale_image(
+        self, image: Image.Image, upscaler: str | None, width: int, height: int
+    ) -> Image.Image:
+        """`image` enlarged to `width` x `height` with the named upscaler (None:
+        Lanczos), no diffusion. Waits for the running job: one thing at a time runs."""
+        with self._lock:
+            try:
+                return enlarge(image, self.upscaler(upscaler), width, height)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                free_memory()
+                raise EngineError(
+                    EngineErrorCode.OUT_OF_MEMORY,
+                    "The upscaler ran out of memory; try a smaller picture.",
+                ) from exc
+
+    def upscaler(self, name: str | None) -> LoadedUpscaler | None:
+        """The named upscaler, loaded (None for Lanczos); EngineError if unknown."""
+        if name is None:
+            return None
+        return self.upscalers.load(self.library.get_upscaler(name))
 
     def check_model(self, name: str | None) -> ModelEntry:
         """The checkpoint a job will use: the named one, or the library's default."""
@@ -231,6 +258,29 @@ class Engine:
         model = self._model(entry, on_loading)
         self._apply_loras(model, request.conditioning.loras)
         spec = spec_for(request.task)
+        if spec.runs_passes(request):
+            passes = _Passes(self, model, on_progress, on_preview, should_cancel)
+            results = spec.run_passes(request, passes)
+            passes.finish()
+            return [
+                self._record(spec, request, model, image, index, seed)
+                for index, (image, seed) in enumerate(results)
+            ]
+        reporter = self._step_reporter(request, model, on_progress, on_preview, should_cancel)
+        images, seeds = self._denoise(spec, request, model, reporter)
+        return [
+            self._record(spec, request, model, image, index, seeds[index])
+            for index, image in enumerate(images)
+        ]
+
+    def _denoise(
+        self,
+        spec: TaskSpec,
+        request: GenerationRequest,
+        model: LoadedModel,
+        callback: _StepReporter,
+    ) -> tuple[list[Image.Image], list[int]]:
+        """One pipeline call of a single-pass task: its finished images and seeds."""
         sampling = request.sampling
         prepared = spec.prepare(request, model)
         control = self.controls.setup(request, model, prepared)
@@ -241,7 +291,6 @@ class Engine:
         seed = resolve_seed(sampling.seed)
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(sampling.batch_size)]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        callback = self._step_reporter(request, model, on_progress, on_preview, should_cancel)
         try:
             output = pipe(
                 generator=generators,
@@ -257,10 +306,7 @@ class Engine:
         finally:
             control.done()
             callback.close()
-        return [
-            self._finish(spec, request, model, prepared, image, index, seeds[index])
-            for index, image in enumerate(output.images)
-        ]
+        return [spec.finish(image, prepared) for image in output.images], seeds
 
     def _step_reporter(
         self,
@@ -269,6 +315,7 @@ class Engine:
         on_progress: ProgressCallback | None,
         on_preview: PreviewCallback | None,
         should_cancel: CancelCheck | None,
+        job: _JobProgress | None = None,
     ) -> _StepReporter:
         previews = None
         if on_preview is not None and request.preview_every > 0:
@@ -277,19 +324,18 @@ class Engine:
             if decoder is not None:
                 decode = partial(decode_preview, decoder)
             previews = _Previews(self._previews, on_preview, model.info.is_xl, decode)
-        return _StepReporter(request, on_progress, should_cancel, previews)
+        return _StepReporter(request, on_progress, should_cancel, previews, job)
 
-    def _finish(
+    def _record(
         self,
         spec: TaskSpec,
         request: GenerationRequest,
         model: LoadedModel,
-        prepared: Prepared,
         image: Image.Image,
         index: int,
         seed: int,
     ) -> GeneratedImage:
-        image = spec.finish(image, prepared)
+        """A finished image with the recipe its PNG records."""
         sampler = canonical_name(request.sampling.sampler)
         parameters = spec.parameters(request, image, seed, model.name, sampler).render()
         return GeneratedImage(index=index, seed=seed, image=image, parameters=parameters)
@@ -394,16 +440,22 @@ class _StepReporter:
         on_progress: ProgressCallback | None,
         should_cancel: CancelCheck | None,
         previews: _Previews | None,
+        job: _JobProgress | None = None,
     ) -> None:
         self.preview_every = request.preview_every
         self.on_progress = on_progress
         self.should_cancel = should_cancel
         self.previews = previews
+        self.job = job  # a pass of a multi-pass job: steps count on in the job's stream
+        self.pass_total = 0  # the steps this pipeline call runs, once it has started
 
     def __call__(self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict:
         if self.should_cancel is not None and self.should_cancel():
             raise _StopRequested()
         step, total = index + 1, pipe.num_timesteps
+        self.pass_total = total
+        if self.job is not None:
+            step, total = self.job.at(step, total)
         copy = None
         if self.previews is not None and (step % self.preview_every == 0 or step == total):
             copy = snapshot(tensors["latents"])  # the only preview work on this thread
@@ -422,3 +474,106 @@ class _StepReporter:
         """Wait until every preview of the job has been made and delivered."""
         if self.previews is not None:
             self.previews.worker.drain()
+
+
+class _JobProgress:
+    """One progress stream across the passes of a multi-pass job (a hi-res txt2img, an
+    upscale): steps count on from pass to pass, so the step only grows. The total is
+    the task's plan, raised when a pass runs more steps than planned (a second-order
+    sampler), and settled to the steps done when the job ends."""
+
+    def __init__(self, on_progress: ProgressCallback | None) -> None:
+        self.on_progress = on_progress
+        self.done = 0
+        self.total = 0
+
+    def plan(self, units: int) -> None:
+        self.total += max(0, units)
+
+    def at(self, step: int, pass_total: int) -> tuple[int, int]:
+        """A pass's step -> the job's (step, total)."""
+        self.total = max(self.total, self.done + pass_total)
+        return self.done + step, self.total
+
+    def end_pass(self, pass_total: int) -> None:
+        self.done += pass_total
+
+    def tick(self) -> None:
+        """One unit of work that is not a denoising step (an upscaler tile)."""
+        self.done += 1
+        self.total = max(self.total, self.done)
+        self._report()
+
+    def settle(self) -> None:
+        if self.total != self.done:
+            self.total = self.done
+            self._report()
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(step=self.done, total=self.total))
+
+
+class _Passes:
+    """What the engine lends a task that runs several passes (`TaskSpec.run_passes`):
+    denoising passes of single-pass tasks and upscaler runs, on the job's model, with
+    one progress stream and cancellation between steps and between tiles."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        model: LoadedModel,
+        on_progress: ProgressCallback | None,
+        on_preview: PreviewCallback | None,
+        should_cancel: CancelCheck | None,
+    ) -> None:
+        self.engine = engine
+        self.model = model
+        self.on_preview = on_preview
+        self.on_progress = on_progress
+        self.should_cancel = should_cancel
+        self.job = _JobProgress(on_progress)
+
+    @property
+    def working_size(self) -> int:
+        return self.model.working_size
+
+    def plan(self, units: int) -> None:
+        self.job.plan(units)
+
+    def check_cancel(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled()
+
+    def upscaler(self, name: str | None) -> LoadedUpscaler | None:
+        return self.engine.upscaler(name)
+
+    def denoise(
+        self, request: GenerationRequest, previews: bool = False
+    ) -> tuple[list[Image.Image], list[int]]:
+        """One pass of a single-pass task (its finished images and seeds); previews of
+        its steps when `previews` (numbered by the job's steps)."""
+        self.check_cancel()
+        spec = spec_for(request.task)
+        on_preview = self.on_preview if previews else None
+        reporter = self.engine._step_reporter(
+            request, self.model, self.on_progress, on_preview, self.should_cancel, self.job
+        )
+        images, seeds = self.engine._denoise(spec, request, self.model, reporter)
+        self.job.end_pass(reporter.pass_total)
+        return images, seeds
+
+    def enlarge(
+        self, image: Image.Image, upscaler: LoadedUpscaler | None, width: int, height: int
+    ) -> Image.Image:
+        """`image` at `width` x `height` (model tiles count as progress units)."""
+        self.check_cancel()
+
+        def tile_done() -> None:
+            self.job.tick()
+            self.check_cancel()
+
+        return enlarge(image, upscaler, width, height, tile_done)
+
+    def finish(self) -> None:
+        self.job.settle()

@@ -22,6 +22,7 @@ class Task(str, enum.Enum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+    UPSCALE = "upscale"  # enlarge `inputs.image` to `upscaling`'s size, then refine it
 
 
 #: Seeds are 32-bit, as in A1111 and ComfyUI, so a seed copied between them matches.
@@ -210,6 +211,8 @@ class EngineErrorCode(str, enum.Enum):
     LORA_NOT_FOUND = "lora_not_found"
     LORA_UNUSABLE = "lora_unusable"
     SAMPLER_NOT_FOUND = "sampler_not_found"
+    UPSCALER_NOT_FOUND = "upscaler_not_found"
+    UPSCALER_UNUSABLE = "upscaler_unusable"  # found, but cannot be loaded or run
     CONTROL_MISMATCH = "control_mismatch"  # a control model of another family
     PREPROCESSOR_UNAVAILABLE = "preprocessor_unavailable"  # e.g. no depth estimator
     INVALID_INPUT = "invalid_input"

@@ -46,6 +46,7 @@ from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.hashes import HashStore, library_files
 from kd_server.taesd_files import PreviewDecoder, find_preview_decoders
+from kd_server.upscale.files import UPSCALER_SUBDIRS, UpscalerFile, find_upscalers
 
 log = logging.getLogger(__name__)
 
@@ -623,6 +624,8 @@ class Scanner:
                 sub = here / name
                 if name.startswith("."):
                     continue
+                if root.kind is RootKind.MIXED and _relative(sub, root.path) in UPSCALER_SUBDIRS:
+                    continue  # upscalers are listed on their own (kd_server.upscale.files)
                 if sub.is_symlink():
                     problem = self._linked_folder(root, sub, problems)
                     if problem is not None:
@@ -897,6 +900,7 @@ class ModelLibrary:
         with self._lock:
             found, problems = self._scanner.scan(self.folders)
             self._decoders = tuple(find_preview_decoders(self.folders))
+            self._upscalers = tuple(find_upscalers(self.folders))
             reserved = [EMBEDDED_NAME] if self.include_embedded else []
             entries = pair_image_encoders(name_entries(found, reserved))
             checkpoints = {e.name: e for e in entries if e.kind is EntryKind.CHECKPOINT}
@@ -940,6 +944,34 @@ class ModelLibrary:
         """The first usable TAESD decoder for the latents of `family`, if any."""
         base = family.info.base
         return next((d for d in self._decoders if d.usable and d.family is base), None)
+
+    def upscalers(self) -> list[UpscalerFile]:
+        """The upscaler files found, usable or not (kd_server.upscale.files)."""
+        return list(self._upscalers)
+
+    def get_upscaler(self, name: str) -> UpscalerFile:
+        """The usable upscaler called `name`, else EngineError (not found / unusable)."""
+        table = {u.name: u for u in self._upscalers}
+        entry = table.get(name) if isinstance(name, str) else None
+        if entry is None:
+            usable = sorted((u.name for u in self._upscalers if u.usable), key=str.casefold)
+            message = f"There is no upscaler named '{str(name)[:120]}'."
+            close = difflib.get_close_matches(str(name), usable, n=1)
+            if close:
+                message += f" Did you mean '{close[0]}'?"
+            message += (
+                f" Available: {', '.join(repr(n) for n in usable[:5])}."
+                if usable
+                else " No usable upscaler was found; put one in models/ESRGAN or "
+                "upscale_models, or leave the upscaler out for Lanczos."
+            )
+            raise EngineError(EngineErrorCode.UPSCALER_NOT_FOUND, message)
+        if not entry.usable:
+            raise EngineError(
+                EngineErrorCode.UPSCALER_UNUSABLE,
+                f"The upscaler '{entry.name}' cannot be used: {entry.reason}",
+            )
+        return entry
 
     def entries(self, kind: EntryKind) -> list[ModelEntry]:
         """All entries of one kind, unusable and refused ones included, sorted by name."""

@@ -52,6 +52,21 @@ def check_budget(fields: str, width: int, height: int, batch_size: int, settings
         )
 
 
+#: The largest side an upscale (the `upscale` task, a hi-res pass, A1111's extras) may
+#: reach. It is not held to `max_pixels`: the upscale works tile by tile, so its
+#: memory follows the tile size, not the picture's (docs/upscale.md).
+MAX_UPSCALE_SIDE = 8192
+
+
+def check_upscale_size(fields: str, width: int, height: int) -> None:
+    """An upscale target: up to `MAX_UPSCALE_SIDE` a side, whatever the pixel budget."""
+    if not (1 <= width <= MAX_UPSCALE_SIDE and 1 <= height <= MAX_UPSCALE_SIDE):
+        raise invalid(
+            fields,
+            f"{width}x{height}: an upscale may reach 1..{MAX_UPSCALE_SIDE} pixels a side.",
+        )
+
+
 def check_lora_count(field: str, count: int) -> None:
     if count > MAX_LORAS:
         raise invalid(field, f"{count} LoRAs; at most {MAX_LORAS} can be applied at once.")

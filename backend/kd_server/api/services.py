@@ -45,6 +45,7 @@ from kd_server.jobqueue import (
 
 if TYPE_CHECKING:
     from kd_server.library import ModelLibrary
+    from kd_server.upscale.files import UpscalerFile
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ class EngineLike(Protocol):
         on_loading: Any,
         on_preview: Any,
     ) -> list[GeneratedImage]: ...
+    def upscale_image(
+        self, image: Image.Image, upscaler: str | None, width: int, height: int
+    ) -> Image.Image: ...
 
 
 @dataclass
@@ -208,6 +212,22 @@ class Services:
         """A picture -> a control image (the engine refuses a missing depth estimator)."""
         self.check_open()
         return self.engine.preprocess(image, mode, low_threshold, high_threshold, resolution)
+
+    def upscalers(self) -> list[UpscalerFile]:
+        """The upscaler files found, usable or not: each has `name`, `usable`, `reason`,
+        `scale`, `architecture` and `found_in` (kd_server.upscale.files)."""
+        return self.library.upscalers()
+
+    def upscale_image(
+        self, image: Image.Image, upscaler: str | None, width: int, height: int
+    ) -> Image.Image:
+        """`image` enlarged to `width` x `height` with the named upscaler (None:
+        Lanczos), without diffusion (A1111's extras). Raises EngineError
+        (`upscaler_not_found`, `upscaler_unusable`) for a name it cannot use; waits
+        for the running job, as the engine does one thing at a time."""
+        self.check_open()
+        policy.check_upscale_size("width, height", width, height)
+        return self.engine.upscale_image(image, upscaler, width, height)
 
     def job(self, job_id: str) -> JobView:
         """A job's state; raises `JobNotFound`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from PIL import Image
 
@@ -21,6 +21,7 @@ from kd_server.pngmeta import ParameterText
 
 if TYPE_CHECKING:
     from kd_server.loading import LoadedModel
+    from kd_server.upscale.models import LoadedUpscaler
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,48 @@ class Prepared:
     kwargs: dict[str, Any]
     output_size: tuple[int, int]
     alpha: Image.Image | None = None  # inpaint: the feathered mask at the region's size
+
+
+@dataclass(frozen=True)
+class RecipeText(ParameterText):
+    """A1111's parameters with more `key: value` pairs (a hi-res pass, an upscale)."""
+
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def render(self) -> str:
+        text = super().render()
+        if not self.extra:
+            return text
+        return text + ", " + ", ".join(f"{key}: {value}" for key, value in self.extra)
+
+
+class Passes(Protocol):
+    """What the engine lends a task that runs several passes (`TaskSpec.run_passes`).
+
+    Every pass reports into one progress stream for the job (steps only grow), and a
+    cancel is noticed between steps, tiles and passes (`Cancelled` is raised)."""
+
+    @property
+    def working_size(self) -> int: ...
+
+    def plan(self, units: int) -> None:
+        """Add `units` (denoising steps, upscaler tiles) to the job's planned total."""
+
+    def check_cancel(self) -> None:
+        """Raise `Cancelled` if the job was cancelled."""
+
+    def upscaler(self, name: str | None) -> LoadedUpscaler | None:
+        """The named upscaler, loaded (None: Lanczos)."""
+
+    def denoise(
+        self, request: GenerationRequest, previews: bool = False
+    ) -> tuple[list[Image.Image], list[int]]:
+        """One pass of a single-pass task: its finished images and their seeds."""
+
+    def enlarge(
+        self, image: Image.Image, upscaler: LoadedUpscaler | None, width: int, height: int
+    ) -> Image.Image:
+        """`image` at `width` x `height`, through the upscaler (one unit per tile)."""
 
 
 def invalid(message: str) -> EngineError:
@@ -61,6 +104,17 @@ class TaskSpec:
             raise invalid(f"The {self.task.value} task needs an image: send the region to change.")
 
     # -- running ---------------------------------------------------------------------
+
+    def runs_passes(self, request: GenerationRequest) -> bool:
+        """Whether this request runs as several passes (`run_passes`) rather than one
+        pipeline call (`prepare`, `pipeline_arguments`, `finish`)."""
+        return False
+
+    def run_passes(
+        self, request: GenerationRequest, passes: Passes
+    ) -> list[tuple[Image.Image, int]]:
+        """The finished images and their seeds, made through `passes`."""
+        raise NotImplementedError
 
     def pipeline_class(self, family: Family) -> Any:
         import diffusers

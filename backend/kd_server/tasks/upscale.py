@@ -1,0 +1,223 @@
+"""upscale: enlarge an image (an upscaler model, or Lanczos), then refine it tile by tile.
+
+The enlargement adds pixels but no detail a model would paint; the refine is img2img
+at low strength on overlapping tiles of the model's working size, blended with
+feathered weights (`kd_server.upscale.tiling`), so any size works in the memory of
+one tile and no seam shows. The same two steps are the second pass of a hi-res
+txt2img (`tasks.txt2img`). docs/upscale.md explains the choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, ClassVar
+
+from PIL import Image
+
+from kd_server import masks
+from kd_server.families import Family
+from kd_server.generation import (
+    MAX_SEED,
+    Conditioning,
+    GenerationRequest,
+    ImageInputs,
+    Sampling,
+    Task,
+    Upscaling,
+)
+from kd_server.pngmeta import ParameterText
+from kd_server.tasks.base import Passes, RecipeText, TaskSpec, invalid
+from kd_server.upscale.models import model_tile_count
+from kd_server.upscale.tiling import StripBlender, Tile, tile_grid
+
+if TYPE_CHECKING:
+    from kd_server.upscale.models import LoadedUpscaler
+
+#: The largest side an upscale may reach: tiles bound the memory, not the size.
+MAX_UPSCALE_SIDE = 8192
+#: Tiles overlap by this fraction of their side (at least `MIN_OVERLAP` pixels).
+OVERLAP_FRACTION = 8
+MIN_OVERLAP = 32
+#: A step so far apart that neighbouring tiles' noise never repeats.
+TILE_SEED_STRIDE = 1_000_003
+
+
+def refine_steps(upscaling: Upscaling, sampling: Sampling) -> int:
+    """Denoising steps each refine tile runs (as img2img counts them)."""
+    steps = upscaling.steps or sampling.steps
+    return min(int(steps * upscaling.strength), steps)
+
+
+def refine_tiles(
+    width: int, height: int, upscaling: Upscaling, working_size: int
+) -> list[list[Tile]]:
+    """The tiles of the refine: `tile_size` (or the working size), multiples of 8."""
+    tile = max(64, (upscaling.tile_size or working_size) // 8 * 8)
+    overlap = max(MIN_OVERLAP, tile // OVERLAP_FRACTION) // 8 * 8
+    return tile_grid(width, height, tile, overlap)
+
+
+def plan_units(
+    source: tuple[int, int],
+    upscaling: Upscaling,
+    sampling: Sampling,
+    model: LoadedUpscaler | None,
+    working_size: int,
+) -> int:
+    """The progress units of one image's upscale: upscaler tiles, then refine steps."""
+    units = model_tile_count(source, model, upscaling.width, upscaling.height)
+    if upscaling.strength > 0:
+        tiles = refine_tiles(upscaling.width, upscaling.height, upscaling, working_size)
+        units += sum(len(row) for row in tiles) * refine_steps(upscaling, sampling)
+    return units
+
+
+def upscale_and_refine(
+    image: Image.Image,
+    request: GenerationRequest,
+    upscaling: Upscaling,
+    model: LoadedUpscaler | None,
+    seed: int,
+    passes: Passes,
+) -> Image.Image:
+    """One image enlarged to `upscaling`'s size and refined (if its strength > 0)."""
+    enlarged = passes.enlarge(image, model, upscaling.width, upscaling.height)
+    if upscaling.strength <= 0:
+        return enlarged
+    rows = refine_tiles(enlarged.width, enlarged.height, upscaling, passes.working_size)
+    blender = StripBlender(enlarged.width, enlarged.height)
+    number = 0
+    for index, row in enumerate(rows):
+        for tile in row:
+            tile_request = _tile_request(request, upscaling, enlarged.crop(tile.box), seed, number)
+            images, _ = passes.denoise(tile_request)
+            blender.add(tile, images[0])
+            number += 1
+        blender.end_row(rows, index)
+    return blender.finish()
+
+
+def _tile_request(
+    request: GenerationRequest, upscaling: Upscaling, tile: Image.Image, seed: int, number: int
+) -> GenerationRequest:
+    """img2img of one tile: the job's prompts, LoRAs and sampler, no control layers
+    (they cover the whole picture, not the tile), the refine's strength and steps."""
+    conditioning = request.conditioning
+    return GenerationRequest(
+        task=Task.IMG2IMG,
+        conditioning=Conditioning(
+            prompt=conditioning.prompt,
+            negative_prompt=conditioning.negative_prompt,
+            loras=list(conditioning.loras),
+        ),
+        sampling=replace(
+            request.sampling,
+            steps=upscaling.steps or request.sampling.steps,
+            seed=(seed + number * TILE_SEED_STRIDE) % (MAX_SEED + 1),
+            batch_size=1,
+        ),
+        inputs=ImageInputs(image=tile, strength=upscaling.strength),
+        model=request.model,
+        width=tile.width,
+        height=tile.height,
+    )
+
+
+def check_upscaling(upscaling: Upscaling, field: str) -> None:
+    """The target and the refine's settings, whichever task carries them."""
+    if not (1 <= upscaling.width <= MAX_UPSCALE_SIDE and 1 <= upscaling.height <= MAX_UPSCALE_SIDE):
+        raise invalid(
+            f"{field}: {upscaling.width}x{upscaling.height} is outside 1..{MAX_UPSCALE_SIDE} "
+            "pixels a side."
+        )
+    if not 0 <= upscaling.strength <= 1:
+        raise invalid(f"{field}: strength must be 0..1, not {upscaling.strength:g}.")
+    if upscaling.tile_size is not None and not 64 <= upscaling.tile_size <= 2048:
+        raise invalid(f"{field}: tile_size must be 64..2048 pixels, not {upscaling.tile_size}.")
+    if upscaling.steps is not None and upscaling.steps < 1:
+        raise invalid(f"{field}: steps must be at least 1.")
+
+
+def upscale_recipe(upscaling: Upscaling, prefix: str) -> tuple[tuple[str, str], ...]:
+    """What the PNG records about an upscale (A1111's `Hires ...` keys for hi-res)."""
+    pairs = [
+        (f"{prefix}resize", f"{upscaling.width}x{upscaling.height}"),
+        (f"{prefix}upscaler", upscaling.upscaler or "Lanczos"),
+    ]
+    if upscaling.steps is not None:
+        pairs.append((f"{prefix}steps", str(upscaling.steps)))
+    if upscaling.tile_size is not None:
+        pairs.append((f"{prefix}tile size", str(upscaling.tile_size)))
+    return tuple(pairs)
+
+
+class Upscale(TaskSpec):
+    task = Task.UPSCALE
+    image_inputs = frozenset({"image"})
+    uses_strength = False  # the refine's strength is `upscaling.strength`
+    # The refine runs img2img on each tile; these tables are img2img's.
+    pipelines: ClassVar[Mapping[Family, str]] = {
+        Family.SD15: "StableDiffusionImg2ImgPipeline",
+        Family.SD15_INPAINT: "StableDiffusionInpaintPipeline",
+        Family.SDXL: "StableDiffusionXLImg2ImgPipeline",
+        Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
+    }
+    control_pipelines: ClassVar[Mapping[Family, str]] = {}
+    union_pipelines: ClassVar[Mapping[Family, str]] = {}
+
+    def check(self, request: GenerationRequest) -> None:
+        super().check(request)
+        upscaling = request.upscaling
+        if upscaling is None:
+            raise invalid("An upscale job needs its target: a factor, or a width and height.")
+        check_upscaling(upscaling, "upscale")
+        if request.sampling.batch_size != 1:
+            raise invalid("An upscale job makes one image: batch_size must be 1.")
+        if request.conditioning.control or request.conditioning.reference is not None:
+            raise invalid(
+                "An upscale job takes no control layers or reference image: the refine "
+                "works tile by tile and keeps the picture's own composition."
+            )
+        if upscaling.strength > 0 and refine_steps(upscaling, request.sampling) < 1:
+            raise invalid(
+                f"upscale: strength {upscaling.strength:g} leaves no refine step; raise "
+                "the strength or the steps, or set the strength to 0 for no refine."
+            )
+
+    def runs_passes(self, request: GenerationRequest) -> bool:
+        return True
+
+    def run_passes(
+        self, request: GenerationRequest, passes: Passes
+    ) -> list[tuple[Image.Image, int]]:
+        from kd_server.generation import resolve_seed
+
+        image, upscaling = request.inputs.image, request.upscaling
+        assert image is not None and upscaling is not None
+        model = passes.upscaler(upscaling.upscaler)
+        passes.plan(plan_units(image.size, upscaling, request.sampling, model, passes.working_size))
+        seed = resolve_seed(request.sampling.seed)
+        picture = masks.flatten_rgb(image)
+        return [(upscale_and_refine(picture, request, upscaling, model, seed, passes), seed)]
+
+    def parameters(
+        self, request: GenerationRequest, image: Image.Image, seed: int, model: str, sampler: str
+    ) -> ParameterText:
+        base = super().parameters(request, image, seed, model, sampler)
+        upscaling = request.upscaling
+        assert upscaling is not None and request.inputs.image is not None
+        source = request.inputs.image
+        extra = (
+            ("Upscaled from", f"{source.width}x{source.height}"),
+            *upscale_recipe(upscaling, "Upscale "),
+        )
+        fields = {
+            **base.__dict__,
+            "denoising_strength": upscaling.strength,
+            "steps": upscaling.steps or request.sampling.steps,
+        }
+        return RecipeText(**fields, extra=extra)
+
+
+UPSCALE = Upscale()
