@@ -85,3 +85,23 @@ class CanvasAdapter(Protocol):
         or not, 4 bytes a pixel in `pixel_order`; raises CanvasError when the layer is
         gone or its colours cannot be sent. Never changes the layer."""
         ...
+
+
+class DocumentCanvas(CanvasAdapter, Protocol):
+    """A canvas whose document itself can change size, and that can open a new
+    document: what Upscale and Expand need beyond reading pixels and adding layers.
+    Each call is one step the artist can undo (Edit > Undo) or a new document."""
+
+    def resize_canvas(self, left: int, top: int, width: int, height: int) -> None:
+        """The canvas becomes `width` x `height`, the old picture (every layer, pixels
+        unchanged) moved by `left`, `top` (Image > Resize Canvas)."""
+        ...
+
+    def scale_canvas(self, width: int, height: int) -> None:
+        """Every layer scaled to the new size (Image > Scale Image To New Size)."""
+        ...
+
+    def open_document(self, image: LayerImage) -> None:
+        """A new document of the image's size holding it as a layer, shown in a view
+        and made the active one; the current document is not touched."""
+        ...

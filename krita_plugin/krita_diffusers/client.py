@@ -134,6 +134,12 @@ class ServerClient(QObject):
         event stream (re)connects (protocol 2 and later)."""
         return server_protocol(self.health) >= RESUMING_PROTOCOL
 
+    @property
+    def protocol(self) -> int:
+        """The connected server's protocol version (1 before the first answer): what
+        decides which optional fields a request may carry."""
+        return server_protocol(self.health)
+
     @pyqtSlot(object, str)
     def _remember_state(self, state: ConnectionState, text: str) -> None:
         self.state = state

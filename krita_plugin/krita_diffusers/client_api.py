@@ -41,6 +41,12 @@ class JobClient(Protocol):
         client it knows (protocol 2 and later)."""
         ...
 
+    @property
+    def protocol(self) -> int:
+        """The server's protocol version (`/v1/health`); fields of a later protocol
+        are never sent to it."""
+        ...
+
     def submit(
         self, prepare: Callable[[], JobRequest], on_ok: OkCallback, on_error: ErrorCallback
     ) -> None:

@@ -36,7 +36,7 @@ from PyQt5.QtGui import QImage
 
 from . import images
 from .background import Background, Runner
-from .canvas import CanvasAdapter, CanvasError, LayerImage
+from .canvas import CanvasError, DocumentCanvas, LayerImage
 from .client_api import JobClient
 from .control import (
     ControlChoice,
@@ -47,22 +47,34 @@ from .control import (
     check_rows,
     preprocess_layer_name,
 )
+from .expanding import ExpandError, Sides, plan_expansion
 from .geometry import Rect, canvas_rect
 from .history import History, HistoryItem, layer_name
 from .jobs import Job, JobContext, PendingEvents, ResultRef
-from .planning import Plan, PlanError, make_plan
+from .planning import Plan, PlanError, fill_for, has_transparency, make_plan
 from .protocol import (
+    UPSCALE_PROTOCOL,
     Control,
+    Enlarge,
     Event,
     EventType,
+    FillMode,
     JobRequest,
     Lora,
     ModelList,
     Reference,
+    Task,
     is_unreachable_message,
 )
 from .resume import STATE_GRACE_MS, Resumption
 from .settings import Settings
+from .upscaling import Destination, UpscaleChoice, UpscaleError, enlarge, result_name, target_size
+
+#: Said when an upscale or expand is asked of a server before protocol 5.
+OLD_SERVER = (
+    "This server cannot upscale (it is older than this plugin). Update "
+    "krita-diffusers-server, then try again."
+)
 
 #: Runs a callback on the GUI thread after a delay in milliseconds (tests run it when
 #: they choose).
@@ -127,7 +139,7 @@ class Controller(QObject):
     def __init__(
         self,
         client: JobClient,
-        canvas: CanvasAdapter,
+        canvas: DocumentCanvas,
         settings: Settings,
         background: Runner | None = None,
         schedule: Scheduler | None = None,
@@ -195,6 +207,7 @@ class Controller(QObject):
                 params.strength_percent,
                 self.settings.context_margin,
                 self.working_resolution(params.model),
+                hires=self.settings.hires_fix and self.speaks_upscale,
             )
             task = plan.task
             pixels = self.canvas.read_pixels(plan.region) if task.sends_image else None
@@ -209,13 +222,19 @@ class Controller(QObject):
         region = plan.region
         order = self.canvas.pixel_order
         made: dict[str, QImage] = {}
+        fills = self.speaks_upscale
+        hires = None if plan.hires is None else Enlarge(width=plan.hires[0], height=plan.hires[1])
 
         def prepare() -> JobRequest:
-            # Runs in a worker: PNG encoding of a big region takes a moment.
+            # Runs in a worker: PNG encoding of a big region takes a moment. Pixels go
+            # as they are, transparent ones included (RGBA): the server's fill decides
+            # what they hold (an older server flattens them on white).
             image = None
+            fill = None
             if pixels is not None:
                 image = images.encode_png(pixels, region.width, region.height, order)
                 made["backdrop"] = images.backdrop(pixels, region.width, region.height, order)
+                fill = fill_for(plan.task, has_transparency(pixels)) if fills else None
             return JobRequest(
                 task=plan.task,
                 prompt=params.prompt,
@@ -239,14 +258,147 @@ class Controller(QObject):
                 preview_every=settings.preview_every,
                 control=self._encode_controls(controls, plan, order),
                 reference=None if reference is None else reference.encode(order),
+                hires=hires,
+                fill=fill,
             )
 
+        self._send(context, made, prepare)
+        return True
+
+    @property
+    def speaks_upscale(self) -> bool:
+        """The server knows `upscale`, `hires` and `fill` (protocol 5): only then are
+        they sent; an older server refuses fields it does not know."""
+        return self.client.protocol >= UPSCALE_PROTOCOL
+
+    def _send(
+        self,
+        context: JobContext,
+        made: dict[str, QImage],
+        prepare: Callable[[], JobRequest],
+        accepted: Callable[[], bool] | None = None,
+    ) -> None:
+        """Submit; `accepted` runs once the server took the job (False: the job is
+        cancelled again, the message already said why)."""
         self.submitting += 1
         self.message.emit("")
-        self.client.submit(
-            prepare, lambda data: self._submitted(context, made, data), self._submit_failed
+
+        def on_ok(data: object) -> None:
+            self._submitted(context, made, data, accepted)
+
+        self.client.submit(prepare, on_ok, self._submit_failed)
+
+    def _base_request(self, params: GenerateInput, task: Task) -> JobRequest:
+        """The fields every job of the docker shares: prompt, model, LoRAs, sampling,
+        seed, previews."""
+        settings = self.settings
+        return JobRequest(
+            task=task,
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            model=params.model,
+            loras=list(params.loras),
+            sampler=settings.sampler,
+            steps=settings.steps,
+            cfg_scale=settings.cfg_scale,
+            seed=params.seed,
+            batch_size=1,
+            preview_every=settings.preview_every,
         )
+
+    # upscale and expand
+
+    def upscale(self, params: GenerateInput, choice: UpscaleChoice) -> bool:
+        """Enlarge the whole visible canvas on the server (an upscaler, then a refine
+        with the prompt at `choice.strength_percent`); the result joins the history
+        and, applied, becomes a new document or a layer of this one scaled to it.
+        False, with a message, when it cannot be asked."""
+        if not self.speaks_upscale:
+            self.message.emit(OLD_SERVER)
+            return False
+        try:
+            size = self.canvas.canvas_size()
+            target = target_size(size, choice)
+            assert size is not None  # target_size refuses None
+            whole = canvas_rect(*size)
+            pixels = self.canvas.read_pixels(whole)
+        except (UpscaleError, CanvasError) as exc:
+            self.message.emit(str(exc))
+            return False
+        context = JobContext(
+            Task.UPSCALE,
+            params.prompt,
+            canvas_rect(*target),
+            self.canvas.document_id(),
+            result_name(target, params.prompt),
+            choice.destination,
+        )
+        order = self.canvas.pixel_order
+        made: dict[str, QImage] = {}
+        request = self._base_request(params, Task.UPSCALE)
+        request.upscale = enlarge(choice, target)
+
+        def prepare() -> JobRequest:
+            request.image = images.encode_png(pixels, whole.width, whole.height, order)
+            made["backdrop"] = images.backdrop(pixels, whole.width, whole.height, order)
+            return request
+
+        self._send(context, made, prepare)
         return True
+
+    def expand(self, params: GenerateInput, sides: Sides) -> bool:
+        """Grow the canvas by `sides` and fill the new area by inpainting it with the
+        picture around it as context. The picture is read before the canvas grows; the
+        canvas grows once the server accepted the job (nothing changes when it cannot
+        be sent); the result lands in the history like an inpaint's, at its place in
+        the grown canvas. False, with a message, when it cannot be asked."""
+        try:
+            expansion = plan_expansion(self.canvas.canvas_size(), sides)
+            region = expansion.region(max(self.settings.context_margin, *self._sides(sides)))
+            old = self.canvas.read_pixels(expansion.old_part(region))
+        except (ExpandError, CanvasError) as exc:
+            self.message.emit(str(exc))
+            return False
+        document = self.canvas.document_id()
+        context = JobContext(Task.INPAINT, params.prompt, region, document)
+        order = self.canvas.pixel_order
+        made: dict[str, QImage] = {}
+        request = self._base_request(params, Task.INPAINT)
+        request.strength = max(1, min(100, params.strength_percent)) / 100.0
+        request.fill = FillMode.EDGE if self.speaks_upscale else None
+        feather = self.settings.mask_feather
+
+        def prepare() -> JobRequest:
+            pixels = expansion.pixels(region, old)
+            request.image = images.encode_png(pixels, region.width, region.height, order)
+            mask = expansion.mask(region, feather)
+            request.mask = images.encode_mask_png(mask, region.width, region.height)
+            made["backdrop"] = images.backdrop(pixels, region.width, region.height, order)
+            return request
+
+        def grow() -> bool:
+            if (
+                self.canvas.document_id() != document
+                or self.canvas.canvas_size() != expansion.old_size
+            ):
+                self.message.emit("The document changed before it could be expanded; try again.")
+                return False
+            new_width, new_height = expansion.new_size
+            try:
+                self.canvas.resize_canvas(sides.left, sides.top, new_width, new_height)
+            except CanvasError as exc:
+                self.message.emit(str(exc))
+                return False
+            return True
+
+        self._send(context, made, prepare, grow)
+        return True
+
+    @staticmethod
+    def _sides(sides: Sides) -> tuple[int, int]:
+        """At least as much of the old picture as context as the strip is wide (up to
+        the margin's floor): the model continues what it sees."""
+        return (max(sides.left, sides.right), max(sides.top, sides.bottom))
 
     def _read_controls(self, rows: list[ControlRow], region: Rect) -> list[ControlPixels]:
         """Each row's layer pixels of exactly the job's region (hidden layers too);
@@ -369,7 +521,13 @@ class Controller(QObject):
         if ids:
             on_layer(ids[0])
 
-    def _submitted(self, context: JobContext, made: dict[str, QImage], data: object) -> None:
+    def _submitted(
+        self,
+        context: JobContext,
+        made: dict[str, QImage],
+        data: object,
+        accepted: Callable[[], bool] | None = None,
+    ) -> None:
         self.submitting -= 1
         if not isinstance(data, dict) or "job_id" not in data:
             self._submission_ended()
@@ -377,6 +535,8 @@ class Controller(QObject):
             return
         job = Job(str(data["job_id"]), context, position=int(data.get("position") or 0))
         self.jobs[job.job_id] = job
+        if accepted is not None and not accepted():
+            self.client.cancel(job.job_id, on_error=self.message.emit)
         if "backdrop" in made:
             self._backdrops[job.job_id] = made["backdrop"]
         for event in self.pending.take(job.job_id):
@@ -575,6 +735,8 @@ class Controller(QObject):
             context.region,
             png,
             context.document_id,
+            context.name,
+            context.destination,
         )
         self.views[item.item_id] = views
         job.result_fetched(ref.index)
@@ -617,6 +779,12 @@ class Controller(QObject):
         if not chosen:
             self.message.emit("Select a result in the history first.")
             return False
+        upscaled = [item for item in chosen if item.destination is not None]
+        if upscaled:
+            return all([self._apply_upscaled(item) for item in upscaled]) and (
+                len(upscaled) == len(chosen)
+                or self.apply_items([item.item_id for item in chosen if item not in upscaled])
+            )
         if not all(self._check_document(item) for item in chosen):
             return False
         group = None
@@ -660,6 +828,44 @@ class Controller(QObject):
                 item.applied = True
         self.history_changed.emit()
         self.applied.emit(item_ids)
+
+    def _apply_upscaled(self, item: HistoryItem) -> bool:
+        """An upscaled result: a new document (any document may be active), or a layer
+        on top of its own document, scaled to the result's size first."""
+        if item.destination is Destination.LAYER and not self._check_document(item):
+            return False
+        order = self.canvas.pixel_order
+        document = self.canvas.document_id()
+        name, region, png = item.layer_name, item.region, item.png
+
+        def decode() -> LayerImage:
+            return LayerImage(
+                name, region, images.png_to_pixels(png, region.width, region.height, order)
+            )
+
+        def place(layer: LayerImage) -> None:
+            try:
+                if item.destination is Destination.NEW_DOCUMENT:
+                    self.canvas.open_document(layer)
+                else:
+                    if self.canvas.document_id() != document:
+                        self.message.emit(
+                            "The document changed before the result could be applied; "
+                            "apply it again."
+                        )
+                        return
+                    if self.canvas.canvas_size() != (region.width, region.height):
+                        self.canvas.scale_canvas(region.width, region.height)
+                    self.canvas.insert_layers([layer], None)
+            except CanvasError as exc:
+                self.message.emit(str(exc))
+                return
+            item.applied = True
+            self.history_changed.emit()
+            self.applied.emit([item.item_id])
+
+        self._background(decode, place, self.message.emit)
+        return True
 
     def discard_items(self, item_ids: list[int]) -> None:
         for item_id in item_ids:

@@ -35,12 +35,13 @@ from PyQt5.QtWidgets import (
     QSizePolicy,
     QSlider,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from .background import Background
-from .canvas import CanvasAdapter
+from .canvas import CanvasAdapter, DocumentCanvas
 from .client import ConnectionState
 from .control import (
     ControlChoice,
@@ -60,6 +61,7 @@ from .live_mode import NOT_FAST, LiveMode, LiveSettings
 from .managed_server import ServerState
 from .planning import action_label
 from .protocol import Lora, ModelList, is_unreachable_message
+from .resize_boxes import ExpandBox, UpscaleBox
 from .settings import Settings
 from .settings_dialog import SettingsDialog
 from .widgets import named, tool_button
@@ -340,7 +342,7 @@ def _wrapped_label(name: str, colour: str = "") -> QLabel:
 class DiffusersPanel(QWidget):
     def __init__(
         self,
-        canvas: CanvasAdapter,
+        canvas: DocumentCanvas,
         core: PluginCore,
         open_image: OpenImage | None = None,
         parent: QWidget | None = None,
@@ -501,6 +503,19 @@ class DiffusersPanel(QWidget):
         self.live_note = _wrapped_label("kd-live-note", "#8d6e00")
         self.live_note.setVisible(False)
 
+        self.upscale_toggle = self._section_toggle("kd-upscale-toggle", "Upscale")
+        self.upscale_toggle.setToolTip("Enlarge the whole picture, refined with the prompt")
+        self.upscale_box = UpscaleBox(self)
+        self.upscale_box.setVisible(False)
+        self.expand_toggle = self._section_toggle("kd-expand-toggle", "Expand")
+        self.expand_toggle.setToolTip("Grow the canvas and paint the new area (outpaint)")
+        self.expand_box = ExpandBox(self)
+        self.expand_box.setVisible(False)
+        sections = QHBoxLayout()
+        sections.addWidget(self.upscale_toggle)
+        sections.addWidget(self.expand_toggle)
+        sections.addStretch(1)
+
         self.progress = named(QProgressBar(), "kd-progress")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -545,6 +560,9 @@ class DiffusersPanel(QWidget):
         layout.addLayout(actions)
         layout.addLayout(live_line)
         layout.addWidget(self.live_note)
+        layout.addLayout(sections)
+        layout.addWidget(self.upscale_box)
+        layout.addWidget(self.expand_box)
         layout.addWidget(self.progress)
         layout.addWidget(self.error)
         layout.addWidget(self.notice)
@@ -562,8 +580,25 @@ class DiffusersPanel(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll_area)
 
+    @staticmethod
+    def _section_toggle(name: str, text: str) -> QToolButton:
+        """A checkable arrow button that shows or hides a section."""
+        button = tool_button(name, text)
+        button.setCheckable(True)
+        button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        button.setArrowType(Qt.RightArrow)
+        return button
+
     def _wire(self) -> None:
         self.settings_button.clicked.connect(self._on_settings_button)
+        self.upscale_toggle.toggled.connect(
+            lambda shown: self._toggle_section(self.upscale_toggle, self.upscale_box, shown)
+        )
+        self.expand_toggle.toggled.connect(
+            lambda shown: self._toggle_section(self.expand_toggle, self.expand_box, shown)
+        )
+        self.upscale_box.button.clicked.connect(self.upscale)
+        self.expand_box.button.clicked.connect(self.expand)
         self.start_server_button.clicked.connect(self.start_server)
         self.open_first_image.clicked.connect(self._open_first_image)
         self.welcome_close.clicked.connect(lambda: self.welcome.setVisible(False))
@@ -614,6 +649,11 @@ class DiffusersPanel(QWidget):
         self.selection_timer.start()
 
     # small reactions
+
+    @staticmethod
+    def _toggle_section(toggle: QToolButton, box: QWidget, shown: bool) -> None:
+        box.setVisible(shown)
+        toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
 
     def _toggle_negative(self, shown: bool) -> None:
         self.negative.setVisible(shown)
@@ -714,6 +754,7 @@ class DiffusersPanel(QWidget):
         self.lora_choice.addItems(models.loras)
         self.lora_add.setEnabled(bool(models.loras))
         self.models = models
+        self.upscale_box.set_models(models)
         self._refresh_control_choices()
         self._live_settings_changed()  # a model may have become fast (or not)
 
@@ -870,9 +911,25 @@ class DiffusersPanel(QWidget):
         self.welcome.setVisible(False)
         self.show_notice("")
         if self.controller.generate(self.current_input()):
-            self.progress.setRange(0, 0)  # busy until the server says where we are
-            self.progress.setFormat("Sending…")
-            self.cancel_button.setEnabled(True)
+            self._started()
+
+    def _started(self) -> None:
+        """A job is on its way: the progress bar and Cancel say so."""
+        self.progress.setRange(0, 0)  # busy until the server says where we are
+        self.progress.setFormat("Sending…")
+        self.cancel_button.setEnabled(True)
+
+    def upscale(self) -> None:
+        """Upscale the whole picture with the section's choices (the action too)."""
+        self.show_notice("")
+        if self.controller.upscale(self.current_input(), self.upscale_box.choice()):
+            self._started()
+
+    def expand(self) -> None:
+        """Grow the canvas on the chosen sides and fill the new area (the action too)."""
+        self.show_notice("")
+        if self.controller.expand(self.current_input(), self.expand_box.chosen()):
+            self._started()
 
     def cancel(self) -> None:
         self.controller.cancel()

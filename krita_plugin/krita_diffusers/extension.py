@@ -27,6 +27,8 @@ ACTIONS = (
     ActionSpec("krita_diffusers_generate", "Diffusers: Generate / Refine / Inpaint", "generate"),
     ActionSpec("krita_diffusers_cancel", "Diffusers: Cancel", "cancel"),
     ActionSpec("krita_diffusers_apply", "Diffusers: Apply Selected Result", "apply_selected"),
+    ActionSpec("krita_diffusers_upscale", "Diffusers: Upscale", "upscale"),
+    ActionSpec("krita_diffusers_expand", "Diffusers: Expand Canvas", "expand"),
 )
 
 

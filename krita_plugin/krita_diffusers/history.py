@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .geometry import Rect
 from .protocol import Task
+from .upscaling import Destination
 
 
 @dataclass
@@ -26,10 +27,12 @@ class HistoryItem:
     png: bytes
     document_id: str = ""
     applied: bool = False
+    name: str | None = None  # an upscale's name (its prompt may be empty)
+    destination: Destination | None = None  # an upscale's: a new document or a layer
 
     @property
     def layer_name(self) -> str:
-        return layer_name(self.prompt, self.seed)
+        return self.name or layer_name(self.prompt, self.seed)
 
 
 def layer_name(prompt: str, seed: int, limit: int = 40) -> str:
@@ -65,6 +68,8 @@ class History:
         region: Rect,
         png: bytes,
         document_id: str = "",
+        name: str | None = None,
+        destination: Destination | None = None,
     ) -> tuple[HistoryItem, list[HistoryItem]]:
         """Add a result; returns it and the items dropped to stay within the limit."""
         for existing in self._items:
@@ -73,6 +78,7 @@ class History:
         item = HistoryItem(
             next(self._ids), job_id, index, seed, prompt, task, region, png, document_id
         )
+        item.name, item.destination = name, destination
         self._items.insert(0, item)
         return item, self._trim()
 

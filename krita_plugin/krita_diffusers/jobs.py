@@ -14,6 +14,7 @@ from typing import Any
 
 from .geometry import Rect
 from .protocol import Event, EventType, Task, error_text
+from .upscaling import Destination
 
 
 class JobStatus(str, enum.Enum):
@@ -43,6 +44,8 @@ class JobContext:
     prompt: str
     region: Rect
     document_id: str = ""
+    name: str | None = None  # the result's layer name, when not the prompt's
+    destination: Destination | None = None  # an upscale's: a new document or a layer
 
 
 @dataclass

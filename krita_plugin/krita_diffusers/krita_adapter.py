@@ -138,6 +138,34 @@ class KritaCanvas:
         document.refreshProjection()
         return [_node_id(node) for node in nodes]
 
+    def resize_canvas(self, left: int, top: int, width: int, height: int) -> None:
+        """Krita's Image > Resize Canvas: `resizeImage` takes the new canvas's top-left
+        in the old one's coordinates, so growing on the left or top is negative."""
+        document = self._document()
+        document.resizeImage(-left, -top, width, height)
+        document.waitForDone()
+        document.refreshProjection()
+
+    def scale_canvas(self, width: int, height: int) -> None:
+        document = self._document()
+        document.scaleImage(width, height, int(document.xRes()), int(document.yRes()), "Bicubic")
+        document.waitForDone()
+        document.refreshProjection()
+
+    def open_document(self, image: LayerImage) -> None:
+        app = Krita.instance()
+        current = _active_document()
+        resolution = float(current.resolution()) if current is not None else 72.0
+        rect = image.rect
+        document = app.createDocument(
+            rect.width, rect.height, image.name, "RGBA", "U8", "", resolution
+        )
+        document.rootNode().addChildNode(self._paint_layer(document, image), None)
+        document.refreshProjection()
+        window = app.activeWindow()
+        if window is not None:
+            window.addView(document)
+
     def list_layers(self) -> list[LayerInfo]:
         document = _active_document()
         if document is None:

@@ -3,16 +3,26 @@ the size asked of the server. Plain Python, so every combination is testable.
 
 - A selection: inpaint its region (bounds + context margin, clamped), at any strength.
 - No selection, strength 100%: text-to-image for the whole canvas, generated near the
-  model's working resolution with the canvas's aspect and scaled to the canvas.
+  model's working resolution with the canvas's aspect; a canvas larger than that gets
+  the server's hi-res pass to its own size (protocol 5, the *hi-res fix* setting),
+  else the result is scaled to the canvas.
 - No selection, below 100%: image-to-image of the whole canvas.
+
+Also what an image-to-image or inpaint job's area to repaint holds (`fill_for`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .geometry import Rect, canvas_rect, region_for_selection, txt2img_size
-from .protocol import Task
+from .geometry import Rect, canvas_rect, region_for_selection, round_to_multiple, txt2img_size
+from .protocol import FillMode, Task
+
+#: The largest side the server's hi-res pass and upscale accept.
+MAX_SIDE = 8192
+#: The most pixels a hi-res pass asks for: the server's default `max_pixels`. A larger
+#: canvas gets the largest picture of its aspect within it, scaled up by the plugin.
+MAX_PIXELS = 4096 * 4096
 
 
 class PlanError(Exception):
@@ -26,6 +36,52 @@ class Plan:
     width: int | None = None  # txt2img request size
     height: int | None = None
     strength: float = 1.0
+    #: txt2img only: the hi-res pass's final size (the first pass is `width` x `height`)
+    hires: tuple[int, int] | None = None
+
+
+def hires_size(canvas_width: int, canvas_height: int) -> tuple[int, int]:
+    """The size a hi-res pass asks for to fill a canvas: the canvas's own, in
+    multiples of 8 (what a diffusion model's latents need), shrunk to the server's
+    limits when the canvas is larger (the plugin then scales the rest)."""
+    scale = min(
+        1.0,
+        MAX_SIDE / max(canvas_width, canvas_height),
+        (MAX_PIXELS / (canvas_width * canvas_height)) ** 0.5,
+    )
+    width = round_to_multiple(canvas_width * scale, 8)
+    height = round_to_multiple(canvas_height * scale, 8)
+    while width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        width, height = max(8, width - 8), max(8, height - 8)
+    return width, height
+
+
+def wants_hires(canvas: tuple[int, int], first_pass: tuple[int, int]) -> bool:
+    """A canvas larger than the first pass on either side gains from a hi-res pass;
+    a smaller one only needs the result scaled down."""
+    return canvas[0] > first_pass[0] or canvas[1] > first_pass[1]
+
+
+def has_transparency(pixels: bytes) -> bool:
+    """Whether any pixel of 4-byte RGBA or BGRA data is not fully opaque (alpha is the
+    fourth byte in both orders). Counting in C: a 4096x4096 region stays quick."""
+    alpha = pixels[3::4]
+    return alpha.count(255) != len(alpha)
+
+
+def fill_for(task: Task, transparent: bool) -> FillMode:
+    """What the area to repaint holds before denoising, per action:
+
+    - inpaint of a selection over an opaque picture: the picture itself (keep), so a
+      low strength changes it gently;
+    - inpaint where the region has transparent pixels: the nearest picture stretched
+      into them (edge), so an empty area is not denoised from flat grey;
+    - image to image of a canvas with transparent pixels: the picture blurred into
+      them (blur), a softer guess over a larger area;
+    - otherwise keep."""
+    if not transparent:
+        return FillMode.KEEP
+    return FillMode.EDGE if task is Task.INPAINT else FillMode.BLUR
 
 
 def action_label(strength_percent: int, has_selection: bool) -> str:
@@ -41,7 +97,9 @@ def make_plan(
     strength_percent: int,
     context_margin: int,
     working_resolution: int,
+    hires: bool = False,
 ) -> Plan:
+    """`hires`: the server has the hi-res pass and the artist wants it."""
     if canvas_size is None:
         raise PlanError("Open or create a document first.")
     width, height = canvas_size
@@ -58,6 +116,7 @@ def make_plan(
         return Plan(Task.INPAINT, region, strength=strength)
     whole = canvas_rect(width, height)
     if strength_percent >= 100:
-        request_width, request_height = txt2img_size(width, height, working_resolution)
-        return Plan(Task.TXT2IMG, whole, request_width, request_height, 1.0)
+        first = txt2img_size(width, height, working_resolution)
+        final = hires_size(width, height) if hires and wants_hires(canvas_size, first) else None
+        return Plan(Task.TXT2IMG, whole, first[0], first[1], 1.0, final)
     return Plan(Task.IMG2IMG, whole, strength=strength)

@@ -18,6 +18,7 @@ class Task(str, enum.Enum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+    UPSCALE = "upscale"  # (protocol 5) one image enlarged, then refined tile by tile
 
     @property
     def sends_image(self) -> bool:
@@ -34,6 +35,53 @@ class Task(str, enum.Enum):
 class Lora:
     name: str
     weight: float = 1.0
+
+
+#: The first protocol with the `upscale` task, `hires`, `fill` and `upscalers`.
+UPSCALE_PROTOCOL = 5
+
+
+class FillMode(str, enum.Enum):
+    """(protocol 5) What the area to repaint and transparent pixels hold before
+    denoising: at a strength below 100% the sampler keeps much of what is there, so an
+    empty (transparent) area must hold something plausible."""
+
+    KEEP = "keep"  # the pixels as they are (transparent ones: neutral)
+    NEUTRAL = "neutral"  # mid grey
+    BLUR = "blur"  # the surrounding picture, blurred into the area
+    EDGE = "edge"  # the nearest pixels outside the area, stretched into it
+    NOISE = "noise"  # random colours
+
+
+@dataclass(frozen=True)
+class Enlarge:
+    """(protocol 5) How an image grows: the body of an `upscale` job's `upscale` and of
+    a txt2img job's `hires`. Either `factor` or the final `width` x `height`;
+    `upscaler` None = Lanczos; `strength` the diffusion refine after enlarging (0 =
+    none; None = the server's default); `tile_size`, `steps` None = the server's."""
+
+    factor: float | None = None
+    width: int | None = None
+    height: int | None = None
+    upscaler: str | None = None
+    strength: float | None = None
+    tile_size: int | None = None
+    steps: int | None = None
+
+    def body(self, tiles: bool = True) -> dict[str, Any]:
+        """`tiles` False for `hires`, which has no `tile_size`."""
+        data: dict[str, Any] = {"upscaler": self.upscaler}
+        if self.width is not None and self.height is not None:
+            data["width"], data["height"] = self.width, self.height
+        else:
+            data["factor"] = self.factor
+        if self.strength is not None:
+            data["strength"] = self.strength
+        if self.steps is not None:
+            data["steps"] = self.steps
+        if tiles and self.tile_size is not None:
+            data["tile_size"] = self.tile_size
+        return data
 
 
 @dataclass(frozen=True)
@@ -110,6 +158,12 @@ class JobRequest:
     #: (protocol 3) "auto": the server picks sampler, steps and CFG from the job's fast
     #: LoRA or checkpoint, so those three are left out of the body.
     sampling: str | None = None
+    #: (protocol 5) the `upscale` task's target and refine
+    upscale: Enlarge | None = None
+    #: (protocol 5) txt2img: a second pass from `width` x `height` to this size
+    hires: Enlarge | None = None
+    #: (protocol 5) img2img / inpaint: what the area to repaint holds; None: not sent
+    fill: FillMode | None = None
 
     def body(self) -> dict[str, Any]:
 
@@ -131,9 +185,17 @@ class JobRequest:
             data["width"] = self.width
             data["height"] = self.height
         else:
-            data["strength"] = self.strength
+            if self.task is not Task.UPSCALE:  # its refine strength is in `upscale`
+                data["strength"] = self.strength
             if self.image is not None:
                 data["image"] = base64.b64encode(self.image).decode("ascii")
+        # The protocol 5 fields are left out unless set: older servers refuse them.
+        if self.task is Task.UPSCALE and self.upscale is not None:
+            data["upscale"] = self.upscale.body()
+        if self.task is Task.TXT2IMG and self.hires is not None:
+            data["hires"] = self.hires.body(tiles=False)
+        if self.task in (Task.IMG2IMG, Task.INPAINT) and self.fill is not None:
+            data["fill"] = self.fill.value
         if self.task.sends_mask:
             if self.mask is not None:
                 data["mask"] = base64.b64encode(self.mask).decode("ascii")
@@ -356,11 +418,24 @@ class ControlModel:
 
 
 @dataclass(frozen=True)
+class Upscaler:
+    """An `upscalers` entry of `/v1/models` (protocol 5): a model that enlarges
+    pictures (`scale` times); one that is not `usable` says why in `reason`."""
+
+    name: str
+    usable: bool = True
+    reason: str = ""
+    scale: int | None = None
+    architecture: str = ""
+
+
+@dataclass(frozen=True)
 class ModelList:
     checkpoints: list[Checkpoint]
     loras: list[str]
     controls: list[ControlModel] = field(default_factory=list)
     fast_loras: frozenset[str] = frozenset()  # (protocol 3) LoRAs with `fast` info
+    upscalers: list[Upscaler] = field(default_factory=list)  # (protocol 5)
 
     def is_fast(self, model: str | None, loras: list[str]) -> bool:
         """Whether a live frame of this checkpoint with these LoRAs runs in few steps:
@@ -425,7 +500,18 @@ def parse_models(data: object) -> ModelList:
         for item in data.get("loras") or []
         if isinstance(item, dict) and "name" in item and isinstance(item.get("fast"), dict)
     )
-    return ModelList(checkpoints, loras, controls, fast_loras)
+    upscalers = [
+        Upscaler(
+            str(item["name"]),
+            item.get("usable") is not False,
+            str(item.get("reason") or ""),
+            _working_size(item.get("scale")),
+            str(item.get("architecture") or ""),
+        )
+        for item in data.get("upscalers") or []
+        if isinstance(item, dict) and "name" in item
+    ]
+    return ModelList(checkpoints, loras, controls, fast_loras, upscalers)
 
 
 def working_resolution_for(family: str | None) -> int:

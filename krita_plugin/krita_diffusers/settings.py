@@ -36,6 +36,7 @@ SECRET = "secret"
 CHOICE = "choice"  # free text with suggestions (the server's samplers)
 INTEGER = "integer"
 DECIMAL = "decimal"
+BOOLEAN = "boolean"  # a tick box
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ class Settings:
     history_size: int = setting(
         20, FieldSpec("History size", GENERATION, INTEGER, 1, 200, " results")
     )
+    #: Generate on a canvas larger than the model's working size: a first pass at the
+    #: working size, then the server's hi-res pass to the canvas size (protocol 5).
+    #: Off, or an older server: the first pass is scaled to the canvas by Qt.
+    hires_fix: bool = setting(True, FieldSpec("Hi-res fix", GENERATION, BOOLEAN))
 
 
 def spec_of(item: Field[Any]) -> FieldSpec:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from PyQt5.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -31,6 +32,7 @@ from PyQt5.QtWidgets import (
 
 from .managed_server import ManagedServer, ServerState
 from .settings import (
+    BOOLEAN,
     CHOICE,
     DECIMAL,
     FIELDS,
@@ -69,6 +71,8 @@ class FieldInput:
             number.setSingleStep(spec.step)
             number.setSuffix(spec.unit)
             return number
+        if spec.kind == BOOLEAN:
+            return QCheckBox()
         if spec.kind == CHOICE:
             combo = QComboBox()
             combo.setEditable(True)
@@ -82,7 +86,9 @@ class FieldInput:
 
     def set(self, value: Any) -> None:
         widget = self.widget
-        if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        if isinstance(widget, QCheckBox):
+            widget.setChecked(bool(value))
+        elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
             widget.setValue(value)
         elif isinstance(widget, QComboBox):
             widget.setCurrentText(str(value))
@@ -91,6 +97,8 @@ class FieldInput:
 
     def get(self) -> Any:
         widget = self.widget
+        if isinstance(widget, QCheckBox):
+            return widget.isChecked()
         if isinstance(widget, QDoubleSpinBox):
             return round(widget.value(), 2)
         if isinstance(widget, QSpinBox):

@@ -31,6 +31,9 @@ class MemoryCanvas:
         self.refuse_reading = ""
         self.doc = "memory-doc"
         self.own_layers: dict[str, tuple[str, bytearray]] = {}  # the artist's, by id
+        self.resizes: list[tuple[int, int, int, int]] = []  # resize_canvas calls
+        self.scales: list[tuple[int, int]] = []  # scale_canvas calls
+        self.documents: list[LayerImage] = []  # new documents opened, with their layer
 
     def select(self, rect: Rect, level: int = 255) -> None:
         """A rectangular selection; `level` < 255 makes it soft (partly selected)."""
@@ -120,3 +123,74 @@ class MemoryCanvas:
                     dst = ((y - rect.y) * rect.width + (x - rect.x)) * 4
                     out[dst : dst + 4] = image.data[src : src + 4]
         return bytes(out)
+
+    # Upscale and Expand (`canvas.DocumentCanvas`)
+
+    def resize_canvas(self, left: int, top: int, width: int, height: int) -> None:
+        """Krita's Resize Canvas: new area transparent, everything moved by left/top."""
+        old_width, old_height = self.width, self.height
+
+        def moved(data: bytes, size: int) -> bytearray:
+            out = bytearray(width * height * size)
+            for y in range(old_height):
+                ny = y + top
+                if not 0 <= ny < height:
+                    continue
+                for x in range(old_width):
+                    nx = x + left
+                    if 0 <= nx < width:
+                        src, dst = (y * old_width + x) * size, (ny * width + nx) * size
+                        out[dst : dst + size] = data[src : src + size]
+            return out
+
+        self.pixels = bytes(moved(self.pixels, 4))
+        self.own_layers = {
+            key: (name, moved(bytes(data), 4)) for key, (name, data) in self.own_layers.items()
+        }
+        self.layers = [
+            InsertedLayer(
+                LayerImage(
+                    layer.image.name,
+                    Rect(
+                        layer.image.rect.x + left,
+                        layer.image.rect.y + top,
+                        layer.image.rect.width,
+                        layer.image.rect.height,
+                    ),
+                    layer.image.data,
+                ),
+                layer.group,
+            )
+            for layer in self.layers
+        ]
+        self.deselect()
+        self.width, self.height = width, height
+        self.resizes.append((left, top, width, height))
+
+    def scale_canvas(self, width: int, height: int) -> None:
+        """Nearest-neighbour scaling of the picture and the artist's layers."""
+
+        def scaled(data: bytes) -> bytes:
+            rows = []
+            for y in range(height):
+                sy = y * self.height // height
+                row = bytearray()
+                for x in range(width):
+                    sx = x * self.width // width
+                    start = (sy * self.width + sx) * 4
+                    row += data[start : start + 4]
+                rows.append(bytes(row))
+            return b"".join(rows)
+
+        self.pixels = scaled(self.pixels)
+        self.own_layers = {
+            key: (name, bytearray(scaled(bytes(data))))
+            for key, (name, data) in self.own_layers.items()
+        }
+        self.deselect()
+        self.width, self.height = width, height
+        self.scales.append((width, height))
+
+    def open_document(self, image: LayerImage) -> None:
+        assert len(image.data) == image.rect.width * image.rect.height * 4
+        self.documents.append(image)

@@ -52,6 +52,7 @@ class StandInClient(QObject):
         self.fetches: list[str] = []
         self.asked: list[str] = []  # job records read (GET /v1/jobs/{id})
         self.resumes = True  # a server of protocol 2 or later
+        self.protocol = 4  # before upscale, hires and fill (protocol 5)
         self.on_submit: Callable[[str], None] = lambda _job_id: None
         self.preprocessed: list[tuple[str, bytes]] = []  # (mode, picture PNG) asked for
         self.control_image = b""  # the PNG `preprocess` answers with

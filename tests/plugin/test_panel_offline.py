@@ -172,13 +172,15 @@ def test_settings_dialog_round_trip_through_qsettings(make_panel, qtbot, tmp_pat
     dialog.input("preview_every").setValue(0)
     dialog.input("history_size").setValue(3)
     dialog.input("token").setText("secret-token")
+    assert dialog.input("hires_fix").isChecked()  # on by default
+    dialog.input("hires_fix").setChecked(False)
     dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
     assert panel.settings.steps == 9 and panel.client.token == "secret-token"
     assert panel.controller.settings.steps == 9
     reread = load(QtSettingsStore(QSettings(str(tmp_path / "plugin.ini"), QSettings.IniFormat)))
     assert (reread.steps, reread.cfg_scale, reread.context_margin) == (9, 3.5, 12)
     assert (reread.preview_every, reread.history_size, reread.token) == (0, 3, "secret-token")
-    assert reread.server_url == dead_url
+    assert reread.server_url == dead_url and reread.hires_fix is False
 
 
 def test_settings_dialog_is_built_from_the_table_of_fields(make_panel):

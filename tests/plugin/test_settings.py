@@ -91,7 +91,16 @@ def test_every_setting_is_one_entry_of_the_table():
         assert spec.label and spec.section in SECTIONS, name
         assert LABELS[name] == spec.label
         default = getattr(Settings(), name)
-        if isinstance(default, (int, float)):
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
             assert name in LIMITS and spec.low <= default <= spec.high, name
             too_big = Settings(**{name: spec.high + 1})
             assert {p.field for p in validate(too_big)} == {name}
+
+
+def test_hires_fix_is_on_by_default_and_survives_a_round_trip():
+    store = MemoryStore()
+    assert Settings().hires_fix is True
+    save(store, Settings(hires_fix=False))
+    assert load(store).hires_fix is False
+    store.set_value("krita_diffusers/hires_fix", "true")
+    assert load(store).hires_fix is True
