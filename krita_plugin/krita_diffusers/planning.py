@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .geometry import Rect, canvas_rect, region_for_selection, round_to_multiple, txt2img_size
+from .geometry import Rect, canvas_rect, region_for_selection, txt2img_size
 from .protocol import FillMode, Task
 
-#: The largest side the server's hi-res pass and upscale accept.
+#: The largest side the server's hi-res pass and upscale reach (protocol 5), and the
+#: smallest it takes. Neither is held to the server's pixel budget: it works in tiles.
 MAX_SIDE = 8192
-#: The most pixels a hi-res pass asks for: the server's default `max_pixels`. A larger
-#: canvas gets the largest picture of its aspect within it, scaled up by the plugin.
-MAX_PIXELS = 4096 * 4096
+MIN_SIDE = 64
 
 
 class PlanError(Exception):
@@ -41,25 +40,22 @@ class Plan:
 
 
 def hires_size(canvas_width: int, canvas_height: int) -> tuple[int, int]:
-    """The size a hi-res pass asks for to fill a canvas: the canvas's own, in
-    multiples of 8 (what a diffusion model's latents need), shrunk to the server's
-    limits when the canvas is larger (the plugin then scales the rest)."""
-    scale = min(
-        1.0,
-        MAX_SIDE / max(canvas_width, canvas_height),
-        (MAX_PIXELS / (canvas_width * canvas_height)) ** 0.5,
+    """The size a hi-res pass asks for to fill a canvas: the canvas's own, so the
+    result needs no scaling; a canvas past the server's largest side gets the largest
+    picture of its aspect within it (the plugin scales the rest)."""
+    scale = min(1.0, MAX_SIDE / max(canvas_width, canvas_height))
+    return (
+        max(MIN_SIDE, min(MAX_SIDE, round(canvas_width * scale))),
+        max(MIN_SIDE, min(MAX_SIDE, round(canvas_height * scale))),
     )
-    width = round_to_multiple(canvas_width * scale, 8)
-    height = round_to_multiple(canvas_height * scale, 8)
-    while width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-        width, height = max(8, width - 8), max(8, height - 8)
-    return width, height
 
 
 def wants_hires(canvas: tuple[int, int], first_pass: tuple[int, int]) -> bool:
     """A canvas larger than the first pass on either side gains from a hi-res pass;
-    a smaller one only needs the result scaled down."""
-    return canvas[0] > first_pass[0] or canvas[1] > first_pass[1]
+    a smaller one only needs the result scaled down (as does a sliver thinner than
+    the server's smallest side)."""
+    larger = canvas[0] > first_pass[0] or canvas[1] > first_pass[1]
+    return larger and min(canvas) >= MIN_SIDE
 
 
 def has_transparency(pixels: bytes) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .planning import MAX_SIDE
+from .planning import MAX_SIDE, MIN_SIDE
 from .protocol import Enlarge, ModelList
 
 #: The factors the docker offers; anything else is a target size.
@@ -58,6 +58,11 @@ def target_size(canvas: tuple[int, int] | None, choice: UpscaleChoice) -> tuple[
         target = (choice.width, choice.height)
     if min(target) < 1:
         raise UpscaleError("Give the new width and height.")
+    if min(target) < MIN_SIDE:
+        raise UpscaleError(
+            f"{target[0]}x{target[1]} is too small: the server makes at least "
+            f"{MIN_SIDE} pixels a side. Choose a larger factor or size."
+        )
     if max(target) > MAX_SIDE:
         raise UpscaleError(
             f"{target[0]}x{target[1]} is too large: the server makes at most "

@@ -128,19 +128,19 @@ def test_upscale_sends_the_whole_canvas_and_the_target():
 
 @pytest.mark.parametrize("destination", list(Destination))
 def test_an_upscaled_result_goes_where_the_artist_chose(destination):
-    controller, client, canvas, _ = make(5, MemoryCanvas(32, 16))
+    controller, client, canvas, _ = make(5, MemoryCanvas(64, 32))
     controller.upscale(GenerateInput("x"), UpscaleChoice(factor=2.0, destination=destination))
-    client.files["/r"] = png(64, 32)
+    client.files["/r"] = png(128, 64)
     finish(client, "j1", ["/r"])
     item = controller.history.items[0]
-    assert item.region == Rect(0, 0, 64, 32) and item.layer_name == "Upscaled 64x32: x"
+    assert item.region == Rect(0, 0, 128, 64) and item.layer_name == "Upscaled 128x64: x"
     assert controller.apply_items([item.item_id])
     if destination is Destination.NEW_DOCUMENT:
-        assert [d.rect for d in canvas.documents] == [Rect(0, 0, 64, 32)]
-        assert (canvas.width, canvas.height) == (32, 16) and canvas.layers == []
+        assert [d.rect for d in canvas.documents] == [Rect(0, 0, 128, 64)]
+        assert (canvas.width, canvas.height) == (64, 32) and canvas.layers == []
     else:
-        assert canvas.scales == [(64, 32)] and canvas.documents == []
-        assert [layer.image.rect for layer in canvas.layers] == [Rect(0, 0, 64, 32)]
+        assert canvas.scales == [(128, 64)] and canvas.documents == []
+        assert [layer.image.rect for layer in canvas.layers] == [Rect(0, 0, 128, 64)]
     assert item.applied
     controller.apply_items([item.item_id])  # again: the canvas is already that size
     assert len(canvas.scales) <= 1

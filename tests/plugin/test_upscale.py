@@ -10,7 +10,6 @@ import pytest
 from krita_diffusers.expanding import ExpandError, Expansion, Sides, plan_expansion
 from krita_diffusers.geometry import Rect
 from krita_diffusers.planning import (
-    MAX_PIXELS,
     fill_for,
     has_transparency,
     hires_size,
@@ -61,6 +60,7 @@ def test_a_target_size_is_taken_as_given():
         ((512, 512), UpscaleChoice(factor=None, width=256, height=1024), "not larger"),
         ((512, 512), UpscaleChoice(factor=None, width=512, height=512), "not larger"),
         ((512, 512), UpscaleChoice(factor=None, width=0, height=0), "width and height"),
+        ((20, 20), UpscaleChoice(factor=2.0), "at least 64"),
     ],
 )
 def test_sizes_the_server_cannot_make_are_refused_in_words(canvas, choice, words):
@@ -132,12 +132,14 @@ def test_no_hires_when_off_or_the_canvas_is_not_larger():
     assert make_plan((600, 600), Rect(0, 0, 9, 9), 100, 64, 512, hires=True).hires is None
 
 
-def test_hires_size_is_in_multiples_of_8_and_within_the_servers_limits():
-    assert hires_size(1001, 701) == (1000, 704)
-    width, height = hires_size(9000, 3000)
-    assert width <= 8192 and width % 8 == 0 and height % 8 == 0
-    width, height = hires_size(6000, 6000)
-    assert width * height <= MAX_PIXELS and abs(width - height) <= 8
+def test_hires_size_is_the_canvas_within_the_servers_largest_side():
+    assert hires_size(1001, 701) == (1001, 701)  # no scaling needed afterwards
+    assert hires_size(9000, 3000) == (8192, 2731)
+    assert hires_size(6000, 6000) == (6000, 6000)  # tiled: no pixel budget
+
+
+def test_no_hires_for_a_sliver_thinner_than_the_servers_smallest_side():
+    assert make_plan((2000, 40), None, 100, 64, 512, hires=True).hires is None
 
 
 def test_hires_is_sent_only_when_set():
