@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import webuiapi
-from a1111.names import EMBEDDED, SECOND
+from a1111.names import EMBEDDED, SECOND, UPSCALER
 
 from api.live import LiveServer, start_server, stop_server
 from kd_server.config import Settings
 from modelkit.loras import write_test_lora
+from modelkit.upscalers import write_esrgan
 from support.control import Layout, write_control_models
 
 #: ControlNets and the IP-Adapter where A1111 and its ControlNet extension keep them.
@@ -40,6 +41,7 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = ldm_layout.write_ldm_checkpoint(pipe, checkpoints / f"{SECOND}.safetensors")
     ldm_layout.save_config_folder(pipe, path.with_suffix(".config"))
     write_test_lora(root / "models" / "Lora", "bright", seed=1)
+    write_esrgan(root / "models" / "ESRGAN" / f"{UPSCALER}.safetensors")
     write_control_models(root, layout=A1111_CONTROL)
     return root
 

@@ -2,3 +2,4 @@
 
 EMBEDDED = "tiny-sd15-embedded"
 SECOND = "tiny-sd15"
+UPSCALER = "4x-tiny"  # a tiny ESRGAN in models/ESRGAN (modelkit/upscalers.py)

@@ -427,11 +427,9 @@ class Upscaler(BaseModel):
 @pytest.mark.parametrize(
     "path",
     [
-        "upscalers",
         "sd-vae",
         "sd-modules",
         "prompt-styles",
-        "latent-upscale-modes",
         "face-restorers",
         "realesrgan-models",
         "hypernetworks",

@@ -312,25 +312,26 @@ def test_mask_blur_feathers_the_edge(server: LiveServer) -> None:
     assert "Mask blur: 6" in info(result)["infotexts"][0]
 
 
-@pytest.mark.parametrize("fill", [0, 1])
-def test_inpainting_fill_fill_and_original(server: LiveServer, fill: int) -> None:
-    result = img2img(
-        server, mask=png_b64(square_mask()), inpainting_fill=fill, denoising_strength=0.75
-    )
-    assert decoded(result).shape == (64, 64, 3)
-
-
-def test_inpainting_fill_latent_modes_need_full_strength(server: LiveServer) -> None:
-    message = refused(
-        server,
-        "img2img",
-        init_images=[png_b64(picture())],
-        mask=png_b64(square_mask()),
-        inpainting_fill=2,
-        denoising_strength=0.75,
-    )
-    assert message.startswith("inpainting_fill:")
-    img2img(server, mask=png_b64(square_mask()), inpainting_fill=2, denoising_strength=1.0)
+def test_inpainting_fill_all_four_modes_at_any_strength(server: LiveServer) -> None:
+    """0 fill (blur), 1 original (keep), 2 latent noise (noise), 3 latent nothing
+    (grey): each runs below strength 1, and each starts the model from other pixels."""
+    names = ("fill", "original", "latent noise", "latent nothing")
+    results = []
+    for fill, name in enumerate(names):
+        result = img2img(
+            server,
+            mask=png_b64(square_mask()),
+            inpainting_fill=fill,
+            denoising_strength=0.5,
+            inpaint_full_res=False,
+        )
+        assert f"Masked content: {name}" in info(result)["infotexts"][0]
+        results.append(decoded(result))
+    inside = (slice(24, 40), slice(24, 40))
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not np.array_equal(results[a][inside], results[b][inside]), (a, b)
+    assert refused(server, "img2img", inpainting_fill=4).startswith("inpainting_fill")
 
 
 def test_empty_mask_is_refused(server: LiveServer) -> None:
@@ -345,7 +346,8 @@ def test_empty_mask_is_refused(server: LiveServer) -> None:
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
-        ({"enable_hr": True}, "enable_hr"),
+        ({"enable_hr": True, "hr_upscaler": "Nearest"}, "hr_upscaler"),
+        ({"enable_hr": True, "hr_prompt": "something else"}, "hr_prompt"),
         ({"restore_faces": True}, "restore_faces"),
         ({"tiling": True}, "tiling"),
         ({"styles": ["cinematic"]}, "styles"),
@@ -392,7 +394,7 @@ def test_harmless_fields_are_accepted(server: LiveServer) -> None:
 
 
 def test_unknown_endpoint(server: LiveServer) -> None:
-    response = server.post("/sdapi/v1/extra-single-image", json={})
+    response = server.post("/sdapi/v1/interrogate", json={})
     assert response.status_code == 404
     assert "A1111-compatible" in response.json()["error"]["message"]
     wrong_method = server.get("/sdapi/v1/txt2img")

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kd_server import fill
 from kd_server.api.a1111 import images, infotext
 from kd_server.api.a1111.translate import parse_networks
 from kd_server.api.errors import ApiError
-from kd_server.generation import LoraSpec
+from kd_server.generation import FillMode, LoraSpec
 
 
 def test_crop_and_resize_keeps_the_centre() -> None:
@@ -36,11 +37,12 @@ def test_mask_box_grows_clamps_and_has_a_minimum() -> None:
 
 
 def test_fill_paints_the_hole_with_the_surroundings() -> None:
+    """inpainting_fill 0 runs as the blur fill (kd_server.fill)."""
     image = Image.new("RGB", (32, 32), (10, 120, 200))
     image.paste((255, 255, 255), (8, 8, 24, 24))
     mask = Image.new("L", (32, 32), 0)
     mask.paste(255, (8, 8, 24, 24))
-    filled = np.asarray(images.fill_masked(image, mask), dtype=np.int16)
+    filled = np.asarray(fill.apply(image, FillMode.BLUR, mask), dtype=np.int16)
     assert np.abs(filled[16, 16] - np.array([10, 120, 200])).max() <= 2
     assert tuple(filled[0, 0]) == (10, 120, 200)
 

@@ -26,7 +26,8 @@ from kd_server.api import policy
 from kd_server.api.a1111 import infotext
 from kd_server.api.a1111.images import paste_back, to_png_base64
 from kd_server.api.a1111.state import Call, SdapiState
-from kd_server.api.a1111.translate import Plan
+from kd_server.api.a1111.translate import Hires, Plan
+from kd_server.api.a1111.upscaling import centre_box
 from kd_server.api.errors import ENGINE_STATUS, ApiError
 from kd_server.api.services import Services
 from kd_server.events import Subscription
@@ -181,6 +182,9 @@ def finish_images(plan: Plan, results: list[Result]) -> list[tuple[bytes, str]]:
     finished = []
     for result in results:
         text = read_parameters(result.png) or ""
+        if plan.hires is not None:
+            finished.append(_finish_hires(plan, plan.hires, result.png, text))
+            continue
         if plan.paste is None:
             png = result.png
             if plan.extra_params:  # e.g. the ControlNet units
@@ -193,6 +197,17 @@ def finish_images(plan: Plan, results: list[Result]) -> list[tuple[bytes, str]]:
         text = infotext.amend(text, picture.size, plan.extra_params)
         finished.append((encode_png(picture, text), text))
     return finished
+
+
+def _finish_hires(plan: Plan, hires: Hires, png: bytes, text: str) -> tuple[bytes, str]:
+    """A hires result as A1111 gives it: cut to hr_resize_x x hr_resize_y when both were
+    asked at another aspect; the infotext's Size is the first pass's, as in A1111."""
+    text = infotext.amend(text, hires.first_pass, plan.extra_params)
+    if hires.size.final == hires.size.upscale_to:
+        return replace_parameters(png, text), text
+    with Image.open(io.BytesIO(png)) as image:
+        box = centre_box(image.size, hires.size.final)
+        return encode_png(image.crop(box), text), text
 
 
 def info_json(plan: Plan, images: list[tuple[bytes, str]], model: str, timestamp: str) -> str:
@@ -226,7 +241,7 @@ def info_json(plan: Plan, images: list[tuple[bytes, str]], model: str, timestamp
         "sd_vae_hash": None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": None if plan.kind == "txt2img" else request.inputs.strength,
+        "denoising_strength": _denoising_strength(plan),
         "extra_generation_params": {key: value for key, value in plan.extra_params},
         "index_of_first_image": 0,
         "infotexts": [text for _, text in images],
@@ -237,6 +252,13 @@ def info_json(plan: Plan, images: list[tuple[bytes, str]], model: str, timestamp
         "version": f"krita-diffusers {__version__}",
     }
     return json.dumps(info)
+
+
+def _denoising_strength(plan: Plan) -> float | None:
+    """A1111 reports it for img2img, and for txt2img with hires fix (its second pass)."""
+    if plan.hires is not None:
+        return plan.hires.strength
+    return None if plan.kind == "txt2img" else plan.request.inputs.strength
 
 
 def encode_images(plan: Plan, images: list[tuple[bytes, str]]) -> list[str]:

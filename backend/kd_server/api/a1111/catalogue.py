@@ -3,8 +3,8 @@
 Clients ask for these before their first image (to fill menus, or to check the server
 is an A1111) and many stop at a 404. Each answers what this server has: real content
 where there is some (memory, command-line flags), an empty list where a feature does
-not exist here yet (upscalers, VAEs, styles, embeddings, hypernetworks, face
-restoration, extensions, scripts). docs/a1111.md lists them.
+not exist here (VAEs, styles, embeddings, hypernetworks, face restoration,
+extensions, scripts). docs/a1111.md lists them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from kd_server.api.a1111 import upscaling
 from kd_server.api.a1111.schemas import (
     EmbeddingsResponse,
     ExtensionItem,
@@ -42,19 +43,42 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # ------------------------------------------------ features this server does not have
 
 
-@router.get("/upscalers", response_model=list[UpscalerItem], summary="Upscalers (none yet)")
-def upscalers() -> list[UpscalerItem]:
-    """Empty: hires fix and the extras upscaling are not available here."""
-    return []
+@router.get("/upscalers", response_model=list[UpscalerItem], summary="Upscalers")
+def upscalers(services: ServicesDep) -> list[UpscalerItem]:
+    """A1111's built-in "None", "Lanczos" and "Nearest" first, as A1111 lists them,
+    then the library's usable upscaler models (hires fix's `hr_upscaler`, the extras'
+    `upscaler_1`/`upscaler_2`)."""
+    built_in = [
+        UpscalerItem(name=name, scale=upscaling.BUILT_IN_SCALE)
+        for name in (upscaling.NONE, upscaling.LANCZOS, upscaling.NEAREST)
+    ]
+    models = [
+        UpscalerItem(
+            name=entry.name,
+            model_name=entry.name,
+            model_path=_path_of(entry),
+            scale=entry.scale,
+        )
+        for entry in services.upscalers()
+        if entry.usable
+    ]
+    return built_in + models
+
+
+def _path_of(entry: object) -> str | None:
+    path = getattr(entry, "path", None)
+    return str(path) if path is not None else None
 
 
 @router.get(
     "/latent-upscale-modes",
     response_model=list[LatentUpscaleModeItem],
-    summary="Latent upscale modes of hires fix (none)",
+    summary="Latent upscale modes of hires fix (run as Lanczos here)",
 )
 def latent_upscale_modes() -> list[LatentUpscaleModeItem]:
-    return []
+    """A1111's names, accepted as hr_upscaler; hires fix enlarges in pixel space here,
+    so each one runs as Lanczos (docs/a1111.md)."""
+    return [LatentUpscaleModeItem(name=name) for name in upscaling.LATENT_MODES]
 
 
 @router.get("/sd-vae", response_model=list[SDVaeItem], summary="Separate VAEs (none)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 
-import numpy as np
 from PIL import Image
 
 from kd_server.api.imaging import PNG_SIGNATURE, ImageInputError, decode_base64, open_image
@@ -103,43 +102,6 @@ def _at_least(start: int, end: int, size: int, limit: int) -> tuple[int, int]:
     centre = (start + end) // 2
     start = min(max(0, centre - size // 2), limit - size)
     return start, start + size
-
-
-def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """A1111's `inpainting_fill=0` ("fill"): paint the masked area with the colours around
-    it before diffusion, so the model starts from the surroundings, not the old content.
-
-    A mask-weighted blur at shrinking radii gives each masked pixel the colour of the
-    nearest unmasked pixels; where nothing is unmasked the mean colour is used.
-    """
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    masked = np.asarray(mask.convert("L"), dtype=np.uint8) > 127
-    if not masked.any():
-        return image.convert("RGB")
-    keep = (~masked).astype(np.float32)
-    if not keep.any():
-        mean = rgb.reshape(-1, 3).mean(axis=0)
-        return Image.fromarray(np.broadcast_to(mean, rgb.shape).astype(np.uint8), "RGB")
-    filled = np.broadcast_to(rgb[~masked].mean(axis=0), rgb.shape).copy()
-    longest = max(image.size)
-    radius = float(longest)
-    while radius >= 1:  # coarse to fine: nearer colours overwrite farther ones
-        weight = _blur(keep, radius)
-        colour = np.stack([_blur(rgb[..., c] * keep, radius) for c in range(3)], axis=-1)
-        known = weight > 1e-3
-        filled[known] = colour[known] / weight[known, None]
-        radius /= 2
-    out = np.where(masked[..., None], filled, rgb)
-    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
-
-
-def _blur(values: np.ndarray, radius: float) -> np.ndarray:
-    """A cheap wide blur of float values: box-shrink by `radius`, then scale back up."""
-    image = Image.fromarray(values.astype(np.float32), mode="F")
-    width, height = image.size
-    small = (max(1, round(width / radius)), max(1, round(height / radius)))
-    shrunk = image.resize(small, Image.Resampling.BOX)
-    return np.asarray(shrunk.resize(image.size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def paste_back(base: Image.Image, box: Box, patch: Image.Image) -> Image.Image:

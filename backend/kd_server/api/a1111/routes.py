@@ -12,12 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
-from kd_server.api.a1111 import catalogue, infotext, metadata
+from kd_server.api.a1111 import catalogue, extras, infotext, metadata
 from kd_server.api.a1111.auth import require_sdapi_auth
 from kd_server.api.a1111.calls import (
     cancel_job,
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111"], dependencies=[Depends(require_sdapi_auth)])
 router.include_router(catalogue.router)  # before the catch-all 404 at the end
+router.include_router(extras.router)
 
 
 def get_state(request: Request) -> SdapiState:
@@ -160,7 +162,10 @@ def _log_ignored(endpoint: str, why: str, names: tuple[str, ...], level: int) ->
 
 @router.post("/txt2img", response_model=ImageResponse, summary="Text to image (waits for it)")
 async def txt2img(body: Txt2ImgRequest, services: ServicesDep, state: StateDep) -> ImageResponse:
-    return await _generate(services, state, plan_txt2img, body, "txt2img")
+    planner = plan_txt2img
+    if body.enable_hr:  # hires fix: hr_upscaler names one of these
+        planner = partial(plan_txt2img, upscalers=services.upscalers())
+    return await _generate(services, state, planner, body, "txt2img")
 
 
 @router.post(

@@ -155,12 +155,13 @@ class _GenerationFields(_A1111Request):
 
 
 class Txt2ImgRequest(_GenerationFields):
-    """`POST /sdapi/v1/txt2img`. Hires fix (`enable_hr`, `hr_*`) is refused when enabled."""
+    """`POST /sdapi/v1/txt2img`; `enable_hr` runs hires fix (a second, upscaled pass)."""
 
     enable_hr: bool = False
+    # Checked in translate.py only with enable_hr: clients send them in every body.
     firstphase_width: int = 0
     firstphase_height: int = 0
-    hr_scale: float = 2.0
+    hr_scale: float = Field(2.0, allow_inf_nan=False)
     hr_upscaler: str | None = None
     hr_second_pass_steps: int = 0
     hr_resize_x: int = 0
@@ -191,6 +192,51 @@ class Img2ImgRequest(_GenerationFields):
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     include_init_images: bool = False
+
+
+class _ExtrasFields(_A1111Request):
+    """A1111's extras (postprocessing): upscaling only; face restoration is refused."""
+
+    resize_mode: int = Field(0, ge=0, le=1, description="0: by upscaling_resize; 1: to _w x _h.")
+    show_extras_results: bool = True
+    gfpgan_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False)
+    codeformer_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False)
+    codeformer_weight: float = Field(0, ge=0, le=1, allow_inf_nan=False)
+    upscaling_resize: float = Field(2, gt=0, le=16, allow_inf_nan=False)
+    upscaling_resize_w: int = Field(512, ge=8, le=16384)
+    upscaling_resize_h: int = Field(512, ge=8, le=16384)
+    upscaling_crop: bool = True
+    upscaler_1: str | None = Field("None", max_length=256)
+    upscaler_2: str | None = Field("None", max_length=256)
+    extras_upscaler_2_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False)
+    upscale_first: bool = False
+
+
+class ExtrasSingleImageRequest(_ExtrasFields):
+    """`POST /sdapi/v1/extra-single-image`."""
+
+    image: str = Field("", description="Base64 image (PNG, JPEG or WebP).")
+
+
+class FileData(BaseModel):
+    data: str = Field(description="Base64 image (PNG, JPEG or WebP).")
+    name: str = ""
+
+
+class ExtrasBatchImagesRequest(_ExtrasFields):
+    """`POST /sdapi/v1/extra-batch-images`."""
+
+    imageList: list[FileData] = Field(default_factory=list)  # A1111 spells it so
+
+
+class ExtrasSingleImageResponse(BaseModel):
+    html_info: str = Field(description="What was done, as A1111's HTML paragraph.")
+    image: str | None = Field(None, description="Base64 PNG.")
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str] = Field(description="Base64 PNGs, in the order sent.")
 
 
 class ImageResponse(BaseModel):

@@ -11,6 +11,7 @@ lists which and why.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from kd_server.api import policy
-from kd_server.api.a1111 import controlnet, images
+from kd_server.api.a1111 import controlnet, images, upscaling
 from kd_server.api.a1111.options import CHECKPOINT_OPTION, check_option
 from kd_server.api.a1111.schemas import Img2ImgRequest, Txt2ImgRequest, _GenerationFields
 from kd_server.api.errors import ApiError
@@ -27,11 +28,13 @@ from kd_server.config import Settings
 from kd_server.generation import (
     MAX_SEED,
     Conditioning,
+    FillMode,
     GenerationRequest,
     ImageInputs,
     LoraSpec,
     Sampling,
     Task,
+    Upscaling,
     resolve_seed,
 )
 from kd_server.library import ModelLibrary
@@ -42,6 +45,19 @@ from kd_server.samplers import UnknownSampler, canonical_name, resolve
 PREVIEW_EVERY = 1
 #: inpainting_fill values: what A1111 puts under the mask before diffusion.
 FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = 0, 1, 2, 3
+#: ... and the fill mode each one runs as (kd_server.fill, docs/fill.md). A1111's
+#: latent noise and latent nothing fill the latents; we fill the pixels the latents
+#: are made from (random colours per latent cell, mid grey), so they work at any strength.
+FILL_MODES = {
+    FILL: FillMode.BLUR,
+    ORIGINAL: FillMode.KEEP,
+    LATENT_NOISE: FillMode.NOISE,
+    LATENT_NOTHING: FillMode.NEUTRAL,
+}
+#: A1111's txt2img `denoising_strength` when hires fix runs and none is sent.
+HIRES_STRENGTH = 0.75
+#: What A1111's UI sends in hr_* fields for "the same as the first pass".
+_SAME_AS_FIRST_PASS = ("", "use same sampler", "use same scheduler", "use same checkpoint")
 
 _NETWORK_TAG = re.compile(r"<(\w+):([^>]*)>")
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{4,64}\]\s*$")
@@ -54,6 +70,15 @@ class Paste:
 
     base: Image.Image
     box: images.Box
+
+
+@dataclass(frozen=True)
+class Hires:
+    """Hires fix of a txt2img plan: A1111's facts about it, for `info` and the crop."""
+
+    first_pass: tuple[int, int]
+    size: upscaling.HiresSize
+    strength: float
 
 
 @dataclass(frozen=True)
@@ -73,6 +98,7 @@ class Plan:
     persist_model: str | None  # override_settings with restore_afterwards = false
     send_images: bool
     echo: dict[str, Any]  # the request as A1111 echoes it in `parameters`
+    hires: Hires | None = None
 
     def request_for(self, iteration: int) -> GenerationRequest:
         """Iteration k of n_iter: A1111 numbers seeds on across the whole run."""
@@ -120,7 +146,11 @@ def check_unsupported(body: _GenerationFields) -> None:
         ("seed_resize_from_h", body.seed_resize_from_h in (-1, 0), "is not available; use -1"),
         ("script_name", not body.script_name, "this server runs no scripts"),
         ("refiner_checkpoint", _is_default(body.refiner_checkpoint, "", "None"), "no refiner"),
-        ("firstpass_image", not body.firstpass_image, "hires fix is not available"),
+        (
+            "firstpass_image",
+            not body.firstpass_image,
+            "a given first-pass image is not available; hires fix runs from its own",
+        ),
         ("infotext", not body.infotext, "send the generation fields themselves"),
         ("s_churn", _is_default(body.s_churn, 0), "only 0 is available"),
         ("s_tmin", _is_default(body.s_tmin, 0), "only 0 is available"),
@@ -148,13 +178,6 @@ def check_unsupported(body: _GenerationFields) -> None:
             )
 
 
-def _check_txt2img(body: Txt2ImgRequest) -> None:
-    if body.enable_hr:
-        raise unsupported(
-            "enable_hr", "hires fix is not available; generate at the final width and height"
-        )
-
-
 def _check_img2img(body: Img2ImgRequest) -> None:
     if body.latent_mask:
         raise unsupported("latent_mask", "a separate latent mask is not available")
@@ -166,13 +189,6 @@ def _check_img2img(body: Img2ImgRequest) -> None:
         raise unsupported(
             "init_images",
             f"got {len(body.init_images)} images; send one (batch_size makes variations of it)",
-        )
-    strength = _strength(body)
-    if body.mask and body.inpainting_fill in (LATENT_NOISE, LATENT_NOTHING) and strength < 1:
-        raise unsupported(
-            "inpainting_fill",
-            f"{body.inpainting_fill} (latent noise/nothing) is only available with "
-            "denoising_strength 1; use 0 (fill) or 1 (original)",
         )
 
 
@@ -324,15 +340,151 @@ def _model_for(body: _GenerationFields, library: ModelLibrary, current_model: st
 
 
 def plan_txt2img(
-    body: Txt2ImgRequest, settings: Settings, library: ModelLibrary, current_model: str
+    body: Txt2ImgRequest,
+    settings: Settings,
+    library: ModelLibrary,
+    current_model: str,
+    upscalers: Sequence[upscaling.UpscalerEntry] = (),
 ) -> Plan:
-    _check_txt2img(body)
-    common = _common(body, settings, library, current_model, body.width, body.height)
-    size = (body.width, body.height)
+    """txt2img; with `enable_hr`, hires fix: the first pass at width x height (or
+    firstphase_*), then upscaled and refined by the engine (`GenerationRequest.upscaling`)."""
+    size = _first_pass(body) if body.enable_hr else (body.width, body.height)
+    common = _common(body, settings, library, current_model, *size)
     units = controlnet.parse_units(body.alwayson_scripts, library, settings, size)
     request = _with_units(common.request(Task.TXT2IMG, ImageInputs(), *size), units)
     extra = tuple(units.infotext)
-    return _plan("txt2img", body, request, echo=body.model_dump(), paste=None, extra=extra)
+    if not body.enable_hr:
+        return _plan("txt2img", body, request, echo=body.model_dump(), paste=None, extra=extra)
+    _check_hires_same_as_first_pass(body, library, common)
+    hires, upscaling_, hires_extra = _hires(body, size, upscalers)
+    plan = _plan(
+        "txt2img",
+        body,
+        replace(request, upscaling=upscaling_),
+        echo=body.model_dump(),
+        paste=None,
+        extra=extra + hires_extra,
+    )
+    return replace(plan, hires=hires, width=size[0], height=size[1])
+
+
+def _first_pass(body: Txt2ImgRequest) -> tuple[int, int]:
+    """The first pass's size: width x height, or firstphase_* (A1111's older fields,
+    which set the first pass and leave the target to hr_scale / hr_resize_*)."""
+    given = (body.firstphase_width, body.firstphase_height)
+    if given == (0, 0):
+        return body.width, body.height
+    if not all(64 <= side <= 4096 for side in given):
+        raise invalid(
+            "firstphase_width, firstphase_height", "both must be 64..4096 (or both 0: unused)"
+        )
+    return given
+
+
+def _hires(
+    body: Txt2ImgRequest, first: tuple[int, int], upscalers: Sequence[upscaling.UpscalerEntry]
+) -> tuple[Hires, Upscaling, tuple[tuple[str, str], ...]]:
+    """Hires fix's target, upscaler, strength and steps, checked, and A1111's infotext
+    entries for it ("Denoising strength", "Hires upscale" or "Hires resize", ...)."""
+    if body.hr_resize_x < 0 or body.hr_resize_y < 0:
+        raise invalid("hr_resize_x, hr_resize_y", "must be 0 (unused) or a size in pixels")
+    by_scale = body.hr_resize_x == 0 and body.hr_resize_y == 0
+    if by_scale and not 1 <= body.hr_scale <= 8:
+        raise invalid("hr_scale", f"{body.hr_scale:g}: hires fix enlarges 1 to 8 times")
+    size = upscaling.hires_size(*first, body.hr_scale, body.hr_resize_x, body.hr_resize_y)
+    fields = "hr_scale" if by_scale else "hr_resize_x, hr_resize_y"
+    if size.upscale_to[0] < first[0] or size.upscale_to[1] < first[1]:
+        raise invalid(
+            fields,
+            f"{size.final[0]}x{size.final[1]} is smaller than the first pass "
+            f"({first[0]}x{first[1]}); hires fix enlarges",
+        )
+    if not 0 <= body.hr_second_pass_steps <= 150:
+        raise invalid("hr_second_pass_steps", "must be 0 (the same as steps) to 150")
+    choice = upscaling.resolve("hr_upscaler", body.hr_upscaler, upscalers)
+    if choice.kind == "nearest":
+        raise unsupported(
+            "hr_upscaler",
+            "Nearest is not available for hires fix; use Lanczos, a latent mode or a model",
+        )
+    strength = HIRES_STRENGTH if body.denoising_strength is None else body.denoising_strength
+    steps = body.hr_second_pass_steps or None
+    extra: list[tuple[str, str]] = [("Denoising strength", f"{strength:g}")]
+    if by_scale:
+        extra.append(("Hires upscale", f"{body.hr_scale:g}"))
+    else:
+        extra.append(("Hires resize", f"{body.hr_resize_x}x{body.hr_resize_y}"))
+    if steps is not None:
+        extra.append(("Hires steps", str(steps)))
+    if body.hr_upscaler is not None:
+        extra.append(("Hires upscaler", body.hr_upscaler))
+    if choice.kind == "latent" or body.hr_upscaler is None:  # None: A1111's default, Latent
+        extra.append(("Hires note", "enlarged in pixel space with Lanczos (no latent upscale)"))
+    target = Upscaling(
+        width=size.upscale_to[0],
+        height=size.upscale_to[1],
+        upscaler=choice.engine_name,
+        strength=strength,
+        steps=steps,
+    )
+    return Hires(first, size, strength), target, tuple(extra)
+
+
+def _check_hires_same_as_first_pass(
+    body: Txt2ImgRequest, library: ModelLibrary, common: _Common
+) -> None:
+    """The second pass runs with the first pass's sampler, schedule, checkpoint and
+    prompts; asking for others would silently change the picture, so it is refused."""
+    first_sampler = canonical_name(*_sampler_and_schedule(body))
+    if not _same(body.hr_sampler_name) and _hr_sampler(body) != first_sampler:
+        raise unsupported(
+            "hr_sampler_name", "the second pass runs with the first pass's sampler; leave it out"
+        )
+    if not _same(body.hr_scheduler) and not _same_schedule(body):
+        raise unsupported(
+            "hr_scheduler", "the second pass runs with the first pass's schedule; leave it out"
+        )
+    if not _same(body.hr_checkpoint_name):
+        assert body.hr_checkpoint_name is not None
+        if find_checkpoint(library, body.hr_checkpoint_name) != common.model:
+            raise unsupported(
+                "hr_checkpoint_name",
+                "the second pass runs with the first pass's checkpoint; leave it out",
+            )
+    for field, value, first in (
+        ("hr_prompt", body.hr_prompt, body.prompt),
+        ("hr_negative_prompt", body.hr_negative_prompt, body.negative_prompt),
+    ):
+        if value and value != first:
+            raise unsupported(
+                field, "the second pass runs with the first pass's prompt; leave it empty"
+            )
+
+
+def _same(value: str | None) -> bool:
+    return value is None or value.strip().casefold() in _SAME_AS_FIRST_PASS
+
+
+def _sampler_and_schedule(body: _GenerationFields) -> tuple[str, str | None]:
+    name = body.sampler_name or body.sampler_index or "Euler"
+    return SAMPLER_BY_ALIAS.get(name.strip().lower(), name), body.scheduler
+
+
+def _hr_sampler(body: Txt2ImgRequest) -> str:
+    assert body.hr_sampler_name is not None
+    name = SAMPLER_BY_ALIAS.get(body.hr_sampler_name.strip().lower(), body.hr_sampler_name)
+    try:
+        return canonical_name(name, body.scheduler)
+    except UnknownSampler as exc:
+        raise ApiError(422, "sampler_not_found", f"hr_sampler_name: {exc}") from None
+
+
+def _same_schedule(body: Txt2ImgRequest) -> bool:
+    name, schedule = _sampler_and_schedule(body)
+    try:
+        return canonical_name(name, body.hr_scheduler) == canonical_name(name, schedule)
+    except UnknownSampler as exc:
+        raise ApiError(422, "sampler_not_found", f"hr_scheduler: {exc}") from None
 
 
 def _with_units(request: GenerationRequest, units: controlnet.Units) -> GenerationRequest:
@@ -352,9 +504,12 @@ def plan_img2img(
     common = _common(body, settings, library, current_model, body.width, body.height)
     assert body.init_images
     picture = _decode(body.init_images[0], "init_images[0]", settings, as_picture)
-    fitted = flatten_rgb(images.fit(picture, body.width, body.height, body.resize_mode))
+    # The engine gets the picture with its transparency (transparent pixels are filled,
+    # kd_server.fill); the flattened copy is what ControlNet units and the paste-back see.
+    fitted = images.fit(picture, body.width, body.height, body.resize_mode)
+    flat = flatten_rgb(fitted)
     size = (body.width, body.height)
-    units = controlnet.parse_units(body.alwayson_scripts, library, settings, size, fitted)
+    units = controlnet.parse_units(body.alwayson_scripts, library, settings, size, flat)
     strength = _strength(body)
     echo = body.model_dump()
     if not body.include_init_images:
@@ -379,9 +534,13 @@ def plan_img2img(
     if box is None:
         raise invalid("mask", "selects nothing: paint white where the image should change")
     region, region_mask = fitted.crop(box), mask.crop(box)
-    if body.inpainting_fill == FILL:
-        region = images.fill_masked(region, region_mask)
-    inputs = ImageInputs(image=region, mask=region_mask, mask_feather=feather, strength=strength)
+    inputs = ImageInputs(
+        image=region,
+        mask=region_mask,
+        mask_feather=feather,
+        strength=strength,
+        fill=FILL_MODES[body.inpainting_fill],
+    )
     request = _with_units(common.request(Task.INPAINT, inputs, *size), units.cropped(box))
     extra = (
         *units.infotext,
@@ -393,7 +552,7 @@ def plan_img2img(
             ("fill", "original", "latent noise", "latent nothing")[body.inpainting_fill],
         ),
     )
-    return _plan("img2img", body, request, echo=echo, paste=Paste(fitted, box), extra=extra)
+    return _plan("img2img", body, request, echo=echo, paste=Paste(flat, box), extra=extra)
 
 
 @dataclass(frozen=True)
