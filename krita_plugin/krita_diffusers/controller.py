@@ -51,7 +51,15 @@ from .expanding import ExpandError, Sides, plan_expansion
 from .geometry import Rect, canvas_rect
 from .history import History, HistoryItem, layer_name
 from .jobs import Job, JobContext, PendingEvents, ResultRef
-from .planning import Plan, PlanError, fill_for, has_transparency, make_plan
+from .planning import (
+    PAST_THE_EDGE,
+    Plan,
+    PlanError,
+    fill_for,
+    has_transparency,
+    make_plan,
+    reaches_past,
+)
 from .protocol import (
     UPSCALE_PROTOCOL,
     Control,
@@ -201,9 +209,10 @@ class Controller(QObject):
             self.message.emit("Write a prompt first: say what should appear.")
             return False
         try:
+            size, selection = self.canvas.canvas_size(), self.canvas.selection_bounds()
             plan = make_plan(
-                self.canvas.canvas_size(),
-                self.canvas.selection_bounds(),
+                size,
+                selection,
                 params.strength_percent,
                 self.settings.context_margin,
                 self.working_resolution(params.model),
@@ -263,6 +272,8 @@ class Controller(QObject):
             )
 
         self._send(context, made, prepare)
+        if reaches_past(selection, size):
+            self.notice.emit(PAST_THE_EDGE)
         return True
 
     @property

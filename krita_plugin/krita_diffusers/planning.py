@@ -80,6 +80,23 @@ def fill_for(task: Task, transparent: bool) -> FillMode:
     return FillMode.EDGE if task is Task.INPAINT else FillMode.BLUR
 
 
+#: Said (as a notice, the job goes on) when a selection reaches past the canvas.
+PAST_THE_EDGE = (
+    "The selection reaches past the canvas: only its part on the canvas is inpainted. "
+    "To paint beyond the canvas, use Expand."
+)
+
+
+def reaches_past(selection: Rect | None, canvas_size: tuple[int, int] | None) -> bool:
+    """Krita 5.1.5 keeps a selection's part outside the canvas (measured in real
+    Krita: a selection 100 px past the right edge reads back whole). The region is
+    clamped to the canvas all the same; the artist is told, and pointed to Expand."""
+    if selection is None or selection.is_empty or canvas_size is None:
+        return False
+    inside = selection.intersected(canvas_rect(*canvas_size))
+    return inside != selection and not inside.is_empty
+
+
 def action_label(strength_percent: int, has_selection: bool) -> str:
     """The Generate button's label says what will happen."""
     if has_selection:

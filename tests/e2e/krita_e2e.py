@@ -29,6 +29,8 @@ SCENARIOS = [
     "layout",
     "control",
     "live",
+    "expand",
+    "upscale",
     "two_windows",
 ]
 # Kept tiny so the suite runs on two CPU cores: the server scales inpaint regions to

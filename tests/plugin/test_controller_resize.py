@@ -14,6 +14,7 @@ from krita_diffusers import images
 from krita_diffusers.controller import OLD_SERVER, Controller, GenerateInput
 from krita_diffusers.expanding import Sides
 from krita_diffusers.geometry import Rect
+from krita_diffusers.planning import PAST_THE_EDGE
 from krita_diffusers.protocol import FillMode, Task
 from krita_diffusers.settings import Settings
 from krita_diffusers.upscaling import Destination, UpscaleChoice
@@ -205,3 +206,17 @@ def test_expand_cancels_its_job_when_the_document_changed_meanwhile():
     controller.expand(GenerateInput("sea"), Sides(top=8))
     assert canvas.resizes == [] and client.cancelled == ["j1"]
     assert "changed" in messages[-1]
+
+
+def test_a_selection_past_the_edge_is_clamped_and_the_artist_pointed_to_expand():
+    controller, _client, canvas, _ = make(5)
+    notices: list[str] = []
+    controller.notice.connect(notices.append)
+    canvas.select(Rect(40, 8, 24, 16))
+    canvas.selection = Rect(40, 8, 60, 16)  # Krita keeps the part past the edge
+    assert controller.generate(GenerateInput("a"))
+    assert controller.jobs["j1"].context.region.right == 64
+    assert notices == [PAST_THE_EDGE]
+    canvas.selection = Rect(40, 8, 24, 16)
+    controller.generate(GenerateInput("a"))
+    assert notices == [PAST_THE_EDGE]  # said once: this selection is on the canvas

@@ -14,6 +14,7 @@ from krita_diffusers.planning import (
     has_transparency,
     hires_size,
     make_plan,
+    reaches_past,
 )
 from krita_diffusers.protocol import (
     Enlarge,
@@ -249,3 +250,11 @@ def test_impossible_expansions_are_refused_in_words(sides, words):
 
 def test_sides_from_ticks():
     assert Sides.chosen(64, False, True, True, False) == Sides(0, 64, 64, 0)
+
+
+def test_reaching_past_the_canvas():
+    assert reaches_past(Rect(50, 0, 20, 10), (64, 64))
+    assert reaches_past(Rect(-5, -5, 20, 10), (64, 64))
+    assert not reaches_past(Rect(0, 0, 64, 64), (64, 64))
+    assert not reaches_past(Rect(100, 0, 20, 10), (64, 64))  # wholly outside: refused
+    assert not reaches_past(None, (64, 64)) and not reaches_past(Rect(0, 0, 1, 1), None)

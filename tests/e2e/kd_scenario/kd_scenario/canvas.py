@@ -221,3 +221,12 @@ def hidden_group_projection(doc: Document) -> dict[str, Any]:
         "child": hashlib.sha256(pixels).hexdigest(),
         "projection_alpha_max": max(projection[3::4]) if projection else None,
     }
+
+
+def rect_digests(doc: Document, x: int, y: int, w: int, h: int) -> dict[str, str]:
+    """SHA-256 of each layer's pixels in one rectangle, by layer id: proves a layer's
+    pixels stayed where they were while the canvas around them changed size."""
+    return {
+        node.uniqueId().toString(): hashlib.sha256(bytes(node.pixelData(x, y, w, h))).hexdigest()
+        for node in artist_nodes(doc)
+    }

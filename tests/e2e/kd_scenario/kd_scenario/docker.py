@@ -321,3 +321,8 @@ def choose(name: str, text: str) -> None:
 
 def combo_text(name: str) -> str:
     return widget(name, QComboBox).currentText()
+
+
+def combo_items(name: str) -> list[str]:
+    combo = widget(name, QComboBox)
+    return [combo.itemText(i) for i in range(combo.count())]

@@ -610,6 +610,159 @@ def scenario_control(ctx: Context, section: Section) -> Scenario:
     yield pause(0.2)
 
 
+def wait_for_new_result(
+    ctx: Context, section: Section, ids_before: list[Any]
+) -> Generator[Any, None, list[Any]]:
+    """Waits, recording the docker, until a new result is in the history and the
+    docker is idle (or it shows an error); returns the new results' ids."""
+
+    def finished() -> bool:
+        if docker.error_text():
+            return True
+        return any(i not in ids_before for i in docker.history_ids()) and not docker.busy()
+
+    yield from watch_generation(ctx, section, finished, False)
+    if docker.error_text():
+        raise RuntimeError(f"the docker reported: {docker.error_text()}")
+    return [i for i in docker.history_ids() if i not in ids_before]
+
+
+def open_section(toggle: str, opened: bool) -> None:
+    """Opens (or closes) one of the docker's collapsible sections, as a click would."""
+    if docker.widget(toggle).isChecked() != opened:
+        docker.click(toggle)
+
+
+def selection_probe(doc: Document) -> dict[str, Any]:
+    """What Krita keeps of a selection reaching past the canvas: one 100 px past the
+    right edge is made, its bounds read back, then it is removed again."""
+    canvas.select_rect(doc, doc.width() - 56, 40, 156, 60)
+    selection = doc.selection()
+    found = (
+        None
+        if selection is None
+        else [selection.x(), selection.y(), selection.width(), selection.height()]
+    )
+    Krita.instance().action("deselect").trigger()
+    return {"asked": [doc.width() - 56, 40, 156, 60], "bounds": found}
+
+
+def scenario_expand(ctx: Context, section: Section) -> Scenario:
+    """Expand right by 256 px on a painted 256x256 document: the canvas grows (once
+    the server took the job), the result fills the new area, Apply places it over the
+    strip and its context; the artist's layers keep their pixels where they were."""
+    doc = yield from open_document(256, 256, "expand")
+    yield from wait_connected()
+    section.data["selection_past_the_edge"] = selection_probe(doc)
+    yield pause(0.3)
+    docker.set_prompt("a calm sea")
+    docker.set_number("kd-strength", 100)
+    before = begin_canvas(ctx, section, doc)
+    section.data["old_rect_digests_before"] = canvas.rect_digests(doc, 0, 0, 256, 256)
+    open_section("kd-expand-toggle", True)
+    yield until(lambda: docker.shown("kd-expand"), 5, "the Expand section")
+    docker.set_number("kd-expand-pixels", 256)
+    for side in ("left", "top", "bottom"):
+        docker.widget(f"kd-expand-{side}").setChecked(False)
+    docker.widget("kd-expand-right").setChecked(True)
+    ids_before = docker.history_ids()
+    ctx.heartbeat.start()
+    docker.click("kd-expand")
+    try:
+        yield until(lambda: doc.width() == 512, GENERATION_TIMEOUT_S, "the canvas to grow")
+        section.data["grown"] = [doc.width(), doc.height()]
+        section.data["projection_grown_png"] = Path(
+            canvas.export_projection(doc, ctx.artifact(section, "projection-grown.png"))
+        ).name
+        ids = yield from wait_for_new_result(ctx, section, ids_before)
+    finally:
+        section.data["heartbeat"] = ctx.heartbeat.stop()
+    section.data["canvas_after"] = [doc.width(), doc.height()]
+    section.data["layers_grown"] = canvas.snapshot(doc)
+    yield from apply_results(section, doc, ids, before)
+    record_layers(ctx, section, doc, before)
+    section.data["old_rect_digests_after"] = canvas.rect_digests(doc, 0, 0, 256, 256)
+    section.data["projection_after_png"] = Path(
+        canvas.export_projection(doc, ctx.artifact(section, "projection-after.png"))
+    ).name
+    open_section("kd-expand-toggle", False)
+
+
+def upscale_once(
+    ctx: Context, section: Section, doc: Document, destination: str
+) -> Generator[Any, None, dict[str, Any]]:
+    """One Upscale click and Apply with the chosen destination; what it made."""
+    docker.choose("kd-upscale-destination", destination)
+    before = canvas.snapshot(doc)
+    documents_before = {d.rootNode().uniqueId() for d in Krita.instance().documents()}
+    ids_before = docker.history_ids()
+    ctx.heartbeat.start()
+    docker.click("kd-upscale")
+    try:
+        ids = yield from wait_for_new_result(ctx, section, ids_before)
+    finally:
+        ctx.heartbeat.stop()
+    docker.select_history_rows(docker.rows_of(ids))
+    yield pause(0.2)
+    docker.click("kd-apply")
+    if destination != "New document":
+        known = {node["id"] for node in before}
+        yield until(
+            lambda: any(n["id"] not in known for n in canvas.snapshot(doc)),
+            30,
+            "the upscaled layer",
+        )
+        yield pause(0.3)
+        after = canvas.snapshot(doc)
+        return {
+            "size": [doc.width(), doc.height()],
+            "before": before,
+            "after": after,
+            "new": [n for n in after if n["id"] not in known],
+        }
+
+    def made() -> Document | None:
+        fresh = [
+            d
+            for d in Krita.instance().documents()
+            if d.rootNode().uniqueId() not in documents_before
+        ]
+        return fresh[0] if fresh else None
+
+    yield until(lambda: made() is not None, 30, "the new document")
+    document = made()
+    assert document is not None
+    document.setBatchmode(True)
+    yield until(lambda: canvas.is_active(document), 20, "the new document's view")
+    document.waitForDone()
+    png = ctx.artifact(section, "new-document.png")
+    return {
+        "size": [document.width(), document.height()],
+        "name": document.name(),
+        "layers": canvas.snapshot(document),
+        "projection_png": Path(canvas.export_projection(document, png)).name,
+        "original_size": [doc.width(), doc.height()],
+    }
+
+
+def scenario_upscale(ctx: Context, section: Section) -> Scenario:
+    """Upscale 2x a painted 128x96 document twice: as a layer (the document is scaled
+    to 256x192 and the result added on top), then as a new document (512x384)."""
+    doc = yield from open_document(128, 96, "upscale")
+    yield from wait_connected()
+    docker.set_prompt("bright checks")
+    open_section("kd-upscale-toggle", True)
+    yield until(lambda: docker.shown("kd-upscale"), 5, "the Upscale section")
+    docker.choose("kd-upscale-factor", "2x")
+    docker.set_number("kd-upscale-strength", 30)
+    section.data["upscalers"] = docker.combo_items("kd-upscale-upscaler")
+    results: dict[str, Any] = {}
+    section.data["results"] = results
+    results["layer"] = yield from upscale_once(ctx, section, doc, "Layer (scales this image)")
+    results["document"] = yield from upscale_once(ctx, section, doc, "New document")
+    open_section("kd-upscale-toggle", False)
+
+
 SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "canvas_smoke": scenario_canvas_smoke,
     "server_down": scenario_server_down,
@@ -625,6 +778,8 @@ SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "control": scenario_control,
     "two_windows": scenario_two_windows,
     "live": scenario_live,
+    "expand": scenario_expand,
+    "upscale": scenario_upscale,
 }
 
 
