@@ -202,12 +202,31 @@ def finish_images(plan: Plan, results: list[Result]) -> list[tuple[bytes, str]]:
 def _finish_hires(plan: Plan, hires: Hires, png: bytes, text: str) -> tuple[bytes, str]:
     """A hires result as A1111 gives it: cut to hr_resize_x x hr_resize_y when both were
     asked at another aspect; the infotext's Size is the first pass's, as in A1111."""
-    text = infotext.amend(text, hires.first_pass, plan.extra_params)
+    text = _hires_infotext(text, hires.first_pass, plan.extra_params)
     if hires.size.final == hires.size.upscale_to:
         return replace_parameters(png, text), text
     with Image.open(io.BytesIO(png)) as image:
         box = centre_box(image.size, hires.size.final)
         return encode_png(image.crop(box), text), text
+
+
+def _hires_infotext(
+    text: str, first_pass: tuple[int, int], extra: tuple[tuple[str, str], ...]
+) -> str:
+    """The engine's recipe in A1111's words: A1111 writes the first pass's Size, either
+    "Hires upscale" (by hr_scale) or "Hires resize", and hr_upscaler as sent; the
+    engine records what ran (the target, "Lanczos" for a latent mode)."""
+    info = infotext.Infotext.parse(text)
+    for key in ENGINE_HIRES_KEYS:
+        info.drop(key)
+    info.set("Size", f"{first_pass[0]}x{first_pass[1]}")
+    for key, value in extra:
+        info.set(key, value)
+    return info.render()
+
+
+#: What the engine writes about its hi-res pass; the A1111 layer writes its own.
+ENGINE_HIRES_KEYS = ("Hires upscale", "Hires resize", "Hires upscaler", "Hires steps")
 
 
 def info_json(plan: Plan, images: list[tuple[bytes, str]], model: str, timestamp: str) -> str:

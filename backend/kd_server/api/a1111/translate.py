@@ -10,6 +10,7 @@ lists which and why.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -409,6 +410,7 @@ def _hires(
         )
     strength = HIRES_STRENGTH if body.denoising_strength is None else body.denoising_strength
     steps = body.hr_second_pass_steps or None
+    runs = steps or body.steps
     extra: list[tuple[str, str]] = [("Denoising strength", f"{strength:g}")]
     if by_scale:
         extra.append(("Hires upscale", f"{body.hr_scale:g}"))
@@ -425,9 +427,29 @@ def _hires(
         height=size.upscale_to[1],
         upscaler=choice.engine_name,
         strength=strength,
-        steps=steps,
+        steps=hires_schedule_steps(runs, strength),
     )
     return Hires(first, size, strength), target, tuple(extra)
+
+
+#: The most steps a hires schedule may have (the noise schedule has 1000 timesteps).
+MAX_SCHEDULE_STEPS = 1000
+
+
+def hires_schedule_steps(runs: int, strength: float) -> int | None:
+    """The refine's `Upscaling.steps` that runs `runs` denoising steps at `strength`.
+
+    A1111's second pass runs `hr_second_pass_steps` (or `steps`) steps whatever the
+    strength: it stretches the schedule to runs / strength. Our refine is img2img,
+    which runs int(steps * strength) of `steps`, so the schedule is stretched here the
+    same way (at most MAX_SCHEDULE_STEPS long). None at strength 0: no refine runs.
+    """
+    if strength <= 0:
+        return None
+    total = math.ceil(runs / strength)
+    while int(total * strength) < runs:  # float rounding: 20 / 0.7 * 0.7 < 20
+        total += 1
+    return min(total, MAX_SCHEDULE_STEPS)
 
 
 def _check_hires_same_as_first_pass(
