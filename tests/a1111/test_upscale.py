@@ -124,13 +124,16 @@ def test_extras_png_keeps_the_source_parameters(server: LiveServer) -> None:
         ({"gfpgan_visibility": 0.5, "upscaler_1": "Lanczos"}, "gfpgan_visibility"),
         ({"codeformer_visibility": 1, "upscaler_1": "Lanczos"}, "codeformer_visibility"),
         ({"upscaler_1": "R-ESRGAN 4x+"}, "upscaler_1"),
-        ({"upscaler_1": "Lanczos", "upscaler_2": "nope", "extras_upscaler_2_visibility": 1}, "upscaler_2"),
+        (
+            {"upscaler_1": "Lanczos", "upscaler_2": "nope", "extras_upscaler_2_visibility": 1},
+            "upscaler_2",
+        ),
         ({"upscaler_1": "Latent"}, "upscaler_1"),
         ({"upscaler_1": "Lanczos", "resize_mode": 2}, "resize_mode"),
         ({"upscaler_1": "Lanczos", "upscaling_resize": 0}, "upscaling_resize"),
         ({"upscaler_1": "Lanczos", "upscaling_resize": 0.01}, "upscaling_resize"),
     ],
-)  # fmt: skip
+)
 def test_extras_refusals_name_the_field(
     server: LiveServer, body: dict[str, Any], named: str
 ) -> None:
