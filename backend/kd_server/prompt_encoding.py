@@ -1,0 +1,275 @@
+"""Prompts -> the text encoders' embeddings, weighted and chunked as A1111 does.
+
+diffusers' own `encode_prompt` reads a prompt as plain text and cuts it at 77 tokens;
+artists write A1111's syntax (`(red hair:1.3)`, `[blur]`, `BREAK`) and prompts longer
+than that. This module does what A1111 does with them, so a prompt means the same on
+both:
+
+1. the prompt is parsed (`kd_server.prompt_syntax`) into weighted fragments;
+2. the fragments' tokens are cut into chunks of 75; a chunk that fills up moves the
+   words after its last comma (when that comma is at most 20 tokens back) into the next
+   chunk; `BREAK` closes a chunk early;
+3. each chunk becomes 77 tokens (start, its tokens, end, padding) and goes through the
+   text encoder on its own; each token's embedding is multiplied by its weight and the
+   chunk's embeddings are then rescaled so their mean is what it was unweighted;
+4. the chunks' embeddings are concatenated (77, 154, 231 ... positions; the UNet's
+   cross-attention takes any length). The prompt and the negative prompt are padded to
+   the same number of chunks with the empty prompt's chunk (A1111's "pad prompt/negative
+   prompt to be same length").
+
+SDXL runs the same steps on both of its encoders (each with its own tokenizer and
+padding), concatenates their penultimate layers' outputs per position, and takes the
+pooled embedding from the second encoder's first chunk.
+
+A prompt without any syntax that fits in 75 tokens gives exactly the tensors diffusers'
+`encode_prompt` gives (no weighting arithmetic is done when all weights are 1), so
+plain prompts make the same pictures they made before this module existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kd_server.prompt_syntax import Break, Piece, parse_emphasis
+
+#: Prompt tokens per chunk; with its start and end tokens a chunk is CLIP's 77.
+CHUNK_LENGTH = 75
+#: A chunk that fills up moves the text after its last comma to the next chunk when the
+#: comma is at most this many tokens back (A1111's `comma_padding_backtrack` default).
+COMMA_BACKTRACK = 20
+
+#: Turns one fragment's text into its tokens, each a run of ids that must stay in one
+#: chunk (one id for a word piece; several for a textual-inversion embedding).
+Tokenize = Callable[[str], list[tuple[int, ...]]]
+
+
+@dataclass
+class Chunk:
+    """Up to CHUNK_LENGTH prompt token ids and their weights (no start/end yet)."""
+
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+    def add(self, run: Sequence[int], weight: float) -> None:
+        self.tokens += run
+        self.weights += [weight] * len(run)
+
+
+def chunk_prompt(pieces: list[Piece], tokenize: Tokenize, comma: int | None) -> list[Chunk]:
+    """The parsed prompt's tokens cut into chunks as A1111 cuts them.
+
+    `comma` is the tokenizer's id of "," as a word of its own (None: no comma rule).
+    Always at least one chunk (the empty prompt is one empty chunk)."""
+    chunks: list[Chunk] = []
+    current = Chunk()
+    last_comma = -1  # position in `current` of its last comma, -1: none
+
+    def close() -> None:
+        nonlocal current, last_comma
+        chunks.append(current)
+        current, last_comma = Chunk(), -1
+
+    for piece in pieces:
+        if isinstance(piece, Break):
+            close()
+            continue
+        for run in tokenize(piece.text):
+            if run == (comma,):
+                last_comma = len(current.tokens)
+            elif (
+                len(current.tokens) == CHUNK_LENGTH
+                and last_comma != -1
+                and len(current.tokens) - last_comma <= COMMA_BACKTRACK
+            ):
+                moved = Chunk(current.tokens[last_comma + 1 :], current.weights[last_comma + 1 :])
+                del current.tokens[last_comma + 1 :], current.weights[last_comma + 1 :]
+                close()
+                current = moved
+            if len(current.tokens) == CHUNK_LENGTH:
+                close()
+            if len(run) > 1 and len(current.tokens) + len(run) > CHUNK_LENGTH:
+                close()  # an embedding's vectors stay together
+            current.add(run, piece.weight)
+    if current.tokens or not chunks:
+        close()
+    return chunks
+
+
+# ----------------------------------------------------------------------- encoders
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """One tokenizer and the text encoder it feeds, and which layer's output is used."""
+
+    tokenizer: Any
+    encoder: Any
+    #: which hidden state: 1 = the last layer's output (after the final layer norm),
+    #: n > 1 = the n-th layer from the end, put through the final layer norm (SD 1.5's
+    #: clip skip); None = the penultimate layer as it is (SDXL's conditioning)
+    stop_at: int | None = 1
+
+    def tokenize(self, text: str) -> list[tuple[int, ...]]:
+        tokenizer = self.tokenizer
+        ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)[
+            "input_ids"
+        ]
+        return [(int(i),) for i in ids]
+
+    @property
+    def comma(self) -> int | None:
+        found = self.tokenizer.get_vocab().get(",</w>")
+        return None if found is None else int(found)
+
+    def ids(self, chunk: Chunk) -> list[int]:
+        """The chunk as the encoder's 77 ids: start, tokens, end, padding."""
+        tokenizer = self.tokenizer
+        padding = CHUNK_LENGTH - len(chunk.tokens)
+        return [
+            tokenizer.bos_token_id,
+            *chunk.tokens,
+            tokenizer.eos_token_id,
+            *[tokenizer.pad_token_id] * padding,
+        ]
+
+    @torch.no_grad()
+    def encode(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The chunk's weighted embeddings [1, 77, width] and the pooled output (or None
+        for an encoder without a projection)."""
+        encoder = self.encoder
+        ids = torch.tensor([self.ids(chunk)], device=encoder.device)
+        mask = None
+        if getattr(encoder.config, "use_attention_mask", False):
+            mask = (ids != self.tokenizer.pad_token_id).long()  # never set for CLIP models
+        output = encoder(ids, attention_mask=mask, output_hidden_states=self.stop_at != 1)
+        pooled = output[0] if output[0].ndim == 2 else None
+        if self.stop_at is None:
+            hidden = output.hidden_states[-2]
+        elif self.stop_at == 1:
+            hidden = output.last_hidden_state
+        else:
+            # transformers 5's CLIPTextModel holds its layers itself, older ones in
+            # `text_model` (diffusers' own clip_skip still looks there)
+            layers = getattr(encoder, "text_model", encoder)
+            hidden = layers.final_layer_norm(output.hidden_states[-self.stop_at])
+        weights = [1.0, *chunk.weights, *[1.0] * (CHUNK_LENGTH + 1 - len(chunk.weights))]
+        return emphasize(hidden, weights), pooled
+
+
+def emphasize(hidden: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """Each position's embedding times its weight, then all rescaled to the old mean.
+
+    The mean is restored so that emphasis shifts attention between words instead of
+    making the whole prompt louder (A1111's "Original" emphasis). With every weight 1
+    nothing is computed, so the result is bit for bit the unweighted one."""
+    if all(weight == 1.0 for weight in weights):
+        return hidden
+    original_mean = hidden.mean()
+    scale = torch.tensor(weights, dtype=hidden.dtype, device=hidden.device)
+    weighted = hidden * scale.reshape(1, -1, 1)
+    return weighted * (original_mean / weighted.mean())
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One prompt's embeddings, chunk by chunk, and its pooled embedding (SDXL)."""
+
+    chunks: list[torch.Tensor]  # each [1, 77, width of all encoders together]
+    pooled: torch.Tensor | None
+
+    def padded_to(self, count: int, empty: torch.Tensor | None) -> torch.Tensor:
+        """All chunks side by side, with `empty` chunks appended up to `count`."""
+        missing = count - len(self.chunks)
+        if not missing:
+            return torch.cat(self.chunks, dim=1)
+        if empty is None:
+            raise ValueError("padding needs the empty chunk")
+        return torch.cat([*self.chunks, *[empty] * missing], dim=1)
+
+
+@dataclass(frozen=True)
+class PromptEncoder:
+    """A pipeline's text encoders (one for SD 1.5, two for SDXL), used A1111's way."""
+
+    encoders: tuple[TextEncoder, ...]
+    #: SDXL pipelines condition on zeros, not on the encoded "", when there is no
+    #: negative prompt (`force_zeros_for_empty_prompt`); kept so old pictures stay
+    zeros_for_empty_negative: bool = False
+
+    @classmethod
+    def for_pipeline(cls, pipe: Any, clip_skip: int = 1) -> PromptEncoder:
+        """`clip_skip` is A1111's "Clip skip" (CLIP_stop_at_last_layers): 1 uses the
+        last layer. SDXL always uses the penultimate layer (A1111 does too)."""
+        second = getattr(pipe, "text_encoder_2", None)
+        if second is None:
+            return cls((TextEncoder(pipe.tokenizer, pipe.text_encoder, max(1, clip_skip)),))
+        zeros = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
+        return cls(
+            (
+                TextEncoder(pipe.tokenizer, pipe.text_encoder, None),
+                TextEncoder(pipe.tokenizer_2, second, None),
+            ),
+            zeros,
+        )
+
+    @property
+    def is_xl(self) -> bool:
+        return len(self.encoders) > 1
+
+    def encode(self, prompt: str) -> Encoded:
+        pieces = parse_emphasis(prompt)
+        per_encoder = [
+            chunk_prompt(pieces, encoder.tokenize, encoder.comma) for encoder in self.encoders
+        ]
+        count = max(len(chunks) for chunks in per_encoder)
+        outputs: list[list[torch.Tensor]] = [[] for _ in range(count)]
+        pooled: torch.Tensor | None = None
+        for encoder, chunks in zip(self.encoders, per_encoder, strict=True):
+            chunks = chunks + [Chunk() for _ in range(count - len(chunks))]
+            for index, chunk in enumerate(chunks):
+                hidden, chunk_pooled = encoder.encode(chunk)
+                outputs[index].append(hidden)
+                if index == 0 and chunk_pooled is not None:
+                    pooled = chunk_pooled  # the last encoder's with a projection (SDXL's second)
+        return Encoded([torch.cat(parts, dim=-1) for parts in outputs], pooled)
+
+    def empty_chunk(self) -> torch.Tensor:
+        """The empty prompt's chunk: what the shorter side is padded with."""
+        return torch.cat([encoder.encode(Chunk())[0] for encoder in self.encoders], dim=-1)
+
+    def arguments(self, prompt: str, negative_prompt: str) -> dict[str, Any]:
+        """The pipeline's prompt arguments: `prompt_embeds`, `negative_prompt_embeds`
+        (and SDXL's pooled ones), both sides the same length."""
+        positive = self.encode(prompt)
+        if not negative_prompt and self.zeros_for_empty_negative:
+            embeds = torch.cat(positive.chunks, dim=1)
+            negative_embeds = torch.zeros_like(embeds)
+            negative_pooled = None if positive.pooled is None else torch.zeros_like(positive.pooled)
+        else:
+            negative = self.encode(negative_prompt)
+            count = max(len(positive.chunks), len(negative.chunks))
+            uneven = len(positive.chunks) != len(negative.chunks)
+            empty = self.empty_chunk() if uneven else None
+            embeds = positive.padded_to(count, empty)
+            negative_embeds = negative.padded_to(count, empty)
+            negative_pooled = negative.pooled
+        arguments: dict[str, Any] = {
+            "prompt_embeds": embeds,
+            "negative_prompt_embeds": negative_embeds,
+        }
+        if self.is_xl:
+            arguments["pooled_prompt_embeds"] = positive.pooled
+            arguments["negative_pooled_prompt_embeds"] = negative_pooled
+        return arguments
+
+
+def prompt_arguments(
+    pipe: Any, prompt: str, negative_prompt: str, clip_skip: int = 1
+) -> dict[str, Any]:
+    """The pipeline arguments that replace `prompt` and `negative_prompt` (see the
+    module docstring)."""
+    return PromptEncoder.for_pipeline(pipe, clip_skip).arguments(prompt, negative_prompt)
