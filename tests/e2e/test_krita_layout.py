@@ -30,6 +30,11 @@ def test_every_control_is_reachable(krita_run, size):
         assert required in names, (required, sorted(names))
     unreachable = [c for c in shown["controls"] if not c["reachable"]]
     assert not unreachable, f"at {size}, controls out of reach: {unreachable}"
+    opened = {control["name"]: control for control in shown["controls_sections_open"]}
+    for required in ("kd-upscale", "kd-upscale-factor", "kd-expand", "kd-expand-pixels"):
+        assert required in opened, (required, sorted(opened))
+    unreachable = [c for c in opened.values() if not c["reachable"]]
+    assert not unreachable, f"at {size}, with Upscale and Expand open: {unreachable}"
     for name, label in shown["labels"].items():
         assert label["word_wrap"] and label["height"] >= label["needed"], (name, label)
     with Image.open(artifact(krita_run, f"layout-{size}.png")) as screen:

@@ -533,6 +533,12 @@ def scenario_layout(ctx: Context, section: Section) -> Scenario:
                 "error": docker.error_text(),
                 "screenshot": shot.name,
             }
+            open_section("kd-upscale-toggle", True)
+            open_section("kd-expand-toggle", True)
+            yield pause(0.5)
+            sizes[key]["controls_sections_open"] = docker.reachability()
+            open_section("kd-upscale-toggle", False)
+            open_section("kd-expand-toggle", False)
     finally:
         section.data["sizes"] = sizes
         window.setGeometry(QApplication.primaryScreen().availableGeometry())
