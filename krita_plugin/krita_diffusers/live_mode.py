@@ -30,7 +30,8 @@ from .geometry import Rect
 from .history import layer_name
 from .jobs import PendingEvents
 from .live import LiveSession, checksum, live_region
-from .protocol import Event, EventType, JobRequest, Lora, ModelList, Task
+from .planning import fill_for, has_transparency
+from .protocol import UPSCALE_PROTOCOL, Event, EventType, JobRequest, Lora, ModelList, Task
 
 NOT_FAST = (
     "This model is not fast enough for live use (no fast LoRA or checkpoint): frames will be slow."
@@ -161,9 +162,11 @@ class LiveMode(QObject):
         self, session: LiveSession, settings: LiveSettings, region: Rect, pixels: bytes
     ) -> None:
         order = self.canvas.pixel_order
+        fills = self.client.protocol >= UPSCALE_PROTOCOL
 
         def prepare() -> JobRequest:
-            # Runs in a worker: PNG encoding of a big region takes a moment.
+            # Runs in a worker: PNG encoding of a big region takes a moment. Transparent
+            # pixels go as they are; a protocol 5 server blurs the picture into them.
             request = JobRequest(
                 task=Task.IMG2IMG,
                 prompt=settings.prompt,
@@ -176,6 +179,7 @@ class LiveMode(QObject):
                 preview_every=1,
                 live=True,
                 sampling="auto" if settings.sampling is None else None,
+                fill=fill_for(Task.IMG2IMG, has_transparency(pixels)) if fills else None,
             )
             if settings.sampling is not None:
                 request.sampler, request.steps, request.cfg_scale = settings.sampling

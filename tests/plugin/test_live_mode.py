@@ -163,3 +163,16 @@ def test_a_slow_model_runs_with_the_artists_sampling() -> None:
     body = client.requests[0].body()
     assert "sampling" not in body and body["live"] is True
     assert (body["sampler"], body["steps"], body["cfg_scale"]) == ("Euler", 3, 5.0)
+
+
+def test_live_frames_send_fill_only_to_a_protocol_5_server() -> None:
+    live, client, _canvas = make()
+    live.start(LiveSettings("a cat"))
+    settle(live)
+    assert "fill" not in client.requests[-1].body()  # protocol 4: left out
+    live.stop()
+    see_through, client5, _ = make(MemoryCanvas(64, 64, rgba=(0, 0, 0, 0)))
+    client5.protocol = 5
+    see_through.start(LiveSettings("a cat"))
+    settle(see_through)
+    assert client5.requests[-1].body()["fill"] == "blur"  # transparent: the picture blurred in
