@@ -11,10 +11,14 @@ File: `$KD_CONFIG`, else `$XDG_CONFIG_HOME/krita-diffusers/server.toml`
     port = 7860
     model_dirs = ["/home/me/stable-diffusion-webui", "/home/me/ComfyUI"]
     token = "..."        # or token_file = "/path/to/file"
-    device = "auto"      # auto | cuda | mps | cpu
+    device = "auto"      # auto | cuda | mps | cpu; several: "cuda:0,cuda:1" or "all"
 
 Environment: KD_HOST, KD_PORT, KD_MODEL_DIRS (os.pathsep-separated), KD_TOKEN,
 KD_TOKEN_FILE, KD_DEVICE, KD_DEFAULT_MODEL, KD_CONFIG, KD_STATE_DIR, KD_OUTPUTS_DIR.
+
+Scale-out (docs/scale-out.md): `device` may name several devices (one worker each);
+ray_address, ray_replicas ("MIN:MAX") and ray_device run the jobs on a Ray Serve
+deployment instead (KD_RAY_ADDRESS, KD_RAY_REPLICAS, KD_RAY_DEVICE).
 
 Durability: state_dir (job table and results; default: the user's data folder,
 "" = in memory only) and outputs_dir (default: <state_dir>/outputs).
@@ -66,6 +70,39 @@ class Settings:
     # it off. Results are written to `outputs_dir` (default: <state_dir>/outputs).
     state_dir: Path | None = None
     outputs_dir: Path | None = None
+    # Scale-out (docs/scale-out.md). `device` above may list several devices
+    # ("cuda:0,cuda:1", a TOML list, or "all"): one worker per device, each with its
+    # own engine. With `ray_address` ("auto", or a head node's "host:6379") the jobs
+    # run on a Ray Serve deployment of MIN to MAX replicas (`ray_replicas`), each on
+    # `ray_device` (one GPU per replica for "cuda"; "cpu" asks none).
+    ray_address: str | None = None
+    ray_replicas: str = "1:1"
+    ray_device: str = "cuda"
+
+
+@dataclass(frozen=True)
+class ReplicaRange:
+    """How many Ray Serve replicas run the jobs: autoscaled between the two."""
+
+    minimum: int
+    maximum: int
+
+
+def replica_range(text: str, origin: str = "the settings") -> ReplicaRange:
+    """`"MIN:MAX"` (or `"N"`: exactly N) -> `ReplicaRange`; a ConfigError says why not."""
+    parts = text.strip().split(":")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or not 0 < numbers[0] <= numbers[1]:
+        raise ConfigError(
+            f"ray_replicas in {origin} must be MIN:MAX with 1 <= MIN <= MAX (e.g. 1:4), "
+            f"not {text!r}."
+        )
+    return ReplicaRange(numbers[0], numbers[1])
 
 
 def default_state_dir() -> Path:
@@ -160,6 +197,13 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
             settings.model_dirs = [Path(str(item)).expanduser() for item in items]
         elif key in _INT_FIELDS:
             setattr(settings, key, _whole_number(key, value, origin))
+        elif key == "device" and isinstance(value, list):
+            settings.device = ",".join(str(item).strip() for item in value)  # one per worker
+        elif key == "ray_replicas":
+            replica_range(str(value), origin)  # refused here, not when the server starts
+            settings.ray_replicas = str(value).strip()
+        elif key == "ray_address":
+            settings.ray_address = str(value).strip() or None
         elif key in _LIST_FIELDS:
             items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
             setattr(settings, key, [str(i).strip() for i in items if str(i).strip()])
@@ -180,6 +224,9 @@ def _from_environment() -> dict[str, object]:
         "default_model": env.get("KD_DEFAULT_MODEL") or None,
         "state_dir": env.get("KD_STATE_DIR"),
         "outputs_dir": env.get("KD_OUTPUTS_DIR"),
+        "ray_address": env.get("KD_RAY_ADDRESS") or None,
+        "ray_replicas": env.get("KD_RAY_REPLICAS") or None,
+        "ray_device": env.get("KD_RAY_DEVICE") or None,
     }
     for name in [*sorted(_INT_FIELDS - {"cache_size", "port"}), *sorted(_LIST_FIELDS)]:
         values[name] = env.get(f"KD_{name.upper()}") or None

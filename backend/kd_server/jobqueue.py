@@ -1,16 +1,21 @@
-"""The job queue: one worker thread runs jobs one at a time, fairly across clients.
+"""The job queue: workers run jobs one at a time each, fairly across clients.
 
 One GPU runs one diffusion at a time, so jobs wait here in memory. Each client has
-its own FIFO line and the worker takes the next job from the lines in turn, so an
-artist who queues eight batches does not starve another who queues one. The queue is
-capped; past the cap `submit` raises `QueueFull` with a retry hint.
+its own FIFO line and jobs are taken from the lines in turn, so an artist who queues
+eight batches does not starve another who queues one. The queue is capped; past the
+cap `submit` raises `QueueFull` with a retry hint.
 
 The queue does not know what a job *is*: it stores an opaque payload and hands it to
-a `Runner` function on the worker thread, with `RunHooks` through which the runner
-reports model loading, progress and previews and learns about cancellation. The
-runner returns `Output`s whose `encode()` turns an image into PNG bytes; encoding
-runs on a separate thread so the next job's diffusion starts at once. Nothing here
-imports diffusers, so the queue is testable with a plain Python runner.
+a `Worker` (one per GPU of this server, or one lane per remote replica, see
+`kd_server.executors`), each on a thread of its own, with `RunHooks` through which
+the worker reports model loading, progress and previews and learns about
+cancellation. A plain `Runner` function is one worker. Jobs leave the fair line only
+when a worker is free and ready for one (the dispatch), so positions stay exact and
+a waiting job is cancelled at once; among the free workers the one that prefers the
+job (`Worker.affinity`: its model is warm there) gets it, else the one idle longest.
+The worker returns `Output`s whose `encode()` turns an image into PNG bytes;
+encoding runs on separate threads so the worker's next diffusion starts at once.
+Nothing here imports diffusers, so the queue is testable with a plain Python runner.
 
 Every state change is applied before the event announcing it is published, so a
 client that reads the job after an event sees at least that state. Finished jobs are
@@ -32,6 +37,7 @@ was running runs again from the start, finished results stay downloadable.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import math
 import threading
@@ -127,6 +133,17 @@ class JobView:
     images: tuple[ResultRef, ...]
     error: JobError | None
     loading_model: str | None
+    worker: str | None = None  # the worker that runs or ran it (not on the wire)
+    started_at: float | None = None  # the queue's clock when a worker took it
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """One worker as the queue sees it: for /v1/health, the benchmarks and tests."""
+
+    name: str
+    job_id: str | None  # the job it runs now
+    jobs_run: int  # jobs handed to it since the start
 
 
 @dataclass(frozen=True)
@@ -194,6 +211,7 @@ class _Job:
     durable: bool = False  # recorded in the journal
     live: bool = False  # superseded by the same client's next live job
     generating: bool = False  # on the worker (a live job is stoppable only then)
+    worker: str | None = None  # the name of the worker it was handed to
 
     def view(self) -> JobView:
         return JobView(
@@ -206,11 +224,23 @@ class _Job:
             images=tuple(ResultRef(i.index, i.seed) for i in self.images),
             error=self.error,
             loading_model=self.loading_model,
+            worker=self.worker,
+            started_at=self.started_at,
         )
 
     @property
     def png_bytes(self) -> int:
         return sum(len(i.png) for i in self.images if i.png is not None)
+
+
+class Hooks(Protocol):
+    """What a runner may call while it runs a job: `RunHooks`, or a stand-in in a
+    process that relays them to the queue's process (`kd_server.executors.ray_serve`)."""
+
+    def loading(self, model_name: str) -> None: ...
+    def progress(self, step: int, total: int, preview: str | None = None) -> None: ...
+    def preview(self, step: int, image: str) -> None: ...
+    def should_cancel(self) -> bool: ...
 
 
 class RunHooks:
@@ -240,18 +270,72 @@ class RunHooks:
 Runner = Callable[[Any, RunHooks], Sequence[Output]]
 
 
+class Worker(Protocol):
+    """Where jobs run, one at a time: a device of this server or a lane to a remote
+    replica. The queue calls `affinity` and `ready` with its lock held, so both must
+    answer at once (no I/O); `run` is called on the worker's own thread."""
+
+    @property
+    def name(self) -> str: ...
+
+    def run(self, payload: Any, hooks: RunHooks) -> Sequence[Output]:
+        """Run one job to the end; raise `Cancelled` or `EngineError` as a runner does."""
+        ...
+
+    def affinity(self, payload: Any) -> int:
+        """How much this worker prefers the job: 0 none, more when its model is warm."""
+        ...
+
+    def ready(self) -> bool:
+        """Whether it may be handed a job now (a lane whose replica is not up: no)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunnerWorker:
+    """A plain `Runner` function as the one worker of a queue."""
+
+    runner: Runner
+    name: str = "worker"
+
+    def run(self, payload: Any, hooks: RunHooks) -> Sequence[Output]:
+        return self.runner(payload, hooks)
+
+    def affinity(self, payload: Any) -> int:
+        return 0
+
+    def ready(self) -> bool:
+        return True
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One worker, its thread and the job handed to it."""
+
+    worker: Worker
+    job: _Job | None = None
+    last_used: int = -1  # dispatch counter when it last got a job (idle longest: lowest)
+    jobs_run: int = 0
+    thread: threading.Thread | None = None
+
+
 class JobQueue:
-    """FIFO per client, round-robin across clients, one worker thread."""
+    """FIFO per client, round-robin across clients, one thread per worker."""
 
     def __init__(
         self,
-        runner: Runner,
+        runner: Runner | Sequence[Worker],
         publish: Publish,
         limits: QueueLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         durability: Durability | None = None,
     ) -> None:
-        self._runner = runner
+        workers = [RunnerWorker(runner)] if callable(runner) else list(runner)
+        if not workers:
+            raise ValueError("a queue needs at least one worker")
+        self._lanes = [_Lane(worker) for worker in workers]
+        self._dispatches = itertools.count()
+        self._started = False
         self._publish = publish
         self.limits = limits or QueueLimits()
         self._clock = clock
@@ -264,17 +348,38 @@ class JobQueue:
         self._retained_bytes = 0
         self._durations: deque[float] = deque(maxlen=10)
         self._closing = False
-        self._worker: threading.Thread | None = None
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kd-encode")
+        self._encoder = ThreadPoolExecutor(
+            max_workers=len(self._lanes), thread_name_prefix="kd-encode"
+        )
         self._durability = durability
         self._suspending = False  # stopping a durable queue: jobs are kept, not ended
 
     # ----------------------------------------------------------------- public
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="kd-worker", daemon=True)
-            self._worker.start()
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
+            for index, lane in enumerate(self._lanes):
+                name = "kd-worker" if len(self._lanes) == 1 else f"kd-worker-{index}"
+                lane.thread = threading.Thread(
+                    target=self._work, args=(lane,), name=name, daemon=True
+                )
+                lane.thread.start()
+            self._dispatch()
+
+    def wake(self) -> None:
+        """A worker may have become ready (a replica came up): hand out waiting jobs."""
+        with self._cond:
+            self._dispatch()
+
+    def workers(self) -> list[WorkerView]:
+        with self._cond:
+            return [
+                WorkerView(lane.worker.name, lane.job.id if lane.job else None, lane.jobs_run)
+                for lane in self._lanes
+            ]
 
     def submit(
         self,
@@ -319,8 +424,10 @@ class JobQueue:
                 self._lines[key].append(job)
             self._reposition()
             self._emit(job, JobQueued(job.id, position=0 if job.position is None else job.position))
+            view = job.view()  # as acknowledged: queued, whether or not it starts at once
+            self._dispatch()
             self._cond.notify_all()
-            return job.view()
+            return view
 
     def _waiting_live(self, key: str) -> _Job | None:
         """The client's waiting live job (there is at most one), lock held."""
@@ -441,9 +548,12 @@ class JobQueue:
             return sum(len(line) for line in self._lines.values())
 
     def running_job(self) -> str | None:
+        running = self.running_jobs()
+        return running[0] if running else None
+
+    def running_jobs(self) -> list[str]:
         with self._cond:
-            running = [job for job in self._active if job.status is JobStatus.RUNNING]
-            return running[0].id if running else None
+            return [job.id for job in self._active if job.status is JobStatus.RUNNING]
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the threads. Without a journal every job that has not ended is
@@ -460,37 +570,78 @@ class JobQueue:
                 job.cancel_reason = None
                 job.cancel.set()
             self._cond.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout)
-            if self._worker.is_alive():
-                log.warning("The running job did not stop within %.0f s.", timeout)
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes:
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))
+                if lane.thread.is_alive():
+                    log.warning("The running job did not stop within %.0f s.", timeout)
         self._encoder.shutdown(wait=True)
 
     # ----------------------------------------------------------------- worker
 
-    def _work(self) -> None:
+    def _dispatch(self) -> None:
+        """Hand waiting jobs, in their fair order, to free ready workers (lock held).
+        Only as many leave the line as there are workers to take them."""
+        if not self._started or self._closing:
+            return
+        while self._turns:
+            free = [lane for lane in self._lanes if lane.job is None and self._ready(lane)]
+            if not free:
+                return
+            job = self._next_job()
+            lane = max(free, key=lambda lane: (self._affinity(lane, job), -lane.last_used))
+            job.status = JobStatus.RUNNING
+            job.position = None
+            job.started_at = self._clock()
+            job.generating = True
+            job.worker = lane.worker.name
+            lane.job, lane.last_used = job, next(self._dispatches)
+            lane.jobs_run += 1
+            self._active.add(job)
+            self._reposition()
+            self._emit(job, JobStarted(job.id, loading_model=None))
+            self._cond.notify_all()
+
+    @staticmethod
+    def _affinity(lane: _Lane, job: _Job) -> int:
+        try:
+            return lane.worker.affinity(job.payload)
+        except Exception:  # a preference only: a broken one must not stop the dispatch
+            log.exception("Worker %s could not rate a job", lane.worker.name)
+            return 0
+
+    @staticmethod
+    def _ready(lane: _Lane) -> bool:
+        try:
+            return lane.worker.ready()
+        except Exception:
+            log.exception("Worker %s could not say whether it is ready", lane.worker.name)
+            return False
+
+    def _work(self, lane: _Lane) -> None:
+        """A worker's thread: run each job handed to it, then ask for the next."""
         while True:
             with self._cond:
-                while not self._turns and not self._closing:
+                while lane.job is None and not self._closing:
                     self._cond.wait()
-                if self._closing:
+                job = lane.job
+                if job is None:
                     return
-                job = self._next_job()
-                job.status = JobStatus.RUNNING
-                job.position = None
-                job.started_at = self._clock()
-                job.generating = True
-                self._active.add(job)
-                self._reposition()
-                self._emit(job, JobStarted(job.id, loading_model=None))
-            self._record(job, JobStatus.RUNNING)
-            self._run(job)
+            if self._closing:  # handed over just before the stop: it never started
+                self._finish(job, JobStatus.CANCELLED)
+            else:
+                self._record(job, JobStatus.RUNNING)
+                self._run(lane.worker, job)
+            with self._cond:
+                lane.job = None
+                self._dispatch()
 
-    def _run(self, job: _Job) -> None:
-        """Run one job on the worker thread; failures end the job, never the worker."""
+    def _run(self, worker: Worker, job: _Job) -> None:
+        """Run one job on a worker's thread; failures end the job, never the worker."""
         try:
             try:
-                outputs = self._runner(job.payload, RunHooks(self, job))
+                outputs = worker.run(job.payload, RunHooks(self, job))
             finally:
                 with self._cond:
                     job.generating = False
@@ -660,7 +811,7 @@ class JobQueue:
         """Seconds until a place is likely to free up: about one job's duration."""
         if not self._durations:
             return 10
-        mean = sum(self._durations) / len(self._durations)
+        mean = sum(self._durations) / len(self._durations) / len(self._lanes)
         return max(1, min(600, math.ceil(mean)))
 
     def _prune(self) -> None:

@@ -2,12 +2,15 @@
 
 `create_app(settings)` builds the real engine and model library; tests and the CLI
 may pass their own. The app owns one `Services` (queue, event hub) whose worker
-thread starts with the app and stops, cancelling jobs, when it shuts down.
+threads start with the app and stop, cancelling jobs, when it shuts down. Several
+devices in `settings.device` make one worker (and engine) per device; the first
+engine also checks requests. Workers passed in (`kd_server.executors`) run the jobs
+instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +31,8 @@ from kd_server.api.limits import BodySizeLimit
 from kd_server.api.services import EngineLike, Services
 from kd_server.api.v1 import control, events, jobs, system
 from kd_server.api.v1.schemas import EVENT_MODELS, ErrorResponse
-from kd_server.config import Settings
+from kd_server.config import ConfigError, Settings
+from kd_server.jobqueue import Worker
 
 DESCRIPTION = """\
 Stable Diffusion for Krita. Submit a job with `POST /v1/jobs`, follow it on
@@ -44,23 +48,18 @@ def create_app(
     settings: Settings,
     engine: EngineLike | None = None,
     library: Any | None = None,
+    workers: Sequence[Worker] | None = None,
 ) -> FastAPI:
-    """Build the app. Without `engine`, the real engine is made from `settings`."""
+    """Build the app. Without `engine`, the real engines are made from `settings`
+    (one per device); `workers`, when given, run the jobs and `engine` checks them."""
     if library is None:
         from kd_server.library import ModelLibrary
 
         library = ModelLibrary(settings.model_dirs, default_model=settings.default_model)
     if engine is None:
-        from kd_server.engine import Engine
-        from kd_server.speed import SpeedOptions
-
-        engine = Engine(
-            library,
-            device=settings.device,
-            cache_size=settings.cache_size,
-            speed=SpeedOptions.from_names(settings.speedups),
-        )
-    services = Services.build(settings, engine, library)
+        engine, made = _engines(settings, library)
+        workers = workers or made
+    services = Services.build(settings, engine, library, workers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +98,35 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     return app
+
+
+def _engines(settings: Settings, library: Any) -> tuple[EngineLike, list[Worker] | None]:
+    """The checking engine, and one worker per device when there are several."""
+    from kd_server.api.services import EngineRunner
+    from kd_server.engine import Engine
+    from kd_server.executors.local import EngineWorker, device_list, worker_names
+    from kd_server.speed import SpeedOptions
+
+    try:
+        devices = device_list(settings.device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    engines = [
+        Engine(
+            library,
+            device=device,
+            cache_size=settings.cache_size,
+            speed=SpeedOptions.from_names(settings.speedups),
+        )
+        for device in devices
+    ]
+    if len(engines) == 1:
+        return engines[0], None
+    workers: list[Worker] = [
+        EngineWorker(name, engine, EngineRunner(engine, settings.preview_max_size))
+        for name, engine in zip(worker_names(devices), engines, strict=True)
+    ]
+    return engines[0], workers
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:

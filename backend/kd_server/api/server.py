@@ -123,6 +123,10 @@ def make_server(settings: Settings, app: FastAPI, **config: Any) -> KdServer:
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
+        # Named rather than "auto": the optional Ray extra installs uvloop and
+        # httptools, and the server must not change its event loop with it.
+        "loop": "asyncio",
+        "http": "h11",
         "log_level": "info",
         "timeout_graceful_shutdown": 10,
         "ws_ping_interval": 20.0,
@@ -173,9 +177,14 @@ class ThreadedServer:
 
 
 def serve_in_thread(
-    settings: Settings, engine: Any = None, library: Any = None, start_timeout: float = 30
+    settings: Settings,
+    engine: Any = None,
+    library: Any = None,
+    start_timeout: float = 30,
+    workers: Any = None,
 ) -> ThreadedServer:
-    """Start the app on a free loopback port (settings.port is ignored) in a thread."""
+    """Start the app on a free loopback port (settings.port is ignored) in a thread;
+    `workers` (`kd_server.executors`) run its jobs when given."""
     from kd_server.api.app import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -183,7 +192,7 @@ def serve_in_thread(
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     settings = replace(settings, host="127.0.0.1", port=port)
-    app = create_app(settings, engine=engine, library=library)
+    app = create_app(settings, engine=engine, library=library, workers=workers)
     server = make_server(settings, app, log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -34,13 +34,14 @@ from kd_server.generation import (
 )
 from kd_server.jobqueue import (
     Durability,
+    Hooks,
     JobQueue,
     JobView,
     QueueClosed,
     QueueFull,
     QueueLimits,
     QueueStorageError,
-    RunHooks,
+    Worker,
 )
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class EngineRunner:
         self.engine = engine
         self.preview_max_size = preview_max_size
 
-    def __call__(self, request: GenerationRequest, hooks: RunHooks) -> list[PngResult]:
+    def __call__(self, request: GenerationRequest, hooks: Hooks) -> list[PngResult]:
         def on_progress(progress: Progress) -> None:
             hooks.progress(progress.step, progress.total)
 
@@ -150,9 +151,17 @@ class Services:
     _stop_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings, engine: EngineLike, library: ModelLibrary) -> Services:
+    def build(
+        cls,
+        settings: Settings,
+        engine: EngineLike,
+        library: ModelLibrary,
+        workers: Sequence[Worker] | None = None,
+    ) -> Services:
+        """`engine` checks requests (and runs them without `workers`); `workers`: where
+        jobs run when there are several (`kd_server.executors`)."""
         hub = EventHub()
-        runner = EngineRunner(engine, settings.preview_max_size)
+        runner = workers or EngineRunner(engine, settings.preview_max_size)
         limits = QueueLimits.from_settings(settings)
         queue = JobQueue(runner, hub.publish, limits, durability=_durability(settings))
         return cls(settings, engine, library, queue, hub)
