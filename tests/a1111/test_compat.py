@@ -330,6 +330,18 @@ def test_txt2img_full_default_body(server: LiveServer) -> None:
     strict(server, server.post("/sdapi/v1/txt2img", json={**TXT2IMG_DEFAULTS, **TINY}))
 
 
+def test_txt2img_full_default_body_with_hires_fix(server: LiveServer) -> None:
+    """A1111's defaults with enable_hr (hr_upscaler null: its default latent mode)."""
+    body = {**TXT2IMG_DEFAULTS, **TINY, "enable_hr": True, "hr_scale": 1.5}
+    answer, details = strict(server, server.post("/sdapi/v1/txt2img", json=body))
+    assert (details.width, details.height) == (64, 64)
+    assert details.denoising_strength == 0.75
+    pairs = check_infotext(details.infotexts[0], server)
+    assert pairs["Size"] == "64x64" and pairs["Hires upscale"] == "1.5"
+    with Image.open(io.BytesIO(base64.b64decode(answer.images[0]))) as png:
+        assert png.size == (96, 96)
+
+
 def test_model_and_lora_hashes_are_a1111s(server: LiveServer, hashed: Any) -> None:
     """Issue 14 items 1 and 5: the hashes A1111 1.x writes, and the tag kept."""
     checkpoint = hashed.get_checkpoint(SECOND).path
