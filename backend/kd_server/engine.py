@@ -40,6 +40,7 @@ from kd_server.library import ModelEntry, ModelLibrary
 from kd_server.loading import LoadedModel, load_model
 from kd_server.preview_worker import PreviewWorker
 from kd_server.previews import Decode, render, snapshot
+from kd_server.prompt_encoding import with_prompt_embeddings
 from kd_server.samplers import (
     UnknownSampler,
     build_scheduler,
@@ -297,7 +298,9 @@ class Engine:
                 callback_on_step_end=callback,
                 callback_on_step_end_tensor_inputs=["latents"],
                 output_type="pil",
-                **spec.pipeline_arguments(request, prepared),
+                **with_prompt_embeddings(
+                    pipe, spec.pipeline_arguments(request, prepared), request.conditioning.clip_skip
+                ),
                 **control.kwargs,
             )
         except _StopRequested:

@@ -106,11 +106,14 @@ class ReferenceInput:
 class Conditioning:
     """What steers the picture: the prompts, LoRAs, control layers and a reference."""
 
-    prompt: str = ""
+    prompt: str = ""  # A1111's syntax: (word:1.3), [word], BREAK (kd_server.prompt_syntax)
     negative_prompt: str = ""
     loras: list[LoraSpec] = field(default_factory=list)
     control: list[ControlInput] = field(default_factory=list)
     reference: ReferenceInput | None = None
+    #: A1111's "Clip skip": 1 reads the text encoder's last layer, 2 the one before ...
+    #: (SD 1.5; SDXL always reads its penultimate layers, as A1111 does)
+    clip_skip: int = 1
 
 
 class FillMode(str, enum.Enum):

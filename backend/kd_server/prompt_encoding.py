@@ -273,3 +273,17 @@ def prompt_arguments(
     """The pipeline arguments that replace `prompt` and `negative_prompt` (see the
     module docstring)."""
     return PromptEncoder.for_pipeline(pipe, clip_skip).arguments(prompt, negative_prompt)
+
+
+def with_prompt_embeddings(
+    pipe: Any, arguments: dict[str, Any], clip_skip: int = 1
+) -> dict[str, Any]:
+    """A task's pipeline arguments (`TaskSpec.pipeline_arguments`) with its `prompt`
+    and `negative_prompt` replaced by their embeddings, read with A1111's syntax.
+
+    The seam between the tasks, which speak text, and every pipeline they run (plain,
+    ControlNet, union, inpaint: all take embeddings in place of text)."""
+    rest = dict(arguments)
+    prompt = rest.pop("prompt")
+    negative_prompt = rest.pop("negative_prompt", None) or ""
+    return {**rest, **prompt_arguments(pipe, prompt, negative_prompt, clip_skip)}

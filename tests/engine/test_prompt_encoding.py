@@ -4,9 +4,15 @@ plain prompts giving exactly what diffusers' own encode_prompt gives."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from kd_server.devices import choose_device
+from kd_server.engine import Engine
+from kd_server.generation import GenerationRequest
+from kd_server.library import ModelLibrary
+from kd_server.loading import load_model
 from kd_server.prompt_encoding import (
     CHUNK_LENGTH,
     Chunk,
@@ -15,8 +21,11 @@ from kd_server.prompt_encoding import (
     prompt_arguments,
 )
 from kd_server.prompt_syntax import parse_emphasis
+from kd_server.samplers import build_scheduler
+from kd_server.tasks import spec_for
 from kd_server.tiny_model import build_embedded_pipeline
 from modelkit import ldm_layout
+from support.jobs import make_request
 
 LONG = ", ".join(["a red cat on a mat"] * 12)  # 83 tokens: two chunks
 
@@ -213,3 +222,72 @@ def test_weights_follow_their_tokens_across_chunks_and_runs_stay_together():
 def test_empty_prompt_is_one_empty_chunk():
     assert chunk_prompt(parse_emphasis(""), letters, comma=0) == [Chunk()]
     assert len(chunk_prompt(parse_emphasis("a BREAK"), letters, comma=0)) == 1
+
+
+# ------------------------------------------------------------------ the engine
+
+
+@pytest.fixture(scope="module")
+def sdxl_engine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    pipe = ldm_layout.build_tiny_components("sdxl", seed=3)
+    checkpoint = root / "checkpoints" / "tiny-sdxl.safetensors"
+    ldm_layout.write_ldm_checkpoint(pipe, checkpoint)
+    ldm_layout.save_config_folder(pipe, checkpoint.with_suffix(".config"))
+    return Engine(ModelLibrary([root]), device="cpu")
+
+
+def engine_picture(engine: Engine, **fields) -> np.ndarray:
+    request = make_request(**{"steps": 2, "seed": 11, "width": 64, "height": 64, **fields})
+    return np.asarray(engine.generate(request)[0].image)
+
+
+def picture_from_text(library: ModelLibrary, request: GenerationRequest) -> np.ndarray:
+    """The picture as the engine made it before prompts were encoded here: the task's
+    own arguments, prompt text and all, straight into diffusers' pipeline."""
+    entry = (
+        library.default_checkpoint()
+        if request.model is None
+        else library.get_checkpoint(request.model)
+    )
+    model = load_model(entry, choose_device("cpu"))
+    spec = spec_for(request.task)
+    prepared = spec.prepare(request, model)
+    pipe = model.pipeline_for(request.task)
+    pipe.scheduler = build_scheduler(
+        request.sampling.sampler, model.scheduler_config, family=model.family
+    )
+    assert request.sampling.seed is not None
+    output = pipe(
+        generator=[torch.Generator("cpu").manual_seed(request.sampling.seed)],
+        output_type="pil",
+        **spec.pipeline_arguments(request, prepared),
+    )
+    return np.asarray(spec.finish(output.images[0], prepared))
+
+
+@pytest.mark.parametrize(
+    ("model", "negative"),
+    [(None, "blurry, dark"), (None, ""), ("tiny-sdxl", ""), ("tiny-sdxl", "blurry")],
+)
+def test_plain_prompts_make_the_same_pictures_as_before(
+    embedded_engine, sdxl_engine, model, negative
+):
+    engine = embedded_engine if model is None else sdxl_engine
+    fields = {"prompt": "a red cat on a mat", "negative_prompt": negative, "model": model}
+    ours = engine_picture(engine, **fields)
+    before = picture_from_text(
+        engine.library, make_request(steps=2, seed=11, width=64, height=64, **fields)
+    )
+    assert np.array_equal(ours, before)
+
+
+@pytest.mark.parametrize("model", [None, "tiny-sdxl"])
+def test_weights_and_a_long_tail_change_the_picture(embedded_engine, sdxl_engine, model):
+    engine = embedded_engine if model is None else sdxl_engine
+    plain = engine_picture(engine, prompt="a red cat on a mat", model=model)
+    weighted = engine_picture(engine, prompt="a (red:1.6) cat on a [mat]", model=model)
+    assert not np.array_equal(plain, weighted)
+    long = engine_picture(engine, prompt=LONG, model=model)
+    longer = engine_picture(engine, prompt=LONG + ", purple elephant", model=model)
+    assert not np.array_equal(long, longer)
