@@ -365,7 +365,7 @@ class Controller(QObject):
         the grown canvas. False, with a message, when it cannot be asked."""
         try:
             expansion = plan_expansion(self.canvas.canvas_size(), sides)
-            region = expansion.region(max(self.settings.context_margin, *self._sides(sides)))
+            region = expansion.region(expansion.context_for(self.settings.context_margin))
             old = self.canvas.read_pixels(expansion.old_part(region))
         except (ExpandError, CanvasError) as exc:
             self.message.emit(str(exc))
@@ -404,12 +404,6 @@ class Controller(QObject):
 
         self._send(context, made, prepare, grow)
         return True
-
-    @staticmethod
-    def _sides(sides: Sides) -> tuple[int, int]:
-        """At least as much of the old picture as context as the strip is wide (up to
-        the margin's floor): the model continues what it sees."""
-        return (max(sides.left, sides.right), max(sides.top, sides.bottom))
 
     def _read_controls(self, rows: list[ControlRow], region: Rect) -> list[ControlPixels]:
         """Each row's layer pixels of exactly the job's region (hidden layers too);
@@ -783,19 +777,19 @@ class Controller(QObject):
         """Make items permanent layers; several at once go into one group layer.
 
         The PNGs are decoded and scaled to their regions in the background; the layers
-        are inserted when that is done (`applied` then names the items). False, with a
-        message, when nothing can be applied.
+        are inserted when that is done (`applied` then names the items). An upscaled
+        result goes where its job said (`_apply_upscaled`), each on its own. False,
+        with a message, when nothing can be applied.
         """
-        chosen = [item for i in item_ids if (item := self.history.get(i)) is not None]
-        if not chosen:
+        picked = [item for i in item_ids if (item := self.history.get(i)) is not None]
+        if not picked:
             self.message.emit("Select a result in the history first.")
             return False
-        upscaled = [item for item in chosen if item.destination is not None]
-        if upscaled:
-            return all([self._apply_upscaled(item) for item in upscaled]) and (
-                len(upscaled) == len(chosen)
-                or self.apply_items([item.item_id for item in chosen if item not in upscaled])
-            )
+        upscaled = [item for item in picked if item.destination is not None]
+        chosen = [item for item in picked if item.destination is None]
+        done = [self._apply_upscaled(item) for item in upscaled]
+        if not chosen:
+            return all(done)
         if not all(self._check_document(item) for item in chosen):
             return False
         group = None

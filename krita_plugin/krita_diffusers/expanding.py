@@ -70,6 +70,13 @@ class Expansion:
         ]
         return [strip for strip in found if not strip.is_empty]
 
+    def context_for(self, margin: int) -> int:
+        """How much of the old picture the model sees around the strips: the context
+        margin setting, but at least as much as the widest strip (a thin margin beside
+        a wide strip gives the model too little picture to continue)."""
+        s = self.sides
+        return max(margin, s.left, s.top, s.right, s.bottom)
+
     def region(self, context: int) -> Rect:
         """The bounding box of the new strips grown by `context` pixels into the old
         picture, within the new canvas: what the model sees and repaints."""

@@ -310,3 +310,31 @@ def test_closed_settings_dialogs_do_not_pile_up(make_panel, qtbot):
     dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
     assert panel.settings.steps == 7
     qtbot.waitUntil(lambda: len(panel.findChildren(SettingsDialog)) == 0, timeout=5_000)
+
+
+def test_upscale_and_expand_are_actions_that_reach_the_docker(make_panel, qtbot, canvas):
+    """The two new actions run the docker's Upscale and Expand; without a server of
+    protocol 5, Upscale says to update it and nothing is sent or changed."""
+    from PyQt5.QtWidgets import QDockWidget, QMainWindow
+
+    from krita_diffusers.controller import OLD_SERVER
+    from krita_diffusers.extension import ACTIONS, DOCKER_ID, trigger
+
+    panel = make_panel()
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    dock = QDockWidget("Krita Diffusers", window)
+    dock.setObjectName(DOCKER_ID)
+    dock.setWidget(panel)
+    try:
+        by_method = {spec.method: spec for spec in ACTIONS}
+        assert {"upscale", "expand"} <= set(by_method)
+        assert trigger(window, by_method["upscale"])
+        assert panel.error.text() == OLD_SERVER and panel.error.isVisibleTo(panel)
+        size_before = (canvas.width, canvas.height)
+        assert trigger(window, by_method["expand"])
+        qtbot.waitUntil(lambda: not panel.controller.busy, timeout=30_000)
+        assert (canvas.width, canvas.height) == size_before  # never sent: nothing grew
+        assert canvas.resizes == [] and canvas.layers == []
+    finally:
+        panel.setParent(None)  # the fixture, not the window, ends the panel

@@ -258,3 +258,8 @@ def test_reaching_past_the_canvas():
     assert not reaches_past(Rect(0, 0, 64, 64), (64, 64))
     assert not reaches_past(Rect(100, 0, 20, 10), (64, 64))  # wholly outside: refused
     assert not reaches_past(None, (64, 64)) and not reaches_past(Rect(0, 0, 1, 1), None)
+
+
+def test_expand_context_is_the_margin_but_at_least_the_widest_strip():
+    assert Expansion((512, 512), Sides(right=256)).context_for(64) == 256
+    assert Expansion((512, 512), Sides(top=16, left=32)).context_for(64) == 64
