@@ -334,6 +334,28 @@ def test_inpainting_fill_all_four_modes_at_any_strength(server: LiveServer) -> N
     assert refused(server, "img2img", inpainting_fill=4).startswith("inpainting_fill")
 
 
+def test_transparent_init_pixels_are_filled_not_white(server: LiveServer) -> None:
+    """An RGBA init image whose masked half is transparent: the engine fills it
+    (docs/fill.md) instead of starting from A1111's white background."""
+    canvas = picture().convert("RGBA")
+    canvas.paste((255, 255, 255, 0), (32, 0, 64, 64))
+    white = picture()
+    white.paste((255, 255, 255), (32, 0, 64, 64))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 0, 64, 64))
+    fields = {
+        "mask": png_b64(mask),
+        "inpainting_fill": 1,  # original: what is there (transparent pixels: grey)
+        "denoising_strength": 0.5,
+        "inpaint_full_res": False,
+        "mask_blur": 0,
+    }
+    filled = decoded(img2img(server, init_images=[png_b64(canvas)], **fields))
+    flat = decoded(img2img(server, init_images=[png_b64(white)], **fields))
+    assert np.abs(filled[:, 40:] - flat[:, 40:]).mean() > 2
+    assert np.array_equal(filled[:, :32], flat[:, :32])  # outside the mask: pasted back
+
+
 def test_empty_mask_is_refused(server: LiveServer) -> None:
     empty = png_b64(Image.new("L", (64, 64), 0))
     message = refused(server, "img2img", init_images=[png_b64(picture())], mask=empty)
