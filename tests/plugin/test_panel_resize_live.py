@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from plugin.memory_canvas import MemoryCanvas
+from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import QCheckBox, QComboBox, QListWidget, QPushButton, QSpinBox, QToolButton
 
 from krita_diffusers import images
@@ -15,6 +16,8 @@ from krita_diffusers.geometry import Rect
 from krita_diffusers.protocol import Task
 from krita_diffusers.settings import MemoryStore, Settings, save
 from krita_diffusers.upscaling import LANCZOS, Destination
+from modelkit.upscalers import write_esrgan, write_malicious_pickle
+from support.servers import ProcessServer
 
 WAIT_MS = 240_000
 
@@ -153,3 +156,42 @@ def test_expand_grows_the_canvas_and_fills_the_new_area(qtbot, make_panel):
     assert max(alpha[y * 64 + x] for y in range(64) for x in range(0, 26)) == 0
     colours = {layer.data[i : i + 3] for i in range(0, len(layer.data), 4 * 7)}
     assert len(colours) > 4, "a flat fill, not a picture"
+
+
+@pytest.fixture(scope="module")
+def upscaler_server(tmp_path_factory):
+    """A server whose model folder has a tiny 4x ESRGAN (ComfyUI's `upscale_models`)
+    and a pickle with code in it (A1111's `models/ESRGAN`), which it must list as
+    unusable."""
+    work = tmp_path_factory.mktemp("kd-upscaler-server")
+    models = work / "models"
+    write_esrgan(models / "upscale_models" / "4x-tiny.safetensors")
+    write_malicious_pickle(models / "models" / "ESRGAN" / "evil.pth", work / "never-created")
+    server = ProcessServer(work, model_dirs=[str(models)])
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_an_upscaler_model_from_the_list_makes_the_result(qtbot, make_core, upscaler_server):
+    canvas = patterned(64, 48)
+    store = MemoryStore()
+    save(store, Settings(server_url=upscaler_server.url, steps=4, preview_every=1))
+    panel = DiffusersPanel(canvas, make_core(store))
+    qtbot.addWidget(panel)
+    try:
+        combo = panel.findChild(QComboBox, "kd-upscale-upscaler")
+        qtbot.waitUntil(lambda: combo.count() >= 3, timeout=WAIT_MS)
+        labels = [combo.itemText(i) for i in range(combo.count())]
+        assert labels[0] == LANCZOS and "4x-tiny (4x)" in labels, labels
+        evil = combo.findData("evil")
+        assert evil > 0, labels
+        assert not combo.model().item(evil).isEnabled()  # listed, greyed out, with why
+        assert combo.itemData(evil, Qt.ToolTipRole)
+        combo.setCurrentIndex(combo.findData("4x-tiny"))
+        panel.findChild(QSpinBox, "kd-upscale-strength").setValue(0)  # the model alone
+        panel.findChild(QPushButton, "kd-upscale").click()
+        wait_for_results(qtbot, panel, 1)
+        assert result_size(panel) == (128, 96)
+    finally:
+        panel.shutdown()
