@@ -47,6 +47,15 @@ def test_neutral_is_mid_grey_in_the_area_only() -> None:
     assert np.array_equal(out[32:], pixels(source)[32:])
 
 
+def test_a_soft_area_is_filled_from_its_middle_grey_level() -> None:
+    """Inpaint passes the feathered mask: the fill stops half-way through the feather."""
+    ramp = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1)), "L")
+    source = painted(*SIZE)
+    out = pixels(fill.apply(source, FillMode.NEUTRAL, ramp))
+    filled = (out == fill.NEUTRAL_GREY).all(axis=(0, 2))
+    assert filled[32:].all() and not filled[:32].any()  # 4 * 32 = 128
+
+
 def test_edge_stretches_the_nearest_border_pixels_into_the_area() -> None:
     source = painted(*SIZE)
     area = rect_mask(SIZE, (40, 0, 64, 48))  # the right strip, as when a canvas grows

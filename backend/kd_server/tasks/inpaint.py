@@ -63,7 +63,10 @@ class Inpaint(TaskSpec):
         width, height = masks.working_size(*inputs.image.size, target=model.working_size)
         alpha = masks.prepare_mask(inputs.mask, inputs.mask_grow, inputs.mask_feather)
         repaint = masks.repaint_area(alpha).resize((width, height), Image.Resampling.BILINEAR)
-        image, _, _ = working_image(request, model, area=repaint)  # the area filled first
+        # The fill covers the selection to the middle of its feather (alpha >= 50%): the
+        # outer feather keeps the old pixels, so the blend at the edge starts from them.
+        area = alpha.resize((width, height), Image.Resampling.BILINEAR)
+        image, _, _ = working_image(request, model, area=area)
         kwargs = {
             "image": image,
             "strength": inputs.strength,
