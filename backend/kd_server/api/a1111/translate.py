@@ -2,8 +2,9 @@
 to turn the engine's results back into A1111's answer.
 
 Everything that can be wrong with a payload is refused here, before anything is
-queued, with a 422 that names the field: values we cannot honour (hires fix, face
-restoration, scripts ...), unknown samplers, models and LoRAs, undecodable images.
+queued, with a 422 that names the field: values we cannot honour (face restoration,
+scripts, a second pass with another sampler or prompt ...), unknown samplers, models,
+LoRAs and upscalers, undecodable images.
 Fields whose value cannot change the picture are accepted and ignored; docs/a1111.md
 lists which and why.
 """
