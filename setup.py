@@ -18,6 +18,7 @@ setup(
         "kd_server",
         "kd_server.tasks",
         "kd_server.control",
+        "kd_server.executors",
         "kd_server.api",
         "kd_server.api.v1",
         "kd_server.api.a1111",
@@ -39,6 +40,9 @@ setup(
         "requests>=2.31",
     ],
     extras_require={
+        # Jobs on GPU machines of a Ray cluster (docs/scale-out.md); not needed on one
+        # machine, with one GPU or several.
+        "ray": ["ray[serve]==2.60.0"],
         "test": [
             "pytest>=8",
             "pytest-qt>=4",
@@ -50,6 +54,7 @@ setup(
             "psutil",  # memory figures in tests/hardening
             "jsonschema>=4.18",  # events checked against the published OpenAPI schemas
             "mypy>=1.10",  # the type checker run by tests/run.sh
+            "ray[serve]==2.60.0",  # the Ray executor's tests (tests/api/test_ray.py)
         ],
     },
     entry_points={"console_scripts": ["krita-diffusers-server=kd_server.cli:main"]},

@@ -1,6 +1,7 @@
 """`krita-diffusers-server`: serve the HTTP API, or run one generation with no server.
 
     krita-diffusers-server [serve] [--host H] [--port P] [--model-dir D ...] [--token T]
+        [--device cuda:0 --device cuda:1 | --device all] [--ray-address A --replicas 1:4]
     krita-diffusers-server generate "a lighthouse at dusk" -o out.png [--model NAME] ...
     krita-diffusers-server models [--model-dir D ...]
 
@@ -32,7 +33,12 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="a model folder (ours, A1111's or ComfyUI's); repeat for several",
     )
-    parser.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu")
+    parser.add_argument(
+        "--device",
+        action="append",
+        help="auto (default), cuda, cuda:N, mps or cpu; serve: repeat for one worker per "
+        "device, or 'all' (every CUDA GPU)",
+    )
     parser.add_argument("--config", type=Path, help="settings file (TOML)")
 
 
@@ -49,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 7860)")
     serve.add_argument("--token", help="require this bearer token (or KD_TOKEN / token_file)")
     serve.add_argument("--preload", action="store_true", help="load the default model at start")
+    serve.add_argument(
+        "--ray-address",
+        dest="ray_address",
+        help="run jobs on a Ray Serve deployment in this Ray cluster ('auto' or HOST:6379); "
+        "docs/scale-out.md",
+    )
+    serve.add_argument(
+        "--replicas",
+        dest="ray_replicas",
+        metavar="MIN:MAX",
+        help="Ray replicas (one GPU each), autoscaled between MIN and MAX (default 1:1)",
+    )
     serve.add_argument(
         "--speedup",
         action="append",
@@ -77,10 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        key: getattr(args, key, None)
-        for key in ("host", "port", "model_dirs", "device", "token", "speedups")
-    }
+    keys = ("host", "port", "model_dirs", "token", "speedups", "ray_address", "ray_replicas")
+    overrides = {key: getattr(args, key, None) for key in keys}
+    devices = getattr(args, "device", None)  # repeated: one worker per device (serve)
+    if devices:
+        overrides["device"] = devices if args.command in (None, "serve") else devices[-1]
     return load_settings(overrides, args.config)
 
 

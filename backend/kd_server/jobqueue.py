@@ -112,6 +112,11 @@ class JobNotFound(Exception):
     pass
 
 
+class WorkerLost(Exception):
+    """Raised by a worker whose machine or process went away mid-job: the job fails
+    with `worker_lost` and this message; the queue and the other workers go on."""
+
+
 class JobNotActive(Exception):
     """Cancelling a job that already ended."""
 
@@ -649,6 +654,8 @@ class JobQueue:
             self._finish(job, JobStatus.CANCELLED)
         except EngineError as exc:
             self._finish(job, JobStatus.FAILED, JobError(exc.code.value, exc.message))
+        except WorkerLost as exc:
+            self._finish(job, JobStatus.FAILED, JobError("worker_lost", str(exc)))
         except Exception:
             log.exception("Job %s failed unexpectedly", job.id)
             self._finish(job, JobStatus.FAILED, _INTERNAL_ERROR)

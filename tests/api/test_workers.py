@@ -140,3 +140,19 @@ def test_cancel_reaches_a_job_on_the_second_worker(two_workers: LiveServer) -> N
     assert two_workers.wait(first)["status"] == "finished"
     after = two_workers.submit(client_id="cancel", **_job("alpha"))
     assert two_workers.wait(after)["status"] == "finished"
+
+
+def test_scale_out_settings_are_checked_when_read() -> None:
+    from kd_server.config import ConfigError, ReplicaRange, load_settings, replica_range
+
+    assert replica_range("1:4") == ReplicaRange(1, 4)
+    assert replica_range("2") == ReplicaRange(2, 2)
+    for bad in ("0:2", "3:1", "a:b", "1:2:3", ""):
+        with pytest.raises(ConfigError, match="ray_replicas"):
+            replica_range(bad)
+    settings = load_settings(
+        {"device": ["cpu", "cpu"], "ray_replicas": "1:3"}, Path("/nonexistent")
+    )
+    assert settings.device == "cpu,cpu" and settings.ray_replicas == "1:3"
+    with pytest.raises(ConfigError, match="ray_replicas"):
+        load_settings({"ray_replicas": "4:2"}, Path("/nonexistent"))

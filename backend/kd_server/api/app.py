@@ -4,8 +4,9 @@
 may pass their own. The app owns one `Services` (queue, event hub) whose worker
 threads start with the app and stop, cancelling jobs, when it shuts down. Several
 devices in `settings.device` make one worker (and engine) per device; the first
-engine also checks requests. Workers passed in (`kd_server.executors`) run the jobs
-instead.
+engine also checks requests. With `settings.ray_address` the jobs run on a Ray Serve
+deployment (`kd_server.executors.ray_serve`) and a CPU engine here only checks them.
+An executor or workers passed in (`kd_server.executors`) run the jobs instead.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kd_server.api.services import EngineLike, Services
 from kd_server.api.v1 import control, events, jobs, system
 from kd_server.api.v1.schemas import EVENT_MODELS, ErrorResponse
 from kd_server.config import ConfigError, Settings
+from kd_server.executors import Executor, FixedWorkers
 from kd_server.jobqueue import Worker
 
 DESCRIPTION = """\
@@ -49,23 +51,34 @@ def create_app(
     engine: EngineLike | None = None,
     library: Any | None = None,
     workers: Sequence[Worker] | None = None,
+    executor: Executor | None = None,
 ) -> FastAPI:
     """Build the app. Without `engine`, the real engines are made from `settings`
-    (one per device); `workers`, when given, run the jobs and `engine` checks them."""
+    (one per device, or a Ray deployment); `workers` or an `executor`, when given,
+    run the jobs and `engine` checks them."""
     if library is None:
         from kd_server.library import ModelLibrary
 
         library = ModelLibrary(settings.model_dirs, default_model=settings.default_model)
     if engine is None:
         engine, made = _engines(settings, library)
-        workers = workers or made
-    services = Services.build(settings, engine, library, workers)
+        executor = executor or made
+    if executor is None and workers:
+        executor = FixedWorkers(tuple(workers))
+    jobs_run_on = list(executor.workers()) if executor is not None else None
+    services = Services.build(settings, engine, library, jobs_run_on)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if executor is not None:
+            executor.start(services.queue.wake)
         services.start()
-        yield
-        await services.shutdown()
+        try:
+            yield
+        finally:
+            await services.shutdown()
+            if executor is not None:
+                executor.close()
 
     app = FastAPI(
         title="Krita Diffusers server",
@@ -77,6 +90,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.executor = executor  # None: the checking engine runs the jobs itself
     app.state.sdapi = SdapiState()  # what A1111 kept globally, for /sdapi/v1 calls only
     install_error_handlers(app)
 
@@ -100,13 +114,16 @@ def create_app(
     return app
 
 
-def _engines(settings: Settings, library: Any) -> tuple[EngineLike, list[Worker] | None]:
-    """The checking engine, and one worker per device when there are several."""
+def _engines(settings: Settings, library: Any) -> tuple[EngineLike, Executor | None]:
+    """The checking engine, and the executor when jobs run elsewhere than on it: one
+    worker per device when there are several, or the Ray deployment."""
     from kd_server.api.services import EngineRunner
     from kd_server.engine import Engine
     from kd_server.executors.local import EngineWorker, device_list, worker_names
     from kd_server.speed import SpeedOptions
 
+    if settings.ray_address:
+        return _ray(settings, library)
     try:
         devices = device_list(settings.device)
     except ValueError as exc:
@@ -122,11 +139,26 @@ def _engines(settings: Settings, library: Any) -> tuple[EngineLike, list[Worker]
     ]
     if len(engines) == 1:
         return engines[0], None
-    workers: list[Worker] = [
+    workers = tuple(
         EngineWorker(name, engine, EngineRunner(engine, settings.preview_max_size))
         for name, engine in zip(worker_names(devices), engines, strict=True)
-    ]
-    return engines[0], workers
+    )
+    return engines[0], FixedWorkers(workers)
+
+
+def _ray(settings: Settings, library: Any) -> tuple[EngineLike, Executor]:
+    """A CPU engine that checks requests (it never loads a checkpoint, except for
+    preprocessing) and the Ray deployment that runs them."""
+    from kd_server.engine import Engine
+
+    try:
+        from kd_server.executors.ray_serve import RayExecutor
+    except ImportError as exc:
+        raise ConfigError(
+            "ray_address is set but Ray is not installed: pip install 'krita-diffusers[ray]'."
+        ) from exc
+    checker = Engine(library, device="cpu", cache_size=1)
+    return checker, RayExecutor(settings, checker.check_model)
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:

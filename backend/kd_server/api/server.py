@@ -152,13 +152,22 @@ def serve(settings: Settings, preload: bool = False) -> int:
 
 
 def _preload(app: FastAPI) -> None:
-    """Load the default checkpoint before serving, if the engine can."""
-    engine = app.state.services.engine
-    preload = getattr(engine, "preload", None)
-    if callable(preload):
-        preload()
+    """Load the default checkpoint before serving, on every engine that runs jobs
+    here. Ray replicas load theirs with their first job: the gateway's engine only
+    checks requests and must not hold a checkpoint."""
+    executor = app.state.executor
+    if executor is None:
+        engines = [app.state.services.engine]
     else:
-        log.warning("This engine cannot preload; the model loads with the first job.")
+        engines = [w.engine for w in executor.workers() if hasattr(w, "engine")]
+        if not engines:
+            log.info("The workers load the model with their first job (no preload).")
+    for engine in engines:
+        preload = getattr(engine, "preload", None)
+        if callable(preload):
+            preload()
+        else:
+            log.warning("This engine cannot preload; the model loads with the first job.")
 
 
 @dataclass
@@ -182,9 +191,10 @@ def serve_in_thread(
     library: Any = None,
     start_timeout: float = 30,
     workers: Any = None,
+    executor: Any = None,
 ) -> ThreadedServer:
     """Start the app on a free loopback port (settings.port is ignored) in a thread;
-    `workers` (`kd_server.executors`) run its jobs when given."""
+    `workers` or an `executor` (`kd_server.executors`) run its jobs when given."""
     from kd_server.api.app import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -192,7 +202,7 @@ def serve_in_thread(
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     settings = replace(settings, host="127.0.0.1", port=port)
-    app = create_app(settings, engine=engine, library=library, workers=workers)
+    app = create_app(settings, engine=engine, library=library, workers=workers, executor=executor)
     server = make_server(settings, app, log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
