@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,9 @@ from a1111.names import UPSCALER
 from PIL import Image
 
 from api.live import LiveServer, picture, png_b64
-from kd_server.api.a1111.upscaling import extras_size, hires_size
+from kd_server.api.a1111.upscaling import extras_size, hires_size, resolve
+from kd_server.api.errors import ApiError
+from kd_server.upscale.files import UpscalerFile
 
 
 def photo(width: int = 40, height: int = 24) -> Image.Image:
@@ -160,6 +163,25 @@ def test_extras_bad_images_are_named(server: LiveServer) -> None:
 
 
 # ------------------------------------------------------------------- the arithmetic
+
+
+def test_upscaler_names_as_a1111_scripts_send_them(tmp_path: Path) -> None:
+    def entry(name: str, usable: bool = True) -> UpscalerFile:
+        reason = None if usable else "broken"
+        return UpscalerFile(name, tmp_path / f"{name}.pth", "ESRGAN", usable, reason, 4)
+
+    entries = [entry("RealESRGAN_x4plus"), entry("sub/4x-UltraSharp"), entry("bad", False)]
+    assert resolve("hr_upscaler", "R-ESRGAN 4x+", entries).model == "RealESRGAN_x4plus"
+    assert resolve("x", "4x-ultrasharp.pth", entries).model == "sub/4x-UltraSharp"
+    assert resolve("x", "latent (bicubic)", entries).kind == "latent"
+    assert resolve("x", None, entries).kind == "none"
+    with pytest.raises(ApiError) as unusable:
+        resolve("upscaler_1", "bad", entries)
+    assert unusable.value.code == "upscaler_unusable" and "broken" in unusable.value.message
+    with pytest.raises(ApiError) as unknown:
+        resolve("upscaler_1", "R-ESRGAN 4x+ Anime6B", entries)
+    assert unknown.value.code == "upscaler_not_found"
+    assert "RealESRGAN_x4plus" in unknown.value.message and "bad" not in unknown.value.message
 
 
 def test_extras_sizes_follow_a1111() -> None:

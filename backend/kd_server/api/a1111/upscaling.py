@@ -26,6 +26,19 @@ LATENT_MODES = (
     "Latent (nearest)",
     "Latent (nearest-exact)",
 )
+#: A1111's own names for the upscaler models it downloads -> the published files'
+#: names, so a script sending "R-ESRGAN 4x+" finds RealESRGAN_x4plus.pth in the library.
+A1111_MODEL_NAMES = {
+    "r-esrgan 4x+": "RealESRGAN_x4plus",
+    "r-esrgan 4x+ anime6b": "RealESRGAN_x4plus_anime_6B",
+    "r-esrgan 2x+": "RealESRGAN_x2plus",
+    "r-esrgan general 4xv3": "realesr-general-x4v3",
+    "r-esrgan general wdn 4xv3": "realesr-general-wdn-x4v3",
+    "r-esrgan animevideo": "realesr-animevideov3",
+    "scunet gan": "scunet_color_real_gan",
+    "scunet psnr": "scunet_color_real_psnr",
+    "swinir 4x": "SwinIR_4x",
+}
 #: A1111's scale for its built-in upscalers in `GET upscalers`.
 BUILT_IN_SCALE = 4
 
@@ -91,13 +104,18 @@ def resolve(field: str, name: str | None, entries: Sequence[UpscalerEntry]) -> U
 
 def _find(entries: Sequence[UpscalerEntry], wanted: str) -> UpscalerEntry | None:
     """The entry named `wanted`: exactly, else by its last path part or without the
-    file extension, case-insensitively, when that is unambiguous."""
+    file extension, case-insensitively, when that is unambiguous; else, for A1111's
+    own model names ("R-ESRGAN 4x+"), the file A1111 would have downloaded."""
     exact = [e for e in entries if e.name == wanted]
     if exact:
         return exact[0]
-    key = _key(wanted)
-    loose = [e for e in entries if _key(e.name) == key or _key(e.name.rsplit("/", 1)[-1]) == key]
-    return loose[0] if len(loose) == 1 else None
+    for key in (_key(wanted), _key(A1111_MODEL_NAMES.get(wanted.casefold(), ""))):
+        if not key:
+            continue
+        loose = [e for e in entries if key in (_key(e.name), _key(e.name.rsplit("/", 1)[-1]))]
+        if len(loose) == 1:
+            return loose[0]
+    return None
 
 
 def _key(name: str) -> str:
