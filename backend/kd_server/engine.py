@@ -299,7 +299,10 @@ class Engine:
                 callback_on_step_end_tensor_inputs=["latents"],
                 output_type="pil",
                 **with_prompt_embeddings(
-                    pipe, spec.pipeline_arguments(request, prepared), request.conditioning.clip_skip
+                    pipe,
+                    spec.pipeline_arguments(request, prepared),
+                    request.conditioning.clip_skip,
+                    self.library.embeddings(),
                 ),
                 **control.kwargs,
             )

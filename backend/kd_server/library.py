@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_server.control.files import ControlFacts, ControlRole, EmbedSource, detect_control
+from kd_server.embeddings import EMBEDDING_SUBDIRS, EmbeddingFile, find_embeddings
 from kd_server.families import Family
 from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
@@ -626,6 +627,8 @@ class Scanner:
                     continue
                 if root.kind is RootKind.MIXED and _relative(sub, root.path) in UPSCALER_SUBDIRS:
                     continue  # upscalers are listed on their own (kd_server.upscale.files)
+                if root.kind is RootKind.MIXED and _relative(sub, root.path) in EMBEDDING_SUBDIRS:
+                    continue  # so are embeddings (kd_server.embeddings)
                 if sub.is_symlink():
                     problem = self._linked_folder(root, sub, problems)
                     if problem is not None:
@@ -901,6 +904,7 @@ class ModelLibrary:
             found, problems = self._scanner.scan(self.folders)
             self._decoders = tuple(find_preview_decoders(self.folders))
             self._upscalers = tuple(find_upscalers(self.folders))
+            self._embeddings = tuple(find_embeddings(self.folders))
             reserved = [EMBEDDED_NAME] if self.include_embedded else []
             entries = pair_image_encoders(name_entries(found, reserved))
             checkpoints = {e.name: e for e in entries if e.kind is EntryKind.CHECKPOINT}
@@ -944,6 +948,10 @@ class ModelLibrary:
         """The first usable TAESD decoder for the latents of `family`, if any."""
         base = family.info.base
         return next((d for d in self._decoders if d.usable and d.family is base), None)
+
+    def embeddings(self) -> list[EmbeddingFile]:
+        """The textual-inversion files found, usable or not (kd_server.embeddings)."""
+        return list(self._embeddings)
 
     def upscalers(self) -> list[UpscalerFile]:
         """The upscaler files found, usable or not (kd_server.upscale.files)."""

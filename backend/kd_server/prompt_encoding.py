@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from kd_server.embeddings import EmbeddingFile, EmbeddingTokens, comfy_names, mentioned, tokens_for
 from kd_server.prompt_syntax import Break, Piece, parse_emphasis
 
 #: Prompt tokens per chunk; with its start and end tokens a chunk is CLIP's 77.
@@ -113,12 +114,40 @@ class TextEncoder:
     #: clip skip); None = the penultimate layer as it is (SDXL's conditioning)
     stop_at: int | None = 1
 
+    #: textual-inversion embeddings loaded into this encoder (kd_server.embeddings)
+    embeddings: tuple[EmbeddingTokens, ...] = ()
+
     def tokenize(self, text: str) -> list[tuple[int, ...]]:
+        """The text's tokens; an embedding's name (or ComfyUI's `embedding:name`)
+        becomes the run of its vectors' tokens, longest name first, as in A1111."""
         tokenizer = self.tokenizer
+        text = comfy_names(text)
         ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)[
             "input_ids"
         ]
-        return [(int(i),) for i in ids]
+        ids = [int(i) for i in ids]
+        if not self.embeddings:
+            return [(i,) for i in ids]
+        by_length = sorted(self.embeddings, key=lambda e: len(e.name_ids), reverse=True)
+        runs: list[tuple[int, ...]] = []
+        position = 0
+        while position < len(ids):
+            found = next(
+                (
+                    e
+                    for e in by_length
+                    if e.name_ids
+                    and tuple(ids[position : position + len(e.name_ids)]) == e.name_ids
+                ),
+                None,
+            )
+            if found is None:
+                runs.append((ids[position],))
+                position += 1
+            else:
+                runs.append(found.ids)
+                position += len(found.name_ids)
+        return runs
 
     @property
     def comma(self) -> int | None:
@@ -201,17 +230,25 @@ class PromptEncoder:
     zeros_for_empty_negative: bool = False
 
     @classmethod
-    def for_pipeline(cls, pipe: Any, clip_skip: int = 1) -> PromptEncoder:
+    def for_pipeline(
+        cls,
+        pipe: Any,
+        clip_skip: int = 1,
+        embeddings: list[list[EmbeddingTokens]] | None = None,
+    ) -> PromptEncoder:
         """`clip_skip` is A1111's "Clip skip" (CLIP_stop_at_last_layers): 1 uses the
-        last layer. SDXL always uses the penultimate layer (A1111 does too)."""
+        last layer. SDXL always uses the penultimate layer (A1111 does too).
+        `embeddings`: per text encoder, the textual inversions the prompts name."""
+        loaded = embeddings or [[], []]
         second = getattr(pipe, "text_encoder_2", None)
         if second is None:
-            return cls((TextEncoder(pipe.tokenizer, pipe.text_encoder, max(1, clip_skip)),))
+            first = TextEncoder(pipe.tokenizer, pipe.text_encoder, max(1, clip_skip), (*loaded[0],))
+            return cls((first,))
         zeros = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
         return cls(
             (
-                TextEncoder(pipe.tokenizer, pipe.text_encoder, None),
-                TextEncoder(pipe.tokenizer_2, second, None),
+                TextEncoder(pipe.tokenizer, pipe.text_encoder, None, (*loaded[0],)),
+                TextEncoder(pipe.tokenizer_2, second, None, (*loaded[1],)),
             ),
             zeros,
         )
@@ -268,15 +305,26 @@ class PromptEncoder:
 
 
 def prompt_arguments(
-    pipe: Any, prompt: str, negative_prompt: str, clip_skip: int = 1
+    pipe: Any,
+    prompt: str,
+    negative_prompt: str,
+    clip_skip: int = 1,
+    embeddings: list[EmbeddingFile] | None = None,
 ) -> dict[str, Any]:
     """The pipeline arguments that replace `prompt` and `negative_prompt` (see the
-    module docstring)."""
-    return PromptEncoder.for_pipeline(pipe, clip_skip).arguments(prompt, negative_prompt)
+    module docstring). `embeddings`: the library's textual inversions; those the
+    prompts name are loaded into the model."""
+    named = mentioned(embeddings or [], [prompt, negative_prompt])
+    tokens = tokens_for(pipe, named) if named else None
+    encoder = PromptEncoder.for_pipeline(pipe, clip_skip, tokens)
+    return encoder.arguments(prompt, negative_prompt)
 
 
 def with_prompt_embeddings(
-    pipe: Any, arguments: dict[str, Any], clip_skip: int = 1
+    pipe: Any,
+    arguments: dict[str, Any],
+    clip_skip: int = 1,
+    embeddings: list[EmbeddingFile] | None = None,
 ) -> dict[str, Any]:
     """A task's pipeline arguments (`TaskSpec.pipeline_arguments`) with its `prompt`
     and `negative_prompt` replaced by their embeddings, read with A1111's syntax.
@@ -286,4 +334,5 @@ def with_prompt_embeddings(
     rest = dict(arguments)
     prompt = rest.pop("prompt")
     negative_prompt = rest.pop("negative_prompt", None) or ""
-    return {**rest, **prompt_arguments(pipe, prompt, negative_prompt, clip_skip)}
+    encoded = prompt_arguments(pipe, prompt, negative_prompt, clip_skip, embeddings)
+    return {**rest, **encoded}
