@@ -30,6 +30,7 @@ SCENARIOS = [
     "control",
     "live",
     "expand",
+    "expand_left",
     "upscale",
     "two_windows",
 ]

@@ -43,6 +43,21 @@ def test_expand_leaves_the_artists_pixels_where_they_were(krita_run):
     assert np.array_equal(grown[:, :256], projection_before), "the picture moved or changed"
 
 
+def test_expand_left_and_top_moves_the_picture_and_fills_the_new_corner(krita_run):
+    data = passed(krita_run, "expand_left")
+    assert data["canvas"] == [96, 64] and data["canvas_after"] == [128, 96]
+    moved = data["digests_moved"]
+    for layer_id, digest in data["digests_before"].items():
+        assert moved.get(layer_id) == digest, f"layer {layer_id} did not move intact"
+    new = data["new_layers"]
+    assert len(new) == 1 and new[0]["type"] == "paintlayer", new
+    assert new[0]["bounds"][:2] == [0, 0], new[0]["bounds"]
+    layer = load_rgba(artifact(krita_run, new[0]["png"]))
+    assert (layer[:32, :, 3] == 255).all() and (layer[:, :32, 3] == 255).all()
+    after = load_rgba(artifact(krita_run, data["projection_after_png"]))
+    assert (after[:32, :, 3] == 255).all() and after[:32, :, :3].std() > 1.0
+
+
 def test_a_selection_past_the_edge_is_kept_whole_by_krita(krita_run):
     """Krita 5.1.5 keeps a selection's part past the canvas (`Selection.select` 100 px
     beyond the right edge reads back whole): the plugin clamps the region to the

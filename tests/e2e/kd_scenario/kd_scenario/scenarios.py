@@ -694,6 +694,42 @@ def scenario_expand(ctx: Context, section: Section) -> Scenario:
     open_section("kd-expand-toggle", False)
 
 
+def scenario_expand_left(ctx: Context, section: Section) -> Scenario:
+    """Expand left and top by 32 px on a painted 96x64 document: Krita's resizeImage
+    with a negative origin moves every layer right and down, and the result lands at
+    the new top-left."""
+    doc = yield from open_document(96, 64, "expand-left")
+    yield from wait_connected()
+    docker.set_prompt("a calm sea")
+    docker.set_number("kd-strength", 100)
+    before = begin_canvas(ctx, section, doc)
+    section.data["digests_before"] = canvas.rect_digests(doc, 0, 0, 96, 64)
+    open_section("kd-expand-toggle", True)
+    yield until(lambda: docker.shown("kd-expand"), 5, "the Expand section")
+    docker.set_number("kd-expand-pixels", 32)
+    for side in ("left", "top", "right", "bottom"):
+        docker.widget(f"kd-expand-{side}").setChecked(side in ("left", "top"))
+    ids_before = docker.history_ids()
+    ctx.heartbeat.start()
+    docker.click("kd-expand")
+    try:
+        yield until(lambda: doc.width() == 128, GENERATION_TIMEOUT_S, "the canvas to grow")
+        ids = yield from wait_for_new_result(ctx, section, ids_before)
+    finally:
+        section.data["heartbeat"] = ctx.heartbeat.stop()
+    section.data["canvas_after"] = [doc.width(), doc.height()]
+    section.data["digests_moved"] = canvas.rect_digests(doc, 32, 32, 96, 64)
+    yield from apply_results(section, doc, ids, before)
+    record_layers(ctx, section, doc, before)
+    section.data["projection_after_png"] = Path(
+        canvas.export_projection(doc, ctx.artifact(section, "projection-after.png"))
+    ).name
+    docker.widget("kd-expand-right").setChecked(True)
+    for side in ("left", "top"):
+        docker.widget(f"kd-expand-{side}").setChecked(False)
+    open_section("kd-expand-toggle", False)
+
+
 def upscale_once(
     ctx: Context, section: Section, doc: Document, destination: str
 ) -> Generator[Any, None, dict[str, Any]]:
@@ -785,6 +821,7 @@ SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "two_windows": scenario_two_windows,
     "live": scenario_live,
     "expand": scenario_expand,
+    "expand_left": scenario_expand_left,
     "upscale": scenario_upscale,
 }
 
