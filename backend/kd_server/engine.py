@@ -555,12 +555,13 @@ class _Passes:
         return self.engine.upscaler(name)
 
     def denoise(
-        self, request: GenerationRequest, previews: bool = False
+        self, request: GenerationRequest, spec: TaskSpec | None = None, previews: bool = False
     ) -> tuple[list[Image.Image], list[int]]:
-        """One pass of a single-pass task (its finished images and seeds); previews of
-        its steps when `previews` (numbered by the job's steps)."""
+        """One pipeline call of `spec` (default: the request's task); its finished
+        images and seeds; previews of its steps when `previews` (numbered by the job's
+        steps)."""
         self.check_cancel()
-        spec = spec_for(request.task)
+        spec = spec or spec_for(request.task)
         on_preview = self.on_preview if previews else None
         reporter = self.engine._step_reporter(
             request, self.model, self.on_progress, on_preview, self.should_cancel, self.job

@@ -1,5 +1,6 @@
 """The protocol as published: every event type checked against `/openapi.json`, the
-two front doors refusing the same bad input the same way, and what v2 added."""
+two front doors refusing the same bad input the same way, what v2 added, and the
+fields v5 publishes (upscale, hires, fill, upscalers)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,41 @@ def test_both_front_doors_refuse_the_same_bad_prompt_alike(
 def test_health_names_the_protocol_version_and_models_their_working_size(
     server: LiveServer,
 ) -> None:
-    assert server.get("/v1/health").json()["protocol"] == 4
+    assert server.get("/v1/health").json()["protocol"] == 5
     checkpoints = server.get("/v1/models").json()["checkpoints"]
     embedded = next(c for c in checkpoints if c["name"] == "tiny-sd15-embedded")
     assert embedded["working_size"] == 256  # the embedded model's own size, not SD1.5's 512
+
+
+def test_v5_publishes_upscale_hires_fill_and_upscalers(server: LiveServer) -> None:
+    schemas = server.get("/openapi.json").json()["components"]["schemas"]
+    job_fields = schemas["JobRequest"]["properties"]
+    assert {"upscale", "hires", "fill"} <= set(job_fields)
+    assert "upscale" in schemas["Task"]["enum"]
+    assert schemas["FillMode"]["enum"] == ["keep", "neutral", "blur", "edge", "noise"]
+    assert set(schemas["UpscaleRequest"]["properties"]) == {
+        "factor",
+        "width",
+        "height",
+        "upscaler",
+        "strength",
+        "tile_size",
+        "steps",
+    }
+    assert schemas["UpscaleRequest"]["properties"]["strength"]["default"] == 0.35
+    assert schemas["HiresRequest"]["properties"]["strength"]["default"] == 0.5
+    assert set(schemas["Upscaler"]["properties"]) == {
+        "name",
+        "usable",
+        "reason",
+        "scale",
+        "architecture",
+        "found_in",
+    }
+    assert server.get("/v1/models").json()["upscalers"] == []  # none in this library
+
+
+def test_a_v4_body_is_still_valid_under_v5(server: LiveServer) -> None:
+    """A body of the previous protocol (no upscale, hires or fill) runs as before."""
+    state = server.wait(server.submit(steps=1))
+    assert state["status"] == "finished", state

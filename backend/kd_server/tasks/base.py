@@ -65,9 +65,10 @@ class Passes(Protocol):
         """The named upscaler, loaded (None: Lanczos)."""
 
     def denoise(
-        self, request: GenerationRequest, previews: bool = False
+        self, request: GenerationRequest, spec: TaskSpec | None = None, previews: bool = False
     ) -> tuple[list[Image.Image], list[int]]:
-        """One pass of a single-pass task: its finished images and their seeds."""
+        """One pipeline call of `spec` (default: the request's task, which must run in
+        one pass): its finished images and their seeds."""
 
     def enlarge(
         self, image: Image.Image, upscaler: LoadedUpscaler | None, width: int, height: int

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
@@ -27,11 +27,19 @@ from kd_server.generation import (
     Upscaling,
 )
 from kd_server.pngmeta import ParameterText
-from kd_server.tasks.base import Passes, RecipeText, TaskSpec, invalid
+from kd_server.tasks.base import (
+    Passes,
+    Prepared,
+    RecipeText,
+    TaskSpec,
+    invalid,
+    whole_image_mask,
+)
 from kd_server.upscale.models import model_tile_count
 from kd_server.upscale.tiling import StripBlender, Tile, tile_grid
 
 if TYPE_CHECKING:
+    from kd_server.loading import LoadedModel
     from kd_server.upscale.models import LoadedUpscaler
 
 #: The largest side an upscale may reach: tiles bound the memory, not the size.
@@ -91,7 +99,7 @@ def upscale_and_refine(
     for index, row in enumerate(rows):
         for tile in row:
             tile_request = _tile_request(request, upscaling, enlarged.crop(tile.box), seed, number)
-            images, _ = passes.denoise(tile_request)
+            images, _ = passes.denoise(tile_request, REFINE_TILE)
             blender.add(tile, images[0])
             number += 1
         blender.end_row(rows, index)
@@ -101,11 +109,12 @@ def upscale_and_refine(
 def _tile_request(
     request: GenerationRequest, upscaling: Upscaling, tile: Image.Image, seed: int, number: int
 ) -> GenerationRequest:
-    """img2img of one tile: the job's prompts, LoRAs and sampler, no control layers
-    (they cover the whole picture, not the tile), the refine's strength and steps."""
+    """One tile's img2img (`RefineTile`): the job's prompts, LoRAs and sampler, no
+    control layers (they cover the whole picture, not the tile), the refine's strength
+    and steps."""
     conditioning = request.conditioning
     return GenerationRequest(
-        task=Task.IMG2IMG,
+        task=Task.UPSCALE,
         conditioning=Conditioning(
             prompt=conditioning.prompt,
             negative_prompt=conditioning.negative_prompt,
@@ -220,4 +229,25 @@ class Upscale(TaskSpec):
         return RecipeText(**fields, extra=extra)
 
 
+class RefineTile(Upscale):
+    """One tile of the refine: img2img at the tile's own size. Not the working size,
+    as img2img scales to: the refine exists to add detail at the final resolution,
+    and a tile is made the working size already. Run by `upscale_and_refine` through
+    `Passes.denoise`; not a task of its own (not in `TASKS`)."""
+
+    def runs_passes(self, request: GenerationRequest) -> bool:
+        return False
+
+    def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
+        image = request.inputs.image
+        assert image is not None
+        width, height = masks.snap_size(image.width, image.height)
+        tile = image if image.size == (width, height) else image.resize((width, height))
+        kwargs: dict[str, Any] = {"image": tile, "strength": request.inputs.strength}
+        if model.info.is_inpaint:
+            kwargs.update(mask_image=whole_image_mask(width, height), width=width, height=height)
+        return Prepared(kwargs, image.size)
+
+
 UPSCALE = Upscale()
+REFINE_TILE = RefineTile()

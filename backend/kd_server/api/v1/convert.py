@@ -13,16 +13,19 @@ from PIL import Image
 from kd_server.api import policy
 from kd_server.api.errors import ApiError
 from kd_server.api.imaging import ImageInputError, as_mask, as_picture, decode_png
-from kd_server.api.v1.schemas import ControlRequest, JobRequest, ReferenceRequest
+from kd_server.api.v1.schemas import ControlRequest, JobRequest, ReferenceRequest, UpscaleRequest
 from kd_server.config import Settings
 from kd_server.generation import (
     Conditioning,
     ControlInput,
+    FillMode,
     GenerationRequest,
     ImageInputs,
     LoraSpec,
     ReferenceInput,
     Sampling,
+    Task,
+    Upscaling,
 )
 
 #: How each image input is described to a client that left it out.
@@ -38,6 +41,7 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
     policy.check_prompt("negative_prompt", body.negative_prompt, settings)
     given = [name for name in IMAGE_INPUTS if getattr(body, name) is not None]
     policy.check_image_inputs(body.task, given, IMAGE_INPUTS)
+    _check_task_fields(body)
     image, mask = _decode_images(body, settings.max_pixels)
     if image is not None:
         policy.check_budget("batch_size", *image.size, body.batch_size, settings)
@@ -45,6 +49,11 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
         policy.check_budget(
             "width, height, batch_size", body.width, body.height, body.batch_size, settings
         )
+    upscaling = None
+    if body.upscale is not None and image is not None:
+        upscaling = _upscaling(body.upscale, "upscale", image.size)
+    elif body.hires is not None:
+        upscaling = _upscaling(body.hires, "hires", (body.width, body.height))
     return GenerationRequest(
         task=body.task,
         conditioning=Conditioning(
@@ -70,11 +79,63 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
             mask_grow=body.mask_grow,
             mask_feather=body.mask_feather,
             strength=body.strength,
+            fill=body.fill,
         ),
         model=body.model,
         width=body.width,
         height=body.height,
         preview_every=body.preview_every,
+        upscaling=upscaling,
+    )
+
+
+#: The task each since-5 object belongs to; `fill` belongs to the tasks that repaint.
+_FILL_TASKS = (Task.IMG2IMG, Task.INPAINT)
+
+
+def _check_task_fields(body: JobRequest) -> None:
+    """`upscale` only (and always) on upscale jobs, `hires` only on txt2img, a `fill`
+    other than `keep` only where something is repainted."""
+    if body.task is Task.UPSCALE and body.upscale is None:
+        raise policy.invalid(
+            "upscale", "is required for upscale (a factor, or a width and height)."
+        )
+    if body.task is not Task.UPSCALE and body.upscale is not None:
+        hint = " (txt2img has `hires` for a second pass)" if body.task is Task.TXT2IMG else ""
+        raise policy.invalid("upscale", f"only the upscale task uses it{hint}.")
+    if body.task is not Task.TXT2IMG and body.hires is not None:
+        raise policy.invalid("hires", f"only txt2img uses it; leave it out for {body.task.value}.")
+    if body.task not in _FILL_TASKS and body.fill is not FillMode.KEEP:
+        raise policy.invalid("fill", f"only img2img and inpaint use it, not {body.task.value}.")
+
+
+def _upscaling(target: UpscaleRequest, field: str, source: tuple[int, int]) -> Upscaling:
+    """The wire's upscale or hires object -> the engine's `Upscaling`: a factor of the
+    source size, or a width and height; never smaller than the source."""
+    given_size = target.width is not None or target.height is not None
+    if (target.factor is None) == (not given_size):
+        raise policy.invalid(field, "give either factor, or width and height, not both.")
+    if target.factor is not None:
+        width = round(source[0] * target.factor)
+        height = round(source[1] * target.factor)
+    elif target.width is None or target.height is None:
+        raise policy.invalid(field, "width and height go together.")
+    else:
+        width, height = target.width, target.height
+    policy.check_upscale_size(field, width, height)
+    if width < source[0] or height < source[1]:
+        raise policy.invalid(
+            field,
+            f"{width}x{height} is smaller than the picture ({source[0]}x{source[1]}); an "
+            "upscale only enlarges.",
+        )
+    return Upscaling(
+        width=width,
+        height=height,
+        upscaler=target.upscaler,
+        strength=target.strength,
+        tile_size=target.tile_size,
+        steps=target.steps,
     )
 
 

@@ -12,11 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kd_server.generation import MAX_CONTROLS, MAX_LORAS, MAX_SEED, ControlMode, Task
+from kd_server.generation import MAX_CONTROLS, MAX_LORAS, MAX_SEED, ControlMode, FillMode, Task
 
 #: The protocol's version, reported by `/v1/health`. Raised when a field or event is
 #: added (clients may then use it); a body that worked before keeps working.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
@@ -123,6 +123,87 @@ class ReferenceRequest(_Strict):
     )
 
 
+#: The largest side an upscale may reach (api.policy.MAX_UPSCALE_SIDE).
+MAX_UPSCALE_SIDE = 8192
+
+
+class UpscaleRequest(_Strict):
+    """Since 5. How an `upscale` job enlarges its image: a `factor`, or a `width` and
+    `height`. docs/upscale.md explains the enlargement and the refine."""
+
+    factor: float | None = Field(
+        None,
+        ge=1,
+        le=8,
+        allow_inf_nan=False,
+        description="Enlarge by this factor (1..8); give it, or `width` and `height`.",
+    )
+    width: int | None = Field(
+        None,
+        ge=64,
+        le=MAX_UPSCALE_SIDE,
+        description=f"Final width, 64..{MAX_UPSCALE_SIDE} (with `height`, instead of "
+        "`factor`). The pixel budget does not apply: the work is tiled.",
+    )
+    height: int | None = Field(
+        None, ge=64, le=MAX_UPSCALE_SIDE, description="Final height, as `width`."
+    )
+    upscaler: str | None = Field(
+        None,
+        max_length=512,
+        description="An upscaler from `upscalers` in `GET /v1/models`; null: Lanczos.",
+    )
+    strength: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="The refine: img2img strength on each tile, 0 (no diffusion at all, "
+        "the upscaler alone) .. 1.",
+    )
+    tile_size: int | None = Field(
+        None,
+        ge=64,
+        le=2048,
+        multiple_of=8,
+        description="Side of the refine's tiles, a multiple of 8; null: the model's "
+        "`working_size`.",
+    )
+    steps: int | None = Field(
+        None,
+        ge=1,
+        le=150,
+        description="The refine's steps (as img2img counts them: strength x steps run); "
+        "null: the job's `steps`.",
+    )
+
+
+class HiresRequest(UpscaleRequest):
+    """Since 5. A txt2img hi-res pass: the picture is made at `width` x `height`, then
+    enlarged to this size and refined, as an `upscale` job would."""
+
+    factor: float | None = Field(
+        None,
+        ge=1,
+        le=8,
+        allow_inf_nan=False,
+        description="The final size as a factor of the job's `width` and `height`.",
+    )
+    width: int | None = Field(
+        None,
+        ge=64,
+        le=MAX_UPSCALE_SIDE,
+        description="The final width (with `height`, instead of `factor`).",
+    )
+    strength: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="The refine's img2img strength; 0: no second diffusion pass.",
+    )
+
+
 class JobRequest(_Strict):
     """A generation job. Unknown fields are refused so that a misspelt field is noticed."""
 
@@ -145,7 +226,8 @@ class JobRequest(_Strict):
 
     task: Task = Field(
         description="`txt2img` (from noise), `img2img` (repaint `image`), "
-        "`inpaint` (repaint where `mask` is white)."
+        "`inpaint` (repaint where `mask` is white), `upscale` (since 5: enlarge `image` "
+        "as `upscale` says)."
     )
     prompt: str = Field("", description="What to draw.")
     negative_prompt: str = Field("", description="What to keep out of the picture.")
@@ -245,6 +327,20 @@ class JobRequest(_Strict):
     reference: ReferenceRequest | None = Field(
         None, description="Since 4. A reference image for an IP-Adapter; null: none."
     )
+    upscale: UpscaleRequest | None = Field(
+        None, description="Since 5. Required for, and only for, `task: upscale`."
+    )
+    hires: HiresRequest | None = Field(
+        None,
+        description="Since 5. txt2img only: a hi-res pass to this final size; null: none.",
+    )
+    fill: FillMode = Field(
+        FillMode.KEEP,
+        description="Since 5. img2img/inpaint: what the area to repaint (and transparent "
+        "pixels) holds before denoising: `keep` (the pixels as they are), `neutral` (mid "
+        "grey), `blur` (the surroundings blurred in), `edge` (the nearest outside pixels "
+        "stretched in), `noise` (random colours).",
+    )
 
 
 class JobAccepted(BaseModel):
@@ -295,8 +391,9 @@ class Health(BaseModel):
         "events, and `warning` events; 3 adds `fast` in `/v1/models`, `sampling` and "
         "`live` on jobs and `reason` on `cancelled` events; 4 adds `control` and "
         "`reference` on jobs, `controls`, `image_encoders` and `depth_estimators` in "
-        "`/v1/models`, and `POST /v1/preprocess`. Bodies valid in an older version stay "
-        "valid.",
+        "`/v1/models`, and `POST /v1/preprocess`; 5 adds the `upscale` task with its "
+        "`upscale` object, `hires` on txt2img, `fill` on img2img/inpaint and `upscalers` "
+        "in `/v1/models`. Bodies valid in an older version stay valid.",
     )
     device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
     dtype: str = Field(description="Weights' precision, e.g. `float16`.")
@@ -371,6 +468,20 @@ class PreviewDecoder(BaseModel):
     reason: str | None = Field(description="Why it cannot be used; null when usable.")
 
 
+class Upscaler(BaseModel):
+    """Since 5. An upscaler model file found in the model folders."""
+
+    name: str = Field(description="What `upscale.upscaler` and `hires.upscaler` name.")
+    usable: bool
+    reason: str | None = Field(description="Why it cannot be used; null when usable.")
+    scale: int | None = Field(description="How many times larger it makes a picture.")
+    architecture: str | None = Field(description="e.g. `ESRGAN`, `SwinIR`, `HAT`.")
+    found_in: str = Field(
+        description="The folder it is in, relative to its model folder, e.g. "
+        "`models/ESRGAN` (A1111) or `upscale_models` (ComfyUI)."
+    )
+
+
 class Models(BaseModel):
     checkpoints: list[Checkpoint] = Field(description="Usable checkpoints.")
     loras: list[Lora] = Field(description="Usable LoRAs.")
@@ -394,6 +505,10 @@ class Models(BaseModel):
     unusable: list[UnusableModel] = Field(
         default_factory=list,
         description="Files found but not usable, with the reason (to show the artist).",
+    )
+    upscalers: list[Upscaler] = Field(
+        default_factory=list,
+        description="Since 5. Upscaler files, usable or not (with the reason).",
     )
 
 

@@ -15,6 +15,7 @@ from kd_server.api.v1.schemas import (
     Models,
     PreviewDecoder,
     UnusableModel,
+    Upscaler,
 )
 from kd_server.fast_modes import FastMode as EntryFastMode
 from kd_server.library import EntryKind, ModelLibrary
@@ -37,7 +38,11 @@ def health(services: ServicesDep) -> Health:
     )
 
 
-@router.get("/models", response_model=Models, summary="Checkpoints and LoRAs in the library")
+@router.get(
+    "/models",
+    response_model=Models,
+    summary="Checkpoints, LoRAs, control models and upscalers in the library",
+)
 def models(services: ServicesDep) -> Models:
     library = services.library
     try:
@@ -74,6 +79,17 @@ def models(services: ServicesDep) -> Models:
             )
         )
     _add_control_models(library, result)
+    result.upscalers = [
+        Upscaler(
+            name=u.name,
+            usable=u.usable,
+            reason=u.reason,
+            scale=u.scale,
+            architecture=u.architecture,
+            found_in=u.found_in,
+        )
+        for u in services.upscalers()
+    ]
     return result
 
 
