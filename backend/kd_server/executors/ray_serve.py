@@ -323,11 +323,19 @@ def _engine_error(message: Message) -> EngineError:
 class RayExecutor:
     """The deployment, its handle and one lane per possible replica."""
 
-    def __init__(self, settings: Settings, check_model: Callable[[str | None], Any]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        check_model: Callable[[str | None], Any],
+        app_name: str = APP_NAME,
+    ) -> None:
+        """`check_model`: the checkpoint a request will use (the gateway's engine);
+        `app_name`: the Serve application (one per gateway; a benchmark runs two)."""
         self.replicas: ReplicaRange = replica_range(settings.ray_replicas)
+        self.app_name = app_name
         self._check_model = check_model
         _connect(settings.ray_address)
-        self.handle = _deploy(ReplicaConfig.from_settings(settings), self.replicas)
+        self.handle = _deploy(ReplicaConfig.from_settings(settings), self.replicas, app_name)
         self._running = self.replicas.minimum
         self._lanes = [
             RayWorker(f"ray-{index}", index, self) for index in range(self.replicas.maximum)
@@ -355,7 +363,7 @@ class RayExecutor:
         def poll() -> None:
             while not self._stop.wait(POLL_S):
                 try:
-                    running = running_replicas()
+                    running = running_replicas(self.app_name)
                 except Exception as exc:
                     log.warning("Cannot read the Ray Serve status: %s", exc)
                     continue
@@ -375,8 +383,8 @@ class RayExecutor:
             self._poller.join(5)
 
 
-def running_replicas() -> int:
-    status = serve.status().applications.get(APP_NAME)
+def running_replicas(app_name: str = APP_NAME) -> int:
+    status = serve.status().applications.get(app_name)
     if status is None:
         return 0
     deployment = status.deployments.get(DEPLOYMENT_NAME)
@@ -397,7 +405,7 @@ def _connect(address: str | None) -> None:
         raise ConfigError(f"Cannot join the Ray cluster at {address}: {exc}") from exc
 
 
-def _deploy(config: ReplicaConfig, replicas: ReplicaRange) -> Any:
+def _deploy(config: ReplicaConfig, replicas: ReplicaRange, app_name: str) -> Any:
     """Start (or update) the deployment with no HTTP proxy; returns its handle once
     the minimum number of replicas runs."""
     serve.start(proxy_location="Disabled")
@@ -420,4 +428,4 @@ def _deploy(config: ReplicaConfig, replicas: ReplicaRange) -> Any:
         },
         ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
     )
-    return serve.run(deployment.bind(config), name=APP_NAME, route_prefix=None)
+    return serve.run(deployment.bind(config), name=app_name, route_prefix=None)
