@@ -41,6 +41,7 @@ from kd_server.generation import (
 )
 from kd_server.library import ModelLibrary
 from kd_server.masks import flatten_rgb
+from kd_server.prompt_syntax import PromptSyntaxError, extract_networks
 from kd_server.samplers import UnknownSampler, canonical_name, resolve
 
 #: Previews every step: `progress` can then always show the latest one (they are cheap).
@@ -61,7 +62,6 @@ HIRES_STRENGTH = 0.75
 #: What A1111's UI sends in hr_* fields for "the same as the first pass".
 _SAME_AS_FIRST_PASS = ("", "use same sampler", "use same scheduler", "use same checkpoint")
 
-_NETWORK_TAG = re.compile(r"<(\w+):([^>]*)>")
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{4,64}\]\s*$")
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -241,40 +241,30 @@ SAMPLER_BY_ALIAS = {alias: name for name, aliases in SAMPLER_ALIASES.items() for
 
 
 def parse_networks(text: str, field: str, enabled: bool) -> tuple[str, list[LoraSpec]]:
-    """Strip A1111's `<lora:name:weight>` tags from a prompt and return them as LoRAs.
+    """Strip A1111's `<lora:name:weight>` tags from a prompt and return them as LoRAs
+    (the tags are read by `kd_server.prompt_syntax`, which v1 shares).
 
     `<lyco:...>` is LoRA too. Other extra networks (hypernetworks ...) are refused:
     dropping them silently would change the picture. With `enabled` false
     (`disable_extra_networks`) the tags are removed and nothing is applied, as in A1111.
     """
-    loras: list[LoraSpec] = []
-
-    def take(match: re.Match[str]) -> str:
-        kind, args = match.group(1).lower(), match.group(2)
-        if kind not in ("lora", "lyco"):
-            raise unsupported(field, f"the extra network <{match.group(1)}:...> is not available")
-        if enabled:
-            loras.append(_lora_tag(args, field))
-        return ""
-
-    cleaned = _NETWORK_TAG.sub(take, text)
-    return re.sub(r"[ \t]{2,}", " ", cleaned).strip(" ,\t"), loras
-
-
-def _lora_tag(args: str, field: str) -> LoraSpec:
-    parts = [p.strip() for p in args.split(":")]
-    name, numbers = parts[0], parts[1:]
-    if not name:
-        raise invalid(field, "a <lora:...> tag has no name")
     try:
-        weights = [float(n) for n in numbers if n]
-    except ValueError:
-        raise invalid(field, f"<lora:{args}>: the weight must be a number") from None
-    if len(weights) > 1 and any(w != weights[0] for w in weights[1:]):
-        raise unsupported(
-            field, f"<lora:{args}>: separate text-encoder and UNet weights are not available"
-        )
-    return LoraSpec(name, weights[0] if weights else 1.0)
+        cleaned, tags = extract_networks(text)
+    except PromptSyntaxError as exc:
+        raise invalid(field, str(exc)) from None
+    loras: list[LoraSpec] = []
+    for tag in tags:
+        if not tag.is_lora:
+            raise unsupported(field, f"the extra network <{tag.kind}:...> is not available")
+        if tag.has_split_weights:
+            raise unsupported(
+                field,
+                f"<{tag.kind}:{tag.name}:...>: separate text-encoder and UNet weights are "
+                "not available",
+            )
+        if enabled:
+            loras.append(LoraSpec(tag.name, tag.weight))
+    return cleaned, loras
 
 
 def _candidates(text: str) -> list[str]:
