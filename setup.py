@@ -4,9 +4,16 @@ torch is pinned: on a CPU-only machine of the project's kind pip then takes the 
 CPU wheel, and on a user's GPU machine the same pin resolves to the CUDA build (the
 installer can override it). The shipped `resources/` folder (model configs, tokenizer)
 is installed as the `kd_resources` package so loading never needs the hub.
+
+spandrel (upscaler models) is not listed: it declares torchvision, which pip would
+install from PyPI, replacing a CPU torch with a CUDA build. `tests/run.sh` and the
+installer add it with `pip install --no-deps` (SPANDREL_PIN below; docs/upscale.md).
 """
 
 from setuptools import setup
+
+#: Installed after the server with --no-deps (tests/run.sh, installer/server_env.py).
+SPANDREL_PIN = "spandrel==0.4.2"
 
 setup(
     name="krita-diffusers",
@@ -18,6 +25,7 @@ setup(
         "kd_server",
         "kd_server.tasks",
         "kd_server.control",
+        "kd_server.upscale",
         "kd_server.executors",
         "kd_server.api",
         "kd_server.api.v1",
@@ -38,6 +46,10 @@ setup(
         "uvicorn>=0.29",
         "websockets>=12",
         "requests>=2.31",
+        # spandrel (upscaler architectures) is installed after this, with --no-deps:
+        # its declared torchvision would replace the CPU torch (docs/upscale.md).
+        # einops is the one dependency of its upscalers that it needs.
+        "einops>=0.7",
     ],
     extras_require={
         # Jobs on GPU machines of a Ray cluster (docs/scale-out.md); not needed on one

@@ -23,6 +23,8 @@ from installer.torch_choice import TorchPlan
 
 STAMP = "krita-diffusers-install.json"
 SERVER_SCRIPT = "krita-diffusers-server"
+#: Upscaler architectures (docs/upscale.md); the same pin as setup.py's SPANDREL_PIN.
+SPANDREL_PIN = "spandrel==0.4.2"
 SOURCES = (
     "setup.py",
     "setup.cfg",
@@ -173,6 +175,9 @@ def install(env: ServerEnv, repo: Path, plan: TorchPlan, stamp: str, pip: PipSet
     with tempfile.TemporaryDirectory(prefix="kd-server-src-") as temp:
         staged = stage_sources(repo, Path(temp) / "src")
         _pip(env, [str(staged)], "the Krita Diffusers server", pip)
+    # Upscaler architectures, without the torchvision spandrel declares (pip would
+    # fetch one built for another torch); GPU plans installed torchvision with torch.
+    _pip(env, ["--no-deps", SPANDREL_PIN], SPANDREL_PIN, pip)
     env.stamp.write_text(
         json.dumps({"fingerprint": stamp, "torch": plan.describe()}, indent=2) + "\n",
         encoding="utf-8",

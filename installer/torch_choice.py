@@ -40,9 +40,15 @@ class TorchPlan:
     index_url: str | None  # None: the user's usual pip configuration (PyPI, local wheels)
     reason: str
     venv_bytes: int  # rough size of the whole server venv with this build
+    #: torchvision from the same index, so pip picks the build that matches this torch:
+    #: spandrel (upscalers) imports it. CPU installs go without: PyPI's torchvision is
+    #: CUDA-linked and fails to import next to a CPU torch (docs/upscale.md).
+    with_torchvision: bool = False
 
     def pip_args(self) -> list[str]:
         args = [self.requirement]
+        if self.with_torchvision:
+            args.append("torchvision")
         if self.index_url:
             args += ["--index-url", self.index_url]
         return args
@@ -104,4 +110,5 @@ def plan(
     elif backend is Backend.ROCM:
         size = 12 * GB
         default_index = f"{PYTORCH_INDEX}/rocm6.4"
-    return TorchPlan(backend, TORCH_PIN, index_url or default_index, reason, size)
+    gpu = backend in (Backend.CUDA, Backend.ROCM, Backend.MPS)
+    return TorchPlan(backend, TORCH_PIN, index_url or default_index, reason, size, gpu)

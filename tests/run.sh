@@ -15,6 +15,10 @@ fi
 # Quiet unless something goes wrong; a re-run with everything present takes seconds.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
     | grep -v "^WARNING: Location" || true
+# spandrel (upscaler models) without its declared torchvision, which would replace the
+# CPU torch; kd_server.upscale.spandrel_import explains (docs/upscale.md).
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps spandrel==0.4.2 2>&1 \
+    | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import kd_server, torch, diffusers, PyQt5" \
     || { echo "tests/run.sh: the test environment is incomplete; see the pip output above" >&2; exit 1; }
 
