@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 ENGINE_STATUS: dict[EngineErrorCode, int] = {
     EngineErrorCode.MODEL_NOT_FOUND: 404,
     EngineErrorCode.LORA_NOT_FOUND: 404,
+    EngineErrorCode.UPSCALER_NOT_FOUND: 404,
+    EngineErrorCode.UPSCALER_UNUSABLE: 422,
     EngineErrorCode.SAMPLER_NOT_FOUND: 422,
     EngineErrorCode.MODEL_UNUSABLE: 422,
     EngineErrorCode.LORA_UNUSABLE: 422,
