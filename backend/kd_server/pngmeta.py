@@ -27,6 +27,7 @@ class ParameterText:
     model: str
     denoising_strength: float | None = None
     loras: tuple[tuple[str, float], ...] = ()
+    clip_skip: int = 1  # written only when not 1, as A1111 writes it
 
     def render(self) -> str:
         """The three-part A1111 layout: prompt, negative prompt, then key: value pairs."""
@@ -43,6 +44,8 @@ class ParameterText:
         ]
         if self.denoising_strength is not None:
             pairs.append(("Denoising strength", f"{self.denoising_strength:g}"))
+        if self.clip_skip > 1:
+            pairs.append(("Clip skip", str(self.clip_skip)))
         if self.loras:
             hashes = ", ".join(f"{name}: {weight:g}" for name, weight in self.loras)
             pairs.append(("Lora weights", f'"{hashes}"'))

@@ -168,6 +168,7 @@ class TaskSpec:
             model=model,
             denoising_strength=request.inputs.strength if self.uses_strength else None,
             loras=tuple((lora.name, lora.weight) for lora in conditioning.loras),
+            clip_skip=conditioning.clip_skip,
         )
 
 

@@ -21,6 +21,9 @@ from kd_server.api.errors import ApiError
 
 CHECKPOINT_OPTION = "sd_model_checkpoint"
 CHECKPOINT_HASH_OPTION = "sd_checkpoint_hash"  # sha256 of the current checkpoint
+#: "Clip skip": honoured per request (`override_settings`), not as a lasting option
+CLIP_SKIP_OPTION = "CLIP_stop_at_last_layers"
+MAX_CLIP_SKIP = 12  # the layers of SD 1.5's text encoder
 
 #: Options we report and what they are here (A1111's defaults, which our engine follows).
 FIXED_OPTIONS: dict[str, Any] = {
@@ -135,6 +138,13 @@ def check_option(field: str, key: str, value: Any) -> None:
             f"{field}.{key}: this server does not have this A1111 option; only "
             f"{CHECKPOINT_OPTION} can be set (see docs/a1111.md).",
         )
+    if key == CLIP_SKIP_OPTION and not _same(FIXED_OPTIONS[key], value, key):
+        raise ApiError(
+            422,
+            "unsupported_option",
+            f"{field}.{key}: clip skip cannot be changed for every request here; send it "
+            "with each request in override_settings.",
+        )
     if not _same(FIXED_OPTIONS[key], value, key):
         raise ApiError(
             422,
@@ -142,6 +152,17 @@ def check_option(field: str, key: str, value: Any) -> None:
             f"{field}.{key}: this server always uses {FIXED_OPTIONS[key]!r}; it cannot be "
             f"set to {value!r}.",
         )
+
+
+def clip_skip_value(field: str, value: Any) -> int:
+    """A1111's CLIP_stop_at_last_layers as given in override_settings: 1 to 12."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ApiError(422, "invalid_request", f"{field}: must be a whole number from 1 to 12.")
+    if not 1 <= int(value) <= MAX_CLIP_SKIP:
+        raise ApiError(
+            422, "invalid_request", f"{field}: must be from 1 to {MAX_CLIP_SKIP}, not {value}."
+        )
+    return int(value)
 
 
 #: Other spellings of a fixed value that mean the same here ("None": the checkpoint's VAE).

@@ -22,7 +22,12 @@ from PIL import Image, ImageOps
 
 from kd_server.api import policy
 from kd_server.api.a1111 import controlnet, images, upscaling
-from kd_server.api.a1111.options import CHECKPOINT_OPTION, check_option
+from kd_server.api.a1111.options import (
+    CHECKPOINT_OPTION,
+    CLIP_SKIP_OPTION,
+    check_option,
+    clip_skip_value,
+)
 from kd_server.api.a1111.schemas import Img2ImgRequest, Txt2ImgRequest, _GenerationFields
 from kd_server.api.errors import ApiError
 from kd_server.api.imaging import ImageInputError, as_mask, as_picture
@@ -322,10 +327,20 @@ def _model_for(body: _GenerationFields, library: ModelLibrary, current_model: st
     """The checkpoint of this request: override_settings' one, else the current one."""
     model = current_model
     for key, value in (body.override_settings or {}).items():
+        if key == CLIP_SKIP_OPTION:
+            continue  # `_clip_skip_for`
         check_option("override_settings", key, value)
         if key == CHECKPOINT_OPTION:
             model = find_checkpoint(library, value)
     return model
+
+
+def _clip_skip_for(body: _GenerationFields) -> int:
+    """The request's clip skip (override_settings' CLIP_stop_at_last_layers), else 1."""
+    value = (body.override_settings or {}).get(CLIP_SKIP_OPTION)
+    if value is None:
+        return 1
+    return clip_skip_value(f"override_settings.{CLIP_SKIP_OPTION}", value)
 
 
 # ------------------------------------------------------------------------ plans
@@ -614,6 +629,7 @@ def _common(
             prompt=prompt,
             negative_prompt=negative,
             loras=_merge_loras(library, loras + negative_loras),
+            clip_skip=_clip_skip_for(body),
         ),
         sampling=Sampling(
             sampler=sampler,
