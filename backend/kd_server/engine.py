@@ -52,6 +52,7 @@ from kd_server.speed import SpeedOptions, unfuse_for_lora
 from kd_server.taesd import PreviewDecoders, decode_preview
 from kd_server.tasks import TaskSpec, spec_for
 from kd_server.upscale.models import LoadedUpscaler, UpscalerRuntime, enlarge
+from kd_server.vae_files import VaeCache, swapped_vae
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Engine:
         self._previews = PreviewWorker()  # previews are made off the denoising thread
         self._preview_decoders = PreviewDecoders(self.device)  # TAESD, when the artist has one
         self.controls = ControlRuntime(library, self.device)  # ControlNets, IP-Adapters
+        self._vaes = VaeCache()  # VAE files jobs chose instead of their checkpoint's
         self.upscalers = UpscalerRuntime(self.device)  # ESRGAN & co (kd_server.upscale)
 
     # -- facts for the API -------------------------------------------------------------
@@ -127,6 +129,8 @@ class Engine:
                 f"ask for {limit} or fewer (fast models need 2 to 8).",
             )
         spec_for(request.task).check(request)
+        if request.vae is not None:
+            self.library.get_vae(request.vae)
         if request.upscaling is not None and request.upscaling.upscaler is not None:
             self.library.get_upscaler(request.upscaling.upscaler)
         self.controls.check(request, entry)
@@ -187,6 +191,7 @@ class Engine:
             names = list(self._cache) if name is None else [name]
             for key in names:
                 self._cache.pop(key, None)
+            self._vaes.clear()
             free_memory()
 
     def _model(self, entry: ModelEntry, on_loading: LoadingCallback | None) -> LoadedModel:
@@ -293,19 +298,20 @@ class Engine:
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(sampling.batch_size)]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         try:
-            output = pipe(
-                generator=generators,
-                callback_on_step_end=callback,
-                callback_on_step_end_tensor_inputs=["latents"],
-                output_type="pil",
-                **with_prompt_embeddings(
-                    pipe,
-                    spec.pipeline_arguments(request, prepared),
-                    request.conditioning.clip_skip,
-                    self.library.embeddings(),
-                ),
-                **control.kwargs,
-            )
+            with swapped_vae(pipe, self._vae_for(model, request.vae)):
+                output = pipe(
+                    generator=generators,
+                    callback_on_step_end=callback,
+                    callback_on_step_end_tensor_inputs=["latents"],
+                    output_type="pil",
+                    **with_prompt_embeddings(
+                        pipe,
+                        spec.pipeline_arguments(request, prepared),
+                        request.conditioning.clip_skip,
+                        self.library.embeddings(),
+                    ),
+                    **control.kwargs,
+                )
         except _StopRequested:
             callback.drop_waiting_preview()
             raise Cancelled() from None
@@ -313,6 +319,23 @@ class Engine:
             control.done()
             callback.close()
         return [spec.finish(image, prepared) for image in output.images], seeds
+
+    def _vae_for(self, model: LoadedModel, name: str | None) -> Any:
+        """The VAE file a job chose, loaded like the checkpoint's own (None: its own)."""
+        if name is None:
+            return None
+        file = self.library.get_vae(name)
+        try:
+            return self._vaes.get(file, model.base.vae)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            log.warning("The VAE %s does not load for %s: %s", name, model.name, exc)
+            raise EngineError(
+                EngineErrorCode.MODEL_UNUSABLE,
+                f"The VAE '{file.name}' does not fit the model '{model.name}' "
+                f"({model.info.label}); choose a VAE made for this model family.",
+            ) from exc
 
     def _step_reporter(
         self,

@@ -175,6 +175,9 @@ class GenerationRequest:
     width: int = 512
     height: int = 512
     preview_every: int = 0  # 0 = no previews
+    #: a VAE file from the library's VAE folders (kd_server.vae_files) to decode (and
+    #: encode) with instead of the checkpoint's own; None: the checkpoint's
+    vae: str | None = None
     #: `upscale` task: the target and the refine; txt2img: a hi-res second pass
     #: (first pass at `width` x `height`, then upscaled and refined to its size)
     upscaling: Upscaling | None = None

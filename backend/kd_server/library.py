@@ -48,6 +48,7 @@ from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.hashes import HashStore, library_files
 from kd_server.taesd_files import PreviewDecoder, find_preview_decoders
 from kd_server.upscale.files import UPSCALER_SUBDIRS, UpscalerFile, find_upscalers
+from kd_server.vae_files import VAE_SUBDIRS, VaeFile, find_vaes
 
 log = logging.getLogger(__name__)
 
@@ -629,6 +630,8 @@ class Scanner:
                     continue  # upscalers are listed on their own (kd_server.upscale.files)
                 if root.kind is RootKind.MIXED and _relative(sub, root.path) in EMBEDDING_SUBDIRS:
                     continue  # so are embeddings (kd_server.embeddings)
+                if root.kind is RootKind.MIXED and _relative(sub, root.path) in VAE_SUBDIRS:
+                    continue  # and VAE files (kd_server.vae_files)
                 if sub.is_symlink():
                     problem = self._linked_folder(root, sub, problems)
                     if problem is not None:
@@ -905,6 +908,7 @@ class ModelLibrary:
             self._decoders = tuple(find_preview_decoders(self.folders))
             self._upscalers = tuple(find_upscalers(self.folders))
             self._embeddings = tuple(find_embeddings(self.folders))
+            self._vaes = tuple(find_vaes(self.folders))
             reserved = [EMBEDDED_NAME] if self.include_embedded else []
             entries = pair_image_encoders(name_entries(found, reserved))
             checkpoints = {e.name: e for e in entries if e.kind is EntryKind.CHECKPOINT}
@@ -952,6 +956,30 @@ class ModelLibrary:
     def embeddings(self) -> list[EmbeddingFile]:
         """The textual-inversion files found, usable or not (kd_server.embeddings)."""
         return list(self._embeddings)
+
+    def vaes(self) -> list[VaeFile]:
+        """The VAE files found, usable or not (kd_server.vae_files)."""
+        return list(self._vaes)
+
+    def get_vae(self, name: str) -> VaeFile:
+        """The usable VAE file called `name` (its path in the VAE folder without the
+        extension, or just its file name when that is unique), else EngineError."""
+        wanted = str(name).casefold()
+        matches = [v for v in self._vaes if v.name.casefold() == wanted]
+        matches = matches or [v for v in self._vaes if v.path.stem.casefold() == wanted]
+        if len(matches) != 1:
+            usable = sorted((v.name for v in self._vaes if v.usable), key=str.casefold)
+            listed = ", ".join(usable) if usable else "none (put them in models/VAE or models/vae)"
+            raise EngineError(
+                EngineErrorCode.MODEL_NOT_FOUND,
+                f"There is no VAE named '{str(name)[:120]}'. VAEs found: {listed}.",
+            )
+        if not matches[0].usable:
+            raise EngineError(
+                EngineErrorCode.MODEL_UNUSABLE,
+                f"The VAE '{matches[0].name}' cannot be used: {matches[0].reason}",
+            )
+        return matches[0]
 
     def upscalers(self) -> list[UpscalerFile]:
         """The upscaler files found, usable or not (kd_server.upscale.files)."""

@@ -28,6 +28,7 @@ class ParameterText:
     denoising_strength: float | None = None
     loras: tuple[tuple[str, float], ...] = ()
     clip_skip: int = 1  # written only when not 1, as A1111 writes it
+    vae: str | None = None  # a VAE file chosen instead of the checkpoint's
 
     def render(self) -> str:
         """The three-part A1111 layout: prompt, negative prompt, then key: value pairs."""
@@ -42,6 +43,8 @@ class ParameterText:
             ("Size", f"{self.width}x{self.height}"),
             ("Model", self.model),
         ]
+        if self.vae is not None:
+            pairs.append(("VAE", self.vae))
         if self.denoising_strength is not None:
             pairs.append(("Denoising strength", f"{self.denoising_strength:g}"))
         if self.clip_skip > 1:

@@ -169,6 +169,7 @@ class TaskSpec:
             denoising_strength=request.inputs.strength if self.uses_strength else None,
             loras=tuple((lora.name, lora.weight) for lora in conditioning.loras),
             clip_skip=conditioning.clip_skip,
+            vae=request.vae,
         )
 
 

@@ -1,0 +1,117 @@
+"""VAE files: found in A1111's models/VAE and ComfyUI's models/vae from the header, and a
+job that names one decodes with it (the tiny SD 1.5 model: the checkpoint's own VAE
+written as a file gives the same picture; another VAE changes it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from kd_server.engine import Engine
+from kd_server.generation import EngineError, EngineErrorCode, Task
+from kd_server.library import ModelLibrary
+from kd_server.tiny_model import build_embedded_pipeline
+from modelkit import ldm_layout
+from support.jobs import make_request
+
+
+def write_vae(path: Path, vae, layout: str = "ldm") -> Path:
+    """`vae` saved as an artist's VAE file: LDM keys (A1111's downloads) or diffusers'."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if layout == "ldm":
+        tensors = {
+            key.removeprefix(ldm_layout.VAE_PREFIX): t
+            for key, t in ldm_layout.vae_to_ldm(vae).items()
+        }
+    else:
+        tensors = dict(vae.state_dict())
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path
+
+
+def other_vae(seed: int):
+    """The embedded model's VAE with other weights (a different VAE of the same shape)."""
+    vae = build_embedded_pipeline().vae
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in vae.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    return vae
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("webui")
+    own = build_embedded_pipeline().vae
+    write_vae(root / "models" / "VAE" / "same.safetensors", own)
+    write_vae(root / "models" / "VAE" / "other.safetensors", other_vae(1))
+    write_vae(
+        root / "models" / "VAE" / "sub" / "diffusers-style.safetensors", other_vae(1), "diffusers"
+    )
+    (root / "models" / "VAE" / "old.pt").write_bytes(b"\x80\x02}q\x00.")
+    save_file(
+        {
+            "decoder.conv_in.weight": torch.zeros(8, 16, 3, 3),
+            "encoder.down.0.block.0.conv1.weight": torch.zeros(1),
+        },
+        str(root / "models" / "VAE" / "flux.safetensors"),
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine(webui) -> Engine:
+    return Engine(ModelLibrary([webui]), device="cpu")
+
+
+def test_vae_files_are_listed_with_their_layout_or_reason(engine):
+    found = {v.name: v for v in engine.library.vaes()}
+    assert sorted(found) == ["flux", "old", "other", "same", "sub/diffusers-style"]
+    assert (found["same"].layout, found["sub/diffusers-style"].layout) == ("ldm", "diffusers")
+    assert not found["old"].usable and "safetensors" in (found["old"].reason or "")
+    assert not found["flux"].usable and "16-channel" in (found["flux"].reason or "")
+    # listed apart, never as a checkpoint
+    assert [e.name for e in engine.library.checkpoints()] == ["tiny-sd15-embedded"]
+
+
+def picture(engine: Engine, task: Task = Task.TXT2IMG, **fields) -> tuple[np.ndarray, str]:
+    request = make_request(
+        task=task, prompt="a cup", steps=2, seed=4, width=64, height=64, **fields
+    )
+    result = engine.generate(request)[0]
+    return np.asarray(result.image), result.parameters
+
+
+def test_the_chosen_vae_decodes(engine):
+    own, plain_text = picture(engine)
+    same, _ = picture(engine, vae="same")
+    other, other_text = picture(engine, vae="other")
+    assert np.array_equal(own, same)  # the checkpoint's VAE from a file: nothing changes
+    assert not np.array_equal(own, other)
+    assert np.array_equal(other, picture(engine, vae="sub/diffusers-style")[0])
+    assert "VAE: other" in other_text and "VAE" not in plain_text
+    # the checkpoint's own VAE is back for the next job
+    assert np.array_equal(own, picture(engine)[0])
+
+
+def test_img2img_encodes_with_the_chosen_vae(engine):
+    from PIL import Image
+
+    start = Image.new("RGB", (64, 64), (200, 80, 40))
+    own, _ = picture(engine, Task.IMG2IMG, image=start, strength=0.5)
+    other, _ = picture(engine, Task.IMG2IMG, image=start, strength=0.5, vae="other")
+    assert not np.array_equal(own, other)
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("missing", EngineErrorCode.MODEL_NOT_FOUND), ("old", EngineErrorCode.MODEL_UNUSABLE)],
+)
+def test_unknown_or_unusable_vae_is_refused_before_running(engine, name, code):
+    with pytest.raises(EngineError) as caught:
+        engine.check(make_request(prompt="x", vae=name))
+    assert caught.value.code is code and name in caught.value.message
