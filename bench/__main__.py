@@ -24,6 +24,7 @@ from bench import (
     overhead,
     previews,
     queue,
+    upscale,
 )
 from bench.common import add_profile_args, profile_from, quiet_and_threads
 
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "control": control.run,
     "live": live.run,
     "live_chain": live_chain.run,
+    "upscale": upscale.run,
 }
 
 
