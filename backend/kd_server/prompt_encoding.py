@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from kd_server.embeddings import EmbeddingFile, EmbeddingTokens, comfy_names, mentioned, tokens_for
-from kd_server.prompt_syntax import Break, Piece, parse_emphasis
+from kd_server.prompt_syntax import Break, Piece, parse_emphasis, strip_networks
 
 #: Prompt tokens per chunk; with its start and end tokens a chunk is CLIP's 77.
 CHUNK_LENGTH = 75
@@ -332,7 +332,9 @@ def with_prompt_embeddings(
     The seam between the tasks, which speak text, and every pipeline they run (plain,
     ControlNet, union, inpaint: all take embeddings in place of text)."""
     rest = dict(arguments)
-    prompt = rest.pop("prompt")
-    negative_prompt = rest.pop("negative_prompt", None) or ""
+    # `<lora:...>` tags were turned into LoRAs by the front door; the text encoder
+    # never sees them (A1111 removes them too)
+    prompt = strip_networks(rest.pop("prompt"))
+    negative_prompt = strip_networks(rest.pop("negative_prompt", None) or "")
     encoded = prompt_arguments(pipe, prompt, negative_prompt, clip_skip, embeddings)
     return {**rest, **encoded}

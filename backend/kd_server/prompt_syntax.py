@@ -186,6 +186,15 @@ def extract_networks(text: str) -> tuple[str, list[NetworkTag]]:
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip(" ,\t"), tags
 
 
+def strip_networks(text: str) -> str:
+    """The prompt without its `<kind:...>` tags (cleaned as `extract_networks` cleans
+    it), never raising; a prompt without tags is returned exactly as it is."""
+    if not _NETWORK_TAG.search(text):
+        return text
+    cleaned = _NETWORK_TAG.sub("", text)
+    return re.sub(r"[ \t]{2,}", " ", cleaned).strip(" ,\t")
+
+
 def _network_tag(kind: str, args: str) -> NetworkTag:
     parts = [part.strip() for part in args.split(":")]
     name, numbers = parts[0], [n for n in parts[1:] if n]

@@ -14,43 +14,19 @@ from safetensors.torch import save_file
 from kd_server.engine import Engine
 from kd_server.generation import EngineError, EngineErrorCode, Task
 from kd_server.library import ModelLibrary
-from kd_server.tiny_model import build_embedded_pipeline
-from modelkit import ldm_layout
+from modelkit.vaes import embedded_vae, write_vae
 from support.jobs import make_request
-
-
-def write_vae(path: Path, vae, layout: str = "ldm") -> Path:
-    """`vae` saved as an artist's VAE file: LDM keys (A1111's downloads) or diffusers'."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if layout == "ldm":
-        tensors = {
-            key.removeprefix(ldm_layout.VAE_PREFIX): t
-            for key, t in ldm_layout.vae_to_ldm(vae).items()
-        }
-    else:
-        tensors = dict(vae.state_dict())
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
-    return path
-
-
-def other_vae(seed: int):
-    """The embedded model's VAE with other weights (a different VAE of the same shape)."""
-    vae = build_embedded_pipeline().vae
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in vae.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
-    return vae
 
 
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("webui")
-    own = build_embedded_pipeline().vae
-    write_vae(root / "models" / "VAE" / "same.safetensors", own)
-    write_vae(root / "models" / "VAE" / "other.safetensors", other_vae(1))
+    write_vae(root / "models" / "VAE" / "same.safetensors", embedded_vae())
+    write_vae(root / "models" / "VAE" / "other.safetensors", embedded_vae(1))
     write_vae(
-        root / "models" / "VAE" / "sub" / "diffusers-style.safetensors", other_vae(1), "diffusers"
+        root / "models" / "VAE" / "sub" / "diffusers-style.safetensors",
+        embedded_vae(1),
+        "diffusers",
     )
     (root / "models" / "VAE" / "old.pt").write_bytes(b"\x80\x02}q\x00.")
     save_file(

@@ -12,13 +12,47 @@ from collections.abc import Iterable
 
 from kd_server.api.errors import ApiError
 from kd_server.config import Settings
-from kd_server.generation import MAX_LORAS, Task
+from kd_server.generation import MAX_LORAS, LoraSpec, Task
+from kd_server.prompt_syntax import PromptSyntaxError, extract_networks
 from kd_server.tasks import spec_for
 
 
 def invalid(field: str, message: str) -> ApiError:
     """422 naming the field, the shape every refused value gets."""
     return ApiError(422, "invalid_request", f"{field}: {message}")
+
+
+def prompt_loras(field: str, text: str) -> list[LoraSpec]:
+    """The LoRAs a prompt's `<lora:name:weight>` tags ask for (A1111's syntax, read by
+    `kd_server.prompt_syntax`). Other extra networks (`<hypernet:...>`) and separate
+    text-encoder/UNet weights are refused: ignoring them would change the picture."""
+    try:
+        _, tags = extract_networks(text)
+    except PromptSyntaxError as exc:
+        raise invalid(field, f"{exc}.") from None
+    loras = []
+    for tag in tags:
+        if not tag.is_lora:
+            raise invalid(field, f"the extra network <{tag.kind}:...> is not available.")
+        if tag.has_split_weights:
+            raise invalid(
+                field,
+                f"<{tag.kind}:{tag.name}:...>: separate text-encoder and UNet weights are "
+                "not available.",
+            )
+        loras.append(LoraSpec(tag.name, tag.weight))
+    return loras
+
+
+def merge_loras(field: str, loras: list[LoraSpec]) -> list[LoraSpec]:
+    """One entry per LoRA; the same LoRA twice must have the same weight."""
+    merged: dict[str, float] = {}
+    for lora in loras:
+        if merged.get(lora.name, lora.weight) != lora.weight:
+            raise invalid(field, f"the LoRA '{lora.name}' is given twice with different weights.")
+        merged[lora.name] = lora.weight
+    check_lora_count(field, len(merged))
+    return [LoraSpec(name, weight) for name, weight in merged.items()]
 
 
 def shutting_down() -> ApiError:

@@ -59,7 +59,13 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
         conditioning=Conditioning(
             prompt=body.prompt,
             negative_prompt=body.negative_prompt,
-            loras=[LoraSpec(lora.name, lora.weight) for lora in body.loras],
+            loras=policy.merge_loras(
+                "loras",
+                [LoraSpec(lora.name, lora.weight) for lora in body.loras]
+                + policy.prompt_loras("prompt", body.prompt)
+                + policy.prompt_loras("negative_prompt", body.negative_prompt),
+            ),
+            clip_skip=body.clip_skip,
             control=[
                 _control(c, f"control[{i}]", settings.max_pixels)
                 for i, c in enumerate(body.control)
@@ -82,6 +88,7 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
             fill=body.fill,
         ),
         model=body.model,
+        vae=body.vae,
         width=body.width,
         height=body.height,
         preview_every=body.preview_every,

@@ -229,8 +229,27 @@ class JobRequest(_Strict):
         "`inpaint` (repaint where `mask` is white), `upscale` (since 5: enlarge `image` "
         "as `upscale` says)."
     )
-    prompt: str = Field("", description="What to draw.")
-    negative_prompt: str = Field("", description="What to keep out of the picture.")
+    prompt: str = Field(
+        "",
+        description="What to draw, in A1111's syntax (since 5): `(word:1.3)`, `(word)`, "
+        "`[word]`, `BREAK`, `<lora:name:weight>`, embeddings by name (docs/prompts.md).",
+    )
+    negative_prompt: str = Field(
+        "", description="What to keep out of the picture (the same syntax)."
+    )
+    clip_skip: int = Field(
+        1,
+        ge=1,
+        le=12,
+        description="(since 5) A1111's clip skip: 1 reads the text encoder's last layer, "
+        "2 the one before ... (SD 1.5; SDXL always reads its penultimate layers).",
+    )
+    vae: str | None = Field(
+        None,
+        max_length=512,
+        description="(since 5) A VAE file from the server's VAE folders (models/VAE, "
+        "models/vae) to decode with; null = the checkpoint's own.",
+    )
     model: str | None = Field(
         None,
         max_length=512,
@@ -482,6 +501,26 @@ class Upscaler(BaseModel):
     )
 
 
+class Embedding(BaseModel):
+    """Since 5. A textual-inversion embedding: written by `name` in a prompt."""
+
+    name: str = Field(description="What a prompt writes (or `embedding:name`).")
+    family: str | None = Field(
+        description="`sd15` or `sdxl` by the vectors' width; null when unknown."
+    )
+    vectors: int = Field(description="Tokens it takes in the prompt.")
+    usable: bool
+    reason: str | None = Field(description="Why it cannot be used; null when usable.")
+
+
+class Vae(BaseModel):
+    """Since 5. A VAE file: what a job's `vae` names."""
+
+    name: str = Field(description="Its path in the VAE folder, without extension.")
+    usable: bool
+    reason: str | None = Field(description="Why it cannot be used; null when usable.")
+
+
 class Models(BaseModel):
     checkpoints: list[Checkpoint] = Field(description="Usable checkpoints.")
     loras: list[Lora] = Field(description="Usable LoRAs.")
@@ -510,6 +549,11 @@ class Models(BaseModel):
         default_factory=list,
         description="Since 5. Upscaler files, usable or not (with the reason).",
     )
+    embeddings: list[Embedding] = Field(
+        default_factory=list,
+        description="Since 5. Textual-inversion embeddings, usable or not.",
+    )
+    vaes: list[Vae] = Field(default_factory=list, description="Since 5. VAE files, usable or not.")
 
 
 # ----------------------------------------------------------------- WebSocket events

@@ -9,6 +9,7 @@ from kd_server.api.services import ServicesDep
 from kd_server.api.v1.schemas import (
     Checkpoint,
     ControlModel,
+    Embedding,
     FastMode,
     Health,
     Lora,
@@ -16,6 +17,7 @@ from kd_server.api.v1.schemas import (
     PreviewDecoder,
     UnusableModel,
     Upscaler,
+    Vae,
 )
 from kd_server.fast_modes import FastMode as EntryFastMode
 from kd_server.library import EntryKind, ModelLibrary
@@ -90,6 +92,17 @@ def models(services: ServicesDep) -> Models:
         )
         for u in services.upscalers()
     ]
+    result.embeddings = [
+        Embedding(
+            name=e.name,
+            family=e.family.value if e.family is not None else None,
+            vectors=e.vectors,
+            usable=e.usable,
+            reason=e.reason,
+        )
+        for e in library.embeddings()
+    ]
+    result.vaes = [Vae(name=v.name, usable=v.usable, reason=v.reason) for v in library.vaes()]
     return result
 
 
