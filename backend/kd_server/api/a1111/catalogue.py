@@ -3,7 +3,7 @@
 Clients ask for these before their first image (to fill menus, or to check the server
 is an A1111) and many stop at a 404. Each answers what this server has: real content
 where there is some (memory, command-line flags), an empty list where a feature does
-not exist here (VAEs, styles, embeddings, hypernetworks, face restoration,
+not exist here (styles, hypernetworks, face restoration,
 extensions, scripts). docs/a1111.md lists them.
 """
 
@@ -18,6 +18,7 @@ from fastapi import APIRouter
 
 from kd_server.api.a1111 import upscaling
 from kd_server.api.a1111.schemas import (
+    EmbeddingItem,
     EmbeddingsResponse,
     ExtensionItem,
     FaceRestorerItem,
@@ -81,10 +82,15 @@ def latent_upscale_modes() -> list[LatentUpscaleModeItem]:
     return [LatentUpscaleModeItem(name=name) for name in upscaling.LATENT_MODES]
 
 
-@router.get("/sd-vae", response_model=list[SDVaeItem], summary="Separate VAEs (none)")
-def sd_vae() -> list[SDVaeItem]:
-    """Empty: every checkpoint runs with its own VAE (`sd_vae` is "Automatic")."""
-    return []
+@router.get("/sd-vae", response_model=list[SDVaeItem], summary="Separate VAE files")
+def sd_vae(services: ServicesDep) -> list[SDVaeItem]:
+    """The usable VAE files (models/VAE, models/vae): what `override_settings.sd_vae`
+    names, by file name as in A1111."""
+    return [
+        SDVaeItem(model_name=v.path.name, filename=str(v.path))
+        for v in services.library.vaes()
+        if v.usable
+    ]
 
 
 @router.get("/sd-modules", response_model=list[SDModuleItem], summary="Forge's modules (none)")
@@ -97,9 +103,16 @@ def prompt_styles() -> list[PromptStyleItem]:
     return []
 
 
-@router.get("/embeddings", response_model=EmbeddingsResponse, summary="Embeddings (none)")
-def embeddings() -> EmbeddingsResponse:
-    return EmbeddingsResponse()
+@router.get("/embeddings", response_model=EmbeddingsResponse, summary="Embeddings")
+def embeddings(services: ServicesDep) -> EmbeddingsResponse:
+    """Textual-inversion files (embeddings/, models/embeddings): usable ones under
+    `loaded` (each is loaded into a model when a prompt names it), the others under
+    `skipped`. `shape` is the first text encoder's width."""
+    response = EmbeddingsResponse()
+    for e in services.library.embeddings():
+        item = EmbeddingItem(shape=e.widths[0] if e.widths else 0, vectors=e.vectors)
+        (response.loaded if e.usable else response.skipped)[e.name] = item
+    return response
 
 
 @router.get("/hypernetworks", response_model=list[HypernetworkItem], summary="Hypernetworks (none)")

@@ -23,6 +23,10 @@ CHECKPOINT_OPTION = "sd_model_checkpoint"
 CHECKPOINT_HASH_OPTION = "sd_checkpoint_hash"  # sha256 of the current checkpoint
 #: "Clip skip": honoured per request (`override_settings`), not as a lasting option
 CLIP_SKIP_OPTION = "CLIP_stop_at_last_layers"
+#: "SD VAE": a VAE file, honoured per request (`override_settings`) like clip skip
+VAE_OPTION = "sd_vae"
+#: Per-request options: `/options` keeps them at A1111's defaults
+PER_REQUEST_OPTIONS = (CLIP_SKIP_OPTION, VAE_OPTION)
 MAX_CLIP_SKIP = 12  # the layers of SD 1.5's text encoder
 
 #: Options we report and what they are here (A1111's defaults, which our engine follows).
@@ -138,12 +142,12 @@ def check_option(field: str, key: str, value: Any) -> None:
             f"{field}.{key}: this server does not have this A1111 option; only "
             f"{CHECKPOINT_OPTION} can be set (see docs/a1111.md).",
         )
-    if key == CLIP_SKIP_OPTION and not _same(FIXED_OPTIONS[key], value, key):
+    if key in PER_REQUEST_OPTIONS and not _same(FIXED_OPTIONS[key], value, key):
         raise ApiError(
             422,
             "unsupported_option",
-            f"{field}.{key}: clip skip cannot be changed for every request here; send it "
-            "with each request in override_settings.",
+            f"{field}.{key}: cannot be changed for every request here; send it with each "
+            "request in override_settings.",
         )
     if not _same(FIXED_OPTIONS[key], value, key):
         raise ApiError(

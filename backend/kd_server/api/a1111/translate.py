@@ -25,6 +25,8 @@ from kd_server.api.a1111 import controlnet, images, upscaling
 from kd_server.api.a1111.options import (
     CHECKPOINT_OPTION,
     CLIP_SKIP_OPTION,
+    PER_REQUEST_OPTIONS,
+    VAE_OPTION,
     check_option,
     clip_skip_value,
 )
@@ -327,8 +329,8 @@ def _model_for(body: _GenerationFields, library: ModelLibrary, current_model: st
     """The checkpoint of this request: override_settings' one, else the current one."""
     model = current_model
     for key, value in (body.override_settings or {}).items():
-        if key == CLIP_SKIP_OPTION:
-            continue  # `_clip_skip_for`
+        if key in PER_REQUEST_OPTIONS:
+            continue  # `_clip_skip_for`, `_vae_for`
         check_option("override_settings", key, value)
         if key == CHECKPOINT_OPTION:
             model = find_checkpoint(library, value)
@@ -341,6 +343,24 @@ def _clip_skip_for(body: _GenerationFields) -> int:
     if value is None:
         return 1
     return clip_skip_value(f"override_settings.{CLIP_SKIP_OPTION}", value)
+
+
+def _vae_for(body: _GenerationFields, library: ModelLibrary) -> str | None:
+    """The VAE file of override_settings' `sd_vae` (its file name, with or without the
+    extension), or None for the checkpoint's own ("Automatic", "None")."""
+    value = (body.override_settings or {}).get(VAE_OPTION)
+    if value is None or value in ("Automatic", "None", ""):
+        return None
+    field = f"override_settings.{VAE_OPTION}"
+    if not isinstance(value, str):
+        raise invalid(field, "must be the name of a VAE file from GET /sdapi/v1/sd-vae")
+    for candidate in _candidates(value)[1:]:  # the bare and extension-less spellings
+        names = {v.name.casefold() for v in library.vaes()} | {
+            v.path.stem.casefold() for v in library.vaes()
+        }
+        if candidate.casefold() in names:
+            return library.get_vae(candidate).name
+    return library.get_vae(value).name  # raises with the names found
 
 
 # ------------------------------------------------------------------------ plans
@@ -590,6 +610,7 @@ class _Common:
     conditioning: Conditioning
     sampling: Sampling
     model: str
+    vae: str | None = None
 
     def request(
         self, task: Task, inputs: ImageInputs, width: int, height: int
@@ -600,6 +621,7 @@ class _Common:
             sampling=self.sampling,
             inputs=inputs,
             model=self.model,
+            vae=self.vae,
             width=width,
             height=height,
             preview_every=PREVIEW_EVERY,
@@ -638,6 +660,7 @@ def _common(
             batch_size=body.batch_size,
         ),
         model=model,
+        vae=_vae_for(body, library),
     )
 
 
