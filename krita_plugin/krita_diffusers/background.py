@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
+from .qt import QObject, pyqtSignal, pyqtSlot
 
 log = logging.getLogger(__name__)
 

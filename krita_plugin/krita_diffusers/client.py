@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
@@ -41,6 +40,7 @@ from .protocol import (
     server_protocol,
     unreachable_message,
 )
+from .qt import QObject, pyqtSignal, pyqtSlot
 
 REQUEST_TIMEOUT = 30.0  # seconds; a POST with a large region can take a while
 HEALTH_TIMEOUT = 5.0

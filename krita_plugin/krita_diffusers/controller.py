@@ -31,9 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from PyQt5.QtCore import QObject, QTimer, pyqtSignal
-from PyQt5.QtGui import QImage
-
 from . import images
 from .background import Background, Runner
 from .canvas import CanvasError, DocumentCanvas, LayerImage
@@ -74,6 +71,7 @@ from .protocol import (
     Task,
     is_unreachable_message,
 )
+from .qt import QImage, QObject, QTimer, pyqtSignal
 from .resume import STATE_GRACE_MS, Resumption
 from .settings import Settings
 from .upscaling import Destination, UpscaleChoice, UpscaleError, enlarge, result_name, target_size

@@ -9,12 +9,10 @@ process and every docker attaches to it; tests make their own.
 
 from __future__ import annotations
 
-from PyQt5.QtCore import QObject, pyqtSignal
-from PyQt5.QtWidgets import QApplication
-
 from .client import ServerClient
 from .guidance import WELCOMED_KEY, welcomed
 from .managed_server import ManagedServer
+from .qt import QApplication, QObject, pyqtSignal
 from .settings import Settings, SettingsStore, load, save
 
 

@@ -13,33 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from PyQt5.QtCore import QRegularExpression, QSize, Qt, QTimer
-from PyQt5.QtGui import QIcon, QImage, QPixmap, QRegularExpressionValidator, QResizeEvent
-from PyQt5.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QSizePolicy,
-    QSlider,
-    QSpinBox,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
-
 from .background import Background
 from .canvas import CanvasAdapter, DocumentCanvas
 from .client import ConnectionState
@@ -61,6 +34,39 @@ from .live_mode import NOT_FAST, LiveMode, LiveSettings
 from .managed_server import ServerState
 from .planning import action_label
 from .protocol import Lora, ModelList, is_unreachable_message
+from .qt import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QIcon,
+    QImage,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPixmap,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRegularExpression,
+    QRegularExpressionValidator,
+    QResizeEvent,
+    QScrollArea,
+    QSize,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    Qt,
+    QTimer,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 from .resize_boxes import ExpandBox, UpscaleBox
 from .settings import Settings
 from .settings_dialog import SettingsDialog
@@ -91,9 +97,9 @@ class FittedPreview(QLabel):
         super().__init__()
         self.setObjectName("kd-preview")
         self._source = QPixmap()
-        self.setAlignment(Qt.AlignCenter)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setMinimumSize(64, 64)
-        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.setVisible(False)
 
     def show_image(self, image: QImage) -> None:
@@ -125,7 +131,12 @@ class FittedPreview(QLabel):
             return
         width, height = min(self.width(), PREVIEW_SIZE), min(self.height(), PREVIEW_SIZE)
         self.setPixmap(
-            self._source.scaled(width, height, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+            self._source.scaled(
+                width,
+                height,
+                Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
         )
 
 
@@ -157,7 +168,7 @@ class LayerCombo(QComboBox):
         super().__init__()
         self.setObjectName(name)
         self.canvas = canvas
-        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.refresh()
 
     def refresh(self, select: str | None = None) -> None:
@@ -187,7 +198,9 @@ class ControlRowWidget(QWidget):
         self.layer = LayerCombo(canvas, f"kd-control-layer-{number}")
         self.layer.setToolTip("The layer this control follows (hidden layers work too)")
         self.mode = named(QComboBox(), f"kd-control-mode-{number}")
-        self.mode.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.mode.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.mode.setToolTip("The ControlNet, and what the layer shows")
         self.strength = named(QDoubleSpinBox(), f"kd-control-strength-{number}")
         self.strength.setRange(0.0, 2.0)
@@ -202,8 +215,8 @@ class ControlRowWidget(QWidget):
         self.remove.setToolTip("Remove this control")
         self.range_toggle = tool_button(f"kd-control-range-toggle-{number}", "Range")
         self.range_toggle.setCheckable(True)
-        self.range_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.range_toggle.setArrowType(Qt.RightArrow)
+        self.range_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.range_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.range_toggle.setToolTip("The part of the steps this control acts on")
         self.start = self._fraction(f"kd-control-start-{number}", 0.0)
         self.end = self._fraction(f"kd-control-end-{number}", 1.0)
@@ -241,7 +254,7 @@ class ControlRowWidget(QWidget):
 
     def _toggle_range(self, shown: bool) -> None:
         self.range_box.setVisible(shown)
-        self.range_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+        self.range_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def set_choices(self, choices: list[ControlChoice]) -> None:
         """The models that fit the checkpoint; the current choice is kept if it still
@@ -282,7 +295,9 @@ class ReferenceBox(QWidget):
         self.setObjectName("kd-reference")
         self.path: str | None = None
         self.model = named(QComboBox(), "kd-reference-model")
-        self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.layer = LayerCombo(canvas, "kd-reference-layer")
         self.layer.setToolTip("The layer whose look the result borrows (hidden ones work)")
         self.file_button = tool_button("kd-reference-file", "File…")
@@ -332,8 +347,12 @@ class ReferenceBox(QWidget):
 def _wrapped_label(name: str, colour: str = "") -> QLabel:
     label = named(QLabel(), name)
     label.setWordWrap(True)
-    label.setTextInteractionFlags(Qt.TextSelectableByMouse)  # a command can be copied
-    label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # wrap, never widen
+    label.setTextInteractionFlags(
+        Qt.TextInteractionFlag.TextSelectableByMouse
+    )  # a command can be copied
+    label.setSizePolicy(
+        QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred
+    )  # wrap, never widen
     if colour:
         label.setStyleSheet(f"color: {colour}")
     return label
@@ -389,10 +408,10 @@ class DiffusersPanel(QWidget):
         self.start_server_button.setVisible(False)
         top = QHBoxLayout()
         top.addWidget(self.connection, 1)
-        top.addWidget(self.settings_button, 0, Qt.AlignTop)
+        top.addWidget(self.settings_button, 0, Qt.AlignmentFlag.AlignTop)
 
         self.welcome = named(QFrame(), "kd-welcome")
-        self.welcome.setFrameShape(QFrame.StyledPanel)
+        self.welcome.setFrameShape(QFrame.Shape.StyledPanel)
         self.welcome_text = _wrapped_label("kd-welcome-text")
         self.welcome_text.setText(WHAT_NEXT)
         self.open_first_image = named(QPushButton("Open the first image"), "kd-open-first-image")
@@ -413,8 +432,8 @@ class DiffusersPanel(QWidget):
         self.prompt.setMaximumHeight(64)
         self.negative_toggle = tool_button("kd-negative-toggle", "Negative prompt")
         self.negative_toggle.setCheckable(True)
-        self.negative_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.negative_toggle.setArrowType(Qt.RightArrow)
+        self.negative_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.negative_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.negative = named(QPlainTextEdit(), "kd-negative-prompt")
         self.negative.setPlaceholderText("What should not appear")
         self.negative.setMaximumHeight(52)
@@ -422,9 +441,13 @@ class DiffusersPanel(QWidget):
 
         self.model = named(QComboBox(), "kd-model")
         self.model.addItem("Server default", None)
-        self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.lora_choice = named(QComboBox(), "kd-lora-choice")
-        self.lora_choice.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.lora_choice.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.lora_add = tool_button("kd-lora-add", "Add")
         self.lora_box = QVBoxLayout()
         self.lora_box.setContentsMargins(0, 0, 0, 0)
@@ -432,7 +455,7 @@ class DiffusersPanel(QWidget):
         lora_line.addWidget(self.lora_choice, 1)
         lora_line.addWidget(self.lora_add)
 
-        self.strength = named(QSlider(Qt.Horizontal), "kd-strength")
+        self.strength = named(QSlider(Qt.Orientation.Horizontal), "kd-strength")
         self.strength.setRange(1, 100)
         self.strength.setValue(100)
         self.strength_value = named(QLabel("100%"), "kd-strength-value")
@@ -458,7 +481,7 @@ class DiffusersPanel(QWidget):
         seed_line.addWidget(self.seed_lock)
 
         form = QFormLayout()
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Model", self.model)
         form.addRow("LoRA", lora_line)
         form.addRow("", self.lora_box)
@@ -477,8 +500,8 @@ class DiffusersPanel(QWidget):
 
         self.reference_toggle = tool_button("kd-reference-toggle", "Reference")
         self.reference_toggle.setCheckable(True)
-        self.reference_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.reference_toggle.setArrowType(Qt.RightArrow)
+        self.reference_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.reference_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.reference_toggle.setToolTip("Borrow the look of a picture (IP-Adapter)")
         self.reference = ReferenceBox(self.canvas, self)
         self.reference.setVisible(False)
@@ -530,10 +553,10 @@ class DiffusersPanel(QWidget):
         self.retry_button.setVisible(False)
 
         self.history = named(QListWidget(), "kd-history")
-        self.history.setViewMode(QListWidget.IconMode)
+        self.history.setViewMode(QListWidget.ViewMode.IconMode)
         self.history.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
-        self.history.setResizeMode(QListWidget.Adjust)
-        self.history.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.history.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.history.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.history.setMinimumHeight(THUMBNAIL + 36)
         self.apply_button = named(QPushButton("Apply"), "kd-apply")
         self.apply_button.setToolTip("Make the selected results permanent layers")
@@ -573,8 +596,8 @@ class DiffusersPanel(QWidget):
 
         self.scroll_area = named(QScrollArea(), "kd-scroll")
         self.scroll_area.setWidgetResizable(True)
-        self.scroll_area.setFrameShape(QFrame.NoFrame)
-        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll_area.setWidget(content)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -585,8 +608,8 @@ class DiffusersPanel(QWidget):
         """A checkable arrow button that shows or hides a section."""
         button = tool_button(name, text)
         button.setCheckable(True)
-        button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        button.setArrowType(Qt.RightArrow)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        button.setArrowType(Qt.ArrowType.RightArrow)
         return button
 
     def _wire(self) -> None:
@@ -653,11 +676,13 @@ class DiffusersPanel(QWidget):
     @staticmethod
     def _toggle_section(toggle: QToolButton, box: QWidget, shown: bool) -> None:
         box.setVisible(shown)
-        toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+        toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def _toggle_negative(self, shown: bool) -> None:
         self.negative.setVisible(shown)
-        self.negative_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+        self.negative_toggle.setArrowType(
+            Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
+        )
 
     def _refresh_label(self) -> None:
         self.strength_value.setText(f"{self.strength.value()}%")
@@ -810,7 +835,9 @@ class DiffusersPanel(QWidget):
 
     def _toggle_reference(self, shown: bool) -> None:
         self.reference.setVisible(shown)
-        self.reference_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+        self.reference_toggle.setArrowType(
+            Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
+        )
         if shown:
             self.reference.layer.refresh()
 
@@ -987,7 +1014,7 @@ class DiffusersPanel(QWidget):
 
     def _history_entry(self, item: HistoryItem, selected: bool) -> QListWidgetItem:
         entry = QListWidgetItem()
-        entry.setData(Qt.UserRole, item.item_id)
+        entry.setData(Qt.ItemDataRole.UserRole, item.item_id)
         entry.setToolTip(
             f"{item.layer_name}\n{item.task.value}{' · applied' if item.applied else ''}"
         )
@@ -1002,18 +1029,18 @@ class DiffusersPanel(QWidget):
         """A new result is selected at once, so the docker shows it."""
         for row in range(self.history.count()):
             entry = self.history.item(row)
-            if entry is not None and entry.data(Qt.UserRole) == item.item_id:
+            if entry is not None and entry.data(Qt.ItemDataRole.UserRole) == item.item_id:
                 self.history.setCurrentItem(entry)
                 break
 
     def selected_ids(self) -> list[int]:
-        return [entry.data(Qt.UserRole) for entry in self.history.selectedItems()]
+        return [entry.data(Qt.ItemDataRole.UserRole) for entry in self.history.selectedItems()]
 
     def _on_history_selection(self) -> None:
         current = self.history.currentItem()
         if current is None or not current.isSelected():
             return
-        views = self.controller.views.get(current.data(Qt.UserRole))
+        views = self.controller.views.get(current.data(Qt.ItemDataRole.UserRole))
         if views is not None:
             self.preview.show_image(views.view)
 
@@ -1031,7 +1058,9 @@ class DiffusersPanel(QWidget):
     def open_settings(self) -> SettingsDialog:
         """Opens the dialog without blocking (tests and Krita both keep running)."""
         dialog = SettingsDialog(self.settings, self.core.samplers, self.server, self)
-        dialog.setAttribute(Qt.WA_DeleteOnClose)  # else every dialog ever opened lives on
+        dialog.setAttribute(
+            Qt.WidgetAttribute.WA_DeleteOnClose
+        )  # else every dialog ever opened lives on
         dialog.accepted.connect(lambda: self.core.apply_settings(dialog.settings()))
         dialog.open()
         return dialog

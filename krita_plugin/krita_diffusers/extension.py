@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PyQt5.QtWidgets import QDockWidget, QWidget
+from .qt import QDockWidget, QWidget
 
 DOCKER_ID = "krita_diffusers_docker"
 MENU = "tools/scripts"

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PyQt5.QtCore import QBuffer, QByteArray, QIODevice, QSize, Qt
-from PyQt5.QtGui import QImage, QPainter
-
 from .canvas import BGRA, RGBA
+from .qt import QBuffer, QByteArray, QImage, QIODevice, QPainter, QSize, Qt, image_bytes
 
 THUMBNAIL = 72  # history icons
 VIEW = 512  # the docker's view of a result or a live preview, longest side
@@ -36,16 +34,16 @@ def swap_red_blue(data: bytes) -> bytes:
 
 def _format(order: str) -> QImage.Format:
     if order == RGBA:
-        return QImage.Format_RGBA8888
+        return QImage.Format.Format_RGBA8888
     if order == BGRA:
-        return QImage.Format_ARGB32
+        return QImage.Format.Format_ARGB32
     raise ImageError(f"Unknown pixel order {order!r}.")
 
 
 def _encode(image: QImage) -> bytes:
     array = QByteArray()
     buffer = QBuffer(array)
-    buffer.open(QIODevice.WriteOnly)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
     if not image.save(buffer, "PNG"):
         raise ImageError("Could not encode the image as PNG.")
     buffer.close()
@@ -74,7 +72,12 @@ def encode_png_sized(
     image must have the request's size, not the canvas's."""
     image = pixels_image(data, width, height, order)
     if (width, height) != size:
-        image = image.scaled(size[0], size[1], Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+        image = image.scaled(
+            size[0],
+            size[1],
+            Qt.AspectRatioMode.IgnoreAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
+        )
     return _encode(image)
 
 
@@ -95,7 +98,7 @@ def encode_mask_png(mask: bytes, width: int, height: int) -> bytes:
     """An 8-bit greyscale PNG: white = repaint, grey levels of soft selections kept."""
     if len(mask) != width * height:
         raise ImageError(f"Expected {width * height} mask bytes, got {len(mask)}.")
-    image = QImage(mask, width, height, width, QImage.Format_Grayscale8).copy()
+    image = QImage(mask, width, height, width, QImage.Format.Format_Grayscale8).copy()
     return _encode(image)
 
 
@@ -110,14 +113,17 @@ def to_pixels(image: QImage, width: int, height: int, order: str = RGBA) -> byte
     """Straight bytes of `image` in `order`, scaled smoothly to `width` x `height`
     when its size differs (text-to-image results are generated at the working size)."""
     if image.size() != QSize(width, height):
-        image = image.scaled(width, height, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+        image = image.scaled(
+            width,
+            height,
+            Qt.AspectRatioMode.IgnoreAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
+        )
     image = image.convertToFormat(_format(order))
     stride = width * 4
-    pointer = image.constBits()
-    if pointer is None:  # a null image: nothing could be converted
+    raw = image_bytes(image)
+    if not raw:  # a null image: nothing could be converted
         raise ImageError("The image could not be converted for the canvas.")
-    pointer.setsize(image.bytesPerLine() * height)
-    raw = bytes(pointer)
     if image.bytesPerLine() == stride:
         return raw
     line = image.bytesPerLine()
@@ -146,7 +152,9 @@ def backdrop(data: bytes, width: int, height: int, order: str, longest: int = VI
     """A small copy of the pixels a job was made from, to show its results over."""
     image = pixels_image(data, width, height, order)
     size = fit(width, height, longest)
-    return image.scaled(size, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+    return image.scaled(
+        size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation
+    )
 
 
 @dataclass(frozen=True)
@@ -165,15 +173,20 @@ def result_views(
     `height`), drawn over `under` when given. Runs in a worker."""
     result = decode(png)
     size = fit(width, height, longest)
-    view = QImage(size, QImage.Format_ARGB32_Premultiplied)
-    view.fill(Qt.transparent)
+    view = QImage(size, QImage.Format.Format_ARGB32_Premultiplied)
+    view.fill(Qt.GlobalColor.transparent)
     painter = QPainter(view)
-    painter.setRenderHint(QPainter.SmoothPixmapTransform)
+    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
     if under is not None and not under.isNull():
         painter.drawImage(view.rect(), under)
     painter.drawImage(view.rect(), result)
     painter.end()
-    thumbnail = view.scaled(THUMBNAIL, THUMBNAIL, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    thumbnail = view.scaled(
+        THUMBNAIL,
+        THUMBNAIL,
+        Qt.AspectRatioMode.KeepAspectRatio,
+        Qt.TransformationMode.SmoothTransformation,
+    )
     return ResultViews(view, thumbnail)
 
 
@@ -182,5 +195,7 @@ def preview_image(jpeg: bytes, longest: int = VIEW) -> QImage:
     image = decode(jpeg)
     size = fit(image.width(), image.height(), longest)
     if size != image.size():
-        image = image.scaled(size, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+        image = image.scaled(
+            size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation
+        )
     return image

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
-from PyQt5.QtCore import QByteArray
 
 from .canvas import BGRA, CanvasError, LayerImage, LayerInfo
 from .core import PluginCore
 from .docker import DiffusersPanel
 from .extension import ACTIONS, DOCKER_ID, MENU, trigger
 from .geometry import Rect
+from .qt import QByteArray
 
 LAYER_PROFILE = "sRGB-elle-V2-srgbtrac.icc"
 
@@ -277,9 +277,14 @@ class DiffusersExtension(Extension):
             )
 
 
+def _dock_right() -> KritaObject:
+    """Krita 6's module (PyQt6 style) has only the scoped `DockPosition.DockRight`;
+    Krita 5's has both spellings."""
+    positions = getattr(DockWidgetFactoryBase, "DockPosition", DockWidgetFactoryBase)
+    return positions.DockRight
+
+
 def register() -> None:
     app = Krita.instance()
     app.addExtension(DiffusersExtension(app))
-    app.addDockWidgetFactory(
-        DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight, DiffusersDocker)
-    )
+    app.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, _dock_right(), DiffusersDocker))

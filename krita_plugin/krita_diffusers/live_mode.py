@@ -19,9 +19,6 @@ import random
 import time
 import zlib
 
-from PyQt5.QtCore import QObject, pyqtSignal
-from PyQt5.QtGui import QImage
-
 from . import images
 from .background import Runner
 from .canvas import CanvasAdapter, CanvasError, LayerImage
@@ -32,6 +29,7 @@ from .jobs import PendingEvents
 from .live import LiveSession, checksum, live_region
 from .planning import fill_for, has_transparency
 from .protocol import UPSCALE_PROTOCOL, Event, EventType, JobRequest, Lora, ModelList, Task
+from .qt import QImage, QObject, pyqtSignal
 
 NOT_FAST = (
     "This model is not fast enough for live use (no fast LoRA or checkpoint): frames will be slow."

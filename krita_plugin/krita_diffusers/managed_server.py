@@ -11,9 +11,8 @@ import enum
 import shlex
 from collections import deque
 
-from PyQt5.QtCore import QObject, QProcess, QTimer, pyqtSignal
-
 from .client import ServerClient
+from .qt import QObject, QProcess, QTimer, pyqtSignal
 
 POLL_MS = 500
 KILL_AFTER_MS = 5000  # a server that ignores the polite request is killed then
@@ -49,7 +48,9 @@ class ManagedServer(QObject):
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.state() != QProcess.NotRunning
+        return (
+            self._process is not None and self._process.state() != QProcess.ProcessState.NotRunning
+        )
 
     def start(self, command: str, url: str, token: str = "") -> bool:
         """Start `command`; ready once `url` answers /v1/health. False with a reason
@@ -64,7 +65,7 @@ class ManagedServer(QObject):
             self._set_state(ServerState.FAILED, "Give a server command in the settings first.")
             return False
         process = QProcess(self)
-        process.setProcessChannelMode(QProcess.MergedChannels)
+        process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         process.readyReadStandardOutput.connect(self._read_output)
         process.errorOccurred.connect(self._on_error)
         process.finished.connect(self._on_finished)
@@ -87,7 +88,7 @@ class ManagedServer(QObject):
         """
         self._timer.stop()
         process = self._process
-        if process is None or process.state() == QProcess.NotRunning:
+        if process is None or process.state() == QProcess.ProcessState.NotRunning:
             return
         self._stopping = True
         process.terminate()
@@ -111,7 +112,7 @@ class ManagedServer(QObject):
             self._append(data.decode("utf-8", errors="replace"))
 
     def _on_error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.FailedToStart:
+        if error == QProcess.ProcessError.FailedToStart:
             self._timer.stop()
             self._set_state(
                 ServerState.FAILED,

@@ -3,7 +3,7 @@ QSettings file, under the `krita_diffusers` group)."""
 
 from __future__ import annotations
 
-from PyQt5.QtCore import QSettings
+from .qt import QSettings
 
 
 class QtSettingsStore:

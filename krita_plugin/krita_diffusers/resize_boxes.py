@@ -5,9 +5,10 @@ buttons to the controller.
 
 from __future__ import annotations
 
-from PyQt5.QtCore import Qt
-from PyQt5.QtGui import QStandardItemModel
-from PyQt5.QtWidgets import (
+from .expanding import MAX_EXPAND, Sides
+from .planning import MAX_SIDE
+from .protocol import ModelList
+from .qt import (
     QCheckBox,
     QComboBox,
     QFormLayout,
@@ -16,12 +17,10 @@ from PyQt5.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
+    QStandardItemModel,
+    Qt,
     QWidget,
 )
-
-from .expanding import MAX_EXPAND, Sides
-from .planning import MAX_SIDE
-from .protocol import ModelList
 from .upscaling import FACTORS, Destination, UpscaleChoice, upscaler_entries
 from .widgets import named
 
@@ -59,7 +58,9 @@ class UpscaleBox(QWidget):
         size.addWidget(self.target_height, 1)
         self.size_line.setVisible(False)
         self.upscaler = named(QComboBox(), "kd-upscale-upscaler")
-        self.upscaler.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.upscaler.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.upscaler.setToolTip("The model that enlarges the picture (Lanczos needs none)")
         self.strength = _spin("kd-upscale-strength", 0, 100, 35, "%")
         self.strength.setToolTip(
@@ -68,7 +69,9 @@ class UpscaleBox(QWidget):
         self.destination = named(QComboBox(), "kd-upscale-destination")
         self.destination.addItem("New document", Destination.NEW_DOCUMENT)
         self.destination.addItem("Layer (scales this image)", Destination.LAYER)
-        self.destination.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.destination.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.destination.setToolTip(
             "New document: this one stays as it is. Layer: this image is scaled to the "
             "new size (Image > Scale Image) and the result added on top."
@@ -77,7 +80,7 @@ class UpscaleBox(QWidget):
         self.button.setToolTip("Enlarge the whole picture (applied from the history)")
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Factor", self.factor)
         form.addRow("", self.size_line)
         form.addRow("Upscaler", self.upscaler)
@@ -100,7 +103,7 @@ class UpscaleBox(QWidget):
             self.upscaler.addItem(entry.label, entry.name)
             index = self.upscaler.count() - 1
             if entry.reason:
-                self.upscaler.setItemData(index, entry.reason, Qt.ToolTipRole)
+                self.upscaler.setItemData(index, entry.reason, Qt.ItemDataRole.ToolTipRole)
             if not entry.usable and isinstance(model, QStandardItemModel):
                 item = model.item(index)
                 if item is not None:
@@ -147,7 +150,7 @@ class ExpandBox(QWidget):
             ticks.addWidget(box, number // 2, number % 2)
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("By", self.pixels)
         form.addRow(ticks)
         form.addRow(self.button)

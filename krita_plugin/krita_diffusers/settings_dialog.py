@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from PyQt5.QtWidgets import (
+from .managed_server import ManagedServer, ServerState
+from .qt import (
     QCheckBox,
     QComboBox,
     QDialog,
@@ -29,8 +30,6 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from .managed_server import ManagedServer, ServerState
 from .settings import (
     BOOLEAN,
     CHOICE,
@@ -45,6 +44,10 @@ from .settings import (
     validate,
 )
 from .widgets import named
+
+OK = QDialogButtonBox.StandardButton.Ok
+CANCEL = QDialogButtonBox.StandardButton.Cancel
+RESTORE = QDialogButtonBox.StandardButton.RestoreDefaults
 
 
 class FieldInput:
@@ -81,7 +84,7 @@ class FieldInput:
         line = QLineEdit()
         line.setPlaceholderText(spec.placeholder)
         if spec.kind == SECRET:
-            line.setEchoMode(QLineEdit.Password)
+            line.setEchoMode(QLineEdit.EchoMode.Password)
         return line
 
     def set(self, value: Any) -> None:
@@ -133,13 +136,14 @@ class SettingsDialog(QDialog):
         for section in SECTIONS:
             layout.addWidget(self._section(section))
         layout.addWidget(self.errors)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.Ok | QDialogButtonBox.Cancel | QDialogButtonBox.RestoreDefaults
-        )
+        buttons = QDialogButtonBox()
+        # One at a time: OR-ing the scoped buttons is an int to PyQt5's stubs.
+        for button in (OK, CANCEL, RESTORE):
+            buttons.addButton(button)
         buttons.setObjectName("kd-settings-buttons")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        restore = buttons.button(QDialogButtonBox.RestoreDefaults)
+        restore = buttons.button(RESTORE)
         if restore is not None:  # always: the box was made with it
             restore.clicked.connect(self.restore_defaults)
         layout.addWidget(buttons)

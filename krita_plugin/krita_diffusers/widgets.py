@@ -1,6 +1,6 @@
 """Small helpers for building the plugin's widgets.
 
-Every control has an objectName (kd-...), so tests and scripts can find it. PyQt5
+Every control has an objectName (kd-...), so tests and scripts can find it. PyQt
 takes `objectName=` (any Qt property) as a constructor keyword, but its type stubs
 do not know that, so names are set here, where the type checker can follow them.
 """
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from PyQt5.QtCore import QObject
-from PyQt5.QtWidgets import QToolButton
+from .qt import QObject, QToolButton
 
 Named = TypeVar("Named", bound=QObject)
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from plugin.memory_canvas import MemoryCanvas
-from PyQt5.QtCore import QObject, pyqtSignal
 
 from krita_diffusers import images
 from krita_diffusers.control import ControlChoice, ControlRow, ReferenceSetting
@@ -30,6 +29,7 @@ from krita_diffusers.protocol import (
     lost_job_status,
     parse_models,
 )
+from krita_diffusers.qt import QObject, pyqtSignal
 from krita_diffusers.settings import Settings
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 from plugin.memory_canvas import MemoryCanvas
 from plugin.test_controller import StandInClient, finish, run_now
-from PyQt5.QtGui import QImage
 
 from krita_diffusers import images
 from krita_diffusers.controller import OLD_SERVER, Controller, GenerateInput
@@ -16,6 +15,7 @@ from krita_diffusers.expanding import Sides
 from krita_diffusers.geometry import Rect
 from krita_diffusers.planning import PAST_THE_EDGE
 from krita_diffusers.protocol import FillMode, Task
+from krita_diffusers.qt import QImage
 from krita_diffusers.settings import Settings
 from krita_diffusers.upscaling import Destination, UpscaleChoice
 

@@ -2,10 +2,10 @@
 
 import pytest
 from plugin.memory_canvas import MemoryCanvas
-from PyQt5.QtGui import QImage
 
 from krita_diffusers import images
 from krita_diffusers.geometry import Rect
+from krita_diffusers.qt import QImage
 
 
 def test_swap_red_blue_turns_bgra_into_rgba_and_back():
@@ -29,8 +29,8 @@ def test_soft_selection_mask_keeps_grey_levels_in_an_8_bit_png():
     mask = canvas.read_mask(region)
     png = images.encode_mask_png(mask, region.width, region.height)
     decoded = images.decode(png)
-    assert decoded.format() in (QImage.Format_Grayscale8, QImage.Format_Indexed8)
-    grey = decoded.convertToFormat(QImage.Format_Grayscale8)
+    assert decoded.format() in (QImage.Format.Format_Grayscale8, QImage.Format.Format_Indexed8)
+    grey = decoded.convertToFormat(QImage.Format.Format_Grayscale8)
     assert grey.pixelColor(0, 0).red() == 0 and grey.pixelColor(1, 1).red() == 100
 
 
@@ -39,7 +39,7 @@ def test_odd_width_buffers_are_not_misread_by_row_padding():
     assert images.png_to_rgba(images.encode_rgba_png(rgba, 5, 3), 5, 3) == rgba
     mask = bytes(range(15))  # 5x3 grey: 5-byte rows need explicit stride
     grey = images.decode(images.encode_mask_png(mask, 5, 3)).convertToFormat(
-        QImage.Format_Grayscale8
+        QImage.Format.Format_Grayscale8
     )
     assert [grey.pixelColor(x, 2).red() for x in range(5)] == [10, 11, 12, 13, 14]
 

@@ -5,14 +5,12 @@ the docker connects once /v1/health answers; stopping it ends the process."""
 from __future__ import annotations
 
 import shlex
-import sys
-
-from PyQt5.QtWidgets import QLabel, QPlainTextEdit, QPushButton
 
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.managed_server import ServerState
-from support.servers import ROOT, free_port
+from krita_diffusers.qt import QLabel, QPlainTextEdit, QPushButton
+from support.servers import ROOT, SERVER_PYTHON, free_port
 
 WAIT_MS = 180_000
 
@@ -26,7 +24,7 @@ def test_start_from_the_docker_and_stop_from_the_dialog(
     monkeypatch.delenv("KD_TOKEN", raising=False)
     monkeypatch.chdir(ROOT)
     port = free_port()
-    command = f"{shlex.quote(sys.executable)} -m kd_server.cli serve --host 127.0.0.1 --port {port}"
+    command = f"{shlex.quote(SERVER_PYTHON)} -m kd_server.cli serve --host 127.0.0.1 --port {port}"
     core = make_core(server_url=f"http://127.0.0.1:{port}", server_command=command)
     panel = DiffusersPanel(canvas, core)
     qtbot.addWidget(panel)

@@ -7,11 +7,11 @@ Sizes and step counts stay tiny; waits are for events, never for a time.
 from __future__ import annotations
 
 import pytest
-from PyQt5.QtWidgets import QComboBox, QDoubleSpinBox, QToolButton, QWidget
 
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.geometry import Rect
+from krita_diffusers.qt import QComboBox, QDoubleSpinBox, QToolButton, QWidget
 from krita_diffusers.settings import MemoryStore, Settings, save
 from support.control import DEPTH, IP_ADAPTER, LINES, write_control_models
 from support.servers import ProcessServer

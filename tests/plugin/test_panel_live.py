@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from PyQt5.QtWidgets import QLabel, QListWidget, QProgressBar, QPushButton
 
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
@@ -17,6 +16,7 @@ from krita_diffusers.geometry import Rect
 from krita_diffusers.guidance import WHAT_NEXT
 from krita_diffusers.jobs import JobStatus
 from krita_diffusers.protocol import Task
+from krita_diffusers.qt import QLabel, QListWidget, QProgressBar, QPushButton
 from krita_diffusers.settings import MemoryStore, Settings, save
 from support.servers import ProcessServer
 

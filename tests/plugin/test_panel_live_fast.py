@@ -12,10 +12,10 @@ import io
 
 import pytest
 from PIL import Image
-from PyQt5.QtWidgets import QCheckBox, QLabel
 
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
+from krita_diffusers.qt import QCheckBox, QLabel
 from krita_diffusers.settings import MemoryStore, Settings, save
 from support.servers import ProcessServer
 

@@ -8,12 +8,12 @@ never for a time.
 from __future__ import annotations
 
 import pytest
-from PyQt5.QtWidgets import QCheckBox, QLabel, QPushButton
 
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.geometry import Rect
 from krita_diffusers.live_mode import NOT_FAST
+from krita_diffusers.qt import QCheckBox, QLabel, QPushButton
 from krita_diffusers.settings import MemoryStore, Settings, save
 
 WAIT_MS = 180_000

@@ -1,6 +1,7 @@
 """Docker widgets and the controller where no server is needed (or none answers).
 
-Real PyQt5 widgets offscreen; the canvas is the in-memory test canvas.
+Real PyQt widgets offscreen (PyQt5, and PyQt6 in the second run of tests/run.sh); the
+canvas is the in-memory test canvas.
 """
 
 from __future__ import annotations
@@ -8,22 +9,22 @@ from __future__ import annotations
 import threading
 
 import pytest
-from PyQt5.QtCore import QSettings
-from PyQt5.QtWidgets import (
-    QDialogButtonBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-)
 
 from krita_diffusers import images
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.geometry import Rect
 from krita_diffusers.protocol import Task
+from krita_diffusers.qt import (
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QSettings,
+    QSpinBox,
+)
 from krita_diffusers.qt_store import QtSettingsStore
 from krita_diffusers.settings import FIELDS, Settings, load, save
 from support.servers import free_port
@@ -160,7 +161,7 @@ def test_a_server_warning_is_shown_beside_the_work_until_the_next_generate(make_
 
 
 def test_settings_dialog_round_trip_through_qsettings(make_panel, qtbot, tmp_path, dead_url):
-    ini = QSettings(str(tmp_path / "plugin.ini"), QSettings.IniFormat)
+    ini = QSettings(str(tmp_path / "plugin.ini"), QSettings.Format.IniFormat)
     store = QtSettingsStore(ini)
     save(store, Settings(server_url=dead_url))
     panel = make_panel(store=store)
@@ -174,10 +175,12 @@ def test_settings_dialog_round_trip_through_qsettings(make_panel, qtbot, tmp_pat
     dialog.input("token").setText("secret-token")
     assert dialog.input("hires_fix").isChecked()  # on by default
     dialog.input("hires_fix").setChecked(False)
-    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
     assert panel.settings.steps == 9 and panel.client.token == "secret-token"
     assert panel.controller.settings.steps == 9
-    reread = load(QtSettingsStore(QSettings(str(tmp_path / "plugin.ini"), QSettings.IniFormat)))
+    reread = load(
+        QtSettingsStore(QSettings(str(tmp_path / "plugin.ini"), QSettings.Format.IniFormat))
+    )
     assert (reread.steps, reread.cfg_scale, reread.context_margin) == (9, 3.5, 12)
     assert (reread.preview_every, reread.history_size, reread.token) == (0, 3, "secret-token")
     assert reread.server_url == dead_url and reread.hires_fix is False
@@ -192,8 +195,8 @@ def test_settings_dialog_is_built_from_the_table_of_fields(make_panel):
         form = box.layout()
         assert isinstance(form, QFormLayout)
         for row in range(form.rowCount()):
-            label = form.itemAt(row, QFormLayout.LabelRole)
-            field = form.itemAt(row, QFormLayout.FieldRole)
+            label = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            field = form.itemAt(row, QFormLayout.ItemRole.FieldRole)
             if label is not None and field is not None and field.widget() is not None:
                 labels[field.widget().objectName()] = (box.title(), label.widget().text())
     assert set(labels) == {f"kd-setting-{name}" for name, _spec in FIELDS}
@@ -211,11 +214,13 @@ def test_settings_dialog_refuses_invalid_values_and_restores_defaults(make_panel
     dialog = panel.open_settings()
     dialog.input("server_url").setText("not a url")
     dialog.input("server_command").setText("")
-    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
     assert dialog.isVisible()
     errors = dialog.findChild(QLabel, "kd-settings-errors")
     assert "Server URL" in errors.text() and "command" in errors.text()
-    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.RestoreDefaults).click()
+    dialog.findChild(QDialogButtonBox).button(
+        QDialogButtonBox.StandardButton.RestoreDefaults
+    ).click()
     assert dialog.edited() == Settings()
     dialog.reject()
     assert panel.settings.server_url != "not a url"
@@ -231,7 +236,7 @@ def test_two_windows_share_one_client_and_one_server(make_panel, make_core, canv
     assert first.controller is not second.controller  # each window keeps its history
     dialog = first.open_settings()
     dialog.input("steps").setValue(5)
-    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
     assert second.settings.steps == 5 and second.controller.settings.steps == 5
 
 
@@ -307,7 +312,7 @@ def test_closed_settings_dialogs_do_not_pile_up(make_panel, qtbot):
     qtbot.waitUntil(lambda: len(panel.findChildren(SettingsDialog)) == 0, timeout=5_000)
     dialog = panel.open_settings()
     dialog.input("steps").setValue(7)
-    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+    dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
     assert panel.settings.steps == 7
     qtbot.waitUntil(lambda: len(panel.findChildren(SettingsDialog)) == 0, timeout=5_000)
 
@@ -315,10 +320,9 @@ def test_closed_settings_dialogs_do_not_pile_up(make_panel, qtbot):
 def test_upscale_and_expand_are_actions_that_reach_the_docker(make_panel, qtbot, canvas):
     """The two new actions run the docker's Upscale and Expand; without a server of
     protocol 5, Upscale says to update it and nothing is sent or changed."""
-    from PyQt5.QtWidgets import QDockWidget, QMainWindow
-
     from krita_diffusers.controller import OLD_SERVER
     from krita_diffusers.extension import ACTIONS, DOCKER_ID, trigger
+    from krita_diffusers.qt import QDockWidget, QMainWindow
 
     panel = make_panel()
     window = QMainWindow()

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import pytest
 from plugin.memory_canvas import MemoryCanvas
-from PyQt5.QtCore import Qt
-from PyQt5.QtWidgets import QCheckBox, QComboBox, QListWidget, QPushButton, QSpinBox, QToolButton
 
 from krita_diffusers import images
 from krita_diffusers.client import ConnectionState
 from krita_diffusers.docker import DiffusersPanel
 from krita_diffusers.geometry import Rect
 from krita_diffusers.protocol import Task
+from krita_diffusers.qt import (
+    QCheckBox,
+    QComboBox,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    Qt,
+    QToolButton,
+)
 from krita_diffusers.settings import MemoryStore, Settings, save
 from krita_diffusers.upscaling import LANCZOS, Destination
 from modelkit.upscalers import write_esrgan, write_malicious_pickle
@@ -187,7 +194,7 @@ def test_an_upscaler_model_from_the_list_makes_the_result(qtbot, make_core, upsc
         evil = combo.findData("evil")
         assert evil > 0, labels
         assert not combo.model().item(evil).isEnabled()  # listed, greyed out, with why
-        assert combo.itemData(evil, Qt.ToolTipRole)
+        assert combo.itemData(evil, Qt.ItemDataRole.ToolTipRole)
         combo.setCurrentIndex(combo.findData("4x-tiny"))
         panel.findChild(QSpinBox, "kd-upscale-strength").setValue(0)  # the model alone
         panel.findChild(QPushButton, "kd-upscale").click()

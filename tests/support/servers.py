@@ -25,6 +25,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_S = 180.0
+#: The Python that runs the server: the one with the server's packages (torch,
+#: diffusers). The plugin's second test run (PyQt6, tests/run.sh) runs in another
+#: environment and names the main one here through KD_SERVER_PYTHON.
+SERVER_PYTHON = os.environ.get("KD_SERVER_PYTHON") or sys.executable
 
 
 def free_port() -> int:
@@ -70,7 +74,7 @@ class ProcessServer:
         env.update(KD_CONFIG=str(config), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         if self.token:
             env["KD_TOKEN"] = self.token
-        command = [sys.executable, "-m", "kd_server.cli", "serve", "--port", str(self.port)]
+        command = [SERVER_PYTHON, "-m", "kd_server.cli", "serve", "--port", str(self.port)]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 command,
