@@ -64,3 +64,26 @@ def test_bad_settings_file_is_explained(tmp_path):
     done = run("models", cwd=tmp_path)
     assert done.returncode == 2
     assert "not valid TOML" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_prompt_syntax_embeddings_vae_and_clip_skip_from_the_console(tmp_path):
+    from modelkit.embeddings import write_sd15_embedding
+    from modelkit.loras import write_test_lora
+    from modelkit.vaes import embedded_vae, write_vae
+
+    webui = tmp_path / "webui"
+    write_sd15_embedding(webui / "embeddings" / "grain.safetensors", 32)
+    write_vae(webui / "models" / "VAE" / "warm.safetensors", embedded_vae(seed=7))
+    write_test_lora(webui / "models" / "Lora", "ink", seed=3)
+    listed = run("models", "--model-dir", str(webui), cwd=tmp_path).stdout.splitlines()
+    assert any(line.startswith("embedding") and "grain" in line for line in listed)
+    assert any(line.startswith("vae") and "warm" in line for line in listed)
+    out = tmp_path / "cup.png"
+    done = run("generate", "a (cup:1.2), grain <lora:ink:0.5>", "-o", str(out),
+               "--steps", "2", "--width", "64", "--height", "64", "--vae", "warm",
+               "--clip-skip", "2", "--model-dir", str(webui), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    parameters = read_parameters(out.read_bytes()) or ""
+    assert parameters.startswith("a (cup:1.2), grain <lora:ink:0.5>\n")
+    for recorded in ("Clip skip: 2", "VAE: warm", 'Lora weights: "ink: 0.5"'):
+        assert recorded in parameters

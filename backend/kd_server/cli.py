@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt")
     generate.add_argument("-o", "--output", type=Path, default=Path("output.png"))
     generate.add_argument("--negative", default="")
+    generate.add_argument(
+        "--clip-skip", type=int, default=1, help="A1111's clip skip, 1..12 (SD 1.5)"
+    )
+    generate.add_argument("--vae", help="a VAE file (see `models`); default: the checkpoint's")
     generate.add_argument("--model", help="checkpoint name (see `models`); default: the default")
     generate.add_argument("--sampler", default="DPM++ 2M Karras")
     generate.add_argument("--steps", type=int, default=20)
@@ -116,6 +120,13 @@ def _cmd_models(settings: Settings) -> int:
         family = decoder.family.value if decoder.family else "-"
         status = "usable" if decoder.usable else f"unusable: {decoder.reason}"
         print(f"{'preview':10} {decoder.name:40} {family:14} {status}")
+    for embedding in library.embeddings():  # textual inversions (docs/prompts.md)
+        family = embedding.family.value if embedding.family else "-"
+        status = "usable" if embedding.usable else f"unusable: {embedding.reason}"
+        print(f"{'embedding':10} {embedding.name:40} {family:14} {status}")
+    for vae in library.vaes():
+        status = "usable" if vae.usable else f"unusable: {vae.reason}"
+        print(f"{'vae':10} {vae.name:40} {'-':14} {status}")
     return 0
 
 
@@ -148,9 +159,19 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     size = working_size(entry)
+    try:
+        loras = _prompt_loras(args.prompt) + _prompt_loras(args.negative)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     request = GenerationRequest(
         task=Task.TXT2IMG,
-        conditioning=Conditioning(prompt=args.prompt, negative_prompt=args.negative),
+        conditioning=Conditioning(
+            prompt=args.prompt,
+            negative_prompt=args.negative,
+            loras=loras,
+            clip_skip=max(1, min(12, args.clip_skip)),
+        ),
         sampling=Sampling(
             sampler=args.sampler,
             steps=args.steps,
@@ -159,6 +180,7 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             batch_size=args.batch,
         ),
         model=args.model,
+        vae=args.vae,
         width=args.width or size,
         height=args.height or size,
     )
@@ -187,6 +209,19 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         size_text = f"{image.image.width}x{image.image.height}"
         print(f"wrote {out} ({size_text}, seed {image.seed}, {entry.name})")
     return 0
+
+
+def _prompt_loras(text: str) -> list[Any]:
+    """The LoRAs of a prompt's `<lora:name:weight>` tags (docs/prompts.md); ValueError
+    (with a sentence) for a tag that cannot be honoured."""
+    from kd_server.generation import LoraSpec
+    from kd_server.prompt_syntax import extract_networks
+
+    _, tags = extract_networks(text)  # PromptSyntaxError is a ValueError
+    for tag in tags:
+        if not tag.is_lora or tag.has_split_weights:
+            raise ValueError(f"<{tag.kind}:{tag.name}:...> cannot be applied here")
+    return [LoraSpec(tag.name, tag.weight) for tag in tags]
 
 
 def _write_result(path: Path, png: bytes) -> None:
