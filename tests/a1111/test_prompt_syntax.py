@@ -97,6 +97,8 @@ def test_sd_vae_per_request(files_server: LiveServer) -> None:
         warm = txt2img(files_server, override_settings={"sd_vae": name})
         assert not np.array_equal(decoded(own), decoded(warm))
         assert "VAE: warm" in infotext(warm)
+        assert json.loads(warm["info"])["sd_vae_name"] == "warm"
+    assert json.loads(own["info"])["sd_vae_name"] is None
     response = files_server.post(
         "/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "override_settings": {"sd_vae": "nope"}}
     )

@@ -256,7 +256,7 @@ def info_json(plan: Plan, images: list[tuple[bytes, str]], model: str, timestamp
         "face_restoration_model": None,
         "sd_model_name": model,
         "sd_model_hash": None,
-        "sd_vae_name": None,
+        "sd_vae_name": request.vae,  # a chosen VAE file (override_settings.sd_vae)
         "sd_vae_hash": None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
