@@ -692,6 +692,15 @@ class DiffusersPanel(QWidget):
             self._has_selection = False
         self.generate_button.setText(action_label(self.strength.value(), self._has_selection))
 
+    def document_changed(self) -> None:
+        """Krita said the active document changed (another view, a document closed):
+        refresh now what otherwise waits for the next poll, the action's label and the
+        layer pickers. Krita versions without such a signal rely on the polling alone."""
+        self._refresh_label()
+        for row in self.control_rows:
+            row.layer.refresh()
+        self.reference.layer.refresh()
+
     def show_message(self, text: str) -> None:
         """The error line. "Cannot reach the server" is said once, by the connection
         line above it, which stays until the server answers; a click on Generate

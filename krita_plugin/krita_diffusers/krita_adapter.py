@@ -19,6 +19,7 @@ bottom layer out and puts it back on top. So only layers the artist applies go i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from .core import PluginCore
 from .docker import DiffusersPanel
 from .extension import ACTIONS, DOCKER_ID, MENU, trigger
 from .geometry import Rect
-from .qt import QByteArray
+from .qt import QByteArray, QTimer, sip
 
 LAYER_PROFILE = "sRGB-elle-V2-srgbtrac.icc"
 
@@ -254,15 +255,60 @@ def shared_core() -> PluginCore:
     return _core
 
 
+#: Notifier signals that mean "the active document may be another one now", by name:
+#: each is connected only where this Krita has it (Krita 5.1 has all three; a later
+#: Krita that renames or drops one loses only that prompt refresh, never the plugin).
+DOCUMENT_SIGNALS = ("imageClosed", "viewClosed", "viewCreated")
+
+
+def optional_signals(source: KritaObject, names: tuple[str, ...]) -> list[KritaObject]:
+    """The bound signals among `names` that `source` has: Krita's API grows and
+    changes between versions (5.1, 5.2, 6), so optional parts are found by name,
+    never by comparing version strings."""
+    found = [getattr(source, name, None) for name in names]
+    return [signal for signal in found if signal is not None and hasattr(signal, "connect")]
+
+
+def watch_documents(on_change: Callable[[], None]) -> int:
+    """Calls `on_change` whenever Krita's notifier reports a view or document coming
+    or going. The notifier is off until activated (Krita's rule); activating it is
+    harmless for other plugins. Returns how many signals were connected (0 on a
+    Krita without a notifier: the panel's polling still notices changes)."""
+    notifier_of = getattr(Krita.instance(), "notifier", None)
+    notifier = notifier_of() if notifier_of is not None else None
+    if notifier is None:
+        return 0
+    if hasattr(notifier, "setActive"):
+        notifier.setActive(True)
+    signals = optional_signals(notifier, DOCUMENT_SIGNALS)
+    for signal in signals:
+        signal.connect(lambda *_args: on_change())
+    return len(signals)
+
+
 class DiffusersDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Krita Diffusers")
         self.panel = DiffusersPanel(KritaCanvas(), shared_core(), open_image)
         self.setWidget(self.panel)
+        watch_documents(self._document_changed)
+
+    def _document_changed(self) -> None:
+        """Deferred to the event loop: Krita emits these while it is still switching
+        views, before `activeDocument()` names the new one. The notifier outlives a
+        closed window's docker, hence the checks for a deleted panel."""
+        if not sip.isdeleted(self):
+            QTimer.singleShot(0, self._refresh_panel)
+
+    def _refresh_panel(self) -> None:
+        if not sip.isdeleted(self) and not sip.isdeleted(self.panel):
+            self.panel.document_changed()
 
     def canvasChanged(self, canvas: KritaObject) -> None:
-        """The panel reads the active document on demand; nothing to follow here."""
+        """Krita calls this on every docker when the active canvas changes (another
+        document or view): the panel refreshes at once instead of at its next poll."""
+        self._document_changed()
 
 
 class DiffusersExtension(Extension):

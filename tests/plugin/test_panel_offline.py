@@ -102,6 +102,21 @@ def test_generate_label_follows_strength_and_selection(make_panel, canvas):
     assert button.text() == "Generate"
 
 
+def test_a_document_change_refreshes_label_and_layer_pickers_at_once(make_panel, canvas):
+    """What Krita's document notifications call (krita_adapter.watch_documents and
+    the docker's canvasChanged): no wait for the next poll."""
+    panel = make_panel()
+    panel.selection_timer.stop()
+    row = panel.add_control()
+    canvas.add_layer("sketch", "Sketch")
+    canvas.select(Rect(10, 10, 20, 20))
+    assert panel.findChild(QPushButton, "kd-generate").text() == "Generate"
+    panel.document_changed()
+    assert panel.findChild(QPushButton, "kd-generate").text() == "Inpaint"
+    assert [row.layer.itemText(i) for i in range(row.layer.count())] == ["Sketch"]
+    assert panel.reference.layer.findData("sketch") >= 0
+
+
 def test_unreachable_server_is_said_once_with_what_to_do(make_panel, qtbot, dead_url):
     """The connection line says there is no server and how to get one (the docker's
     button or the command); pressing Generate then does not repeat it below."""
