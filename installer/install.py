@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from installer import (
 from installer.errors import InstallError
 from installer.krita_process import krita_running
 from installer.pip_progress import PIP_LOG, PipOutput
-from installer.platforms import Locations
+from installer.platforms import Locations, server_command
 from installer.report import Action, Report
 from installer.torch_choice import Backend, plan
 
@@ -236,7 +235,7 @@ def _plugin_settings(ctx: Context, env: server_env.ServerEnv | None, token: str 
     port = server_run.read_port(ctx.where.config_file, ctx.options.port)
     values = {"server_url": f"http://127.0.0.1:{port}"}
     if env is not None:
-        values["server_command"] = f"{shlex.quote(env.script.as_posix())} serve"
+        values["server_command"] = server_command(env.script)
     elif f"--port {port}" not in ctx.plugin.defaults["server_command"]:
         # No server installed here (--skip-server): the plugin's own command, but on
         # the port its server_url names, so "Start server" and the docker's hint agree.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -107,3 +108,12 @@ def venv_script(venv: Path, name: str, system: System) -> Path:
     if system is System.WINDOWS:
         return venv / "Scripts" / f"{name}.exe"
     return venv / "bin" / name
+
+
+def server_command(script: Path) -> str:
+    """The command the plugin's *Start server* runs (its `server_command` setting):
+    the venv's script by full path, since Krita's PATH may not have `~/.local/bin` (and
+    Windows has no such link). Forward slashes on every platform (Windows accepts them),
+    quoted as the plugin splits it (`krita_diffusers.settings.split_command`), so a home
+    folder with a space stays one word."""
+    return f"{shlex.quote(script.as_posix())} serve"

@@ -8,11 +8,11 @@ server is stopped when Krita quits, so no orphan process keeps the GPU busy.
 from __future__ import annotations
 
 import enum
-import shlex
 from collections import deque
 
 from .client import ServerClient
 from .qt import QObject, QProcess, QTimer, pyqtSignal
+from .settings import split_command
 
 POLL_MS = 500
 KILL_AFTER_MS = 5000  # a server that ignores the polite request is killed then
@@ -58,7 +58,7 @@ class ManagedServer(QObject):
         if self.running:
             return True
         try:
-            words = shlex.split(command)
+            words = split_command(command)
         except ValueError:
             words = []
         if not words:

@@ -17,6 +17,7 @@ the defaults, the group name and `validate`.
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -147,9 +148,22 @@ def _check_url(url: str) -> str | None:
     return None
 
 
+def split_command(command: str, platform: str | None = None) -> list[str]:
+    """The server command as program and arguments, split like a shell would: quotes
+    group words. On Windows (`platform` is `sys.platform`) a backslash is a path
+    separator, not an escape, so `C:\\Users\\...\\krita-diffusers-server.exe` keeps
+    its backslashes. Raises ValueError on an unmatched quote."""
+    lexer = shlex.shlex(command, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    if (platform or sys.platform).startswith("win"):
+        lexer.escape = ""
+    return list(lexer)
+
+
 def _check_command(command: str) -> str | None:
     try:
-        words = shlex.split(command)
+        words = split_command(command)
     except ValueError:
         return "The server command has an unmatched quote."
     if not words:
