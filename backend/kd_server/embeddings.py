@@ -180,13 +180,19 @@ def tokens_for(pipe: Any, files: list[EmbeddingFile]) -> list[list[EmbeddingToke
             continue
         token = _token(file)
         for index, (tokenizer, encoder) in enumerate(encoders):
-            if token not in tokenizer.get_vocab():
+            if not _has_token(tokenizer, token):
                 _load(pipe, file, index, token, tokenizer, encoder)
             names = [token] + [f"{token}_{i}" for i in range(1, file.vectors)]
             ids = tuple(int(i) for i in tokenizer.convert_tokens_to_ids(names))
             name_ids = tuple(tokenizer(file.name, add_special_tokens=False)["input_ids"])
             per_encoder[index].append(EmbeddingTokens(name_ids, ids))
     return per_encoder
+
+
+def _has_token(tokenizer: Any, token: str) -> bool:
+    """Whether the tokenizer knows `token` (without `get_vocab()`, which copies the
+    whole vocabulary)."""
+    return bool(tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id)
 
 
 def _encoders(pipe: Any) -> list[tuple[Any, Any]]:
