@@ -127,6 +127,10 @@ def _cmd_models(settings: Settings) -> int:
     for vae in library.vaes():
         status = "usable" if vae.usable else f"unusable: {vae.reason}"
         print(f"{'vae':10} {vae.name:40} {'-':14} {status}")
+    for upscaler in library.upscalers():  # ESRGAN & co (docs/upscale.md)
+        scale = f"{upscaler.scale}x {upscaler.architecture}" if upscaler.usable else "-"
+        status = "usable" if upscaler.usable else f"unusable: {upscaler.reason}"
+        print(f"{'upscaler':10} {upscaler.name:40} {scale:14} {status}")
     return 0
 
 
