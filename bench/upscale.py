@@ -1,4 +1,4 @@
-"""Benchmark 11: a tiled upscale's memory follows the tile, its time the pixels.
+"""Benchmark 12: a tiled upscale's memory follows the tile, its time the pixels.
 
 Each size runs in a fresh process (`--child`), so its peak resident memory
 (`getrusage` maxrss: torch's allocations escape tracemalloc) is its own: the
@@ -117,7 +117,7 @@ def run(profile: Profile, json_path: Path | None = None) -> Report:
 
     steps, threads = REFINE_STEPS, torch.get_num_threads()  # threads: set by --threads
     huge = profile.size > 256  # the 8192 run only outside --quick
-    with reporting("11. Tiled upscale: memory and time vs size", None, json_path) as report:
+    with reporting("12. Tiled upscale: memory and time vs size", None, json_path) as report:
         runs = {side: measure(side, steps, threads) for side in (1024, 2048, 4096)}
         for side, figures in runs.items():
             report.add(Figure(f"{side}x{side}: peak RSS", figures["peak_mb"], "MB"))
