@@ -122,6 +122,10 @@ def test_network_tags_are_taken_out_of_the_prompt() -> None:
     assert [t.is_lora for t in tags] == [True, True, True]
     assert tags[2].has_split_weights and not tags[0].has_split_weights
     assert extract_networks("<hypernet:h:1> a") == ("a", [NetworkTag("hypernet", "h", (1.0,))])
+    assert extract_networks("<hypernet:h:1>")[1][0].is_unavailable
+    # kinds nobody knows are taken out and not checked (A1111 skips them)
+    text, (odd,) = extract_networks("love <3:you:lots>")
+    assert text == "love" and not odd.is_lora and not odd.is_unavailable
 
 
 @pytest.mark.parametrize("text", ["<lora::1>", "<lora:x:heavy>"])

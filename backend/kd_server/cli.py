@@ -223,9 +223,9 @@ def _prompt_loras(text: str) -> list[Any]:
 
     _, tags = extract_networks(text)  # PromptSyntaxError is a ValueError
     for tag in tags:
-        if not tag.is_lora or tag.has_split_weights:
+        if tag.is_unavailable or (tag.is_lora and tag.has_split_weights):
             raise ValueError(f"<{tag.kind}:{tag.name}:...> cannot be applied here")
-    return [LoraSpec(tag.name, tag.weight) for tag in tags]
+    return [LoraSpec(tag.name, tag.weight) for tag in tags if tag.is_lora]
 
 
 def _write_result(path: Path, png: bytes) -> None:

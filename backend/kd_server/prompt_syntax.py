@@ -44,6 +44,10 @@ _LEXEME = re.compile(
 )
 _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
 _NETWORK_TAG = re.compile(r"<(\w+):([^>]*)>")
+#: Extra networks: LoRA kinds (LyCORIS files load as LoRAs), and the ones A1111 has
+#: that this server cannot apply (a prompt naming one is refused, not silently changed).
+LORA_KINDS = ("lora", "lyco")
+UNAVAILABLE_KINDS = ("hypernet",)
 
 
 @dataclass
@@ -156,7 +160,13 @@ class NetworkTag:
 
     @property
     def is_lora(self) -> bool:
-        return self.kind in ("lora", "lyco")  # LyCORIS files load as LoRAs
+        return self.kind in LORA_KINDS
+
+    @property
+    def is_unavailable(self) -> bool:
+        """An extra network A1111 has and this server does not. Tags of kinds A1111
+        does not know either (`<3:x>`) are removed and ignored, as A1111 skips them."""
+        return self.kind in UNAVAILABLE_KINDS
 
     @property
     def weight(self) -> float:
@@ -174,8 +184,8 @@ def extract_networks(text: str) -> tuple[str, list[NetworkTag]]:
 
     The tags are removed as A1111 removes them (runs of spaces left behind collapse,
     stray commas and spaces at the ends go), so the text encoder never sees them.
-    Raises PromptSyntaxError for a tag without a name or with a weight that is not
-    a number."""
+    Raises PromptSyntaxError for a LoRA tag without a name or with a weight that is not
+    a number (other kinds' arguments are not checked)."""
     tags: list[NetworkTag] = []
 
     def take(match: re.Match[str]) -> str:
@@ -198,10 +208,13 @@ def strip_networks(text: str) -> str:
 def _network_tag(kind: str, args: str) -> NetworkTag:
     parts = [part.strip() for part in args.split(":")]
     name, numbers = parts[0], [n for n in parts[1:] if n]
-    if not name:
+    strict = kind.lower() in LORA_KINDS
+    if not name and strict:
         raise PromptSyntaxError(f"a <{kind}:...> tag has no name")
     try:
         weights = tuple(float(n) for n in numbers)
     except ValueError:
-        raise PromptSyntaxError(f"<{kind}:{args}>: the weight must be a number") from None
+        if strict:
+            raise PromptSyntaxError(f"<{kind}:{args}>: the weight must be a number") from None
+        weights = ()
     return NetworkTag(kind.lower(), name, weights)

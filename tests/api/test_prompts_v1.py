@@ -53,6 +53,8 @@ def test_a_lora_tag_in_the_prompt_is_the_lora(prompt_server: LiveServer) -> None
     assert not np.array_equal(tagged, plain)
     assert text.startswith("a red apple <lora:ink:0.8>\n")  # as sent, as A1111 writes it
     assert 'Lora weights: "ink: 0.8"' in text
+    odd, _ = run(prompt_server, prompt="a red apple <3:you>")  # unknown kind: ignored
+    assert np.array_equal(odd, plain)
     both, _ = run(
         prompt_server, prompt="a red apple <lora:ink:0.8>", loras=[{"name": "ink", "weight": 0.8}]
     )

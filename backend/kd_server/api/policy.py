@@ -24,16 +24,20 @@ def invalid(field: str, message: str) -> ApiError:
 
 def prompt_loras(field: str, text: str) -> list[LoraSpec]:
     """The LoRAs a prompt's `<lora:name:weight>` tags ask for (A1111's syntax, read by
-    `kd_server.prompt_syntax`). Other extra networks (`<hypernet:...>`) and separate
-    text-encoder/UNet weights are refused: ignoring them would change the picture."""
+    `kd_server.prompt_syntax`). Extra networks A1111 has and we do not
+    (`<hypernet:...>`) and separate text-encoder/UNet weights are refused: ignoring
+    them would change the picture; tags of kinds A1111 does not know are ignored, as
+    A1111 ignores them."""
     try:
         _, tags = extract_networks(text)
     except PromptSyntaxError as exc:
         raise invalid(field, f"{exc}.") from None
     loras = []
     for tag in tags:
-        if not tag.is_lora:
+        if tag.is_unavailable:
             raise invalid(field, f"the extra network <{tag.kind}:...> is not available.")
+        if not tag.is_lora:
+            continue
         if tag.has_split_weights:
             raise invalid(
                 field,

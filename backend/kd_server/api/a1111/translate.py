@@ -251,8 +251,9 @@ def parse_networks(text: str, field: str, enabled: bool) -> tuple[str, list[Lora
     """Strip A1111's `<lora:name:weight>` tags from a prompt and return them as LoRAs
     (the tags are read by `kd_server.prompt_syntax`, which v1 shares).
 
-    `<lyco:...>` is LoRA too. Other extra networks (hypernetworks ...) are refused:
-    dropping them silently would change the picture. With `enabled` false
+    `<lyco:...>` is LoRA too. Hypernetworks are refused: dropping them silently would
+    change the picture; tags of kinds A1111 does not know either are removed and
+    ignored, as A1111 skips them. With `enabled` false
     (`disable_extra_networks`) the tags are removed and nothing is applied, as in A1111.
     """
     try:
@@ -261,8 +262,10 @@ def parse_networks(text: str, field: str, enabled: bool) -> tuple[str, list[Lora
         raise invalid(field, str(exc)) from None
     loras: list[LoraSpec] = []
     for tag in tags:
-        if not tag.is_lora:
+        if tag.is_unavailable:
             raise unsupported(field, f"the extra network <{tag.kind}:...> is not available")
+        if not tag.is_lora:
+            continue
         if tag.has_split_weights:
             raise unsupported(
                 field,
