@@ -4,6 +4,8 @@ gives them (its wiki's "Attention/emphasis" and parse_prompt_attention's docstri
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kd_server.prompt_syntax import (
     Break,
@@ -132,3 +134,23 @@ def test_network_tags_are_taken_out_of_the_prompt() -> None:
 def test_bad_network_tags_are_refused(text: str) -> None:
     with pytest.raises(PromptSyntaxError):
         extract_networks(text)
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab (:)[]\\,.1.5BREAK<>lor")), max_size=80))
+def test_any_text_parses_and_extracts(text: str) -> None:
+    """No prompt makes the parser fail: every odd bracket, colon and backslash is text."""
+    pieces = parse_emphasis(text)
+    assert pieces
+    for piece in pieces:
+        assert isinstance(piece, Break) or piece.weight == piece.weight  # never NaN
+    try:
+        extract_networks(text)
+    except PromptSyntaxError:
+        assert "<lor" in text or "<lyco" in text  # only LoRA tags are checked
+
+
+@given(st.text(max_size=60))
+def test_text_without_syntax_characters_is_one_fragment(text: str) -> None:
+    if any(c in text for c in "()[]\\") or "BREAK" in text:
+        return
+    assert parse_emphasis(text) == [Fragment(text)] if text else [Fragment("")]
