@@ -91,3 +91,20 @@ def test_unknown_or_unusable_vae_is_refused_before_running(engine, name, code):
     with pytest.raises(EngineError) as caught:
         engine.check(make_request(prompt="x", vae=name))
     assert caught.value.code is code and name in caught.value.message
+
+
+def test_sdxl_takes_a_vae_file_too(tmp_path):
+    from modelkit import ldm_layout
+
+    root = tmp_path / "ComfyUI"
+    pipe = ldm_layout.build_tiny_components("sdxl", seed=3)
+    checkpoint = root / "models" / "checkpoints" / "tiny-sdxl.safetensors"
+    ldm_layout.write_ldm_checkpoint(pipe, checkpoint, dtype=torch.float32)  # exact weights
+    ldm_layout.save_config_folder(pipe, checkpoint.with_suffix(".config"))
+    write_vae(root / "models" / "vae" / "own.safetensors", pipe.vae, "diffusers")
+    nudged = ldm_layout.build_tiny_components("sdxl", seed=4).vae
+    write_vae(root / "models" / "vae" / "other.safetensors", nudged)
+    engine = Engine(ModelLibrary([root], include_embedded=False), device="cpu")
+    plain, _ = picture(engine, model="tiny-sdxl")
+    assert np.array_equal(plain, picture(engine, model="tiny-sdxl", vae="own")[0])
+    assert not np.array_equal(plain, picture(engine, model="tiny-sdxl", vae="other")[0])
