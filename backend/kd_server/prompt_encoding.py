@@ -186,7 +186,9 @@ class TextEncoder:
             # transformers 5's CLIPTextModel holds its layers itself, older ones in
             # `text_model` (diffusers' own clip_skip still looks there)
             layers = getattr(encoder, "text_model", encoder)
-            hidden = layers.final_layer_norm(output.hidden_states[-self.stop_at])
+            # an encoder with fewer layers than asked for starts from its embeddings
+            back = min(self.stop_at, len(output.hidden_states))
+            hidden = layers.final_layer_norm(output.hidden_states[-back])
         weights = [1.0, *chunk.weights, *[1.0] * (CHUNK_LENGTH + 1 - len(chunk.weights))]
         return emphasize(hidden, weights), pooled
 

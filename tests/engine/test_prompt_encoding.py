@@ -291,3 +291,17 @@ def test_weights_and_a_long_tail_change_the_picture(embedded_engine, sdxl_engine
     long = engine_picture(engine, prompt=LONG, model=model)
     longer = engine_picture(engine, prompt=LONG + ", purple elephant", model=model)
     assert not np.array_equal(long, longer)
+
+
+def test_clip_skip_beyond_the_encoders_layers_starts_from_its_embeddings(sd15):
+    # the tiny encoder has 2 layers: 3 hidden states; 12 reads the first, as 3 does
+    assert torch.equal(
+        embeds(sd15, "a red cat", clip_skip=12), embeds(sd15, "a red cat", clip_skip=3)
+    )
+
+
+def test_the_engine_refuses_a_clip_skip_out_of_range(embedded_engine):
+    from kd_server.generation import EngineError
+
+    with pytest.raises(EngineError, match="clip_skip"):
+        embedded_engine.check(make_request(prompt="x", clip_skip=13))

@@ -76,6 +76,10 @@ class Passes(Protocol):
         """`image` at `width` x `height`, through the upscaler (one unit per tile)."""
 
 
+#: A1111's largest clip skip: SD 1.5's text encoder has 12 layers.
+MAX_CLIP_SKIP = 12
+
+
 def invalid(message: str) -> EngineError:
     return EngineError(EngineErrorCode.INVALID_INPUT, message)
 
@@ -101,6 +105,8 @@ class TaskSpec:
         sampling = request.sampling
         if sampling.steps < 1 or sampling.batch_size < 1:
             raise invalid("steps and batch_size must be at least 1.")
+        if not 1 <= request.conditioning.clip_skip <= MAX_CLIP_SKIP:
+            raise invalid(f"clip_skip: must be from 1 to {MAX_CLIP_SKIP}.")
         if "image" in self.image_inputs and request.inputs.image is None:
             raise invalid(f"The {self.task.value} task needs an image: send the region to change.")
 
