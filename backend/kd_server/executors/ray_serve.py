@@ -117,13 +117,14 @@ class KdReplica:
     """One engine, one job at a time; `run` streams a job's messages."""
 
     def __init__(self, config: ReplicaConfig) -> None:
+        # As the CLI does: a replica never reaches for the hub (before diffusers loads).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from kd_server.api.services import EngineRunner
         from kd_server.engine import Engine
         from kd_server.library import ModelLibrary
         from kd_server.speed import SpeedOptions
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         library = ModelLibrary(
             [Path(d) for d in config.model_dirs], default_model=config.default_model
         )
