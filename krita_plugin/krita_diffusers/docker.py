@@ -66,6 +66,7 @@ from .qt import (
     QToolButton,
     QVBoxLayout,
     QWidget,
+    device_pixel_ratio,
 )
 from .resize_boxes import ExpandBox, UpscaleBox
 from .settings import Settings
@@ -127,17 +128,20 @@ class FittedPreview(QLabel):
         self._fit()
 
     def _fit(self) -> None:
+        """Scaled in device pixels and tagged with the screen's ratio, so a 200% or
+        Retina display shows the (up to 512 px) view sharp at the same on-screen size."""
         if self._source.isNull():
             return
         width, height = min(self.width(), PREVIEW_SIZE), min(self.height(), PREVIEW_SIZE)
-        self.setPixmap(
-            self._source.scaled(
-                width,
-                height,
-                Qt.AspectRatioMode.KeepAspectRatio,
-                Qt.TransformationMode.SmoothTransformation,
-            )
+        ratio = device_pixel_ratio(self)
+        pixmap = self._source.scaled(
+            round(width * ratio),
+            round(height * ratio),
+            Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
         )
+        pixmap.setDevicePixelRatio(ratio)
+        self.setPixmap(pixmap)
 
 
 class LoraRow(QWidget):

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from support.servers import ProcessServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_qt_binding():
+    """After every plugin test: the other binding was never loaded (two Qt's in one
+    Krita would crash it). Matters in the PyQt6 run, where PyQt5 is importable."""
+    yield
+    from krita_diffusers import qt
+
+    other = qt.PYQT6 if qt.BINDING == qt.PYQT5 else qt.PYQT5
+    assert other not in sys.modules, f"{other} was loaded beside {qt.BINDING}"
 
 
 @pytest.fixture(scope="session")
