@@ -5,6 +5,7 @@ so the helpers are exercised on each binding."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -101,3 +102,15 @@ def test_action_and_shortcut_come_from_their_binding_module(qtbot):
     assert type(action).__module__.endswith(expected)
     assert type(shortcut).__module__.endswith(expected)
     assert qt.device_pixel_ratio(widget) >= 1.0
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="reads /proc")
+def test_the_real_server_runs_on_the_server_python(live_server):
+    """In the PyQt6 run the test process is .venv-qt6's Python, but the server it
+    starts is the main venv's (KD_SERVER_PYTHON), which has torch and diffusers."""
+    from support.servers import SERVER_PYTHON
+
+    program = Path(f"/proc/{live_server.pid}/cmdline").read_bytes().split(b"\0")[0]
+    assert program.decode() == SERVER_PYTHON
+    if os.environ.get("KD_SERVER_PYTHON"):
+        assert Path(SERVER_PYTHON) != Path(sys.executable)
