@@ -201,6 +201,7 @@ class Engine:
         while len(self._cache) >= self.cache_size:
             evicted, _ = self._cache.popitem(last=False)
             log.info("Unloading %s to make room", evicted)
+            self._vaes.clear()  # a chosen VAE holds on to its checkpoint's VAE
             free_memory()
         if on_loading is not None:
             on_loading(entry.name)
