@@ -335,6 +335,8 @@ def with_prompt_embeddings(
 
     The seam between the tasks, which speak text, and every pipeline they run (plain,
     ControlNet, union, inpaint: all take embeddings in place of text)."""
+    if "prompt" not in arguments:  # a task that runs without a prompt (none today)
+        return arguments
     rest = dict(arguments)
     # `<lora:...>` tags were turned into LoRAs by the front door; the text encoder
     # never sees them (A1111 removes them too)
