@@ -30,6 +30,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from . import images
 from .background import Background, Runner
@@ -48,6 +49,7 @@ from .expanding import ExpandError, Sides, plan_expansion
 from .geometry import Rect, canvas_rect
 from .history import History, HistoryItem, layer_name
 from .jobs import Job, JobContext, PendingEvents, ResultRef
+from .model_defaults import sampling_of
 from .planning import (
     PAST_THE_EDGE,
     Plan,
@@ -74,6 +76,7 @@ from .protocol import (
 from .qt import QImage, QObject, QTimer, pyqtSignal
 from .resume import STATE_GRACE_MS, Resumption
 from .settings import Settings
+from .styles import Sampling
 from .upscaling import Destination, UpscaleChoice, UpscaleError, enlarge, result_name, target_size
 
 #: Said when an upscale or expand is asked of a server before protocol 5.
@@ -100,6 +103,9 @@ class GenerateInput:
     seed: int | None = None  # None: a new random seed
     controls: list[ControlRow] = field(default_factory=list)
     reference: ReferenceSetting | None = None  # None: no reference picture
+    #: The sampling of the docker's style or the model's remembered one; None: the
+    #: settings' own. `auto`: the server picks all three (a fast model, protocol 3).
+    sampling: Sampling | None = None
 
 
 @dataclass(frozen=True)
@@ -248,9 +254,6 @@ class Controller(QObject):
                 negative_prompt=params.negative_prompt,
                 model=params.model,
                 loras=list(params.loras),
-                sampler=settings.sampler,
-                steps=settings.steps,
-                cfg_scale=settings.cfg_scale,
                 seed=params.seed,
                 batch_size=params.batch_size,
                 width=plan.width,
@@ -267,6 +270,7 @@ class Controller(QObject):
                 reference=None if reference is None else reference.encode(order),
                 hires=hires,
                 fill=fill,
+                **self._sampling(params),
             )
 
         self._send(context, made, prepare)
@@ -307,13 +311,22 @@ class Controller(QObject):
             negative_prompt=params.negative_prompt,
             model=params.model,
             loras=list(params.loras),
-            sampler=settings.sampler,
-            steps=settings.steps,
-            cfg_scale=settings.cfg_scale,
             seed=params.seed,
             batch_size=1,
             preview_every=settings.preview_every,
+            **self._sampling(params),
         )
+
+    def _sampling(self, params: GenerateInput) -> dict[str, Any]:
+        """The job's sampler, steps and CFG: the docker's choice (style or the model's
+        remembered) else the settings'; `sampling: "auto"` for a fast style."""
+        chosen = params.sampling or sampling_of(self.settings)
+        return {
+            "sampler": chosen.sampler,
+            "steps": chosen.steps,
+            "cfg_scale": chosen.cfg_scale,
+            "sampling": "auto" if chosen.auto else None,
+        }
 
     # upscale and expand
 

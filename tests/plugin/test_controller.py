@@ -499,3 +499,20 @@ def test_a_reference_layer_is_sent_whole_and_a_file_as_png(client, tmp_path):
     controller.message.connect(messages.append)
     assert not controller.generate(GenerateInput("a ball", reference=from_file))
     assert "is not there any more" in messages[-1] and len(client.requests) == 2
+
+
+def test_the_dockers_sampling_goes_into_the_job(client, controller):
+    """A style's (or the model's remembered) sampling replaces the settings'; a fast
+    style leaves all three to the server."""
+    from krita_diffusers.styles import Sampling
+
+    controller.generate(GenerateInput("a fox"))
+    body = client.requests[-1].body()
+    assert (body["sampler"], body["steps"], body["cfg_scale"]) == ("DPM++ 2M Karras", 20, 7.0)
+    controller.generate(GenerateInput("a fox", sampling=Sampling("Euler", 9, 3.5)))
+    body = client.requests[-1].body()
+    assert (body["sampler"], body["steps"], body["cfg_scale"]) == ("Euler", 9, 3.5)
+    assert "sampling" not in body
+    controller.generate(GenerateInput("a fox", sampling=Sampling("Euler", 9, 3.5, auto=True)))
+    body = client.requests[-1].body()
+    assert body["sampling"] == "auto" and "steps" not in body
