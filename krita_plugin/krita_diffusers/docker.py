@@ -32,6 +32,7 @@ from .jobs import Job, JobStatus
 from .live import POLL_MS
 from .live_mode import NOT_FAST, LiveMode, LiveSettings
 from .managed_server import ServerState
+from .model_defaults import ModelDefaults, sampling_of, with_sampling
 from .planning import action_label
 from .protocol import Lora, ModelList, is_unreachable_message
 from .qt import (
@@ -71,6 +72,16 @@ from .qt import (
 from .resize_boxes import ExpandBox, UpscaleBox
 from .settings import Settings
 from .settings_dialog import SettingsDialog
+from .styles import (
+    Style,
+    StyleLibrary,
+    live_sampling_for,
+    load_library,
+    prompts_for,
+    sampling_for,
+    styles_folder,
+)
+from .styles_dialog import StylesDialog
 from .widgets import named, tool_button
 
 SELECTION_POLL_MS = 700  # Krita's Python API has no "selection changed" signal
@@ -369,7 +380,9 @@ class DiffusersPanel(QWidget):
         core: PluginCore,
         open_image: OpenImage | None = None,
         parent: QWidget | None = None,
+        styles: Path | None = None,
     ) -> None:
+        """`styles`: the artist's styles folder (tests give their own)."""
         super().__init__(parent)
         self.setObjectName("kd-panel")
         self.canvas = canvas
@@ -388,9 +401,13 @@ class DiffusersPanel(QWidget):
         self._icons: dict[int, QIcon] = {}  # history icons by item id, made once
         self._has_selection = False
         self._connection_text = ""
+        self.styles_folder = styles or styles_folder()
+        self.style_library = StyleLibrary()
+        self.model_defaults = ModelDefaults(core.store)
         self._build()
         self._wire()
         self._refresh_label()
+        self.reload_styles()
         core.attach()
         self._on_connection(self.client.state, self.client.state_text)
 
@@ -443,6 +460,23 @@ class DiffusersPanel(QWidget):
         self.negative.setMaximumHeight(52)
         self.negative.setVisible(False)
 
+        self.style_choice = named(QComboBox(), "kd-style")
+        self.style_choice.setToolTip(
+            "A style sets the model, sampling, LoRAs and wraps your prompt"
+        )
+        self.style_choice.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.style_edit = tool_button("kd-style-edit", "Edit…")
+        self.style_edit.setToolTip("Create, edit, duplicate, delete and import styles")
+        style_line = QHBoxLayout()
+        style_line.addWidget(self.style_choice, 1)
+        style_line.addWidget(self.style_edit)
+        self.sampling = named(QLabel(), "kd-sampling")
+        self.sampling.setToolTip(
+            "The sampling of the next job: the style's, else the model's remembered one "
+            "(set in the gear dialog; each model remembers its own)"
+        )
         self.model = named(QComboBox(), "kd-model")
         self.model.addItem("Server default", None)
         self.model.setSizeAdjustPolicy(
@@ -486,7 +520,9 @@ class DiffusersPanel(QWidget):
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Style", style_line)
         form.addRow("Model", self.model)
+        form.addRow("Sampling", self.sampling)
         form.addRow("LoRA", lora_line)
         form.addRow("", self.lora_box)
         form.addRow("Strength", strength_line)
@@ -636,6 +672,9 @@ class DiffusersPanel(QWidget):
         self.reference_toggle.toggled.connect(self._toggle_reference)
         self.reference.file_button.clicked.connect(self._choose_reference_file)
         self.model.currentIndexChanged.connect(lambda _index: self._refresh_control_choices())
+        self.model.currentIndexChanged.connect(lambda _index: self._on_model_chosen())
+        self.style_choice.currentIndexChanged.connect(lambda _index: self._on_style())
+        self.style_edit.clicked.connect(self._on_style_edit)
         self.seed.textEdited.connect(lambda _text: self.seed_lock.setChecked(True))
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button.clicked.connect(self.cancel)
@@ -773,6 +812,9 @@ class DiffusersPanel(QWidget):
         self.welcome.setVisible(False)
 
     def _on_settings(self, settings: Settings) -> None:
+        if self.current_style() is None:  # the chosen model remembers its sampling
+            self.model_defaults.remember(self.model.currentData(), sampling_of(settings))
+        self._refresh_sampling()
         self.controller.update_settings(settings)
         self.live.context_margin = settings.context_margin
         self._on_connection(self.client.state, self._connection_text)
@@ -795,6 +837,87 @@ class DiffusersPanel(QWidget):
         self.upscale_box.set_models(models)
         self._refresh_control_choices()
         self._live_settings_changed()  # a model may have become fast (or not)
+
+    # styles and per-model sampling
+
+    def reload_styles(self, select: str | None = None) -> None:
+        """Read the styles again (shipped and the artist's), keeping the choice."""
+        chosen = select if select is not None else self.style_choice.currentData()
+        self.style_library = load_library(self.styles_folder)
+        self.style_choice.blockSignals(True)
+        self.style_choice.clear()
+        self.style_choice.addItem("No style", None)
+        for name in self.style_library.names:
+            self.style_choice.addItem(name, name)
+        self.style_choice.setCurrentIndex(max(0, self.style_choice.findData(chosen)))
+        self.style_choice.blockSignals(False)
+        self._on_style()
+
+    def current_style(self) -> Style | None:
+        return self.style_library.find(self.style_choice.currentData())
+
+    def _on_style(self) -> None:
+        """A style chosen: its checkpoint and LoRAs are put in the docker (where the
+        artist can still change them); its sampling and templates apply to jobs."""
+        style = self.current_style()
+        if style is not None and style.checkpoint:
+            index = self.model.findData(style.checkpoint)
+            if index < 0:
+                self.show_notice(
+                    f"The style's model {style.checkpoint} is not on this server: "
+                    "the chosen model is used."
+                )
+            else:
+                self.model.setCurrentIndex(index)
+        if style is not None and style.loras:
+            for row in list(self.lora_rows):
+                self._remove_lora(row)
+            for lora in style.loras:
+                self.add_lora(lora.name, lora.weight)
+        self._refresh_sampling()
+        self._live_settings_changed()
+
+    def _on_model_chosen(self) -> None:
+        """Without a style, a model brings back the sampling it last had."""
+        remembered = self.model_defaults.get(self.model.currentData())
+        unchanged = remembered is None or remembered == sampling_of(self.settings)
+        if self.current_style() is None and remembered is not None and not unchanged:
+            self.core.apply_settings(with_sampling(self.settings, remembered))
+        self._refresh_sampling()
+
+    def _refresh_sampling(self) -> None:
+        chosen = sampling_for(self.current_style(), sampling_of(self.settings))
+        self.sampling.setText(
+            "From the fast model (server)"
+            if chosen.auto
+            else f"{chosen.sampler} · {chosen.steps} steps · CFG {chosen.cfg_scale:g}"
+        )
+
+    def _on_style_edit(self) -> None:
+        self.open_styles()
+
+    def open_styles(self) -> StylesDialog:
+        """The styles editor, starting from what the docker has now."""
+        current = self.current_input()
+        dialog = StylesDialog(
+            self.styles_folder,
+            self.current_style(),
+            [c.name for c in self.models.checkpoints],
+            self.core.samplers,
+            Style(
+                "New style",
+                checkpoint=current.model,
+                loras=tuple(current.loras),
+                sampler=self.settings.sampler,
+                steps=self.settings.steps,
+                cfg_scale=self.settings.cfg_scale,
+            ),
+            self,
+        )
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.changed.connect(lambda name: self.reload_styles(name or None))
+        dialog.open()
+        return dialog
 
     def _add_chosen_lora(self) -> None:
         name = self.lora_choice.currentText()
@@ -881,9 +1004,14 @@ class DiffusersPanel(QWidget):
 
     def current_input(self) -> GenerateInput:
         locked = self.seed_lock.isChecked() and self.seed.text().strip() != ""
+        style = self.current_style()
+        prompt, negative = prompts_for(
+            style, self.prompt.toPlainText(), self.negative.toPlainText()
+        )
         return GenerateInput(
-            prompt=self.prompt.toPlainText().strip(),
-            negative_prompt=self.negative.toPlainText().strip(),
+            prompt=prompt,
+            negative_prompt=negative,
+            sampling=sampling_for(style, sampling_of(self.settings)),
             strength_percent=self.strength.value(),
             model=self.model.currentData(),
             loras=[Lora(row.name, round(row.weight.value(), 3)) for row in self.lora_rows],
@@ -897,10 +1025,13 @@ class DiffusersPanel(QWidget):
 
     def live_settings(self) -> LiveSettings:
         """The docker's choices for live frames: a fast model's sampling is left to
-        the server; a slow one runs with the settings' sampler, steps and CFG."""
+        the server; a slow one runs with the job's sampling (style, model, settings),
+        unless the style has its own live sampling."""
         chosen = self.current_input()
-        settings = self.settings
         fast = LiveMode.fast_enough(self.models, chosen.model, chosen.loras)
+        sampling = live_sampling_for(
+            self.current_style(), chosen.sampling or sampling_of(self.settings), fast
+        )
         return LiveSettings(
             chosen.prompt,
             chosen.negative_prompt,
@@ -908,7 +1039,7 @@ class DiffusersPanel(QWidget):
             chosen.model,
             chosen.loras,
             chosen.seed,
-            None if fast else (settings.sampler, settings.steps, settings.cfg_scale),
+            None if sampling is None else (sampling.sampler, sampling.steps, sampling.cfg_scale),
         )
 
     def set_live(self, on: bool) -> None:

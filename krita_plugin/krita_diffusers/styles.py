@@ -111,6 +111,22 @@ def sampling_for(style: Style | None, fallback: Sampling) -> Sampling:
     )
 
 
+def live_sampling_for(style: Style | None, job: Sampling, fast: bool) -> Sampling | None:
+    """The sampling of live frames; None leaves it to the server (a fast model, or
+    the style's live sampling on "auto" with a fast model). A style's own live
+    sampling wins; a slow model without one runs with the job's sampling."""
+    own = None if style is None or style.live.auto else style.live
+    if own is not None:
+        return Sampling(
+            own.sampler or job.sampler, own.steps or job.steps, own.cfg_scale or job.cfg_scale
+        )
+    if fast:
+        return None
+    if job.auto:  # a fast style over a slow model: the settings' numbers, as before
+        return replace(job, auto=False)
+    return job
+
+
 def prompts_for(style: Style | None, prompt: str, negative: str) -> tuple[str, str]:
     """The prompt and negative prompt a job sends: the artist's text wrapped by the
     style's templates (the negative too, as A1111 does). An empty prompt stays empty,
@@ -121,6 +137,27 @@ def prompts_for(style: Style | None, prompt: str, negative: str) -> tuple[str, s
     if not prompt.strip():
         return "", negative
     return apply_template(style.prompt, prompt), negative
+
+
+def format_loras(loras: Iterable[Lora]) -> str:
+    """LoRAs as the style editor shows them: `name:weight, name:weight`."""
+    return ", ".join(f"{lora.name}:{lora.weight:g}" for lora in loras)
+
+
+def parse_loras(text: str) -> tuple[Lora, ...]:
+    """The editor's `name:weight, ...` back into LoRAs; a name without a weight
+    (or with one that is not a number) gets 1."""
+    loras = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, _colon, weight = part.rpartition(":")
+        try:
+            loras.append(Lora(name.strip(), float(weight)) if name else Lora(part, 1.0))
+        except ValueError:
+            loras.append(Lora(part, 1.0))
+    return tuple(loras)
 
 
 def _number(value: object, kind: type, what: str, low: float, high: float) -> Any:

@@ -178,3 +178,23 @@ def test_unreadable_model_defaults_are_forgotten():
     assert ModelDefaults(store).entries == {}
     store.set_value(KEY, json.dumps({"a": {"sampler": "Euler", "steps": 0, "cfg_scale": 7}}))
     assert ModelDefaults(store).get("a") is None
+
+
+def test_live_sampling_follows_the_style():
+    from krita_diffusers.styles import live_sampling_for
+
+    job = Sampling("Euler", 20, 7.0)
+    assert live_sampling_for(None, job, fast=True) is None  # the server's fast settings
+    assert live_sampling_for(None, job, fast=False) == job
+    own = Style("Live", live=LiveSampling(False, "LCM", 6, None))
+    assert live_sampling_for(own, job, fast=True) == Sampling("LCM", 6, 7.0)
+    fast_style = Style("Fast", sampler="auto")
+    assert live_sampling_for(fast_style, Sampling("Euler", 20, 7.0, auto=True), False) == job
+
+
+def test_lora_text_of_the_editor_round_trips():
+    from krita_diffusers.styles import format_loras, parse_loras
+
+    loras = (Lora("styles/ink:v2.safetensors", 0.8), Lora("detail", 1.0))
+    assert parse_loras(format_loras(loras)) == loras
+    assert parse_loras("plain, odd:x, ") == (Lora("plain", 1.0), Lora("odd:x", 1.0))
