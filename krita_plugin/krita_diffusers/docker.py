@@ -32,7 +32,9 @@ from .jobs import Job, JobStatus
 from .live import POLL_MS
 from .live_mode import NOT_FAST, LiveMode, LiveSettings
 from .managed_server import ServerState
+from .model_catalogue import loras_for
 from .model_defaults import ModelDefaults, sampling_of, with_sampling
+from .models_dialog import ModelsDialog
 from .planning import action_label
 from .protocol import Lora, ModelList, is_unreachable_message
 from .qt import (
@@ -482,6 +484,13 @@ class DiffusersPanel(QWidget):
         self.model.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
+        self.models_button = tool_button("kd-models", "Models…")
+        self.models_button.setToolTip(
+            "Every model on the server, per family, and why a file is not listed"
+        )
+        model_line = QHBoxLayout()
+        model_line.addWidget(self.model, 1)
+        model_line.addWidget(self.models_button)
         self.lora_choice = named(QComboBox(), "kd-lora-choice")
         self.lora_choice.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
@@ -521,7 +530,7 @@ class DiffusersPanel(QWidget):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Style", style_line)
-        form.addRow("Model", self.model)
+        form.addRow("Model", model_line)
         form.addRow("Sampling", self.sampling)
         form.addRow("LoRA", lora_line)
         form.addRow("", self.lora_box)
@@ -675,6 +684,8 @@ class DiffusersPanel(QWidget):
         self.model.currentIndexChanged.connect(lambda _index: self._on_model_chosen())
         self.style_choice.currentIndexChanged.connect(lambda _index: self._on_style())
         self.style_edit.clicked.connect(self._on_style_edit)
+        self.models_button.clicked.connect(self._on_models_button)
+        self.model.currentIndexChanged.connect(lambda _index: self._refresh_lora_choice())
         self.seed.textEdited.connect(lambda _text: self.seed_lock.setChecked(True))
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button.clicked.connect(self.cancel)
@@ -830,10 +841,8 @@ class DiffusersPanel(QWidget):
             self.model.addItem(label, checkpoint.name)
         index = self.model.findData(chosen)
         self.model.setCurrentIndex(max(0, index))
-        self.lora_choice.clear()
-        self.lora_choice.addItems(models.loras)
-        self.lora_add.setEnabled(bool(models.loras))
         self.models = models
+        self._refresh_lora_choice()
         self.upscale_box.set_models(models)
         self._refresh_control_choices()
         self._live_settings_changed()  # a model may have become fast (or not)
@@ -918,6 +927,32 @@ class DiffusersPanel(QWidget):
         dialog.changed.connect(lambda name: self.reload_styles(name or None))
         dialog.open()
         return dialog
+
+    def _refresh_lora_choice(self) -> None:
+        """The LoRA picker offers what fits the chosen checkpoint's family."""
+        names = loras_for(self.models, self.model.currentData())
+        self.lora_choice.clear()
+        self.lora_choice.addItems(names)
+        self.lora_add.setEnabled(bool(names))
+
+    def _on_models_button(self) -> None:
+        self.open_models()
+
+    def open_models(self) -> ModelsDialog:
+        """The models view; double clicks there add a LoRA or write an embedding."""
+        dialog = ModelsDialog(self.models, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.picked.connect(self._use_model)
+        self.client.models_changed.connect(dialog.show_models)
+        dialog.open()
+        return dialog
+
+    def _use_model(self, kind: str, name: str) -> None:
+        if kind == "lora":
+            self.add_lora(name, 1.0)
+        elif kind == "embedding":
+            text = self.prompt.toPlainText().rstrip()
+            self.prompt.setPlainText(f"{text}, {name}" if text else name)
 
     def _add_chosen_lora(self) -> None:
         name = self.lora_choice.currentText()

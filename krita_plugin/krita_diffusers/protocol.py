@@ -430,12 +430,30 @@ class Upscaler:
 
 
 @dataclass(frozen=True)
+class ModelFile:
+    """A file of `/v1/models` that is not a checkpoint: an `unusable` entry (`kind`
+    what it would have been), or (protocol 5) an `embeddings` or `vaes` entry, usable
+    or with the reason. `family` where the server knows it."""
+
+    name: str
+    kind: str
+    family: str = ""
+    usable: bool = True
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class ModelList:
     checkpoints: list[Checkpoint]
     loras: list[str]
     controls: list[ControlModel] = field(default_factory=list)
     fast_loras: frozenset[str] = frozenset()  # (protocol 3) LoRAs with `fast` info
     upscalers: list[Upscaler] = field(default_factory=list)  # (protocol 5)
+    lora_families: dict[str, str] = field(default_factory=dict)  # by name; known ones
+    unusable: list[ModelFile] = field(default_factory=list)  # found but not usable
+    embeddings: list[ModelFile] = field(default_factory=list)  # (protocol 5)
+    vaes: list[ModelFile] = field(default_factory=list)  # (protocol 5)
+    preview_decoders: list[ModelFile] = field(default_factory=list)  # (protocol 3)
 
     def is_fast(self, model: str | None, loras: list[str]) -> bool:
         """Whether a live frame of this checkpoint with these LoRAs runs in few steps:
@@ -511,7 +529,40 @@ def parse_models(data: object) -> ModelList:
         for item in data.get("upscalers") or []
         if isinstance(item, dict) and "name" in item
     ]
-    return ModelList(checkpoints, loras, controls, fast_loras, upscalers)
+    lora_families = {
+        str(item["name"]): str(item["family"])
+        for item in data.get("loras") or []
+        if isinstance(item, dict) and "name" in item and isinstance(item.get("family"), str)
+    }
+    return ModelList(
+        checkpoints,
+        loras,
+        controls,
+        fast_loras,
+        upscalers,
+        lora_families,
+        _files(data.get("unusable"), None, usable=False),
+        _files(data.get("embeddings"), "embedding"),
+        _files(data.get("vaes"), "vae"),
+        _files(data.get("preview_decoders"), "preview-decoder"),
+    )
+
+
+def _files(items: object, kind: str | None, usable: bool = True) -> list[ModelFile]:
+    """The entries of one `/v1/models` list of files; `kind` None: each says its own."""
+    if not isinstance(items, list):
+        return []
+    return [
+        ModelFile(
+            str(item["name"]),
+            kind or str(item.get("kind") or "model"),
+            str(item.get("family") or ""),
+            usable and item.get("usable") is not False,
+            str(item.get("reason") or ""),
+        )
+        for item in items
+        if isinstance(item, dict) and "name" in item
+    ]
 
 
 def working_resolution_for(family: str | None) -> int:

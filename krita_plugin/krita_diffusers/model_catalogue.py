@@ -1,0 +1,136 @@
+"""What the models view shows: the server's models grouped by family, the LoRAs that
+fit the chosen checkpoint, and every file the server found but cannot use, with the
+reason in plain words ("Why is my model missing?").
+
+Plain Python over `protocol.ModelList`, so every rule is testable without Qt. The
+server decides what is usable and why (`GET /v1/models`: `unusable`, and the
+`usable`/`reason` of embeddings, VAEs, upscalers and preview decoders); this module
+only sorts it for the artist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .control import base_family
+from .protocol import ModelList
+
+#: Families in the order shown, with their names for artists.
+FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL"}
+OTHER = "Other / unknown family"
+
+#: What each kind of file is, in words.
+KIND_NAMES = {
+    "checkpoint": "Checkpoint",
+    "lora": "LoRA",
+    "control": "ControlNet / IP-Adapter",
+    "image-encoder": "Image encoder (for IP-Adapter)",
+    "depth-estimator": "Depth estimator",
+    "embedding": "Embedding",
+    "vae": "VAE",
+    "upscaler": "Upscaler",
+    "preview-decoder": "Preview decoder",
+}
+
+
+def family_name(family: str) -> str:
+    """`sd15-inpaint` -> "SD 1.5"; an unknown one as the server spells it."""
+    base = base_family(family)
+    return FAMILY_NAMES.get(base, family or OTHER)
+
+
+@dataclass
+class FamilyGroup:
+    """One family's usable models, by kind (names as a job names them)."""
+
+    name: str
+    checkpoints: list[str] = field(default_factory=list)
+    loras: list[str] = field(default_factory=list)
+    embeddings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Catalogue:
+    families: list[FamilyGroup]
+    #: VAEs fit either family (SD 1.5 and SDXL VAEs share a layout): listed once
+    vaes: list[str]
+
+
+def catalogue(models: ModelList) -> Catalogue:
+    """The usable models grouped by family: SD 1.5, SDXL, then others."""
+    groups: dict[str, FamilyGroup] = {}
+
+    def group(family: str) -> FamilyGroup:
+        name = family_name(family)
+        return groups.setdefault(name, FamilyGroup(name))
+
+    for checkpoint in models.checkpoints:
+        label = checkpoint.name + ("  (fast)" if checkpoint.fast else "")
+        group(checkpoint.family).checkpoints.append(label)
+    for lora in models.loras:
+        group(models.lora_families.get(lora, "")).loras.append(lora)
+    for embedding in models.embeddings:
+        if embedding.usable:
+            group(embedding.family).embeddings.append(embedding.name)
+    order = [*FAMILY_NAMES.values()]
+    ordered = sorted(
+        groups.values(),
+        key=lambda g: (order.index(g.name) if g.name in order else len(order), g.name),
+    )
+    return Catalogue(ordered, [vae.name for vae in models.vaes if vae.usable])
+
+
+def loras_for(models: ModelList, checkpoint: str | None) -> list[str]:
+    """The LoRAs that fit `checkpoint` (None: the server's default): its family's and
+    those whose family the server does not know. All of them when the checkpoint's
+    family is unknown."""
+    family = base_family(models.family_of(checkpoint))
+    if not family:
+        return list(models.loras)
+    return [
+        name
+        for name in models.loras
+        if base_family(models.lora_families.get(name, "")) in ("", family)
+    ]
+
+
+@dataclass(frozen=True)
+class MissingFile:
+    """A file the server found and cannot use, as the artist reads it."""
+
+    name: str
+    kind: str  # in words
+    reason: str
+
+
+NO_REASON = "The server did not say why."
+
+
+def missing(models: ModelList) -> list[MissingFile]:
+    """Every unusable file the server reports, each once: the `unusable` list and the
+    unusable embeddings, VAEs, upscalers and preview decoders."""
+    files = [
+        *models.unusable,
+        *(item for item in models.embeddings if not item.usable),
+        *(item for item in models.vaes if not item.usable),
+        *(item for item in models.preview_decoders if not item.usable),
+    ]
+    found = [
+        MissingFile(item.name, KIND_NAMES.get(item.kind, item.kind), item.reason or NO_REASON)
+        for item in files
+    ]
+    found += [
+        MissingFile(item.name, KIND_NAMES["upscaler"], item.reason or NO_REASON)
+        for item in models.upscalers
+        if not item.usable
+    ]
+    unique = {(item.name, item.kind): item for item in found}
+    return sorted(unique.values(), key=lambda item: (item.kind, item.name.casefold()))
+
+
+def missing_text(files: list[MissingFile]) -> str:
+    """The view's text when nothing is missing, or a one-line summary."""
+    if not files:
+        return "Every model file the server found can be used."
+    count = len(files)
+    return f"{count} file{'s' if count > 1 else ''} found but not usable:"
