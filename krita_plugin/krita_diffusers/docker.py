@@ -1241,6 +1241,7 @@ class DiffusersPanel(QWidget):
             Qt.WidgetAttribute.WA_DeleteOnClose
         )  # else every dialog ever opened lives on
         dialog.accepted.connect(lambda: self.core.apply_settings(dialog.settings()))
+        dialog.styles_button.clicked.connect(self._on_style_edit)
         dialog.open()
         return dialog
 

@@ -136,6 +136,11 @@ class SettingsDialog(QDialog):
         for section in SECTIONS:
             layout.addWidget(self._section(section))
         layout.addWidget(self.errors)
+        # The styles editor has its own dialog (it saves files at once, not on OK);
+        # the docker that opened this one connects the button to it.
+        self.styles_button = named(QPushButton("Styles…"), "kd-settings-styles")
+        self.styles_button.setToolTip("Create, edit, duplicate, delete and import styles")
+        layout.addWidget(self.styles_button)
         buttons = QDialogButtonBox()
         # One at a time: OR-ing the scoped buttons is an int to PyQt5's stubs.
         for button in (OK, CANCEL, RESTORE):

@@ -112,3 +112,15 @@ def test_bad_files_listed_and_a1111_styles_imported(panel, tmp_path):
     dialog.delete_current()
     assert "Watercolour" not in [picker.itemText(i) for i in range(picker.count())]
     dialog.close()
+
+
+def test_the_gear_dialog_opens_the_styles_editor(panel):
+    from krita_diffusers.qt import QPushButton
+    from krita_diffusers.styles_dialog import StylesDialog
+
+    settings = panel.open_settings()
+    settings.findChild(QPushButton, "kd-settings-styles").click()
+    editors = panel.findChildren(StylesDialog)
+    assert len(editors) == 1 and editors[0].isVisible()
+    editors[0].close()
+    settings.reject()
