@@ -75,3 +75,23 @@ def test_the_blend_of_identical_tiles_is_the_picture_itself() -> None:
         blender.end_row(rows, index)
     assert np.array_equal(np.asarray(blender.finish()), source)
     assert largest_buffer <= 96  # one row of tiles, never the whole height
+
+
+def test_blending_into_the_source_gives_what_a_new_picture_would() -> None:
+    """The refine writes finished rows into the picture its tiles are cut from (one
+    whole picture less in memory); tiles cut later must still see the source."""
+    pristine = Image.fromarray(gradient(300, 200), "RGB")
+    shared = pristine.copy()
+    rows = tile_grid(300, 200, 96, 24)
+    apart, inside = StripBlender(300, 200), StripBlender(300, 200, into=shared)
+
+    def change(picture: Image.Image, column: int) -> Image.Image:
+        return picture.point(lambda v: v // 2 + 10 * column)
+
+    for index, row in enumerate(rows):
+        for tile in row:
+            apart.add(tile, change(pristine.crop(tile.box), tile.column))
+            inside.add(tile, change(shared.crop(tile.box), tile.column))
+        apart.end_row(rows, index)
+        inside.end_row(rows, index)
+    assert np.array_equal(np.asarray(apart.finish()), np.asarray(inside.finish()))

@@ -94,7 +94,8 @@ def upscale_and_refine(
     if upscaling.strength <= 0:
         return enlarged
     rows = refine_tiles(enlarged.width, enlarged.height, upscaling, passes.working_size)
-    blender = StripBlender(enlarged.width, enlarged.height)
+    # The refined rows replace the enlarged ones in place: tiles below never read them.
+    blender = StripBlender(enlarged.width, enlarged.height, into=enlarged)
     number = 0
     for index, row in enumerate(rows):
         for tile in row:

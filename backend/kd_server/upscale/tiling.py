@@ -118,11 +118,17 @@ def feather(tile: Tile) -> np.ndarray:
 
 class StripBlender:
     """Weighted tiles in, an 8-bit RGB picture out, holding floats only for the rows
-    that later tiles can still reach."""
+    that later tiles can still reach.
 
-    def __init__(self, width: int, height: int) -> None:
+    `into`: write the finished rows into this picture (the one the tiles are cut from)
+    instead of a new one. That is safe because a row is flushed only once no later
+    tile can reach it, and it saves a second whole picture in memory."""
+
+    def __init__(self, width: int, height: int, into: Image.Image | None = None) -> None:
         self.width, self.height = width, height
-        self.result = Image.new("RGB", (width, height))
+        if into is not None and (into.size != (width, height) or into.mode != "RGB"):
+            raise ValueError("the target must be an RGB picture of the blend's size")
+        self.result = into if into is not None else Image.new("RGB", (width, height))
         self._top = 0  # the picture row the buffers start at
         self._sum = np.zeros((0, width, 3), dtype=np.float32)
         self._weight = np.zeros((0, width), dtype=np.float32)
