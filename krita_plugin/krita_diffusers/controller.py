@@ -28,7 +28,7 @@ import base64
 import binascii
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -74,6 +74,7 @@ from .protocol import (
     is_unreachable_message,
 )
 from .qt import QImage, QObject, QTimer, pyqtSignal
+from .recipes import Recipe, with_seed
 from .resume import STATE_GRACE_MS, Resumption
 from .settings import Settings
 from .styles import Sampling
@@ -106,6 +107,8 @@ class GenerateInput:
     #: The sampling of the docker's style or the model's remembered one; None: the
     #: settings' own. `auto`: the server picks all three (a fast model, protocol 3).
     sampling: Sampling | None = None
+    #: What the docker had, for the result's history entry (Reuse); None: not kept
+    recipe: Recipe | None = None
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,17 @@ class Controller(QObject):
         except (PlanError, CanvasError, ControlError) as exc:
             self.message.emit(str(exc))
             return False
-        context = JobContext(plan.task, params.prompt, plan.region, self.canvas.document_id())
+        box = plan.region
+        recipe = (
+            None
+            if params.recipe is None
+            else replace(
+                params.recipe, task=plan.task.value, region=(box.x, box.y, box.width, box.height)
+            )
+        )
+        context = JobContext(
+            plan.task, params.prompt, plan.region, self.canvas.document_id(), recipe=recipe
+        )
         settings = self.settings
         region = plan.region
         order = self.canvas.pixel_order
@@ -753,6 +766,7 @@ class Controller(QObject):
             context.document_id,
             context.name,
             context.destination,
+            None if context.recipe is None else with_seed(context.recipe, ref.seed),
         )
         self.views[item.item_id] = views
         job.result_fetched(ref.index)

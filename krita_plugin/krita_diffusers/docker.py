@@ -71,10 +71,12 @@ from .qt import (
     QWidget,
     device_pixel_ratio,
 )
+from .recipes import Recipe
 from .resize_boxes import ExpandBox, UpscaleBox
 from .settings import Settings
 from .settings_dialog import SettingsDialog
 from .styles import (
+    Sampling,
     Style,
     StyleLibrary,
     live_sampling_for,
@@ -610,9 +612,18 @@ class DiffusersPanel(QWidget):
         self.apply_button = named(QPushButton("Apply"), "kd-apply")
         self.apply_button.setToolTip("Make the selected results permanent layers")
         self.discard_button = named(QPushButton("Discard"), "kd-discard")
+        self.reuse_button = named(QPushButton("Reuse"), "kd-history-reuse")
+        self.reuse_button.setToolTip(
+            "Put the selected result's prompt, style, model, LoRAs, sampling, strength "
+            "and seed back into the docker"
+        )
+        self.reuse_seed_button = named(QPushButton("Reuse seed"), "kd-history-reuse-seed")
+        self.reuse_seed_button.setToolTip("Lock the selected result's seed, nothing else")
         history_buttons = QHBoxLayout()
         history_buttons.addWidget(self.apply_button)
         history_buttons.addWidget(self.discard_button)
+        history_buttons.addWidget(self.reuse_button)
+        history_buttons.addWidget(self.reuse_seed_button)
 
         content = named(QWidget(), "kd-content")
         layout = QVBoxLayout(content)
@@ -692,6 +703,8 @@ class DiffusersPanel(QWidget):
         self.retry_button.clicked.connect(self.controller.retry_downloads)
         self.apply_button.clicked.connect(self.apply_selected)
         self.discard_button.clicked.connect(self.discard_selected)
+        self.reuse_button.clicked.connect(self.reuse_selected)
+        self.reuse_seed_button.clicked.connect(self.reuse_selected_seed)
         self.history.itemSelectionChanged.connect(self._on_history_selection)
         self.history.itemDoubleClicked.connect(lambda _item: self.apply_selected())
 
@@ -1040,20 +1053,41 @@ class DiffusersPanel(QWidget):
     def current_input(self) -> GenerateInput:
         locked = self.seed_lock.isChecked() and self.seed.text().strip() != ""
         style = self.current_style()
-        prompt, negative = prompts_for(
-            style, self.prompt.toPlainText(), self.negative.toPlainText()
+        typed, typed_negative = self.prompt.toPlainText(), self.negative.toPlainText()
+        prompt, negative = prompts_for(style, typed, typed_negative)
+        sampling = sampling_for(style, sampling_of(self.settings))
+        loras = [Lora(row.name, round(row.weight.value(), 3)) for row in self.lora_rows]
+        controls = [row.row() for row in self.control_rows]
+        reference = self.reference.setting() if self.reference_toggle.isChecked() else None
+        seed = min(int(self.seed.text()), MAX_SEED) if locked else None
+        recipe = Recipe(
+            prompt=typed.strip(),
+            negative_prompt=typed_negative.strip(),
+            style=style.name if style else None,
+            model=self.model.currentData(),
+            sampler=sampling.sampler,
+            steps=sampling.steps,
+            cfg_scale=sampling.cfg_scale,
+            auto_sampling=sampling.auto,
+            seed=seed,
+            strength_percent=self.strength.value(),
+            loras=tuple(loras),
+            controls=tuple(row.choice.model for row in controls if row.choice is not None),
+            reference=reference.model if reference else None,
+            sent_prompt=prompt,
         )
         return GenerateInput(
             prompt=prompt,
             negative_prompt=negative,
-            sampling=sampling_for(style, sampling_of(self.settings)),
+            sampling=sampling,
+            recipe=recipe,
             strength_percent=self.strength.value(),
             model=self.model.currentData(),
-            loras=[Lora(row.name, round(row.weight.value(), 3)) for row in self.lora_rows],
+            loras=loras,
             batch_size=self.batch.value(),
-            seed=min(int(self.seed.text()), MAX_SEED) if locked else None,
-            controls=[row.row() for row in self.control_rows],
-            reference=self.reference.setting() if self.reference_toggle.isChecked() else None,
+            seed=seed,
+            controls=controls,
+            reference=reference,
         )
 
     # live mode
@@ -1178,7 +1212,11 @@ class DiffusersPanel(QWidget):
         self.history.blockSignals(True)
         self.history.clear()
         for item in items:
-            self.history.addItem(self._history_entry(item, item.item_id in selected))
+            entry = self._history_entry(item)
+            self.history.addItem(entry)
+            # Only an entry in the list can be selected (before, the selection was
+            # lost at every refresh, e.g. when settings were applied).
+            entry.setSelected(item.item_id in selected)
         self.history.blockSignals(False)
 
     def _icon(self, item_id: int) -> QIcon | None:
@@ -1191,7 +1229,7 @@ class DiffusersPanel(QWidget):
             self._icons[item_id] = QIcon(QPixmap.fromImage(views.thumbnail))
         return self._icons[item_id]
 
-    def _history_entry(self, item: HistoryItem, selected: bool) -> QListWidgetItem:
+    def _history_entry(self, item: HistoryItem) -> QListWidgetItem:
         entry = QListWidgetItem()
         entry.setData(Qt.ItemDataRole.UserRole, item.item_id)
         entry.setToolTip(
@@ -1201,7 +1239,6 @@ class DiffusersPanel(QWidget):
         icon = self._icon(item.item_id)
         if icon is not None:
             entry.setIcon(icon)
-        entry.setSelected(selected)
         return entry
 
     def _on_result(self, item: HistoryItem) -> None:
@@ -1222,6 +1259,58 @@ class DiffusersPanel(QWidget):
         views = self.controller.views.get(current.data(Qt.ItemDataRole.UserRole))
         if views is not None:
             self.preview.show_image(views.view)
+
+    def selected_recipe(self) -> Recipe | None:
+        """The recipe of the selected result (the first, when several are)."""
+        ids = self.selected_ids()
+        item = self.controller.history.get(ids[0]) if ids else None
+        return item.recipe if item is not None else None
+
+    def reuse_selected(self) -> None:
+        recipe = self.selected_recipe()
+        if recipe is not None:
+            self.reuse(recipe)
+
+    def reuse_selected_seed(self) -> None:
+        recipe = self.selected_recipe()
+        if recipe is not None and recipe.seed is not None:
+            self._lock_seed(recipe.seed)
+
+    def _lock_seed(self, seed: int) -> None:
+        self.seed.setText(str(seed))
+        self.seed_lock.setChecked(True)
+
+    def reuse(self, recipe: Recipe) -> None:
+        """Put a result's whole recipe back: style first (it sets a model and LoRAs),
+        then the recipe's own model, LoRAs, sampling, strength and seed over it.
+        What this server or this plugin no longer has is said in the notice line."""
+        missing = []
+        style_index = self.style_choice.findData(recipe.style) if recipe.style else 0
+        if style_index < 0:
+            missing.append(f"style {recipe.style}")
+        self.style_choice.setCurrentIndex(max(0, style_index))
+        model_index = 0 if recipe.model is None else self.model.findData(recipe.model)
+        if model_index < 0:
+            missing.append(f"model {recipe.model}")
+        self.model.setCurrentIndex(max(0, model_index))
+        for row in list(self.lora_rows):
+            self._remove_lora(row)
+        for lora in recipe.loras:
+            self.add_lora(lora.name, lora.weight)
+        if self.current_style() is None and recipe.sampler and not recipe.auto_sampling:
+            wanted = Sampling(recipe.sampler, recipe.steps, recipe.cfg_scale)
+            if wanted != sampling_of(self.settings):
+                self.core.apply_settings(with_sampling(self.settings, wanted))
+        self.prompt.setPlainText(recipe.prompt)
+        self.negative.setPlainText(recipe.negative_prompt)
+        if recipe.negative_prompt:
+            self.negative_toggle.setChecked(True)
+        self.strength.setValue(recipe.strength_percent)
+        if recipe.seed is not None:
+            self._lock_seed(recipe.seed)
+        self._refresh_sampling()
+        if missing:
+            self.show_notice("Not on this server any more: " + ", ".join(missing) + ".")
 
     def apply_selected(self) -> None:
         self.controller.apply_items(self.selected_ids())

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .geometry import Rect
 from .protocol import Task
+from .recipes import Recipe
 from .upscaling import Destination
 
 
@@ -29,6 +30,7 @@ class HistoryItem:
     applied: bool = False
     name: str | None = None  # an upscale's name (its prompt may be empty)
     destination: Destination | None = None  # an upscale's: a new document or a layer
+    recipe: Recipe | None = None  # for Reuse, and the document's saved history
 
     @property
     def layer_name(self) -> str:
@@ -70,6 +72,7 @@ class History:
         document_id: str = "",
         name: str | None = None,
         destination: Destination | None = None,
+        recipe: Recipe | None = None,
     ) -> tuple[HistoryItem, list[HistoryItem]]:
         """Add a result; returns it and the items dropped to stay within the limit."""
         for existing in self._items:
@@ -78,7 +81,7 @@ class History:
         item = HistoryItem(
             next(self._ids), job_id, index, seed, prompt, task, region, png, document_id
         )
-        item.name, item.destination = name, destination
+        item.name, item.destination, item.recipe = name, destination, recipe
         self._items.insert(0, item)
         return item, self._trim()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .geometry import Rect
 from .protocol import Event, EventType, Task, error_text
+from .recipes import Recipe
 from .upscaling import Destination
 
 
@@ -46,6 +47,7 @@ class JobContext:
     document_id: str = ""
     name: str | None = None  # the result's layer name, when not the prompt's
     destination: Destination | None = None  # an upscale's: a new document or a layer
+    recipe: Recipe | None = None  # what the artist chose (its seed set per result)
 
 
 @dataclass
