@@ -411,8 +411,9 @@ class Health(BaseModel):
         "`live` on jobs and `reason` on `cancelled` events; 4 adds `control` and "
         "`reference` on jobs, `controls`, `image_encoders` and `depth_estimators` in "
         "`/v1/models`, and `POST /v1/preprocess`; 5 adds the `upscale` task with its "
-        "`upscale` object, `hires` on txt2img, `fill` on img2img/inpaint and `upscalers` "
-        "in `/v1/models`. Bodies valid in an older version stay valid.",
+        "`upscale` object, `hires` on txt2img, `fill` on img2img/inpaint, `upscalers` in "
+        "`/v1/models`, A1111's prompt syntax, `clip_skip` and `vae` on jobs, `embeddings` "
+        "and `vaes` in `/v1/models`. Bodies valid in an older version stay valid.",
     )
     device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
     dtype: str = Field(description="Weights' precision, e.g. `float16`.")
