@@ -87,6 +87,19 @@ class CanvasAdapter(Protocol):
         ...
 
 
+class DocumentNotes(Protocol):
+    """Data kept inside the active document's file (Krita: annotations, saved in the
+    `.kra`). Optional: a canvas without it keeps no history with the document."""
+
+    def read_note(self, kind: str) -> bytes | None:
+        """The note of this kind in the active document, or None."""
+        ...
+
+    def write_note(self, kind: str, description: str, data: bytes) -> None:
+        """Keep `data` in the active document (saved with it when the artist saves)."""
+        ...
+
+
 class DocumentCanvas(CanvasAdapter, Protocol):
     """A canvas whose document itself can change size, and that can open a new
     document: what Upscale and Expand need beyond reading pixels and adding layers.

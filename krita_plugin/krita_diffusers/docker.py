@@ -27,7 +27,7 @@ from .controller import Controller, GenerateInput
 from .core import PluginCore
 from .guidance import WHAT_NEXT, first_image_path, is_local, unreachable_hint
 from .history import HistoryItem
-from .images import THUMBNAIL
+from .images import THUMBNAIL, image_png
 from .jobs import Job, JobStatus
 from .live import POLL_MS
 from .live_mode import NOT_FAST, LiveMode, LiveSettings
@@ -71,7 +71,16 @@ from .qt import (
     QWidget,
     device_pixel_ratio,
 )
-from .recipes import Recipe
+from .recipes import (
+    ANNOTATION,
+    DESCRIPTION,
+    Recipe,
+    SavedHistory,
+    SavedResult,
+    decode,
+    encode,
+    with_result,
+)
 from .resize_boxes import ExpandBox, UpscaleBox
 from .settings import Settings
 from .settings_dialog import SettingsDialog
@@ -408,10 +417,13 @@ class DiffusersPanel(QWidget):
         self.styles_folder = styles or styles_folder()
         self.style_library = StyleLibrary()
         self.model_defaults = ModelDefaults(core.store)
+        self.saved = SavedHistory()  # the active document's, as read from its file
+        self._saved_document = ""
         self._build()
         self._wire()
         self._refresh_label()
         self.reload_styles()
+        self.load_saved_history()
         core.attach()
         self._on_connection(self.client.state, self.client.state_text)
 
@@ -612,6 +624,18 @@ class DiffusersPanel(QWidget):
         self.apply_button = named(QPushButton("Apply"), "kd-apply")
         self.apply_button.setToolTip("Make the selected results permanent layers")
         self.discard_button = named(QPushButton("Discard"), "kd-discard")
+        self.saved_label = named(QLabel("Saved with this document"), "kd-history-saved-label")
+        self.saved_list = named(QListWidget(), "kd-history-saved")
+        self.saved_list.setToolTip(
+            "Results of earlier sessions, kept in the document's file: select one and "
+            "Reuse its recipe or its seed"
+        )
+        self.saved_list.setViewMode(QListWidget.ViewMode.IconMode)
+        self.saved_list.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
+        self.saved_list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.saved_list.setMinimumHeight(THUMBNAIL + 36)
+        self.saved_label.setVisible(False)
+        self.saved_list.setVisible(False)
         self.reuse_button = named(QPushButton("Reuse"), "kd-history-reuse")
         self.reuse_button.setToolTip(
             "Put the selected result's prompt, style, model, LoRAs, sampling, strength "
@@ -653,6 +677,8 @@ class DiffusersPanel(QWidget):
         layout.addWidget(self.preview)
         layout.addWidget(self.history, 1)
         layout.addLayout(history_buttons)
+        layout.addWidget(self.saved_label)
+        layout.addWidget(self.saved_list)
 
         self.scroll_area = named(QScrollArea(), "kd-scroll")
         self.scroll_area.setWidgetResizable(True)
@@ -705,6 +731,7 @@ class DiffusersPanel(QWidget):
         self.discard_button.clicked.connect(self.discard_selected)
         self.reuse_button.clicked.connect(self.reuse_selected)
         self.reuse_seed_button.clicked.connect(self.reuse_selected_seed)
+        self.saved_list.itemSelectionChanged.connect(self._on_saved_selection)
         self.history.itemSelectionChanged.connect(self._on_history_selection)
         self.history.itemDoubleClicked.connect(lambda _item: self.apply_selected())
 
@@ -715,6 +742,7 @@ class DiffusersPanel(QWidget):
         self.controller.job_updated.connect(self._on_job)
         self.controller.preview_ready.connect(self.preview.show_image)
         self.controller.history_changed.connect(self._refresh_history)
+        self.controller.history_changed.connect(self._refresh_saved)
         self.controller.result_added.connect(self._on_result)
         self.controller.seed_used.connect(self._on_seed)
         self.controller.message.connect(self.show_message)
@@ -767,6 +795,7 @@ class DiffusersPanel(QWidget):
         for row in self.control_rows:
             row.layer.refresh()
         self.reference.layer.refresh()
+        self.load_saved_history()
 
     def show_message(self, text: str) -> None:
         """The error line. "Cannot reach the server" is said once, by the connection
@@ -1241,8 +1270,63 @@ class DiffusersPanel(QWidget):
             entry.setIcon(icon)
         return entry
 
+    # the history kept with the document
+
+    def load_saved_history(self) -> None:
+        """Read the active document's saved history (when the document changed)."""
+        document = self.canvas.document_id()
+        if document == self._saved_document:
+            return
+        self._saved_document = document
+        read = getattr(self.canvas, "read_note", None)
+        self.saved = decode(read(ANNOTATION)) if callable(read) and document else SavedHistory()
+        self._refresh_saved()
+
+    def _keep_with_document(self, item: HistoryItem) -> None:
+        """Write the result's recipe and thumbnail into its document, if it is the
+        active one (Krita's API writes only there); saved when the artist saves."""
+        write = getattr(self.canvas, "write_note", None)
+        views = self.controller.views.get(item.item_id)
+        if item.recipe is None or not callable(write) or views is None:
+            return
+        if item.document_id != self.canvas.document_id():
+            return
+        entry = SavedResult(
+            item.recipe, item.layer_name, image_png(views.thumbnail), item.job_id, item.index
+        )
+        self.saved = with_result(self.saved, entry)
+        write(ANNOTATION, DESCRIPTION, encode(self.saved))
+        self._refresh_saved()
+
+    def _saved_shown(self) -> list[SavedResult]:
+        """Saved results not in this session's history (those are shown above)."""
+        live = {(item.job_id, item.index) for item in self.controller.history.items}
+        return [e for e in self.saved.entries if (e.job_id, e.index) not in live]
+
+    def _refresh_saved(self) -> None:
+        self.saved_list.blockSignals(True)
+        self.saved_list.clear()
+        for number, entry in enumerate(self._saved_shown()):
+            line = QListWidgetItem(str(entry.recipe.seed if entry.recipe.seed is not None else ""))
+            line.setData(Qt.ItemDataRole.UserRole, number)
+            line.setToolTip(f"{entry.name}\n{entry.recipe.task}")
+            picture = QImage.fromData(entry.thumbnail)
+            if not picture.isNull():
+                line.setIcon(QIcon(QPixmap.fromImage(picture)))
+            self.saved_list.addItem(line)
+        self.saved_list.blockSignals(False)
+        shown = self.saved_list.count() > 0
+        self.saved_label.setVisible(shown)
+        self.saved_list.setVisible(shown)
+
+    def _on_saved_selection(self) -> None:
+        """One list's selection at a time: Reuse acts on what is selected."""
+        if self.saved_list.selectedItems():
+            self.history.clearSelection()
+
     def _on_result(self, item: HistoryItem) -> None:
         """A new result is selected at once, so the docker shows it."""
+        self._keep_with_document(item)
         for row in range(self.history.count()):
             entry = self.history.item(row)
             if entry is not None and entry.data(Qt.ItemDataRole.UserRole) == item.item_id:
@@ -1253,6 +1337,8 @@ class DiffusersPanel(QWidget):
         return [entry.data(Qt.ItemDataRole.UserRole) for entry in self.history.selectedItems()]
 
     def _on_history_selection(self) -> None:
+        if self.history.selectedItems():
+            self.saved_list.clearSelection()
         current = self.history.currentItem()
         if current is None or not current.isSelected():
             return
@@ -1261,7 +1347,13 @@ class DiffusersPanel(QWidget):
             self.preview.show_image(views.view)
 
     def selected_recipe(self) -> Recipe | None:
-        """The recipe of the selected result (the first, when several are)."""
+        """The recipe of the selected result (the first, when several are), from this
+        session's history or the one saved with the document."""
+        saved = self.saved_list.selectedItems()
+        if saved:
+            shown = self._saved_shown()
+            number = saved[0].data(Qt.ItemDataRole.UserRole)
+            return shown[number].recipe if 0 <= number < len(shown) else None
         ids = self.selected_ids()
         item = self.controller.history.get(ids[0]) if ids else None
         return item.recipe if item is not None else None

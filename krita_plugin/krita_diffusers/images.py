@@ -50,6 +50,11 @@ def _encode(image: QImage) -> bytes:
     return bytes(array)
 
 
+def image_png(image: QImage) -> bytes:
+    """A QImage as PNG bytes (a thumbnail kept with the document)."""
+    return _encode(image)
+
+
 def pixels_image(data: bytes, width: int, height: int, order: str = RGBA) -> QImage:
     """A QImage owning a copy of `data` (4 bytes a pixel in `order`)."""
     if len(data) != width * height * 4:

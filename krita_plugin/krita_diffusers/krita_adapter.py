@@ -67,6 +67,19 @@ class KritaCanvas:
         except AttributeError:  # an older Krita without Node.uniqueId
             return document.fileName() or document.name()
 
+    def read_note(self, kind: str) -> bytes | None:
+        """`DocumentNotes` on Krita's annotations (Document.annotation, in Krita 5.1.5
+        and saved in the .kra: measured with kritarunner, see recipes.py)."""
+        document = _active_document()
+        if document is None or kind not in document.annotationTypes():
+            return None
+        return bytes(document.annotation(kind))
+
+    def write_note(self, kind: str, description: str, data: bytes) -> None:
+        document = _active_document()
+        if document is not None:
+            document.setAnnotation(kind, description, QByteArray(data))
+
     def selection_bounds(self) -> Rect | None:
         """Each of Selection's x/y/width/height scans the selection for its exact
         bounds (the docker polls this), so each is asked once."""

@@ -34,6 +34,15 @@ class MemoryCanvas:
         self.resizes: list[tuple[int, int, int, int]] = []  # resize_canvas calls
         self.scales: list[tuple[int, int]] = []  # scale_canvas calls
         self.documents: list[LayerImage] = []  # new documents opened, with their layer
+        #: what each document's file keeps (Krita: annotations in the .kra), by doc id
+        self.notes: dict[str, dict[str, bytes]] = {}
+
+    def read_note(self, kind: str) -> bytes | None:
+        return self.notes.get(self.doc, {}).get(kind) if self.open else None
+
+    def write_note(self, kind: str, description: str, data: bytes) -> None:
+        if self.open:
+            self.notes.setdefault(self.doc, {})[kind] = data
 
     def select(self, rect: Rect, level: int = 255) -> None:
         """A rectangular selection; `level` < 255 makes it soft (partly selected)."""

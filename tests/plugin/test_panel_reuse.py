@@ -92,3 +92,44 @@ def test_reuse_without_a_style_restores_the_sampling(panel):
     assert panel.notice.text() == (
         "Not on this server any more: style Gone, model gone.safetensors."
     )
+
+
+def test_history_is_kept_with_the_document_and_reused_later(
+    qtbot, canvas, live_server, make_core, panel
+):
+    """A result's recipe and thumbnail go into the document (Krita: an annotation in
+    the .kra); a later session opening that document lists it, and Reuse seed and
+    Reuse take it back. Another document has its own (here: none)."""
+    panel.prompt.setPlainText("a kept fox")
+    panel.generate_button.click()
+    history = panel.findChild(QListWidget, "kd-history")
+    qtbot.waitUntil(lambda: history.count() == 1, timeout=WAIT_MS)
+    seed = panel.controller.history.items[0].seed
+    assert canvas.notes["memory-doc"]["krita_diffusers/history"]
+    saved = panel.findChild(QListWidget, "kd-history-saved")
+    assert saved.count() == 0  # this session's results are in the history above
+    panel.shutdown()
+
+    # a later Krita session opens the same document
+    store = MemoryStore()
+    save(store, Settings(server_url=live_server.url))
+    later = DiffusersPanel(canvas, make_core(store), styles=panel.styles_folder)
+    qtbot.addWidget(later)
+    try:
+        saved = later.findChild(QListWidget, "kd-history-saved")
+        assert saved.count() == 1 and saved.item(0).text() == str(seed)
+        assert not saved.item(0).icon().isNull()  # the thumbnail
+        saved.item(0).setSelected(True)
+        later.findChild(QPushButton, "kd-history-reuse-seed").click()
+        assert later.seed.text() == str(seed) and later.prompt.toPlainText() == ""
+        later.findChild(QPushButton, "kd-history-reuse").click()
+        assert later.prompt.toPlainText() == "a kept fox"
+
+        canvas.doc = "another-doc"  # another document becomes the active one
+        later.document_changed()
+        assert saved.count() == 0 and not saved.isVisibleTo(later)
+        canvas.doc = "memory-doc"
+        later.document_changed()
+        assert saved.count() == 1
+    finally:
+        later.shutdown()
