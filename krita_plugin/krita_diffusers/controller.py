@@ -86,6 +86,9 @@ OLD_SERVER = (
     "krita-diffusers-server, then try again."
 )
 
+#: Jobs that are over (results all in) remembered, newest kept.
+KEPT_JOBS = 100
+
 #: Runs a callback on the GUI thread after a delay in milliseconds (tests run it when
 #: they choose).
 Scheduler = Callable[[int, Callable[[], None]], None]
@@ -784,6 +787,15 @@ class Controller(QObject):
         """Drop what a job kept for its results once it can have no more."""
         if job.done and not job.missing:
             self._backdrops.pop(job.job_id, None)
+            self._trim_jobs()
+
+    def _trim_jobs(self) -> None:
+        """Forget the oldest jobs that are over, beyond `KEPT_JOBS`: a long session
+        would otherwise keep every job it ever sent. Their results stay in the history;
+        a late event for one is ignored like another client's."""
+        over = [job_id for job_id, job in self.jobs.items() if job.done and not job.missing]
+        for job_id in over[: max(0, len(over) - KEPT_JOBS)]:
+            del self.jobs[job_id]
 
     # history and the canvas
 

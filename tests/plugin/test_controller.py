@@ -516,3 +516,18 @@ def test_the_dockers_sampling_goes_into_the_job(client, controller):
     controller.generate(GenerateInput("a fox", sampling=Sampling("Euler", 9, 3.5, auto=True)))
     body = client.requests[-1].body()
     assert body["sampling"] == "auto" and "steps" not in body
+
+
+def test_a_long_session_forgets_the_oldest_finished_jobs(client, controller):
+    """The job list is trimmed; results stay in the history."""
+    from krita_diffusers.controller import KEPT_JOBS
+
+    for number in range(1, KEPT_JOBS + 6):
+        controller.generate(GenerateInput(f"fox {number}"))
+        client.files[f"/r/{number}"] = RED
+        finish(client, f"j{number}", [f"/r/{number}"])
+    assert len(controller.jobs) == KEPT_JOBS
+    assert "j1" not in controller.jobs and f"j{KEPT_JOBS + 5}" in controller.jobs
+    assert len(controller.history) == controller.history.limit
+    client.event_received.emit(Event(EventType.FINISHED, "j1"))  # late: ignored
+    assert "j1" not in controller.jobs
