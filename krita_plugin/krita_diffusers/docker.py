@@ -97,6 +97,8 @@ from .styles import (
 from .styles_dialog import StylesDialog
 from .widgets import named, tool_button
 
+#: The style chosen last, in the plugin's settings group: chosen again next time.
+STYLE_KEY = "krita_diffusers/style"
 SELECTION_POLL_MS = 700  # Krita's Python API has no "selection changed" signal
 MAX_SEED = 2**32 - 1  # the protocol's seed range
 PREVIEW_SIZE = 256
@@ -422,7 +424,7 @@ class DiffusersPanel(QWidget):
         self._build()
         self._wire()
         self._refresh_label()
-        self.reload_styles()
+        self.reload_styles(self.core.store.value(STYLE_KEY) or None)
         self.load_saved_history()
         core.attach()
         self._on_connection(self.client.state, self.client.state_text)
@@ -883,6 +885,10 @@ class DiffusersPanel(QWidget):
             self.model.addItem(label, checkpoint.name)
         index = self.model.findData(chosen)
         self.model.setCurrentIndex(max(0, index))
+        style = self.current_style()
+        if chosen is None and style is not None and style.checkpoint:
+            # the style was chosen before the server listed its models
+            self.model.setCurrentIndex(max(0, self.model.findData(style.checkpoint)))
         self.models = models
         self._refresh_lora_choice()
         self.upscale_box.set_models(models)
@@ -911,14 +917,15 @@ class DiffusersPanel(QWidget):
         """A style chosen: its checkpoint and LoRAs are put in the docker (where the
         artist can still change them); its sampling and templates apply to jobs."""
         style = self.current_style()
+        self.core.store.set_value(STYLE_KEY, style.name if style else "")
         if style is not None and style.checkpoint:
             index = self.model.findData(style.checkpoint)
-            if index < 0:
+            if index < 0 and self.models.checkpoints:  # (none yet: _on_models applies it)
                 self.show_notice(
                     f"The style's model {style.checkpoint} is not on this server: "
                     "the chosen model is used."
                 )
-            else:
+            elif index >= 0:
                 self.model.setCurrentIndex(index)
         if style is not None and style.loras:
             for row in list(self.lora_rows):

@@ -124,3 +124,25 @@ def test_the_gear_dialog_opens_the_styles_editor(panel):
     assert len(editors) == 1 and editors[0].isVisible()
     editors[0].close()
     settings.reject()
+
+
+def test_the_chosen_style_is_chosen_again_next_time(qtbot, canvas, live_server, make_core, panel):
+    """The style and its model come back in a later session, even though the
+    server's model list arrives after the docker is built."""
+    folder = panel.styles_folder
+    from krita_diffusers.styles import Style, save_style
+
+    save_style(folder, Style("Tiny", checkpoint=MODEL, prompt="{prompt}, tiny"))
+    panel.reload_styles("Tiny")
+    assert panel.model.currentData() == MODEL
+    store = panel.core.store
+    panel.shutdown()
+    later = DiffusersPanel(canvas, make_core(store), styles=folder)
+    qtbot.addWidget(later)
+    try:
+        assert later.style_choice.currentData() == "Tiny"
+        qtbot.waitUntil(lambda: later.model.count() >= 2, timeout=WAIT_MS)
+        assert later.model.currentData() == MODEL
+        assert not later.notice.isVisibleTo(later)
+    finally:
+        later.shutdown()
