@@ -58,6 +58,37 @@ def test_device_setting_names_one_worker_per_device() -> None:
         device_list("all,cpu")
 
 
+def test_two_cold_workers_load_at_once_and_loading_still_works_after(
+    models: Path, library: Any
+) -> None:
+    """Two workers loading their first checkpoint at the same moment: both jobs
+    finish, and a load after them works. (Without the loading gate, diffusers'
+    process-wide empty-weights patch left modules on the meta device and broke every
+    later load in the process.)"""
+    from kd_server.engine import Engine
+    from kd_server.library import ModelLibrary
+
+    cold = ModelLibrary([models], default_model="beta")
+    settings = Settings(device="cpu,cpu", cache_size=1)
+    engines = [Engine(cold, device="cpu", cache_size=1) for _ in range(2)]
+    workers = [
+        EngineWorker(f"cold#{index}", engine, EngineRunner(engine, settings.preview_max_size))
+        for index, engine in enumerate(engines)
+    ]
+    live = start_with_workers(settings, engines[0], cold, workers)
+    try:
+        ids = [live.submit(client_id=f"cold-{n}", **_job("beta")) for n in range(2)]
+        assert [live.wait(job_id)["status"] for job_id in ids] == ["finished", "finished"]
+        assert {services_of(live).queue.get(job_id).worker for job_id in ids} == {
+            "cold#0",
+            "cold#1",
+        }
+    finally:
+        stop_server(live)
+    fresh = Engine(library, device="cpu")
+    assert fresh.preload() and fresh.loaded_models()
+
+
 def test_two_workers_run_jobs_at_the_same_time(two_workers: LiveServer) -> None:
     """A short job submitted after a long one finishes first: it did not wait."""
     with two_workers.events("parallel") as ws:
