@@ -76,9 +76,17 @@ class KritaCanvas:
         return bytes(document.annotation(kind))
 
     def write_note(self, kind: str, description: str, data: bytes) -> None:
+        """Krita 5.1.5 marks the document modified on `setAnnotation` (measured): a
+        document that was unmodified is set back, so a result alone never asks the
+        artist to save (tests/e2e `undo` scenario); the note is saved with the next
+        save all the same (measured with kritarunner)."""
         document = _active_document()
-        if document is not None:
-            document.setAnnotation(kind, description, QByteArray(data))
+        if document is None:
+            return
+        modified = document.modified()
+        document.setAnnotation(kind, description, QByteArray(data))
+        if not modified:
+            document.setModified(False)
 
     def selection_bounds(self) -> Rect | None:
         """Each of Selection's x/y/width/height scans the selection for its exact
