@@ -155,6 +155,7 @@ def local_ray() -> Iterator[None]:
     from ray import serve
 
     ray.init(
+        address="local",  # a new cluster, never one `ray start` left on this machine
         num_cpus=4,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",

@@ -72,6 +72,7 @@ def start_local_ray(num_cpus: int = 4) -> None:
     import ray
 
     ray.init(
+        address="local",  # a new cluster, never one `ray start` left on this machine
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
