@@ -490,7 +490,7 @@ class DiffusersPanel(QWidget):
         style_line = QHBoxLayout()
         style_line.addWidget(self.style_choice, 1)
         style_line.addWidget(self.style_edit)
-        self.sampling = named(QLabel(), "kd-sampling")
+        self.sampling = _wrapped_label("kd-sampling")
         self.sampling.setToolTip(
             "The sampling of the next job: the style's, else the model's remembered one "
             "(set in the gear dialog; each model remembers its own)"
@@ -626,7 +626,8 @@ class DiffusersPanel(QWidget):
         self.apply_button = named(QPushButton("Apply"), "kd-apply")
         self.apply_button.setToolTip("Make the selected results permanent layers")
         self.discard_button = named(QPushButton("Discard"), "kd-discard")
-        self.saved_label = named(QLabel("Saved with this document"), "kd-history-saved-label")
+        self.saved_label = _wrapped_label("kd-history-saved-label")
+        self.saved_label.setText("Saved with this document")
         self.saved_list = named(QListWidget(), "kd-history-saved")
         self.saved_list.setToolTip(
             "Results of earlier sessions, kept in the document's file: select one and "
@@ -648,8 +649,9 @@ class DiffusersPanel(QWidget):
         history_buttons = QHBoxLayout()
         history_buttons.addWidget(self.apply_button)
         history_buttons.addWidget(self.discard_button)
-        history_buttons.addWidget(self.reuse_button)
-        history_buttons.addWidget(self.reuse_seed_button)
+        reuse_buttons = QHBoxLayout()  # a row of its own: the docker stays narrow
+        reuse_buttons.addWidget(self.reuse_button)
+        reuse_buttons.addWidget(self.reuse_seed_button)
 
         content = named(QWidget(), "kd-content")
         layout = QVBoxLayout(content)
@@ -679,6 +681,7 @@ class DiffusersPanel(QWidget):
         layout.addWidget(self.preview)
         layout.addWidget(self.history, 1)
         layout.addLayout(history_buttons)
+        layout.addLayout(reuse_buttons)
         layout.addWidget(self.saved_label)
         layout.addWidget(self.saved_list)
 
@@ -1332,8 +1335,10 @@ class DiffusersPanel(QWidget):
             self.history.clearSelection()
 
     def _on_result(self, item: HistoryItem) -> None:
-        """A new result is selected at once, so the docker shows it."""
+        """A new result is selected at once, alone, so the docker shows it (and Apply
+        applies it)."""
         self._keep_with_document(item)
+        self.history.clearSelection()
         for row in range(self.history.count()):
             entry = self.history.item(row)
             if entry is not None and entry.data(Qt.ItemDataRole.UserRole) == item.item_id:
