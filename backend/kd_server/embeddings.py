@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_server.families import Family
+from kd_server.load_lock import one_load_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ def _token(file: EmbeddingFile) -> str:
     return f"<kd-embedding-{hashlib.sha1(signature.encode()).hexdigest()[:12]}>"
 
 
+@one_load_at_a_time
 def _load(
     pipe: Any, file: EmbeddingFile, index: int, token: str, tokenizer: Any, encoder: Any
 ) -> None:

@@ -37,6 +37,7 @@ from kd_server.generation import (
     resolve_seed,
 )
 from kd_server.library import ModelEntry, ModelLibrary
+from kd_server.load_lock import LOAD_LOCK
 from kd_server.loading import LoadedModel, load_model
 from kd_server.preview_worker import PreviewWorker
 from kd_server.previews import Decode, render, snapshot
@@ -414,7 +415,8 @@ class Engine:
     def _load_adapter(self, model: LoadedModel, name: str, adapter: str) -> str:
         entry = self.library.get_lora(name)
         try:
-            model.base.load_lora_weights(str(entry.path), adapter_name=adapter)
+            with LOAD_LOCK:  # peft builds the adapter layers under init_empty_weights
+                model.base.load_lora_weights(str(entry.path), adapter_name=adapter)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise

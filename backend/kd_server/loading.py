@@ -23,6 +23,7 @@ from kd_server.devices import DeviceChoice
 from kd_server.families import Family, FamilyInfo
 from kd_server.generation import Task
 from kd_server.library import ModelEntry, ModelFormat
+from kd_server.load_lock import one_load_at_a_time
 from kd_server.speed import SpeedOptions
 from kd_server.speed import apply as apply_speed
 from kd_server.tasks import LOAD_AS, spec_for
@@ -123,6 +124,7 @@ def working_size(entry: ModelEntry) -> int:
     return entry.family.info.working_size if entry.family else 512
 
 
+@one_load_at_a_time
 def load_model(
     entry: ModelEntry, device: DeviceChoice, speed: SpeedOptions | None = None
 ) -> LoadedModel:

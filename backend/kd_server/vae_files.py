@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kd_server.load_lock import one_load_at_a_time
+
 log = logging.getLogger(__name__)
 
 #: Relative to a configured model folder: ours (= ComfyUI's models/), A1111's models/,
@@ -120,6 +122,7 @@ def signature(file: VaeFile) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+@one_load_at_a_time
 def load_vae(file: VaeFile, like: Any) -> Any:
     """The file as an AutoencoderKL built like `like` (the checkpoint's VAE: its
     configuration, device and dtype). Raises ValueError when the shapes do not fit."""

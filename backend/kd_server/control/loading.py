@@ -23,6 +23,7 @@ from kd_server.devices import DeviceChoice
 from kd_server.families import resources_dir
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.library import ModelEntry
+from kd_server.load_lock import one_load_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def _loaded(entry: ModelEntry, module: Any, device: DeviceChoice) -> Any:
 # ------------------------------------------------------------------------- ControlNets
 
 
+@one_load_at_a_time
 def load_controlnet(entry: ModelEntry, device: DeviceChoice) -> Any:
     """A plain or union ControlNet module on the device."""
     facts = facts_of(entry)
@@ -143,6 +145,7 @@ def load_ip_adapter_state(entry: ModelEntry) -> dict[str, dict[str, Any]]:
     return state
 
 
+@one_load_at_a_time
 def load_image_encoder(entry: ModelEntry, device: DeviceChoice) -> Any:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -150,6 +153,7 @@ def load_image_encoder(entry: ModelEntry, device: DeviceChoice) -> Any:
     return _transformers_model(entry, CLIPVisionModelWithProjection, config, device)
 
 
+@one_load_at_a_time
 def load_depth_estimator(entry: ModelEntry, device: DeviceChoice) -> tuple[Any, Any]:
     """(image processor, model) of a Depth Anything estimator."""
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, DPTImageProcessor
