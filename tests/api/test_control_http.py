@@ -82,7 +82,7 @@ def test_models_lists_controls_encoders_estimators_and_why_not(control_server):
     assert models["depth_estimators"] == [ESTIMATOR]
     pickle = next(u for u in models["unusable"] if u["name"] == "control_v11p_sd15_canny.pth")
     assert pickle["kind"] == "control" and "never opens them" in pickle["reason"]
-    assert control_server.get("/v1/health").json()["protocol"] == 4
+    assert control_server.get("/v1/health").json()["protocol"] >= 4  # control arrived in 4
 
 
 def test_a_job_with_a_control_and_a_reference_over_http(control_server):

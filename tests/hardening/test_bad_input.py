@@ -204,7 +204,7 @@ FIELD_RULES = {
     "100 LoRAs": ({"loras": [{"name": "x"}] * 100}, "loras"),
     "LoRA weight 1e9": ({"loras": [{"name": "x", "weight": 1e9}]}, "loras[0].weight"),
     "unknown field": ({"colour": "red"}, "colour"),
-    "task unknown": ({"task": "upscale"}, "task"),
+    "task unknown": ({"task": "outpaint"}, "task"),
     "client_id with slash": ({"client_id": "../../etc"}, "client_id"),
     "client_id 129 chars": ({"client_id": "c" * 129}, "client_id"),
     "sampler 10000 chars": ({"sampler": "s" * 10_000}, "sampler"),
