@@ -13,7 +13,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -289,6 +289,10 @@ class Engine:
         callback: _StepReporter,
     ) -> tuple[list[Image.Image], list[int]]:
         """One pipeline call of a single-pass task: its finished images and seeds."""
+        seed = resolve_seed(request.sampling.seed)
+        # The seed is fixed before the inputs are prepared: a noise fill draws from it,
+        # so the reported seed reproduces the whole picture.
+        request = replace(request, sampling=replace(request.sampling, seed=seed))
         sampling = request.sampling
         prepared = spec.prepare(request, model)
         control = self.controls.setup(request, model, prepared)
@@ -296,7 +300,6 @@ class Engine:
         pipe.scheduler = build_scheduler(
             sampling.sampler, model.scheduler_config, family=model.family
         )
-        seed = resolve_seed(sampling.seed)
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(sampling.batch_size)]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         try:

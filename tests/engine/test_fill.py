@@ -189,3 +189,24 @@ def test_engine_img2img_fills_transparent_pixels(embedded_engine) -> None:
     assert np.abs(edge - flattened).mean() > 2
     assert np.array_equal(img2img(FillMode.EDGE), edge)
     assert not np.array_equal(img2img(FillMode.NEUTRAL), edge)
+
+
+def test_a_random_seed_reported_for_a_noise_fill_reproduces_the_picture(embedded_engine) -> None:
+    size, box = (64, 64), (16, 16, 48, 48)
+
+    def inpaint(seed: int | None):
+        request = make_request(
+            task=Task.INPAINT,
+            prompt="x",
+            image=painted(*size),
+            mask=rect_mask(size, box),
+            strength=0.5,
+            steps=3,
+            seed=seed,
+            fill=FillMode.NOISE,
+        )
+        return embedded_engine.generate(request)[0]
+
+    drawn = inpaint(None)  # random: the engine picks the seed and reports it
+    again = inpaint(drawn.seed)
+    assert np.array_equal(pixels(again.image), pixels(drawn.image))
