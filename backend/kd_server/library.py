@@ -47,6 +47,7 @@ from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.hashes import HashStore, library_files
 from kd_server.taesd_files import PreviewDecoder, find_preview_decoders
+from kd_server.trigger_words import trigger_words
 from kd_server.upscale.files import UPSCALER_SUBDIRS, UpscalerFile, find_upscalers
 from kd_server.vae_files import VAE_SUBDIRS, VaeFile, find_vaes
 
@@ -103,6 +104,7 @@ class ModelEntry:
     reason: str | None = None
     facts: ControlFacts | None = None  # control-related files: role, layout, widths
     fast: FastMode | None = None  # LCM, Lightning, Hyper-SD, Turbo (kd_server.fast_modes)
+    trigger_words: tuple[str, ...] = ()  # LoRAs: from the header (kd_server.trigger_words)
 
     @property
     def usable(self) -> bool:
@@ -139,6 +141,8 @@ class Detection:
     facts: ControlFacts | None = None
     #: the metadata entries that name the model (fast_modes.NAME_KEYS)
     metadata: tuple[tuple[str, str], ...] = ()
+    #: a LoRA's trigger words from its header metadata (kd_server.trigger_words)
+    trigger_words: tuple[str, ...] = ()
 
 
 def _unusable(reason: str, content: Content = Content.OTHER) -> Detection:
@@ -698,7 +702,9 @@ class Scanner:
             try:
                 header = read_safetensors(path)
                 detection = replace(
-                    detect_tensors(header.shapes), metadata=naming_metadata(header.metadata)
+                    detect_tensors(header.shapes),
+                    metadata=naming_metadata(header.metadata),
+                    trigger_words=trigger_words(header.metadata),
                 )
             except HeaderError as exc:
                 detection = exc.detection
@@ -765,6 +771,7 @@ def _to_entry(found: Found, name: str) -> ModelEntry:
         reason,
         detection.facts,
         fast=fast,
+        trigger_words=detection.trigger_words if kind is EntryKind.LORA else (),
     )
 
 

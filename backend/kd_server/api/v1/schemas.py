@@ -456,6 +456,12 @@ class Lora(BaseModel):
     fast: FastMode | None = Field(
         None, description="Since 3. Set for a fast LoRA (LCM, Lightning, Hyper-SD, Turbo)."
     )
+    trigger_words: list[str] = Field(
+        default_factory=list,
+        description="Since 5. Words the LoRA was trained on, from the file's metadata "
+        "(`modelspec.trigger_phrase`, else the most frequent tags of `ss_tag_frequency`); "
+        "empty when the file records none.",
+    )
 
 
 class ControlModel(BaseModel):

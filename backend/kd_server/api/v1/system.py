@@ -70,7 +70,14 @@ def models(services: ServicesDep) -> Models:
     for entry in library.loras():
         if entry.usable:
             family = entry.family.value if entry.family is not None else None
-            result.loras.append(Lora(name=entry.name, family=family, fast=_fast(entry.fast)))
+            result.loras.append(
+                Lora(
+                    name=entry.name,
+                    family=family,
+                    fast=_fast(entry.fast),
+                    trigger_words=list(entry.trigger_words),
+                )
+            )
         else:
             result.unusable.append(UnusableModel(name=entry.name, kind="lora", reason=entry.reason))
     for decoder in library.preview_decoders():
