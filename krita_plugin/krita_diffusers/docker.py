@@ -32,7 +32,7 @@ from .jobs import Job, JobStatus
 from .live import POLL_MS
 from .live_mode import NOT_FAST, LiveMode, LiveSettings
 from .managed_server import ServerState
-from .model_catalogue import loras_for
+from .model_catalogue import loras_for, with_trigger_words
 from .model_defaults import ModelDefaults, sampling_of, with_sampling
 from .models_dialog import ModelsDialog
 from .planning import action_label
@@ -991,7 +991,8 @@ class DiffusersPanel(QWidget):
         self.open_models()
 
     def open_models(self) -> ModelsDialog:
-        """The models view; double clicks there add a LoRA or write an embedding."""
+        """The models view; double clicks there add a LoRA, or write an embedding or a
+        LoRA's trigger words into the prompt."""
         dialog = ModelsDialog(self.models, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.picked.connect(self._use_model)
@@ -1005,6 +1006,12 @@ class DiffusersPanel(QWidget):
         elif kind == "embedding":
             text = self.prompt.toPlainText().rstrip()
             self.prompt.setPlainText(f"{text}, {name}" if text else name)
+        elif kind == "trigger-words":
+            words = self.models.lora_trigger_words.get(name, ())
+            prompt = self.prompt.toPlainText()
+            updated = with_trigger_words(prompt, words)
+            if updated != prompt:
+                self.prompt.setPlainText(updated)
 
     def _add_chosen_lora(self) -> None:
         name = self.lora_choice.currentText()

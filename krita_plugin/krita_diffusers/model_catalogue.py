@@ -10,6 +10,8 @@ only sorts it for the artist.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .control import base_family
@@ -54,6 +56,8 @@ class Catalogue:
     families: list[FamilyGroup]
     #: VAEs fit either family (SD 1.5 and SDXL VAEs share a layout): listed once
     vaes: list[str]
+    #: by LoRA name, those that have any (the server reads them from the file)
+    trigger_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def catalogue(models: ModelList) -> Catalogue:
@@ -77,7 +81,34 @@ def catalogue(models: ModelList) -> Catalogue:
         groups.values(),
         key=lambda g: (order.index(g.name) if g.name in order else len(order), g.name),
     )
-    return Catalogue(ordered, [vae.name for vae in models.vaes if vae.usable])
+    vaes = [vae.name for vae in models.vaes if vae.usable]
+    return Catalogue(ordered, vaes, dict(models.lora_trigger_words))
+
+
+def trigger_words_text(words: Sequence[str]) -> str:
+    """The words as the view shows them beside a LoRA, and as they go into a prompt."""
+    return ", ".join(words)
+
+
+def _has_word(prompt: str, word: str) -> bool:
+    """Whether `word` is already in the prompt as a whole word (any case), so that
+    `ohwx` in "photo of ohwx man" counts but inside "ohwxy" does not."""
+    pattern = rf"(?<!\w){re.escape(word)}(?!\w)"
+    return re.search(pattern, prompt, re.IGNORECASE) is not None
+
+
+def with_trigger_words(prompt: str, words: Sequence[str]) -> str:
+    """The prompt with the trigger words the artist has not typed yet appended, after
+    ", " when it has text: the artist's own words stay first and unchanged."""
+    new: list[str] = []
+    for word in words:
+        if word and not _has_word(prompt, word) and word.casefold() not in map(str.casefold, new):
+            new.append(word)
+    if not new:
+        return prompt
+    text = prompt.rstrip().rstrip(",").rstrip()
+    added = trigger_words_text(new)
+    return f"{text}, {added}" if text else added
 
 
 def loras_for(models: ModelList, checkpoint: str | None) -> list[str]:

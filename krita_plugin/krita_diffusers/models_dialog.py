@@ -2,13 +2,21 @@
 missing?": every file it found but cannot use, with its reason.
 
 Widgets only: the grouping and the wording come from `model_catalogue.py`. Double
-clicking a LoRA adds it to the docker, an embedding writes its name into the prompt
+clicking a LoRA adds it to the docker, an embedding writes its name into the prompt,
+a LoRA's trigger-words line (under the LoRA) writes its words into the prompt
 (`picked`), so the list is also a way to use them.
 """
 
 from __future__ import annotations
 
-from .model_catalogue import Catalogue, MissingFile, catalogue, missing, missing_text
+from .model_catalogue import (
+    Catalogue,
+    MissingFile,
+    catalogue,
+    missing,
+    missing_text,
+    trigger_words_text,
+)
 from .protocol import ModelList
 from .qt import (
     QDialog,
@@ -28,14 +36,16 @@ ROLE = Qt.ItemDataRole.UserRole
 
 
 class ModelsDialog(QDialog):
-    picked = pyqtSignal(str, str)  # kind ("lora", "embedding"), name
+    picked = pyqtSignal(str, str)  # kind ("lora", "embedding", "trigger-words"), name
 
     def __init__(self, models: ModelList, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("kd-models-dialog")
         self.setWindowTitle("Models on the server")
         self.usable = named(QListWidget(), "kd-models-list")
-        self.usable.setToolTip("Double click a LoRA to add it, an embedding to write it")
+        self.usable.setToolTip(
+            "Double click a LoRA to add it, an embedding or trigger words to write them"
+        )
         self.summary = named(QLabel(), "kd-models-missing-summary")
         self.summary.setWordWrap(True)
         self.missing = named(QListWidget(), "kd-models-missing")
@@ -63,11 +73,18 @@ class ModelsDialog(QDialog):
         item.setFlags(Qt.ItemFlag.ItemIsEnabled)  # a heading: not selectable
         self.usable.addItem(item)
 
-    def _line(self, text: str, kind: str = "", name: str = "") -> None:
-        item = QListWidgetItem("    " + text)
+    def _line(self, text: str, kind: str = "", name: str = "", indent: int = 1) -> QListWidgetItem:
+        item = QListWidgetItem("    " * indent + text)
         if kind:
             item.setData(ROLE, (kind, name))
         self.usable.addItem(item)
+        return item
+
+    def _trigger_line(self, lora: str, words: tuple[str, ...]) -> None:
+        """Under its LoRA, so the LoRA's own line keeps adding the LoRA."""
+        text = f"Trigger words: {trigger_words_text(words)}"
+        item = self._line(text, "trigger-words", lora, indent=2)
+        item.setToolTip("Double click to write these words into the prompt")
 
     def _show_catalogue(self, found: Catalogue) -> None:
         self.usable.clear()
@@ -77,6 +94,9 @@ class ModelsDialog(QDialog):
                 self._line(f"Checkpoint: {name}")
             for name in group.loras:
                 self._line(f"LoRA: {name}", "lora", name)
+                words = found.trigger_words.get(name)
+                if words:
+                    self._trigger_line(name, words)
             for name in group.embeddings:
                 self._line(f"Embedding: {name}", "embedding", name)
         if found.vaes:

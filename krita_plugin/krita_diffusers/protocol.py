@@ -454,6 +454,8 @@ class ModelList:
     embeddings: list[ModelFile] = field(default_factory=list)  # (protocol 5)
     vaes: list[ModelFile] = field(default_factory=list)  # (protocol 5)
     preview_decoders: list[ModelFile] = field(default_factory=list)  # (protocol 3)
+    #: (protocol 5) by LoRA name, those that have any: the words it was trained on
+    lora_trigger_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def is_fast(self, model: str | None, loras: list[str]) -> bool:
         """Whether a live frame of this checkpoint with these LoRAs runs in few steps:
@@ -545,7 +547,26 @@ def parse_models(data: object) -> ModelList:
         _files(data.get("embeddings"), "embedding"),
         _files(data.get("vaes"), "vae"),
         _files(data.get("preview_decoders"), "preview-decoder"),
+        _trigger_words(data.get("loras")),
     )
+
+
+def _trigger_words(loras: object) -> dict[str, tuple[str, ...]]:
+    """Each LoRA's `trigger_words` (protocol 5; absent on older servers: none), the
+    non-empty strings only, so a garbled list cannot put junk into a prompt."""
+    found: dict[str, tuple[str, ...]] = {}
+    for item in loras if isinstance(loras, list) else []:
+        if not isinstance(item, dict) or "name" not in item:
+            continue
+        raw = item.get("trigger_words")
+        words = (
+            tuple(w.strip() for w in raw if isinstance(w, str) and w.strip())
+            if isinstance(raw, list)
+            else ()
+        )
+        if words:
+            found[str(item["name"])] = words
+    return found
 
 
 def _files(items: object, kind: str | None, usable: bool = True) -> list[ModelFile]:

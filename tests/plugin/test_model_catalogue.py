@@ -18,6 +18,7 @@ from krita_diffusers.model_catalogue import (
     loras_for,
     missing,
     missing_text,
+    with_trigger_words,
 )
 from krita_diffusers.protocol import parse_models
 from krita_diffusers.qt import QLabel, QListWidget
@@ -33,8 +34,8 @@ MODELS = {
         {"name": "dream-inpaint", "family": "sd15-inpaint", "default": False},
     ],
     "loras": [
-        {"name": "detail", "family": "sd15"},
-        {"name": "xl-style", "family": "sdxl"},
+        {"name": "detail", "family": "sd15", "trigger_words": ["inkstyle", "bold lines"]},
+        {"name": "xl-style", "family": "sdxl", "trigger_words": []},
         {"name": "mystery", "family": None},
     ],
     "unusable": [{"name": "old.ckpt", "kind": "checkpoint", "reason": "A pickle file."}],
@@ -69,6 +70,31 @@ def test_loras_fit_the_chosen_checkpoint():
     assert loras_for(models, "gone") == ["detail", "xl-style", "mystery"]  # unknown: all
 
 
+def test_trigger_words_are_parsed_per_lora():
+    models = parse_models(MODELS)
+    assert models.lora_trigger_words == {"detail": ("inkstyle", "bold lines")}
+    assert catalogue(models).trigger_words == {"detail": ("inkstyle", "bold lines")}
+    older = parse_models({"loras": [{"name": "a"}, "b"]})  # before protocol 5: none
+    assert older.loras == ["a", "b"] and older.lora_trigger_words == {}
+    garbled = parse_models({"loras": [{"name": "a", "trigger_words": [" x ", 3, "", None]}]})
+    assert garbled.lora_trigger_words == {"a": ("x",)}
+    assert parse_models({"loras": [{"name": "a", "trigger_words": "x"}]}).lora_trigger_words == {}
+
+
+def test_trigger_words_join_the_prompt_once():
+    words = ("inkstyle", "bold lines")
+    assert with_trigger_words("", words) == "inkstyle, bold lines"
+    assert with_trigger_words("a cat", words) == "a cat, inkstyle, bold lines"
+    assert with_trigger_words("a cat,  \n", words) == "a cat, inkstyle, bold lines"
+    # a word already there, in any case, is not written again; only the missing ones are
+    assert with_trigger_words("a cat, InkStyle", words) == "a cat, InkStyle, bold lines"
+    assert with_trigger_words("bold lines, inkstyle", words) == "bold lines, inkstyle"
+    assert with_trigger_words("inkstyles", ("inkstyle",)) == "inkstyles, inkstyle"  # whole words
+    assert with_trigger_words("a (c++:1.2)", ("c++", "c++")) == "a (c++:1.2)"
+    assert with_trigger_words("a", ("x", "X", "")) == "a, x"
+    assert with_trigger_words("a cat ", ()) == "a cat "  # nothing to add: untouched
+
+
 def test_every_unusable_file_with_its_reason():
     files = missing(parse_models(MODELS))
     lines = {(f.name, f.kind, f.reason) for f in files}
@@ -92,9 +118,13 @@ def write_truncated_safetensors(path) -> None:
 
 @pytest.fixture(scope="module")
 def folder_server(tmp_path_factory):
+    from modelkit.loras import write_test_lora
+
     work = tmp_path_factory.mktemp("kd-models-view")
     models = work / "models"
     (models / "checkpoints").mkdir(parents=True)
+    phrase = {"modelspec.trigger_phrase": "inkstyle, bold lines"}
+    write_test_lora(models / "loras", "ink", seed=3, metadata=phrase)
     (models / "checkpoints" / "old.ckpt").write_bytes(pickle.dumps({"state_dict": {}}))
     write_truncated_safetensors(models / "checkpoints" / "half.safetensors")
     server = ProcessServer(work, model_dirs=[str(models)])
@@ -125,6 +155,12 @@ def test_the_docker_says_why_a_model_is_missing(qtbot, canvas, folder_server, ma
         usable = dialog.findChild(QListWidget, "kd-models-list")
         texts = [usable.item(i).text() for i in range(usable.count())]
         assert "SD 1.5" in texts  # the server's embedded tiny model
+        # the LoRA's trigger words, read by the server from the file, go into the prompt
+        trigger = texts.index("        Trigger words: inkstyle, bold lines")
+        assert texts[trigger - 1].strip() == "LoRA: ink"
+        panel.prompt.setPlainText("a harbour at dusk")
+        usable.itemDoubleClicked.emit(usable.item(trigger))
+        assert panel.prompt.toPlainText() == "a harbour at dusk, inkstyle, bold lines"
         dialog.close()
     finally:
         panel.shutdown()
@@ -152,6 +188,13 @@ def test_the_view_shows_its_lines_and_lends_loras_and_embeddings(qtbot, canvas, 
             dialog.usable.itemDoubleClicked.emit(item)
         assert [row.name for row in panel.lora_rows] == ["detail"]
         assert panel.prompt.toPlainText() == "easynegative"
+        trigger = lines.index("Trigger words: inkstyle, bold lines")
+        assert lines[trigger - 1] == "LoRA: detail"  # beside its LoRA, and only that one
+        assert sum(line.startswith("Trigger words:") for line in lines) == 1
+        for _ in range(2):  # twice: the words are written once
+            dialog.usable.itemDoubleClicked.emit(dialog.usable.item(trigger))
+        assert panel.prompt.toPlainText() == "easynegative, inkstyle, bold lines"
+        assert [row.name for row in panel.lora_rows] == ["detail"]  # no LoRA added by it
         dialog.close()
     finally:
         panel.shutdown()
