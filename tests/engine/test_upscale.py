@@ -205,3 +205,39 @@ def test_upscale_requests_that_cannot_run_are_refused(upscale_engine, change, wo
     with pytest.raises(EngineError) as refused:
         upscale_engine.check(request)
     assert words in refused.value.message
+
+
+def half_transparent(width: int = 64, height: int = 64) -> Image.Image:
+    """Left half opaque red, right half fully transparent over white (what a layer's
+    erased pixels may hold): the white must never reach the picture."""
+    pixels = np.zeros((height, width, 4), dtype=np.uint8)
+    pixels[:, : width // 2] = (200, 40, 40, 255)
+    pixels[:, width // 2 :] = (255, 255, 255, 0)
+    return Image.fromarray(pixels, "RGBA")
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.3])
+def test_an_rgba_upscale_keeps_its_transparency(upscale_engine, strength) -> None:
+    """A half-transparent 64x64 picture upscaled 2x (Lanczos; with and without a refine
+    in 4 tiles): the result is RGBA, opaque on the left and transparent on the right
+    as the source was (alpha enlarged on its own)."""
+    request = upscale(None, 128, 128, image=half_transparent(), strength=strength, tile_size=64)
+    (result,) = upscale_engine.generate(request)
+    assert result.image.mode == "RGBA" and result.image.size == (128, 128)
+    alpha = np.asarray(result.image.getchannel("A"), dtype=np.float32)
+    assert alpha[:, :60].min() >= 250 and alpha[:, 68:].max() <= 5
+    assert 64 <= alpha[:, 62:66].mean() <= 192  # the border stays where it was
+
+
+def test_transparent_pixels_are_filled_not_white(upscale_engine) -> None:
+    """Without a refine the colours are the enlargement's. The transparent half is
+    filled grey (FillMode.KEEP) as img2img fills it, not laid on white: under alpha 0
+    the result holds grey, and the partly transparent border columns mix red with grey
+    (green below 110 wherever alpha >= 32; on white it reaches 210)."""
+    request = upscale(None, 128, 128, image=half_transparent(), strength=0.0)
+    (result,) = upscale_engine.generate(request)
+    pixels = np.asarray(result.image, dtype=np.float32)
+    assert np.abs(pixels[:, :56, :3] - (200, 40, 40)).max() <= 2
+    assert np.abs(pixels[:, 72:, :3] - 127).max() <= 2  # grey, not white, under alpha 0
+    visible = pixels[..., 3] >= 32
+    assert pixels[..., 1][visible].max() < 110, pixels[..., 1][visible].max()

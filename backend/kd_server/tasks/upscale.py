@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
-from kd_server import masks
+from kd_server import fill, masks
 from kd_server.families import Family
 from kd_server.generation import (
     MAX_SEED,
     Conditioning,
+    FillMode,
     GenerationRequest,
     ImageInputs,
     Sampling,
@@ -134,6 +135,27 @@ def _tile_request(
     )
 
 
+def opaque_picture(image: Image.Image, mode: FillMode, seed: int) -> Image.Image:
+    """The RGB picture the upscaler and the refine see. Transparent pixels have no
+    colour: they are filled as img2img fills them (`kd_server.fill`; KEEP: grey), never
+    laid on white, which would bleed a white fringe into the opaque edges when the
+    upscaler and the refine mix neighbouring pixels."""
+    if not masks.has_transparency(image):
+        return image.convert("RGB")
+    return fill.apply(image.convert("RGBA"), mode, None, seed)
+
+
+def with_alpha_of(source: Image.Image, result: Image.Image) -> Image.Image:
+    """`result` with `source`'s transparency enlarged to its size (Lanczos, on its own:
+    no model ever sees the alpha channel); an opaque source gives the RGB result."""
+    if not masks.has_transparency(source):
+        return result
+    alpha = source.convert("RGBA").getchannel("A")
+    rgba = result.convert("RGBA")
+    rgba.putalpha(alpha.resize(result.size, Image.Resampling.LANCZOS))
+    return rgba
+
+
 def check_upscaling(upscaling: Upscaling, field: str) -> None:
     """The target and the refine's settings, whichever task carries them."""
     if not (1 <= upscaling.width <= MAX_UPSCALE_SIDE and 1 <= upscaling.height <= MAX_UPSCALE_SIDE):
@@ -208,8 +230,9 @@ class Upscale(TaskSpec):
         model = passes.upscaler(upscaling.upscaler)
         passes.plan(plan_units(image.size, upscaling, request.sampling, model, passes.working_size))
         seed = resolve_seed(request.sampling.seed)
-        picture = masks.flatten_rgb(image)
-        return [(upscale_and_refine(picture, request, upscaling, model, seed, passes), seed)]
+        picture = opaque_picture(image, request.inputs.fill, seed)
+        result = upscale_and_refine(picture, request, upscaling, model, seed, passes)
+        return [(with_alpha_of(image, result), seed)]
 
     def parameters(
         self, request: GenerationRequest, image: Image.Image, seed: int, model: str, sampler: str
