@@ -117,9 +117,10 @@ def create_app(
 def _engines(settings: Settings, library: Any) -> tuple[EngineLike, Executor | None]:
     """The checking engine, and the executor when jobs run elsewhere than on it: one
     worker per device when there are several, or the Ray deployment."""
-    from kd_server.api.services import EngineRunner
     from kd_server.engine import Engine
-    from kd_server.executors.local import EngineWorker, device_list, worker_names
+    from kd_server.executors.local import device_list, worker_names
+    from kd_server.executors.processes import ProcessWorker
+    from kd_server.executors.stream import ReplicaConfig
     from kd_server.speed import SpeedOptions
 
     if settings.ray_address:
@@ -128,22 +129,22 @@ def _engines(settings: Settings, library: Any) -> tuple[EngineLike, Executor | N
         devices = device_list(settings.device)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    engines = [
-        Engine(
+    if len(devices) == 1:
+        engine = Engine(
             library,
-            device=device,
+            device=devices[0],
             cache_size=settings.cache_size,
             speed=SpeedOptions.from_names(settings.speedups),
         )
-        for device in devices
-    ]
-    if len(engines) == 1:
-        return engines[0], None
+        return engine, None
+    # Several devices: one worker process each (threads would share the GIL); the
+    # engine here only checks requests and preprocesses, on the CPU.
+    checker = Engine(library, device="cpu", cache_size=1)
     workers = tuple(
-        EngineWorker(name, engine, EngineRunner(engine, settings.preview_max_size))
-        for name, engine in zip(worker_names(devices), engines, strict=True)
+        ProcessWorker(name, ReplicaConfig.from_settings(settings, device), checker.check_model)
+        for name, device in zip(worker_names(devices), devices, strict=True)
     )
-    return engines[0], FixedWorkers(workers)
+    return checker, FixedWorkers(workers)
 
 
 def _ray(settings: Settings, library: Any) -> tuple[EngineLike, Executor]:

@@ -1,7 +1,10 @@
 """Where the queue's jobs run (the queue's `Worker`s; see docs/scale-out.md).
 
-- `local`: one worker per device of this server (`--device cuda:0 --device cuda:1`,
-  or `all`), each with its own engine and model cache.
+- `processes`: one worker process per device of this server (`--device cuda:0
+  --device cuda:1`, or `all`), each with its own engine and model cache.
+- `local`: an engine of the server's own process as a worker (one device: the
+  server as it always was; the tests' two-thread workers).
+- `stream`: the messages a job sends back from another process or machine.
 - `ray_serve`: workers on other machines, as replicas of a Ray Serve deployment; the
   gateway (this server: queue, fairness, events, results, auth) stays here. Imports
   Ray: only loaded when `ray_address` is set.
@@ -44,4 +47,8 @@ class FixedWorkers:
         pass
 
     def close(self) -> None:
-        pass
+        """Stop what the workers started (worker processes)."""
+        for worker in self.members:
+            close = getattr(worker, "close", None)
+            if callable(close):
+                close()

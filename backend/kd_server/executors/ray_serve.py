@@ -37,14 +37,21 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
 from ray import serve
 
 from kd_server.config import ConfigError, ReplicaRange, Settings, replica_range
-from kd_server.generation import Cancelled, EngineError, EngineErrorCode
+from kd_server.executors.stream import (
+    FINAL,
+    LOST,
+    Message,
+    ReplicaConfig,
+    apply,
+    run_job,
+)
+from kd_server.generation import Cancelled, EngineError
 from kd_server.jobqueue import Output, RunHooks, WorkerLost
 
 log = logging.getLogger(__name__)
@@ -59,84 +66,16 @@ RESEND_WINDOW_S = 120.0
 #: How often the gateway asks Serve how many replicas are up.
 POLL_S = 1.0
 
-Message = dict[str, Any]
-_FINAL = ("done", "cancelled", "error")
-
 
 # ----------------------------------------------------------------- the replica side
-
-
-@dataclass(frozen=True)
-class ReplicaConfig:
-    """What a replica needs to build its engine: the gateway's settings that matter
-    there. Model folders must hold the same files at the same paths on every
-    machine (a shared folder, or the same copy)."""
-
-    model_dirs: tuple[str, ...]
-    default_model: str | None
-    cache_size: int
-    speedups: tuple[str, ...]
-    device: str
-    preview_max_size: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ReplicaConfig:
-        return cls(
-            model_dirs=tuple(str(d) for d in settings.model_dirs),
-            default_model=settings.default_model,
-            cache_size=settings.cache_size,
-            speedups=tuple(settings.speedups),
-            device=settings.ray_device,
-            preview_max_size=settings.preview_max_size,
-        )
-
-
-class _RelayHooks:
-    """The runner's hooks on a replica: each call becomes a message of the stream."""
-
-    def __init__(self, send: Callable[[Message], None], cancel: threading.Event) -> None:
-        self._send = send
-        self._cancel = cancel
-
-    def loading(self, model_name: str) -> None:
-        self._send({"kind": "loading", "model": model_name})
-
-    def progress(self, step: int, total: int, preview: str | None = None) -> None:
-        self._send({"kind": "progress", "step": step, "total": total})
-        if preview is not None:
-            self._send({"kind": "preview", "step": step, "image": preview})
-
-    def preview(self, step: int, image: str) -> None:
-        self._send({"kind": "preview", "step": step, "image": image})
-
-    def should_cancel(self) -> bool:
-        return self._cancel.is_set()
 
 
 class KdReplica:
     """One engine, one job at a time; `run` streams a job's messages."""
 
     def __init__(self, config: ReplicaConfig) -> None:
-        # As the CLI does: a replica never reaches for the hub (before diffusers loads).
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from kd_server.api.services import EngineRunner
-        from kd_server.engine import Engine
-        from kd_server.library import ModelLibrary
-        from kd_server.speed import SpeedOptions
-
-        library = ModelLibrary(
-            [Path(d) for d in config.model_dirs], default_model=config.default_model
-        )
-        self.engine = Engine(
-            library,
-            device=config.device,
-            cache_size=config.cache_size,
-            speed=SpeedOptions.from_names(list(config.speedups)),
-        )
-        self.runner = EngineRunner(self.engine, config.preview_max_size)
+        self.engine, self.runner = config.build()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kd-replica")
-        self.cache_size = config.cache_size
 
     def pid(self) -> int:
         return os.getpid()
@@ -160,7 +99,7 @@ class KdReplica:
             while True:
                 message = await out.get()
                 yield message
-                if message["kind"] in _FINAL:
+                if message["kind"] in FINAL:
                     return
         finally:
             cancel.set()
@@ -176,47 +115,10 @@ class KdReplica:
     def _work(
         self, payload: bytes, send: Callable[[Message], None], cancel: threading.Event
     ) -> None:
-        """The job on the replica's engine thread; every outcome is one final message."""
-        from kd_server.request_codec import decode_request
-
-        try:
-            request = decode_request(payload)
-            images = self.runner(request, _RelayHooks(send, cancel))
-            for image in images:
-                if cancel.is_set():
-                    raise Cancelled
-                send(
-                    {
-                        "kind": "result",
-                        "index": image.index,
-                        "seed": image.seed,
-                        "png": image.encode(),
-                    }
-                )
-        except Cancelled:
-            send({"kind": "cancelled"})
-        except EngineError as exc:
-            send({"kind": "error", "code": exc.code.value, "message": exc.message})
-        except Exception:
-            log.exception("A job failed on this replica")
-            send({"kind": "error", "code": "internal_error", "message": ""})
-        else:
-            send({"kind": "done"})
+        run_job(self.runner, payload, send, cancel, self.engine.loaded_models)
 
 
 # ----------------------------------------------------------------- the gateway side
-
-
-@dataclass
-class EncodedPng:
-    """A result as the replica sent it: already a PNG."""
-
-    index: int
-    seed: int
-    png: bytes
-
-    def encode(self) -> bytes:
-        return self.png
 
 
 @dataclass
@@ -263,23 +165,10 @@ class RayWorker:
         accepted = False
         try:
             for message in stream:
-                kind = message["kind"]
-                if kind == "accepted":
+                if message["kind"] == "accepted":
                     accepted, self.replica_pid = True, int(message["pid"])
-                elif kind == "loading":
-                    hooks.loading(str(message["model"]))
-                elif kind == "progress":
-                    hooks.progress(int(message["step"]), int(message["total"]))
-                elif kind == "preview":
-                    hooks.preview(int(message["step"]), str(message["image"]))
-                elif kind == "result":
-                    outputs.append(EncodedPng(message["index"], message["seed"], message["png"]))
-                elif kind == "done":
+                elif apply(message, hooks, outputs) == "done":
                     return outputs
-                elif kind == "cancelled":
-                    raise Cancelled
-                elif kind == "error":
-                    raise _engine_error(message)
                 if hooks.should_cancel():
                     stream.cancel()  # the replica stops the engine at its next step
                     raise Cancelled
@@ -291,34 +180,16 @@ class RayWorker:
             log.error(
                 "%s: the replica (pid %s) was lost mid-job: %s", self.name, self.replica_pid, exc
             )
-            raise WorkerLost(_LOST) from exc
+            raise WorkerLost(LOST) from exc
         finally:
             self.replica_pid = None
         if not accepted:
             raise _NotAccepted("the stream ended before the replica took the job")
-        raise WorkerLost(_LOST)
-
-
-_LOST = (
-    "The GPU worker running this job stopped before it finished (its process or "
-    "machine went away); the other workers carry on. Generate again."
-)
+        raise WorkerLost(LOST)
 
 
 class _NotAccepted(Exception):
     """The request never reached a live replica: safe to send again."""
-
-
-def _engine_error(message: Message) -> EngineError:
-    try:
-        code = EngineErrorCode(message["code"])
-    except ValueError:
-        code = EngineErrorCode.INTERNAL
-    text = message.get("message") or (
-        "The server hit an unexpected error while running this job; the GPU worker's "
-        "log has the details."
-    )
-    return EngineError(code, str(text))
 
 
 class RayExecutor:
