@@ -2,7 +2,7 @@
 
 Servers measured in the same process, in the same run, interleaved:
 - local, 1 worker: one engine, as every server before scale-out;
-- local, 2 workers: two engines in the server (`--device cpu --device cpu`);
+- local, 2 workers: `--device cpu --device cpu`, one worker process per device;
 - with `--ray`: Ray Serve deployments of 1 and of 2 CPU replicas behind the same
   gateway code (a local Ray cluster; the whole benchmark then runs in a private
   network namespace, `unshare -rn`, so Ray is reachable on the loopback only).
@@ -107,21 +107,16 @@ def solo(live: Any, profile: Profile) -> float:
 
 @contextmanager
 def local_server(workers: int) -> Iterator[Any]:
-    """The real server with `workers` CPU engines, each warmed up."""
+    """The real server as `serve --device cpu` (one engine in the server) or with
+    the device repeated (one worker process per device), built by the product."""
     from kd_server.api.server import serve_in_thread
-    from kd_server.api.services import EngineRunner
     from kd_server.config import Settings
-    from kd_server.executors.local import EngineWorker
 
-    engines = [make_engine() for _ in range(workers)]
+    os.environ["OMP_NUM_THREADS"] = "1"  # the worker processes: one torch thread each
+    engine = make_engine() if workers == 1 else None
+    library = make_engine().library
     settings = Settings(device=",".join(["cpu"] * workers))
-    runners = [
-        EngineWorker(f"cpu#{index}", engine, EngineRunner(engine, settings.preview_max_size))
-        for index, engine in enumerate(engines)
-    ]
-    running = serve_in_thread(
-        settings, engines[0], engines[0].library, workers=runners if workers > 1 else None
-    )
+    running = serve_in_thread(settings, engine, library, start_timeout=120)
     try:
         yield running
     finally:
