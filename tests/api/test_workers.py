@@ -62,7 +62,7 @@ def test_two_cold_workers_load_at_once_and_loading_still_works_after(
     models: Path, library: Any
 ) -> None:
     """Two workers loading their first checkpoint at the same moment: both jobs
-    finish, and a load after them works. (Without the loading gate, diffusers'
+    finish, and a load after them works. (Without kd_server.load_lock, diffusers'
     process-wide empty-weights patch left modules on the meta device and broke every
     later load in the process.)"""
     from kd_server.engine import Engine

@@ -3,7 +3,8 @@
 A server with two GPUs runs two jobs at once, one per GPU. The queue hands a job to a
 free worker, preferring the one whose cache already holds the job's model (loading a
 checkpoint costs seconds; a warm one costs nothing), so artists working with
-different models end up on different GPUs without anyone choosing.
+different models end up on different GPUs without anyone choosing. Loads on two
+workers' threads take turns (`kd_server.load_lock`).
 """
 
 from __future__ import annotations
@@ -13,17 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kd_server.jobqueue import Hooks, Output, RunHooks, Runner
+from kd_server.jobqueue import Output, RunHooks, Runner
 
 #: `--device all`: every CUDA GPU this machine shows.
 ALL_DEVICES = "all"
-
-#: One job at a time in this process may be loading weights. diffusers and
-#: transformers build modules under a process-wide "empty weights" patch; two loads on
-#: two threads at once left modules on the meta device ("Cannot copy out of meta
-#: tensor") and every later load in the process broken (found by
-#: tests/api/test_workers.py, which now proves the gate).
-_LOADING = threading.Lock()
 
 
 class WarmEngine(Protocol):
@@ -71,27 +65,7 @@ class EngineWorker:
         model = self._model_of(payload)
         with self._lock:
             self._current = model
-        if not self._may_load(payload, model):
-            return self.runner(payload, hooks)
-        gate = _LoadGate(hooks)  # held until the job's first step: its loads are done
-        try:
-            return self.runner(payload, gate)  # type: ignore[arg-type]
-        finally:
-            gate.release()
-
-    def _may_load(self, payload: Any, model: str | None) -> bool:
-        """Whether the job may load weights before its first step: a cold checkpoint,
-        LoRAs, control layers, a reference image or an upscaler."""
-        if model is None or model not in self.engine.loaded_models():
-            return True
-        conditioning = getattr(payload, "conditioning", None)
-        extras = (
-            getattr(conditioning, "loras", None),
-            getattr(conditioning, "control", None),
-            getattr(conditioning, "reference", None),
-            getattr(payload, "upscaling", None),
-        )
-        return any(extras)
+        return self.runner(payload, hooks)
 
     def affinity(self, payload: Any) -> int:
         """1 when the job's model is warm here (or loading here now), else 0."""
@@ -111,34 +85,3 @@ class EngineWorker:
             return str(self.engine.check_model(getattr(payload, "model", None)).name)
         except Exception:  # an unknown model fails when it runs, wherever it runs
             return None
-
-
-class _LoadGate:
-    """The job's hooks, holding `_LOADING` from the start of the job until its first
-    progress or preview (all its weights are loaded by then) or its end."""
-
-    def __init__(self, hooks: Hooks) -> None:
-        self._hooks = hooks
-        self._guard = threading.Lock()
-        _LOADING.acquire()
-        self._held = True
-
-    def release(self) -> None:
-        with self._guard:
-            if self._held:
-                self._held = False
-                _LOADING.release()
-
-    def loading(self, model_name: str) -> None:
-        self._hooks.loading(model_name)
-
-    def progress(self, step: int, total: int, preview: str | None = None) -> None:
-        self.release()
-        self._hooks.progress(step, total, preview)
-
-    def preview(self, step: int, image: str) -> None:
-        self.release()
-        self._hooks.preview(step, image)
-
-    def should_cancel(self) -> bool:
-        return self._hooks.should_cancel()
