@@ -219,13 +219,11 @@ def _prompt_loras(text: str) -> list[Any]:
     """The LoRAs of a prompt's `<lora:name:weight>` tags (docs/prompts.md); ValueError
     (with a sentence) for a tag that cannot be honoured."""
     from kd_server.generation import LoraSpec
-    from kd_server.prompt_syntax import extract_networks
+    from kd_server.prompt_syntax import extract_networks, lora_weights
 
-    _, tags = extract_networks(text)  # PromptSyntaxError is a ValueError
-    for tag in tags:
-        if tag.is_unavailable or (tag.is_lora and tag.has_split_weights):
-            raise ValueError(f"<{tag.kind}:{tag.name}:...> cannot be applied here")
-    return [LoraSpec(tag.name, tag.weight) for tag in tags if tag.is_lora]
+    # PromptSyntaxError and UnavailableNetwork are ValueErrors
+    weights = lora_weights(extract_networks(text)[1])
+    return [LoraSpec(name, weight) for name, weight in weights]
 
 
 def _write_result(path: Path, png: bytes) -> None:

@@ -196,6 +196,31 @@ def extract_networks(text: str) -> tuple[str, list[NetworkTag]]:
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip(" ,\t"), tags
 
 
+class UnavailableNetwork(ValueError):
+    """A tag asking for what this server cannot apply (a hypernetwork, separate
+    text-encoder and UNet weights): ignoring it would change the picture."""
+
+
+def lora_weights(tags: list[NetworkTag]) -> list[tuple[str, float]]:
+    """(name, weight) of each LoRA the tags ask for (`<lora:>`, `<lyco:>`), in order.
+    Tags of kinds A1111 does not know either are ignored, as A1111 ignores them;
+    raises UnavailableNetwork for one that cannot be honoured. Both front doors and
+    the CLI read tags through this one rule."""
+    loras: list[tuple[str, float]] = []
+    for tag in tags:
+        if tag.is_unavailable:
+            raise UnavailableNetwork(f"the extra network <{tag.kind}:...> is not available")
+        if not tag.is_lora:
+            continue
+        if tag.has_split_weights:
+            raise UnavailableNetwork(
+                f"<{tag.kind}:{tag.name}:...>: separate text-encoder and UNet weights are "
+                "not available"
+            )
+        loras.append((tag.name, tag.weight))
+    return loras
+
+
 def strip_networks(text: str) -> str:
     """The prompt without its `<kind:...>` tags (cleaned as `extract_networks` cleans
     it), never raising; a prompt without tags is returned exactly as it is."""

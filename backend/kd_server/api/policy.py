@@ -13,7 +13,12 @@ from collections.abc import Iterable
 from kd_server.api.errors import ApiError
 from kd_server.config import Settings
 from kd_server.generation import MAX_LORAS, LoraSpec, Task
-from kd_server.prompt_syntax import PromptSyntaxError, extract_networks
+from kd_server.prompt_syntax import (
+    PromptSyntaxError,
+    UnavailableNetwork,
+    extract_networks,
+    lora_weights,
+)
 from kd_server.tasks import spec_for
 
 
@@ -29,23 +34,10 @@ def prompt_loras(field: str, text: str) -> list[LoraSpec]:
     them would change the picture; tags of kinds A1111 does not know are ignored, as
     A1111 ignores them."""
     try:
-        _, tags = extract_networks(text)
-    except PromptSyntaxError as exc:
+        weights = lora_weights(extract_networks(text)[1])
+    except (PromptSyntaxError, UnavailableNetwork) as exc:
         raise invalid(field, f"{exc}.") from None
-    loras = []
-    for tag in tags:
-        if tag.is_unavailable:
-            raise invalid(field, f"the extra network <{tag.kind}:...> is not available.")
-        if not tag.is_lora:
-            continue
-        if tag.has_split_weights:
-            raise invalid(
-                field,
-                f"<{tag.kind}:{tag.name}:...>: separate text-encoder and UNet weights are "
-                "not available.",
-            )
-        loras.append(LoraSpec(tag.name, tag.weight))
-    return loras
+    return [LoraSpec(name, weight) for name, weight in weights]
 
 
 def merge_loras(field: str, loras: list[LoraSpec]) -> list[LoraSpec]:

@@ -48,7 +48,12 @@ from kd_server.generation import (
 )
 from kd_server.library import ModelLibrary
 from kd_server.masks import flatten_rgb
-from kd_server.prompt_syntax import PromptSyntaxError, extract_networks
+from kd_server.prompt_syntax import (
+    PromptSyntaxError,
+    UnavailableNetwork,
+    extract_networks,
+    lora_weights,
+)
 from kd_server.samplers import UnknownSampler, canonical_name, resolve
 
 #: Previews every step: `progress` can then always show the latest one (they are cheap).
@@ -258,23 +263,12 @@ def parse_networks(text: str, field: str, enabled: bool) -> tuple[str, list[Lora
     """
     try:
         cleaned, tags = extract_networks(text)
+        weights = lora_weights(tags)
     except PromptSyntaxError as exc:
         raise invalid(field, str(exc)) from None
-    loras: list[LoraSpec] = []
-    for tag in tags:
-        if tag.is_unavailable:
-            raise unsupported(field, f"the extra network <{tag.kind}:...> is not available")
-        if not tag.is_lora:
-            continue
-        if tag.has_split_weights:
-            raise unsupported(
-                field,
-                f"<{tag.kind}:{tag.name}:...>: separate text-encoder and UNet weights are "
-                "not available",
-            )
-        if enabled:
-            loras.append(LoraSpec(tag.name, tag.weight))
-    return cleaned, loras
+    except UnavailableNetwork as exc:
+        raise unsupported(field, str(exc)) from None
+    return cleaned, [LoraSpec(name, weight) for name, weight in weights] if enabled else []
 
 
 def _candidates(text: str) -> list[str]:
