@@ -29,6 +29,8 @@ class ParameterText:
     loras: tuple[tuple[str, float], ...] = ()
     clip_skip: int = 1  # written only when not 1, as A1111 writes it
     vae: str | None = None  # a VAE file chosen instead of the checkpoint's
+    #: more `key: value` pairs, written last (a hi-res pass, an upscale)
+    extra: tuple[tuple[str, str], ...] = ()
 
     def render(self) -> str:
         """The three-part A1111 layout: prompt, negative prompt, then key: value pairs."""
@@ -52,6 +54,7 @@ class ParameterText:
         if self.loras:
             hashes = ", ".join(f"{name}: {weight:g}" for name, weight in self.loras)
             pairs.append(("Lora weights", f'"{hashes}"'))
+        pairs.extend(self.extra)
         lines.append(", ".join(f"{key}: {value}" for key, value in pairs))
         return "\n".join(lines)
 

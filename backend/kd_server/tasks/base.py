@@ -33,19 +33,6 @@ class Prepared:
     alpha: Image.Image | None = None  # inpaint: the feathered mask at the region's size
 
 
-@dataclass(frozen=True)
-class RecipeText(ParameterText):
-    """A1111's parameters with more `key: value` pairs (a hi-res pass, an upscale)."""
-
-    extra: tuple[tuple[str, str], ...] = ()
-
-    def render(self) -> str:
-        text = super().render()
-        if not self.extra:
-            return text
-        return text + ", " + ", ".join(f"{key}: {value}" for key, value in self.extra)
-
-
 class Passes(Protocol):
     """What the engine lends a task that runs several passes (`TaskSpec.run_passes`).
 

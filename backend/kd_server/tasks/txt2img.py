@@ -17,7 +17,7 @@ from kd_server import masks
 from kd_server.families import Family
 from kd_server.generation import GenerationRequest, Task
 from kd_server.pngmeta import ParameterText
-from kd_server.tasks.base import Passes, Prepared, RecipeText, TaskSpec, invalid, whole_image_mask
+from kd_server.tasks.base import Passes, Prepared, TaskSpec, invalid, whole_image_mask
 from kd_server.tasks.upscale import check_upscaling, plan_units, upscale_and_refine, upscale_recipe
 
 if TYPE_CHECKING:
@@ -83,12 +83,11 @@ class Txt2Img(TaskSpec):
         upscaling = request.upscaling
         if upscaling is None:
             return base
-        fields = {**base.__dict__, "denoising_strength": upscaling.strength}
         extra = (
             ("Hires upscale", f"{upscaling.width / max(1, request.width):.3g}"),
             *upscale_recipe(upscaling, "Hires "),
         )
-        return RecipeText(**fields, extra=extra)
+        return replace(base, denoising_strength=upscaling.strength, extra=extra)
 
     def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
         width, height = masks.snap_size(request.width, request.height)

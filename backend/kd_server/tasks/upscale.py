@@ -31,7 +31,6 @@ from kd_server.pngmeta import ParameterText
 from kd_server.tasks.base import (
     Passes,
     Prepared,
-    RecipeText,
     TaskSpec,
     invalid,
     whole_image_mask,
@@ -245,12 +244,12 @@ class Upscale(TaskSpec):
             ("Upscaled from", f"{source.width}x{source.height}"),
             *upscale_recipe(upscaling, "Upscale "),
         )
-        fields = {
-            **base.__dict__,
-            "denoising_strength": upscaling.strength,
-            "steps": upscaling.steps or request.sampling.steps,
-        }
-        return RecipeText(**fields, extra=extra)
+        return replace(
+            base,
+            denoising_strength=upscaling.strength,
+            steps=upscaling.steps or request.sampling.steps,
+            extra=extra,
+        )
 
 
 class RefineTile(Upscale):
