@@ -55,6 +55,9 @@ class Sampling:
     cfg_scale: float = 7.0
     seed: int | None = None  # None: random; the seed used is reported per image
     batch_size: int = 1
+    #: Flux's distilled guidance (the model's own "guidance" input, not CFG); None: the
+    #: family's default. Families without it refuse a value (kd_server.families).
+    guidance: float | None = None
 
 
 class ControlMode(str, enum.Enum):
@@ -181,6 +184,9 @@ class GenerationRequest:
     #: `upscale` task: the target and the refine; txt2img: a hi-res second pass
     #: (first pass at `width` x `height`, then upscaled and refined to its size)
     upscaling: Upscaling | None = None
+    #: a memory mode's wire value (kd_server.memory_modes) the job asks for; None: the
+    #: server's choice for the model and the free memory
+    memory_mode: str | None = None
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def test_both_front_doors_refuse_the_same_bad_prompt_alike(
 def test_health_names_the_protocol_version_and_models_their_working_size(
     server: LiveServer,
 ) -> None:
-    assert server.get("/v1/health").json()["protocol"] == 5
+    assert server.get("/v1/health").json()["protocol"] == 6
     checkpoints = server.get("/v1/models").json()["checkpoints"]
     embedded = next(c for c in checkpoints if c["name"] == "tiny-sd15-embedded")
     assert embedded["working_size"] == 256  # the embedded model's own size, not SD1.5's 512

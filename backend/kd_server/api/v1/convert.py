@@ -78,6 +78,7 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
             cfg_scale=body.cfg_scale,
             seed=None if body.seed in (None, -1) else body.seed,
             batch_size=body.batch_size,
+            guidance=body.guidance,
         ),
         inputs=ImageInputs(
             image=image,
@@ -93,6 +94,7 @@ def to_generation_request(body: JobRequest, settings: Settings) -> GenerationReq
         height=body.height,
         preview_every=body.preview_every,
         upscaling=upscaling,
+        memory_mode=body.memory_mode,
     )
 
 

@@ -16,7 +16,7 @@ from kd_server.generation import MAX_CONTROLS, MAX_LORAS, MAX_SEED, ControlMode,
 
 #: The protocol's version, reported by `/v1/health`. Raised when a field or event is
 #: added (clients may then use it); a body that worked before keeps working.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
@@ -269,6 +269,20 @@ class JobRequest(_Strict):
     cfg_scale: float = Field(
         7.0, ge=0, le=30, allow_inf_nan=False, description="Prompt guidance, 0..30."
     )
+    guidance: float | None = Field(
+        None,
+        ge=0,
+        le=30,
+        allow_inf_nan=False,
+        description="(since 6) Flux's distilled guidance (families with `guidance` in "
+        "`/v1/models`); null = the family's default (3.5).",
+    )
+    memory_mode: str | None = Field(
+        None,
+        max_length=32,
+        description="(since 6) A memory mode (`full`, `vae-tiling`, `fp8`, `model-offload`, "
+        "`sequential-offload`) to run this job in; null = the server's choice.",
+    )
     seed: int | None = Field(
         None,
         ge=-1,
@@ -413,7 +427,9 @@ class Health(BaseModel):
         "`/v1/models`, and `POST /v1/preprocess`; 5 adds the `upscale` task with its "
         "`upscale` object, `hires` on txt2img, `fill` on img2img/inpaint, `upscalers` in "
         "`/v1/models`, A1111's prompt syntax, `clip_skip` and `vae` on jobs, `embeddings` "
-        "and `vaes` in `/v1/models`. Bodies valid in an older version stay valid.",
+        "and `vaes` in `/v1/models`; 6 adds the Flux and SD 3.5 families, `guidance` and "
+        "`memory_mode` on jobs and memory modes in `/v1/health`. Bodies valid in an older "
+        "version stay valid.",
     )
     device: str = Field(description="Where diffusion runs: `cuda`, `mps` or `cpu`.")
     dtype: str = Field(description="Weights' precision, e.g. `float16`.")
