@@ -46,6 +46,7 @@ from kd_server.families import Family
 from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.hashes import HashStore, library_files
+from kd_server.split_layout import ModelParts
 from kd_server.taesd_files import PreviewDecoder, find_preview_decoders
 from kd_server.trigger_words import trigger_words
 from kd_server.upscale.files import UPSCALER_SUBDIRS, UpscalerFile, find_upscalers
@@ -83,6 +84,7 @@ class ModelFormat(str, enum.Enum):
     DIFFUSERS = "diffusers"
     EMBEDDED = "embedded"
     PICKLE = "pickle"  # listed only, never opened
+    SPLIT = "split"  # assembled from ComfyUI split files; `ModelEntry.parts` says which
 
 
 class EntryStatus(str, enum.Enum):
@@ -105,6 +107,8 @@ class ModelEntry:
     facts: ControlFacts | None = None  # control-related files: role, layout, widths
     fast: FastMode | None = None  # LCM, Lightning, Hyper-SD, Turbo (kd_server.fast_modes)
     trigger_words: tuple[str, ...] = ()  # LoRAs: from the header (kd_server.trigger_words)
+    #: SPLIT checkpoints: the transformer (also `path`), text encoder and VAE files
+    parts: ModelParts | None = None
 
     @property
     def usable(self) -> bool:
