@@ -22,6 +22,8 @@ from PIL import Image
 
 from kd_server.control.pipeline import ControlRuntime
 from kd_server.devices import DeviceChoice, choose_device, free_memory, is_out_of_memory
+from kd_server.embeddings import comfy_names
+from kd_server.families import Family
 from kd_server.generation import (
     MAX_LORAS,
     MAX_SEED,
@@ -40,7 +42,7 @@ from kd_server.library import ModelEntry, ModelLibrary
 from kd_server.load_lock import LOAD_LOCK
 from kd_server.loading import LoadedModel, load_model
 from kd_server.preview_worker import PreviewWorker
-from kd_server.previews import Decode, render, snapshot
+from kd_server.previews import Decode, LatentMap, latent_map, render, snapshot, unpack_flux
 from kd_server.prompt_encoding import with_prompt_embeddings
 from kd_server.samplers import (
     UnknownSampler,
@@ -51,7 +53,8 @@ from kd_server.samplers import (
 )
 from kd_server.speed import SpeedOptions, unfuse_for_lora
 from kd_server.taesd import PreviewDecoders, decode_preview
-from kd_server.tasks import TaskSpec, spec_for
+from kd_server.tasks import Prepared, TaskSpec, spec_for
+from kd_server.tasks.base import check_family, invalid
 from kd_server.upscale.models import LoadedUpscaler, UpscalerRuntime, enlarge
 from kd_server.vae_files import VaeCache, swapped_vae
 
@@ -118,9 +121,10 @@ class Engine:
             )
         for name in names:
             self.library.get_lora(name)
+        family = entry.family
         try:
-            canonical_name(request.sampling.sampler)
-            limit = max_steps(request.sampling.sampler)
+            canonical_name(request.sampling.sampler, family=family)
+            limit = max_steps(request.sampling.sampler, family)
         except UnknownSampler as exc:
             raise EngineError(EngineErrorCode.SAMPLER_NOT_FOUND, str(exc)) from exc
         if limit is not None and request.sampling.steps > limit:
@@ -130,12 +134,35 @@ class Engine:
                 f"ask for {limit} or fewer (fast models need 2 to 8).",
             )
         spec_for(request.task).check(request)
+        if family is not None:
+            check_family(request, family)
+            self._check_embeddings(request, family)
         if request.vae is not None:
             self.library.get_vae(request.vae)
         if request.upscaling is not None and request.upscaling.upscaler is not None:
             self.library.get_upscaler(request.upscaling.upscaler)
         self.controls.check(request, entry)
         return entry
+
+    def _check_embeddings(self, request: GenerationRequest, family: Family) -> None:
+        """Textual inversions are CLIP word vectors of SD 1.5 and SDXL; a prompt for
+        Flux or SD 3.5 that names one (a whole word, or `embedding:name`) is refused."""
+        info = family.info
+        if not info.is_transformer:
+            return
+        texts = [request.conditioning.prompt]
+        if info.uses_cfg:
+            texts.append(request.conditioning.negative_prompt)
+        words = " ".join(comfy_names(text) for text in texts).casefold()
+        for embedding in self.library.embeddings():
+            if embedding.usable and re.search(
+                rf"(?<![\w-]){re.escape(embedding.name.casefold())}(?![\w-])", words
+            ):
+                raise invalid(
+                    f"The prompt names the embedding '{embedding.name}': textual inversions "
+                    f"are for SD 1.5 and SDXL, and {info.label} cannot read them. Remove "
+                    "it, or describe what it stands for in words."
+                )
 
     def preprocess(
         self,
@@ -295,6 +322,7 @@ class Engine:
         request = replace(request, sampling=replace(request.sampling, seed=seed))
         sampling = request.sampling
         prepared = spec.prepare(request, model)
+        callback.picture_size(prepared)
         control = self.controls.setup(request, model, prepared)
         pipe = control.pipeline or model.pipeline_for(request.task)
         pipe.scheduler = build_scheduler(
@@ -311,7 +339,7 @@ class Engine:
                     output_type="pil",
                     **with_prompt_embeddings(
                         pipe,
-                        spec.pipeline_arguments(request, prepared),
+                        spec.pipeline_arguments(request, prepared, model.family),
                         request.conditioning.clip_skip,
                         self.library.embeddings(),
                     ),
@@ -357,7 +385,7 @@ class Engine:
             decode: Decode | None = None
             if decoder is not None:
                 decode = partial(decode_preview, decoder)
-            previews = _Previews(self._previews, on_preview, model.info.is_xl, decode)
+            previews = _Previews(self._previews, on_preview, latent_map(model.family), decode)
         return _StepReporter(request, on_progress, should_cancel, previews, job)
 
     def _record(
@@ -370,8 +398,10 @@ class Engine:
         seed: int,
     ) -> GeneratedImage:
         """A finished image with the recipe its PNG records."""
-        sampler = canonical_name(request.sampling.sampler)
-        parameters = spec.parameters(request, image, seed, model.name, sampler).render()
+        sampler = canonical_name(request.sampling.sampler, family=model.family)
+        parameters = spec.parameters(
+            request, image, seed, model.name, sampler, model.family
+        ).render()
         return GeneratedImage(index=index, seed=seed, image=image, parameters=parameters)
 
     # -- LoRA ------------------------------------------------------------------------
@@ -452,14 +482,20 @@ class _Previews:
 
     worker: PreviewWorker
     deliver: PreviewCallback
-    is_xl: bool
+    mapping: LatentMap  # the family's latent -> RGB map
     decode: Decode | None
+    #: the pass's picture size in pixels: Flux's packed latents are unpacked with it
+    size: tuple[int, int] | None = None
 
     def offer(self, step: int, total: int, copy: torch.Tensor) -> None:
         """Make the preview of `copy` (a `snapshot` of the step's latents) off this thread."""
+        size = self.size
 
         def make() -> None:
-            image = render(copy, self.is_xl, self.decode)
+            latents = copy
+            if latents.ndim == 3 and size is not None:  # Flux: [1, tokens, 64]
+                latents = unpack_flux(latents, *size)
+            image = render(latents, self.mapping, self.decode)
             self.deliver(Preview(step=step, total=total, image=image))
 
         self.worker.offer(make)
@@ -499,6 +535,17 @@ class _StepReporter:
         if self.previews is not None and copy is not None:
             self.previews.offer(step, total, copy)  # after its progress, as promised
         return tensors
+
+    def picture_size(self, prepared: Prepared) -> None:
+        """The size the pass denoises at (Flux previews unpack their latents with it)."""
+        if self.previews is None:
+            return
+        width, height = prepared.kwargs.get("width"), prepared.kwargs.get("height")
+        image = prepared.kwargs.get("image")
+        if (width is None or height is None) and isinstance(image, Image.Image):
+            width, height = image.size
+        if isinstance(width, int) and isinstance(height, int):
+            self.previews.size = (width, height)
 
     def drop_waiting_preview(self) -> None:
         """A cancelled job's preview that has not started is not made."""

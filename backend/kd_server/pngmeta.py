@@ -29,6 +29,8 @@ class ParameterText:
     loras: tuple[tuple[str, float], ...] = ()
     clip_skip: int = 1  # written only when not 1, as A1111 writes it
     vae: str | None = None  # a VAE file chosen instead of the checkpoint's
+    #: Flux's distilled guidance, written as Forge writes it ("Distilled CFG Scale")
+    distilled_cfg_scale: float | None = None
     #: more `key: value` pairs, written last (a hi-res pass, an upscale)
     extra: tuple[tuple[str, str], ...] = ()
 
@@ -41,6 +43,10 @@ class ParameterText:
             ("Steps", str(self.steps)),
             ("Sampler", self.sampler),
             ("CFG scale", f"{self.cfg_scale:g}"),
+        ]
+        if self.distilled_cfg_scale is not None:
+            pairs.append(("Distilled CFG Scale", f"{self.distilled_cfg_scale:g}"))
+        pairs += [
             ("Seed", str(self.seed)),
             ("Size", f"{self.width}x{self.height}"),
             ("Model", self.model),

@@ -24,6 +24,12 @@ pooled embedding from the second encoder's first chunk.
 A prompt without any syntax that fits in 75 tokens gives exactly the tensors diffusers'
 `encode_prompt` gives (no weighting arithmetic is done when all weights are 1), so
 plain prompts make the same pictures they made before this module existed.
+
+Flux and SD 3.5 read their prompts mostly through T5, which reads whole sentences
+(up to 512 tokens for Flux, 256 for SD 3.5) and was never trained on A1111's weights.
+For them the syntax is read and taken out (`plain_text`): the parentheses, brackets and
+weights go, the words stay; `BREAK` becomes a space; the pipeline's own
+`encode_prompt` then encodes the plain text with every encoder (docs/prompts.md).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Any
 import torch
 
 from kd_server.embeddings import EmbeddingFile, EmbeddingTokens, comfy_names, mentioned, tokens_for
-from kd_server.prompt_syntax import Break, Piece, parse_emphasis, strip_networks
+from kd_server.prompt_syntax import Break, Fragment, Piece, parse_emphasis, strip_networks
 
 #: Prompt tokens per chunk; with its start and end tokens a chunk is CLIP's 77.
 CHUNK_LENGTH = 75
@@ -324,6 +330,19 @@ def prompt_arguments(
     return encoder.arguments(prompt, negative_prompt)
 
 
+def plain_text(prompt: str) -> str:
+    """The prompt's words without A1111's emphasis syntax: `(red hair:1.3), [blur]
+    BREAK sky` -> `red hair, blur sky`."""
+    parts = [piece.text if isinstance(piece, Fragment) else " " for piece in parse_emphasis(prompt)]
+    return " ".join("".join(parts).split())
+
+
+def reads_plain_text(pipe: Any) -> bool:
+    """Whether the pipeline is a transformer one (Flux, SD 3.5) whose prompts are read
+    as plain text (see the module docstring)."""
+    return getattr(pipe, "transformer", None) is not None
+
+
 def with_prompt_embeddings(
     pipe: Any,
     arguments: dict[str, Any],
@@ -342,5 +361,10 @@ def with_prompt_embeddings(
     # never sees them (A1111 removes them too)
     prompt = strip_networks(rest.pop("prompt"))
     negative_prompt = strip_networks(rest.pop("negative_prompt", None) or "")
+    if reads_plain_text(pipe):
+        plain = {"prompt": plain_text(prompt)}
+        if "negative_prompt" in arguments:  # SD 3.5; Flux runs without one
+            plain["negative_prompt"] = plain_text(negative_prompt)
+        return {**rest, **plain}
     encoded = prompt_arguments(pipe, prompt, negative_prompt, clip_skip, embeddings)
     return {**rest, **encoded}

@@ -15,6 +15,17 @@ spacing (linspace, trailing, leading) or, for Euler, a custom sigma list
 (`sigma_schedules.py`). A schedule a sampler's diffusers class cannot express is
 replaced by the nearest one it can, and `Realized.note` says so (the A1111 layer
 writes it into the infotext), so the substitution is never silent.
+
+Flow-matching families (Flux, SD 3.5: `FamilyInfo.is_transformer`) denoise along a
+straight path from noise to image and their pipelines drive the scheduler through
+flow-matching calls (`scale_noise`, sigmas and Flux's resolution shift `mu`) that only
+diffusers' flow-match schedulers answer. There "Euler" is
+`FlowMatchEulerDiscreteScheduler` built from the model's own scheduler config (its
+shift), with the schedules it can express (Karras, Exponential, Beta; Simple, SGM
+Uniform, Normal and Uniform are the model's own shifted schedule). Every other sampler
+runs as that Euler, with a note that says so: the other diffusers samplers either do
+not take the pipelines' sigmas or lack `scale_noise` (img2img and inpaint), so they
+cannot run these models in every task. Forge and ComfyUI default to Euler for them too.
 """
 
 from __future__ import annotations
@@ -246,6 +257,8 @@ class Realized:
     used: Schedule
     options: dict[str, Any]
     sigmas: SigmaFunction | None = None
+    #: set when another sampler than the one asked for runs (flow-matching families)
+    substituted: str | None = None
 
     @property
     def name(self) -> str:
@@ -256,7 +269,10 @@ class Realized:
 
     @property
     def note(self) -> str | None:
-        """Set when the requested schedule was replaced by the nearest available one."""
+        """Set when the requested schedule (or sampler) was replaced by the nearest
+        available one."""
+        if self.substituted is not None:
+            return self.substituted
         if self.used is self.requested:
             return None
         return (
@@ -302,6 +318,61 @@ _ALL_SWITCHES = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas
 def _init_parameters(class_name: str) -> frozenset[str]:
     cls = getattr(diffusers, class_name)
     return frozenset(inspect.signature(cls.__init__).parameters)
+
+
+#: The one sampler flow-matching families run (see the module docstring).
+FLOW_EULER = SamplerSpec(
+    "Euler",
+    "FlowMatchEulerDiscreteScheduler",
+    {},
+    (Schedule.AUTOMATIC, Schedule.SIMPLE, Schedule.KARRAS, Schedule.EXPONENTIAL, Schedule.BETA),
+)
+#: Schedules that are the flow model's own: uniform steps in sigma, shifted as the
+#: model's config says (what Forge and ComfyUI call "Simple" for these models).
+_FLOW_OWN_SCHEDULE = frozenset(
+    {
+        Schedule.AUTOMATIC,
+        Schedule.SIMPLE,
+        Schedule.SGM_UNIFORM,
+        Schedule.NORMAL,
+        Schedule.UNIFORM,
+    }
+)
+
+
+def is_flow(family: Family | None) -> bool:
+    """Whether the family denoises by flow matching (Flux, SD 3.5)."""
+    return family is not None and family.info.is_transformer
+
+
+def flow_sampler_names() -> list[str]:
+    """What flow-matching families run as asked (other names run as Euler)."""
+    return [
+        FLOW_EULER.name if s is Schedule.AUTOMATIC else f"{FLOW_EULER.name} {s.value}"
+        for s in FLOW_EULER.schedules
+    ]
+
+
+def _realize_flow(spec: SamplerSpec, requested: Schedule, family: Family) -> Realized:
+    """A sampler on a flow-matching family: Euler, with the schedule when Euler can
+    run it, else the model's own schedule; the note says what was replaced."""
+    label = family.info.label
+    if spec.name != FLOW_EULER.name:
+        return Realized(
+            FLOW_EULER,
+            requested,
+            Schedule.AUTOMATIC,
+            {},
+            substituted=f"{spec.name} does not run {label} (a flow-matching model); Euler was used",
+        )
+    if requested in _FLOW_OWN_SCHEDULE:
+        return Realized(FLOW_EULER, requested, requested, {})
+    switch = _SIGMA_SWITCHES.get(requested)
+    if switch is not None and (switch != "use_beta_sigmas" or is_scipy_available()):
+        options = {**_switches_off(_init_parameters(FLOW_EULER.scheduler_class)), switch: True}
+        used = Schedule.EXPONENTIAL if requested is Schedule.POLYEXPONENTIAL else requested
+        return Realized(FLOW_EULER, requested, used, options)
+    return Realized(FLOW_EULER, requested, Schedule.AUTOMATIC, {})
 
 
 def _sigma_function(schedule: Schedule, family: Family | None) -> SigmaFunction | None:
@@ -359,6 +430,9 @@ def realize(spec: SamplerSpec, requested: Schedule, family: Family | None = None
 def realized(name: str, schedule: str | None = None, family: Family | None = None) -> Realized:
     """`realize` for a sampler name (combined or not) and an optional schedule type."""
     spec, requested = resolve(name, schedule)
+    if is_flow(family):
+        assert family is not None
+        return _realize_flow(spec, requested, family)
     return realize(spec, requested, family)
 
 
@@ -407,12 +481,12 @@ def build_scheduler(
     return cls.from_config(base_config, **overrides)
 
 
-def max_steps(name: str) -> int | None:
+def max_steps(name: str, family: Family | None = None) -> int | None:
     """The most steps the sampler can run, None when any count works."""
-    spec, _ = resolve(name)
-    return spec.max_steps
+    return realized(name, family=family).spec.max_steps
 
 
-def canonical_name(name: str, schedule: str | None = None) -> str:
-    """The legacy combined spelling of what runs, used in PNG metadata and reports."""
-    return realized(name, schedule).name
+def canonical_name(name: str, schedule: str | None = None, family: Family | None = None) -> str:
+    """The legacy combined spelling of what runs (on `family`: flow-matching families
+    run Euler), used in PNG metadata and reports."""
+    return realized(name, schedule, family).name

@@ -78,7 +78,8 @@ def decode_preview(module: torch.nn.Module, latents: torch.Tensor, max_side: int
     never below `max_side`): an SDXL 1024x1024 preview then costs what a 256x256 one
     does instead of 16 times more."""
     parameter = next(module.parameters())
-    latent = latents[:1, :4].to(device=parameter.device, dtype=parameter.dtype)
+    channels = parameter.shape[1]  # the input convolution's: 4, or 16 (SD 3, Flux)
+    latent = latents[:1, :channels].to(device=parameter.device, dtype=parameter.dtype)
     factor = 1
     while max(latent.shape[-2:]) // (factor * 2) * LATENT_SCALE >= max_side:
         factor *= 2

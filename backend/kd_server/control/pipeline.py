@@ -112,6 +112,18 @@ class ControlRuntime:
     def check(self, request: GenerationRequest, checkpoint: ModelEntry) -> None:
         """Refuse, with a sentence the artist can act on, what cannot run."""
         controls = request.conditioning.control
+        info = checkpoint.family.info if checkpoint.family is not None else None
+        if info is not None and info.is_transformer:
+            if controls:
+                raise invalid(
+                    f"control: ControlNets are not available for {info.label} models here; "
+                    "remove the control layers, or choose an SD 1.5 or SDXL checkpoint."
+                )
+            if request.conditioning.reference is not None:
+                raise invalid(
+                    f"reference: IP-Adapters are not available for {info.label} models "
+                    "here; remove the reference image, or choose an SD 1.5 or SDXL checkpoint."
+                )
         if len(controls) > MAX_CONTROLS:
             raise invalid(f"control: {len(controls)} controls; at most {MAX_CONTROLS} per job.")
         family = _base_family(checkpoint)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from PIL import Image
 
-from kd_server.families import Family
+from kd_server.families import Family, FamilyInfo
 from kd_server.generation import EngineError, EngineErrorCode, GenerationRequest, Task
 from kd_server.pngmeta import ParameterText
 
@@ -126,15 +126,20 @@ class TaskSpec:
         """Scale inputs to the model's working size and build the pipeline's arguments."""
         raise NotImplementedError
 
-    def pipeline_arguments(self, request: GenerationRequest, prepared: Prepared) -> dict[str, Any]:
-        """Everything the pipeline call takes except generators and callbacks."""
+    def pipeline_arguments(
+        self, request: GenerationRequest, prepared: Prepared, family: Family | None = None
+    ) -> dict[str, Any]:
+        """Everything the pipeline call takes except generators and callbacks.
+
+        `family` (default: a UNet family) decides the guidance: the CFG scale and the
+        negative prompt where the family uses CFG; Flux's distilled guidance where it
+        has one; neither for Flux schnell (`guidance_arguments`)."""
         conditioning, sampling = request.conditioning, request.sampling
         return {
             "prompt": conditioning.prompt,
-            "negative_prompt": conditioning.negative_prompt or None,
             "num_inference_steps": sampling.steps,
-            "guidance_scale": sampling.cfg_scale,
             "num_images_per_prompt": sampling.batch_size,
+            **guidance_arguments(request, None if family is None else family.info),
             **prepared.kwargs,
         }
 
@@ -145,16 +150,26 @@ class TaskSpec:
         return image
 
     def parameters(
-        self, request: GenerationRequest, image: Image.Image, seed: int, model: str, sampler: str
+        self,
+        request: GenerationRequest,
+        image: Image.Image,
+        seed: int,
+        model: str,
+        sampler: str,
+        family: Family | None = None,
     ) -> ParameterText:
-        """The recipe written into the PNG (A1111's `parameters` text)."""
+        """The recipe written into the PNG (A1111's `parameters` text). For Flux it is
+        Forge's: "CFG scale: 1" (no CFG ran) and "Distilled CFG Scale" (the guidance)."""
         conditioning, sampling = request.conditioning, request.sampling
+        uses_cfg = family is None or family.info.uses_cfg
         return ParameterText(
             prompt=conditioning.prompt,
-            negative_prompt=conditioning.negative_prompt,
+            # a family without CFG never read the negative prompt: it is not recorded
+            negative_prompt=conditioning.negative_prompt if uses_cfg else "",
             steps=sampling.steps,
             sampler=sampler,
-            cfg_scale=sampling.cfg_scale,
+            cfg_scale=sampling.cfg_scale if uses_cfg else 1.0,
+            distilled_cfg_scale=distilled_guidance(request, family),
             seed=seed,
             width=image.width,
             height=image.height,
@@ -163,6 +178,55 @@ class TaskSpec:
             loras=tuple((lora.name, lora.weight) for lora in conditioning.loras),
             clip_skip=conditioning.clip_skip,
             vae=request.vae,
+        )
+
+
+def size_multiple(info: FamilyInfo) -> int:
+    """What a working size is rounded to: the VAE's 8 pixels for a UNet; 16 for the
+    transformers, which also cut the latent into 2x2 patches."""
+    return 16 if info.is_transformer else 8
+
+
+def distilled_guidance(request: GenerationRequest, family: Family | None) -> float | None:
+    """Flux's distilled guidance for this job (the family's default when the request
+    has none), or None for a family without it."""
+    if family is None or not family.info.uses_guidance:
+        return None
+    guidance = request.sampling.guidance
+    return family.info.default_cfg if guidance is None else guidance
+
+
+def guidance_arguments(request: GenerationRequest, info: FamilyInfo | None) -> dict[str, Any]:
+    """The pipeline's guidance arguments. Families with CFG (SD 1.5, SDXL, SD 3.5): the
+    CFG scale and the negative prompt. Flux: no negative prompt and no true CFG
+    (`true_cfg_scale` stays 1: the CFG scale and the negative prompt are ignored, as
+    in Forge); dev and Fill take the distilled guidance as `guidance_scale`, which
+    schnell has no input for."""
+    conditioning, sampling = request.conditioning, request.sampling
+    if info is None or info.uses_cfg:
+        return {
+            "negative_prompt": conditioning.negative_prompt or None,
+            "guidance_scale": sampling.cfg_scale,
+        }
+    guidance = distilled_guidance(request, info.family)
+    return {} if guidance is None else {"guidance_scale": guidance}
+
+
+def check_family(request: GenerationRequest, family: Family) -> None:
+    """Refuse, with a sentence, what the checkpoint's family cannot do (the engine
+    calls it with the job's checkpoint; ControlNets and IP-Adapters are checked by
+    `kd_server.control`)."""
+    info = family.info
+    if request.sampling.guidance is not None and not info.uses_guidance:
+        raise invalid(
+            f"guidance: {info.label} has no distilled guidance (Flux.1 dev and Fill have "
+            "it); leave guidance out and use cfg_scale"
+            + (" instead." if info.uses_cfg else ": this model runs without guidance.")
+        )
+    if info.is_transformer and request.conditioning.clip_skip != 1:
+        raise invalid(
+            f"clip_skip: {info.label} reads its text encoders' own layers; Clip skip applies "
+            "to SD 1.5 and SDXL only: set it to 1."
         )
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from kd_server import fill, masks
 from kd_server.families import Family
 from kd_server.generation import GenerationRequest, Task
-from kd_server.tasks.base import Prepared, TaskSpec, invalid, whole_image_mask
+from kd_server.tasks.base import Prepared, TaskSpec, invalid, size_multiple, whole_image_mask
 
 if TYPE_CHECKING:
     from kd_server.loading import LoadedModel
@@ -34,7 +34,8 @@ def working_image(
     (kd_server.fill: transparency never reads as white paper)."""
     image = request.inputs.image
     assert image is not None
-    width, height = masks.working_size(*image.size, target=model.working_size)
+    multiple = size_multiple(model.info)
+    width, height = masks.working_size(*image.size, target=model.working_size, multiple=multiple)
     if not masks.has_transparency(image):
         image = image.convert("RGB")  # RGB resizing: opaque pictures keep today's pixels
     scaled = image.resize((width, height), Image.Resampling.LANCZOS)
@@ -51,6 +52,11 @@ class Img2Img(TaskSpec):
         Family.SD15_INPAINT: "StableDiffusionInpaintPipeline",
         Family.SDXL: "StableDiffusionXLImg2ImgPipeline",
         Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
+        Family.FLUX_DEV: "FluxImg2ImgPipeline",
+        Family.FLUX_SCHNELL: "FluxImg2ImgPipeline",
+        Family.FLUX_FILL: "FluxFillPipeline",
+        Family.SD35_MEDIUM: "StableDiffusion3Img2ImgPipeline",
+        Family.SD35_LARGE: "StableDiffusion3Img2ImgPipeline",
     }
     control_pipelines: ClassVar[Mapping[Family, str]] = {
         Family.SD15: "StableDiffusionControlNetImg2ImgPipeline",
@@ -73,6 +79,8 @@ class Img2Img(TaskSpec):
         kwargs: dict[str, Any] = {"image": image, "strength": request.inputs.strength}
         if model.info.is_inpaint:
             kwargs.update(mask_image=whole_image_mask(width, height), width=width, height=height)
+        elif model.info.is_transformer:  # Flux and SD 3.5 would work at their default size
+            kwargs.update(width=width, height=height)
         return Prepared(kwargs, request.inputs.image.size)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from kd_server import masks
 from kd_server.families import Family
 from kd_server.generation import GenerationRequest, Task
-from kd_server.tasks.base import Prepared, TaskSpec, invalid
+from kd_server.tasks.base import Prepared, TaskSpec, invalid, size_multiple
 from kd_server.tasks.img2img import check_strength, working_image
 
 if TYPE_CHECKING:
@@ -30,6 +30,11 @@ class Inpaint(TaskSpec):
         Family.SD15_INPAINT: "StableDiffusionInpaintPipeline",
         Family.SDXL: "StableDiffusionXLInpaintPipeline",
         Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
+        Family.FLUX_DEV: "FluxInpaintPipeline",
+        Family.FLUX_SCHNELL: "FluxInpaintPipeline",
+        Family.FLUX_FILL: "FluxFillPipeline",
+        Family.SD35_MEDIUM: "StableDiffusion3InpaintPipeline",
+        Family.SD35_LARGE: "StableDiffusion3InpaintPipeline",
     }
     control_pipelines: ClassVar[Mapping[Family, str]] = {
         Family.SD15: "StableDiffusionControlNetInpaintPipeline",
@@ -60,7 +65,9 @@ class Inpaint(TaskSpec):
     def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
         inputs = request.inputs
         assert inputs.image is not None and inputs.mask is not None
-        width, height = masks.working_size(*inputs.image.size, target=model.working_size)
+        width, height = masks.working_size(
+            *inputs.image.size, target=model.working_size, multiple=size_multiple(model.info)
+        )
         alpha = masks.prepare_mask(inputs.mask, inputs.mask_grow, inputs.mask_feather)
         repaint = masks.repaint_area(alpha).resize((width, height), Image.Resampling.BILINEAR)
         # The fill covers the selection to the middle of its feather (alpha >= 50%): the

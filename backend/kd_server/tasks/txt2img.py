@@ -17,7 +17,14 @@ from kd_server import masks
 from kd_server.families import Family
 from kd_server.generation import GenerationRequest, Task
 from kd_server.pngmeta import ParameterText
-from kd_server.tasks.base import Passes, Prepared, TaskSpec, invalid, whole_image_mask
+from kd_server.tasks.base import (
+    Passes,
+    Prepared,
+    TaskSpec,
+    invalid,
+    size_multiple,
+    whole_image_mask,
+)
 from kd_server.tasks.upscale import check_upscaling, plan_units, upscale_and_refine, upscale_recipe
 
 if TYPE_CHECKING:
@@ -31,6 +38,11 @@ class Txt2Img(TaskSpec):
         Family.SD15_INPAINT: "StableDiffusionInpaintPipeline",
         Family.SDXL: "StableDiffusionXLPipeline",
         Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
+        Family.FLUX_DEV: "FluxPipeline",
+        Family.FLUX_SCHNELL: "FluxPipeline",
+        Family.FLUX_FILL: "FluxFillPipeline",
+        Family.SD35_MEDIUM: "StableDiffusion3Pipeline",
+        Family.SD35_LARGE: "StableDiffusion3Pipeline",
     }
     control_pipelines: ClassVar[Mapping[Family, str]] = {
         Family.SD15: "StableDiffusionControlNetPipeline",
@@ -77,9 +89,15 @@ class Txt2Img(TaskSpec):
         ]
 
     def parameters(
-        self, request: GenerationRequest, image: Image.Image, seed: int, model: str, sampler: str
+        self,
+        request: GenerationRequest,
+        image: Image.Image,
+        seed: int,
+        model: str,
+        sampler: str,
+        family: Family | None = None,
     ) -> ParameterText:
-        base = super().parameters(request, image, seed, model, sampler)
+        base = super().parameters(request, image, seed, model, sampler, family)
         upscaling = request.upscaling
         if upscaling is None:
             return base
@@ -90,7 +108,9 @@ class Txt2Img(TaskSpec):
         return replace(base, denoising_strength=upscaling.strength, extra=extra)
 
     def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
-        width, height = masks.snap_size(request.width, request.height)
+        width, height = masks.snap_size(
+            request.width, request.height, multiple=size_multiple(model.info)
+        )
         kwargs: dict[str, Any] = {"width": width, "height": height}
         if model.info.is_inpaint:  # an inpaint model paints a grey canvas from scratch
             blank = Image.new("RGB", (width, height), (127, 127, 127))

@@ -33,6 +33,7 @@ from kd_server.tasks.base import (
     Prepared,
     TaskSpec,
     invalid,
+    size_multiple,
     whole_image_mask,
 )
 from kd_server.upscale.models import model_tile_count
@@ -193,6 +194,11 @@ class Upscale(TaskSpec):
         Family.SD15_INPAINT: "StableDiffusionInpaintPipeline",
         Family.SDXL: "StableDiffusionXLImg2ImgPipeline",
         Family.SDXL_INPAINT: "StableDiffusionXLInpaintPipeline",
+        Family.FLUX_DEV: "FluxImg2ImgPipeline",
+        Family.FLUX_SCHNELL: "FluxImg2ImgPipeline",
+        Family.FLUX_FILL: "FluxFillPipeline",
+        Family.SD35_MEDIUM: "StableDiffusion3Img2ImgPipeline",
+        Family.SD35_LARGE: "StableDiffusion3Img2ImgPipeline",
     }
     control_pipelines: ClassVar[Mapping[Family, str]] = {}
     union_pipelines: ClassVar[Mapping[Family, str]] = {}
@@ -234,9 +240,15 @@ class Upscale(TaskSpec):
         return [(with_alpha_of(image, result), seed)]
 
     def parameters(
-        self, request: GenerationRequest, image: Image.Image, seed: int, model: str, sampler: str
+        self,
+        request: GenerationRequest,
+        image: Image.Image,
+        seed: int,
+        model: str,
+        sampler: str,
+        family: Family | None = None,
     ) -> ParameterText:
-        base = super().parameters(request, image, seed, model, sampler)
+        base = super().parameters(request, image, seed, model, sampler, family)
         upscaling = request.upscaling
         assert upscaling is not None and request.inputs.image is not None
         source = request.inputs.image
@@ -264,11 +276,13 @@ class RefineTile(Upscale):
     def prepare(self, request: GenerationRequest, model: LoadedModel) -> Prepared:
         image = request.inputs.image
         assert image is not None
-        width, height = masks.snap_size(image.width, image.height)
+        width, height = masks.snap_size(image.width, image.height, size_multiple(model.info))
         tile = image if image.size == (width, height) else image.resize((width, height))
         kwargs: dict[str, Any] = {"image": tile, "strength": request.inputs.strength}
         if model.info.is_inpaint:
             kwargs.update(mask_image=whole_image_mask(width, height), width=width, height=height)
+        elif model.info.is_transformer:  # Flux and SD 3.5 would work at their default size
+            kwargs.update(width=width, height=height)
         return Prepared(kwargs, image.size)
 
 
