@@ -28,11 +28,8 @@ import torch
 from diffusers import (
     AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
-    FluxFillPipeline,
-    FluxPipeline,
     FluxTransformer2DModel,
     SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
 )
 from transformers import (
     CLIPTextConfig,
@@ -43,12 +40,20 @@ from transformers import (
     T5Tokenizer,
 )
 
+from kd_server.assembly import Components, assemble_pipeline
+from kd_server.families import Family
 from modelkit.ldm_layout import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, PERTURBATION, make_tokenizer
 
 FluxKind = Literal["dev", "schnell", "fill"]
 SD35Kind = Literal["medium", "large"]
 FLUX_KINDS: tuple[FluxKind, ...] = ("dev", "schnell", "fill")
 SD35_KINDS: tuple[SD35Kind, ...] = ("medium", "large")
+FLUX_FAMILIES: dict[str, Family] = {
+    "dev": Family.FLUX_DEV,
+    "schnell": Family.FLUX_SCHNELL,
+    "fill": Family.FLUX_FILL,
+}
+SD35_FAMILIES: dict[str, Family] = {"medium": Family.SD35_MEDIUM, "large": Family.SD35_LARGE}
 
 # ---------------------------------------------------------------- sizes (all tiny)
 
@@ -290,8 +295,7 @@ def build_tiny_flux(kind: FluxKind = "dev", seed: int = 0) -> Any:
         clip_l = CLIPTextModel(_clip_config(CLIP_L_HIDDEN, 2, "quick_gelu"))
         t5 = _t5_encoder()
         _finish([transformer, vae, clip_l, t5])
-    cls: Any = FluxFillPipeline if kind == "fill" else FluxPipeline
-    pipe = cls(
+    parts = Components(
         scheduler=flux_scheduler(kind),
         vae=vae,
         text_encoder=clip_l,
@@ -300,8 +304,7 @@ def build_tiny_flux(kind: FluxKind = "dev", seed: int = 0) -> Any:
         tokenizer_2=make_t5_tokenizer(),
         transformer=transformer,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return assemble_pipeline(FLUX_FAMILIES[kind], parts)
 
 
 def build_tiny_sd35(kind: SD35Kind = "medium", seed: int = 0) -> Any:
@@ -316,7 +319,11 @@ def build_tiny_sd35(kind: SD35Kind = "medium", seed: int = 0) -> Any:
         clip_g = CLIPTextModelWithProjection(_clip_config(CLIP_G_HIDDEN, CLIP_G_LAYERS, "gelu"))
         t5 = _t5_encoder()
         _finish([transformer, vae, clip_l, clip_g, t5])
-    pipe: Any = StableDiffusion3Pipeline(
+        # SD3 uses CLIP-L's pooled output unprojected: its projection is the identity
+        # (diffusers puts one in when loading a single file; so does our loader).
+        with torch.no_grad():
+            clip_l.text_projection.weight.copy_(torch.eye(CLIP_L_HIDDEN))
+    parts = Components(
         transformer=transformer,
         scheduler=sd3_scheduler(),
         vae=vae,
@@ -327,5 +334,4 @@ def build_tiny_sd35(kind: SD35Kind = "medium", seed: int = 0) -> Any:
         text_encoder_3=t5,
         tokenizer_3=make_t5_tokenizer(),
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return assemble_pipeline(SD35_FAMILIES[kind], parts)
