@@ -12,6 +12,13 @@ What each kind needs is written as an A1111 sampler name ("Euler SGM Uniform": E
 with trailing timestep spacing), so `samplers.py` builds it the same way as for an
 A1111 client asking for "Euler" with the "SGM Uniform" schedule: one mapping, two doors.
 
+Two fast models are told by their family instead (`family_fast_mode`): Flux.1 schnell
+(distilled to 1-4 steps without guidance: Euler, 4 steps, no CFG, as its model card
+runs it) is a family of its own; SD 3.5 large turbo has large's architecture and is
+named "turbo", and on a flow-matching family every fast kind runs the flow-match Euler
+(`samplers.py`), the one sampler those pipelines take; SAI's card runs large turbo
+with 4 steps and guidance 0, which is CFG 1 here (both switch CFG off).
+
 This module is plain data and text: no torch, no diffusers.
 """
 
@@ -25,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from kd_server.families import Family
+
 if TYPE_CHECKING:
     from kd_server.generation import GenerationRequest
     from kd_server.library import ModelLibrary
@@ -37,6 +46,7 @@ class FastKind(str, enum.Enum):
     LIGHTNING = "lightning"
     HYPER = "hyper-sd"
     TURBO = "turbo"
+    SCHNELL = "schnell"  # Flux.1 schnell, told by its family
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,10 @@ RECIPES: dict[FastKind, _Recipe] = {
     FastKind.HYPER: _Recipe("DDIM SGM Uniform", 4, 1.0),
     FastKind.TURBO: _Recipe("Euler a SGM Uniform", 4, 1.0),
 }
+#: Flux.1 schnell's sampling (its model card: 4 steps, guidance 0, max sequence 256).
+SCHNELL = FastMode(FastKind.SCHNELL, "Euler", 4, 1.0, "family")
+#: The sampler every fast kind runs on a flow-matching family (Flux, SD 3.5).
+FLOW_SAMPLER = "Euler"
 #: Hyper-SD's "CFG" LoRAs keep prompt guidance; their card recommends 5 to 8.
 HYPER_CFG_SCALE = 5.0
 #: A step count read from a name is believed within these bounds ("sdxl_lightning_4step").
@@ -140,6 +154,19 @@ def detect_fast_mode(relative_name: str, metadata: Mapping[str, str]) -> FastMod
     return None
 
 
+def family_fast_mode(family: Family | None, named: FastMode | None) -> FastMode | None:
+    """The fast mode of a checkpoint of `family` whose name or metadata announce
+    `named` (None: nothing): Flux.1 schnell is always one; on Flux and SD 3.5 a named
+    kind (SD 3.5 large turbo) keeps its steps and CFG and runs the flow-match Euler."""
+    if family is None:
+        return named
+    if named is None:
+        return SCHNELL if family is Family.FLUX_SCHNELL else None
+    if family.info.is_transformer and named.sampler != FLOW_SAMPLER:
+        return replace(named, sampler=FLOW_SAMPLER)
+    return named
+
+
 def naming_metadata(metadata: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
     """The metadata entries detection reads, kept short (a scan caches them per file)."""
     return tuple(
@@ -161,6 +188,11 @@ def fast_mode_of(request: GenerationRequest, library: ModelLibrary) -> FastMode 
     library does not know are skipped here; the engine's check refuses them."""
     from kd_server.generation import EngineError
 
+    try:
+        entry = library.default_checkpoint(request.model)
+    except EngineError:
+        entry = None
+    family = None if entry is None else entry.family
     for lora in request.conditioning.loras:
         if lora.weight > 0:
             try:
@@ -168,11 +200,8 @@ def fast_mode_of(request: GenerationRequest, library: ModelLibrary) -> FastMode 
             except EngineError:
                 continue
             if mode is not None:
-                return mode
-    try:
-        return library.default_checkpoint(request.model).fast
-    except EngineError:
-        return None
+                return family_fast_mode(family, mode)
+    return None if entry is None else family_fast_mode(family, entry.fast)
 
 
 def auto_sampling(

@@ -25,6 +25,7 @@ from kd_server.api.a1111.infotext import Infotext
 from kd_server.api.a1111.schemas import _GenerationFields
 from kd_server.api.a1111.translate import Plan, find_lora, parse_networks
 from kd_server.api.errors import ApiError
+from kd_server.families import Family
 from kd_server.generation import EngineError
 from kd_server.hashes import CHECKPOINT_SHORT, LORA_SHORT, UNREADABLE, EntryHash
 from kd_server.library import ModelLibrary
@@ -54,16 +55,24 @@ class Facts:
 def gather(plan: Plan, body: _GenerationFields, library: ModelLibrary) -> Facts:
     """The facts of one request: its sampler as it ran, and the hashes known now."""
     spec, _ = resolve(plan.sampler)
-    ran = realized(spec.name, plan.scheduler)
+    ran = realized(spec.name, plan.scheduler, _family(library, plan.request.model))
     return Facts(
         prompt=plan.prompt,
         negative_prompt=plan.negative_prompt,
-        sampler=spec.name,
+        sampler=ran.spec.name,  # Flux and SD 3.5 run Euler whatever was asked
         schedule=ran.used,
         schedule_note=ran.note,
         model_hash=_model_hash(library, plan.request.model),
         lora_hashes=_lora_hashes(body, library),
     )
+
+
+def _family(library: ModelLibrary, name: str | None) -> Family | None:
+    try:
+        entry = library.get_checkpoint(name) if name else library.default_checkpoint()
+    except EngineError:
+        return None
+    return entry.family
 
 
 def _model_hash(library: ModelLibrary, name: str | None) -> EntryHash:

@@ -120,6 +120,9 @@ class _GenerationFields(_A1111Request):
     n_iter: int = Field(1, ge=1, le=32)
     steps: int = Field(50, ge=1, le=150)
     cfg_scale: float = Field(7.0, ge=0, le=30, allow_inf_nan=False)
+    #: Forge's Flux guidance ("Distilled CFG Scale"); only Flux.1 dev and Fill read it,
+    #: other checkpoints ignore it as Forge does (its UI sends it with every request)
+    distilled_cfg_scale: float | None = Field(None, ge=0, le=30, allow_inf_nan=False)
     width: int = Field(512, ge=64, le=4096)
     height: int = Field(512, ge=64, le=4096)
     restore_faces: bool | None = None

@@ -37,6 +37,7 @@ from kd_server.config import Settings
 from kd_server.generation import (
     MAX_SEED,
     Conditioning,
+    EngineError,
     FillMode,
     GenerationRequest,
     ImageInputs,
@@ -643,6 +644,7 @@ def _common(
     negative, negative_loras = parse_networks(body.negative_prompt, "negative_prompt", enabled)
     model = _model_for(body, library, current_model)
     sampler, _ = pick_sampler(body)
+    guidance = body.distilled_cfg_scale if _uses_guidance(library, model) else None
     return _Common(
         conditioning=Conditioning(
             prompt=prompt,
@@ -655,10 +657,21 @@ def _common(
             steps=body.steps,
             cfg_scale=body.cfg_scale,
             batch_size=body.batch_size,
+            guidance=guidance,
         ),
         model=model,
         vae=_vae_for(body, library),
     )
+
+
+def _uses_guidance(library: ModelLibrary, model: str | None) -> bool:
+    """Whether the checkpoint takes Flux's distilled guidance (Forge's
+    `distilled_cfg_scale`); other families ignore the field, as Forge does."""
+    try:
+        entry = library.get_checkpoint(model) if model else library.default_checkpoint()
+    except EngineError:
+        return False  # the engine's check names the missing checkpoint
+    return entry.family is not None and entry.family.info.uses_guidance
 
 
 def _merge_loras(library: ModelLibrary, loras: list[LoraSpec]) -> list[LoraSpec]:
