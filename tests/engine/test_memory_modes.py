@@ -1,0 +1,200 @@
+"""Memory modes (kd_server.memory_modes, docs/memory.md): the auto choice over a table of
+cards and models, the ladder, and every mode's code path on the tiny models.
+
+On the CPU every mode runs for real except sequential offload: accelerate's
+layer-by-layer hooks fail when the CPU is their execution device (the forward of a
+tiny model raises inside accelerate), so there the test checks the refusal, and that
+the hooks are installed (the weights leave for the meta device); the run itself needs a
+GPU (bench/gpu.py --memory-modes).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kd_server.memory_modes import (
+    GIB,
+    LADDER,
+    MemoryMode,
+    ModelSize,
+    UnknownMemoryMode,
+    applicable,
+    apply,
+    choose,
+    estimate,
+    lower,
+    parse,
+    retry_mode,
+    transition,
+)
+
+M = MemoryMode
+
+
+def _gib(value: float) -> int:
+    return int(value * GIB)
+
+
+# fp16 components, sizes of the real files (GiB)
+SD15 = ModelSize(_gib(2.0), _gib(1.6), _gib(0.23), working_size=512)
+SDXL = ModelSize(_gib(6.5), _gib(4.8), _gib(1.3), working_size=1024)
+_FLUX_OTHERS = 8.9 + 0.23 + 0.31  # T5-XXL fp16, CLIP-L, VAE
+FLUX_FP16 = ModelSize(_gib(22.2 + _FLUX_OTHERS), _gib(22.2), _gib(8.9))
+FLUX_FP8 = ModelSize(_gib(11.1 + _FLUX_OTHERS), _gib(11.1), _gib(8.9), quantisation="fp8-e4m3fn")
+FLUX_Q8 = ModelSize(_gib(11.8 + _FLUX_OTHERS), _gib(11.8), _gib(8.9), quantisation="gguf-q8_0")
+FLUX_Q4 = ModelSize(_gib(6.3 + _FLUX_OTHERS), _gib(6.3), _gib(8.9), quantisation="gguf-q4_k")
+
+# free memory of cards with a desktop on them
+CARD_6, CARD_8, CARD_12, CARD_24 = _gib(5.5), _gib(7.5), _gib(11.5), _gib(23.0)
+
+
+@pytest.mark.parametrize(
+    ("free", "size", "expected"),
+    [
+        (CARD_6, SD15, M.FULL),
+        (CARD_6, SDXL, M.FP8),
+        (CARD_8, SDXL, M.VAE_TILING),
+        (CARD_24, SDXL, M.FULL),
+        (CARD_24, FLUX_FP16, M.FP8),
+        (CARD_24, FLUX_FP8, M.FP8),
+        (CARD_24, FLUX_Q8, M.VAE_TILING),
+        (CARD_12, FLUX_FP16, M.SEQUENTIAL_OFFLOAD),
+        (CARD_12, FLUX_FP8, M.SEQUENTIAL_OFFLOAD),
+        (CARD_12, FLUX_Q8, M.SEQUENTIAL_OFFLOAD),
+        (CARD_12, FLUX_Q4, M.MODEL_OFFLOAD),
+        (_gib(13.0), FLUX_FP16, M.MODEL_OFFLOAD),
+        (CARD_8, FLUX_FP16, M.SEQUENTIAL_OFFLOAD),
+        (CARD_8, FLUX_Q4, M.SEQUENTIAL_OFFLOAD),
+        (_gib(79.0), FLUX_FP16, M.FULL),
+    ],
+)
+def test_the_auto_choice_over_cards_and_models(free, size, expected):
+    choice = choose(free, size, "cuda")
+    assert choice.mode is expected, choice.reason
+    assert choice.reason.startswith(expected.value)
+    if expected is not M.SEQUENTIAL_OFFLOAD:
+        assert estimate(size, expected) <= free  # what it says fits, fits
+    higher = LADDER[: expected.rank]
+    for mode in higher:  # every higher mode that could run was too big
+        if applicable(mode, size, "cuda") is None:
+            assert estimate(size, mode) > free
+            assert f"{mode.value} would need" in choice.reason
+
+
+def test_the_choice_off_cuda_and_without_facts():
+    assert choose(None, SDXL, "cpu").mode is M.FULL
+    assert "CPU" in choose(None, SDXL, "cpu").reason
+    assert choose(None, SDXL, "mps").mode is M.FULL
+    assert choose(None, SDXL, "cuda").mode is M.FULL  # free memory unknown
+    assert "not known" in choose(CARD_6, ModelSize(0, 0, 0), "cuda").reason
+
+
+def test_the_ladder_names_and_what_each_mode_refuses():
+    assert [m.value for m in LADDER] == [
+        "full",
+        "vae-tiling",
+        "fp8",
+        "model-offload",
+        "sequential-offload",
+    ]
+    assert parse(None) is None and parse("auto") is None and parse(" Auto ") is None
+    assert parse("model-offload") is M.MODEL_OFFLOAD
+    with pytest.raises(UnknownMemoryMode, match="Unknown memory mode 'turbo'"):
+        parse("turbo")
+    assert [lower(m) for m in LADDER] == [*LADDER[1:], None]
+    assert applicable(M.FP8, FLUX_Q8, "cuda") is not None  # GGUF: quantised by its file
+    assert applicable(M.FP8, SDXL, "mps") is not None  # no float8 on MPS
+    assert applicable(M.SEQUENTIAL_OFFLOAD, SD15, "cpu") is not None
+    assert applicable(M.MODEL_OFFLOAD, SD15, "cpu") is None  # runs (a no-op) on the CPU
+
+
+def test_the_retry_goes_below_to_what_fits():
+    # 24 GiB card, Flux fp16 in fp8 mode ran out: model offload fits what is free
+    assert retry_mode(M.FP8, FLUX_FP16, "cuda", _gib(20)) is M.MODEL_OFFLOAD
+    assert retry_mode(M.FULL, SD15, "cuda", _gib(3)) is M.VAE_TILING
+    assert retry_mode(M.FULL, FLUX_Q8, "cuda", _gib(13)) is M.MODEL_OFFLOAD  # skips fp8
+    assert retry_mode(M.FULL, FLUX_FP16, "cuda", _gib(1)) is M.SEQUENTIAL_OFFLOAD
+    assert retry_mode(M.FULL, None, "cpu", None) is M.VAE_TILING  # no facts: one step down
+    assert retry_mode(M.MODEL_OFFLOAD, SD15, "cpu", None) is None  # nothing runs below
+    assert retry_mode(M.SEQUENTIAL_OFFLOAD, SD15, "cuda", None) is None
+
+
+def test_moving_between_modes_reloads_only_what_cannot_be_undone():
+    assert transition(M.FULL, M.FULL) == "none"
+    assert transition(M.FULL, M.VAE_TILING) == "in-place"
+    assert transition(M.VAE_TILING, M.FULL) == "in-place"
+    assert transition(M.FULL, M.FP8) == "in-place"
+    assert transition(M.FP8, M.MODEL_OFFLOAD) == "in-place"
+    assert transition(M.FULL, M.SEQUENTIAL_OFFLOAD) == "in-place"
+    assert transition(M.FP8, M.SEQUENTIAL_OFFLOAD) == "reload"  # float8 weights
+    assert transition(M.MODEL_OFFLOAD, M.FULL) == "reload"
+    assert transition(M.FP8, M.VAE_TILING) == "reload"
+
+
+# -- each mode on the tiny models ---------------------------------------------------
+
+
+def _tiny_sd():
+    from kd_server.tiny_model import build_embedded_pipeline
+
+    pipe = build_embedded_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_flux():
+    from modelkit.flux_sd3 import build_tiny_flux
+
+    pipe = build_tiny_flux("dev")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _run(pipe, size):
+    generator = torch.Generator("cpu").manual_seed(3)
+    kwargs = {"guidance_scale": 3.5} if hasattr(pipe, "transformer") else {}
+    return pipe(
+        "a red fox",
+        num_inference_steps=2,
+        height=size,
+        width=size,
+        generator=generator,
+        output_type="np",
+        **kwargs,
+    ).images
+
+
+@pytest.mark.parametrize("build", [_tiny_sd, _tiny_flux], ids=["sd15", "flux-dev"])
+def test_every_mode_but_sequential_runs_on_the_cpu(build):
+    """Down the ladder on one loaded pipeline, in place (as the engine moves a model
+    down after running out of memory), each mode's picture close to full's."""
+    cpu = torch.device("cpu")
+    size = 288 if build is _tiny_sd else 64  # over the tiny SD VAE's 256 tile
+    pipe = build()
+    reference = _run(pipe, size)
+    for mode in LADDER[1:-1]:
+        apply(pipe, mode, cpu)
+        assert pipe.vae.use_tiling and pipe.vae.use_slicing
+        denoiser = getattr(pipe, "transformer", None) or pipe.unet
+        weights = [p.dtype for p in denoiser.parameters()]
+        if mode.casts_fp8:
+            assert weights.count(torch.float8_e4m3fn) > len(weights) // 2
+        else:
+            assert torch.float8_e4m3fn not in weights
+        if mode is M.MODEL_OFFLOAD:
+            assert hasattr(denoiser, "_hf_hook") and len(pipe._all_hooks) >= 3
+        images = _run(pipe, size)
+        assert images.shape == reference.shape
+        assert abs(images - reference).mean() < 0.1, mode  # the same picture, near enough
+    apply(pipe, M.FULL, cpu)  # back up: tiling off (the engine reloads for the rest)
+    assert not pipe.vae.use_tiling
+
+
+def test_sequential_offload_hooks_go_on_but_only_a_gpu_runs_them():
+    pipe = _tiny_sd()
+    apply(pipe, M.SEQUENTIAL_OFFLOAD, torch.device("cpu"))
+    assert pipe.unet.conv_in.weight.device.type == "meta"  # weights wait in CPU memory
+    assert hasattr(pipe.unet, "_hf_hook")
+    with pytest.raises(TypeError):  # accelerate's CPU-as-accelerator limit (see top)
+        _run(pipe, 64)
