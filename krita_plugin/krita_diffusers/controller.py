@@ -46,6 +46,7 @@ from .control import (
     preprocess_layer_name,
 )
 from .expanding import ExpandError, Sides, plan_expansion
+from .family_settings import JobChoices, job_fields, rules_for
 from .geometry import Rect, canvas_rect
 from .history import History, HistoryItem, layer_name
 from .jobs import Job, JobContext, PendingEvents, ResultRef
@@ -112,6 +113,8 @@ class GenerateInput:
     sampling: Sampling | None = None
     #: What the docker had, for the result's history entry (Reuse); None: not kept
     recipe: Recipe | None = None
+    #: The style's memory mode (protocol 6); None: the server chooses
+    memory_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,6 @@ class Controller(QObject):
             return JobRequest(
                 task=plan.task,
                 prompt=params.prompt,
-                negative_prompt=params.negative_prompt,
                 model=params.model,
                 loras=list(params.loras),
                 seed=params.seed,
@@ -324,7 +326,6 @@ class Controller(QObject):
         return JobRequest(
             task=task,
             prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
             model=params.model,
             loras=list(params.loras),
             seed=params.seed,
@@ -335,13 +336,24 @@ class Controller(QObject):
 
     def _sampling(self, params: GenerateInput) -> dict[str, Any]:
         """The job's sampler, steps and CFG: the docker's choice (style or the model's
-        remembered) else the settings'; `sampling: "auto"` for a fast style."""
+        remembered) else the settings'; `sampling: "auto"` for a fast style. The
+        negative prompt, CFG, guidance, clip skip, VAE and memory mode as the model's
+        family and the server's protocol allow (family_settings.job_fields)."""
         chosen = params.sampling or sampling_of(self.settings)
+        rules = rules_for(self.models.family_of(params.model))
+        choices = JobChoices(
+            params.negative_prompt,
+            chosen.cfg_scale,
+            chosen.guidance,
+            chosen.clip_skip,
+            chosen.vae,
+            params.memory_mode,
+        )
         return {
             "sampler": chosen.sampler,
             "steps": chosen.steps,
-            "cfg_scale": chosen.cfg_scale,
             "sampling": "auto" if chosen.auto else None,
+            **job_fields(rules, self.client.protocol, choices),
         }
 
     # upscale and expand

@@ -25,6 +25,17 @@ from .control import (
 )
 from .controller import Controller, GenerateInput
 from .core import PluginCore
+from .family_settings import (
+    FAMILIES_PROTOCOL,
+    FamilyRules,
+    JobChoices,
+    job_fields,
+    label,
+    memory_modes,
+    memory_text,
+    rules_for,
+    sampling_text,
+)
 from .guidance import WHAT_NEXT, first_image_path, is_local, unreachable_hint
 from .history import HistoryItem
 from .images import THUMBNAIL, image_png
@@ -416,6 +427,7 @@ class DiffusersPanel(QWidget):
         self._icons: dict[int, QIcon] = {}  # history icons by item id, made once
         self._has_selection = False
         self._connection_text = ""
+        self._health: object = self.client.health  # the server's last /v1/health
         self.styles_folder = styles or styles_folder()
         self.style_library = StyleLibrary()
         self.model_defaults = ModelDefaults(core.store)
@@ -495,6 +507,12 @@ class DiffusersPanel(QWidget):
             "The sampling of the next job: the style's, else the model's remembered one "
             "(set in the gear dialog; each model remembers its own)"
         )
+        self.memory = _wrapped_label("kd-memory")
+        self.memory.setToolTip(
+            "How the server fits this model in the graphics card's memory, and why "
+            "(a style can ask for another mode)"
+        )
+        self.memory.setVisible(False)
         self.model = named(QComboBox(), "kd-model")
         self.model.addItem("Server default", None)
         self.model.setSizeAdjustPolicy(
@@ -548,6 +566,7 @@ class DiffusersPanel(QWidget):
         form.addRow("Style", style_line)
         form.addRow("Model", model_line)
         form.addRow("Sampling", self.sampling)
+        form.addRow("", self.memory)
         form.addRow("LoRA", lora_line)
         form.addRow("", self.lora_box)
         form.addRow("Strength", strength_line)
@@ -742,6 +761,8 @@ class DiffusersPanel(QWidget):
 
         self.client.state_changed.connect(self._on_connection)
         self.client.models_changed.connect(self._on_models)
+        self.client.health_changed.connect(self._on_health)
+        self.model.currentIndexChanged.connect(lambda _index: self._apply_family())
         self.server.state_changed.connect(self._on_server_state)
         self.core.settings_changed.connect(self._on_settings)
         self.controller.job_updated.connect(self._on_job)
@@ -749,6 +770,7 @@ class DiffusersPanel(QWidget):
         self.controller.history_changed.connect(self._refresh_history)
         self.controller.history_changed.connect(self._refresh_saved)
         self.controller.result_added.connect(self._on_result)
+        self.controller.result_added.connect(lambda _item: self._ask_health())
         self.controller.seed_used.connect(self._on_seed)
         self.controller.message.connect(self.show_message)
         self.controller.notice.connect(self.show_notice)
@@ -882,10 +904,10 @@ class DiffusersPanel(QWidget):
         self.model.clear()
         self.model.addItem("Server default", None)
         for checkpoint in models.checkpoints:
-            label = (
-                f"{checkpoint.name} ({checkpoint.family})" if checkpoint.family else checkpoint.name
+            shown = label(checkpoint.family)
+            self.model.addItem(
+                f"{checkpoint.name} ({shown})" if shown else checkpoint.name, checkpoint.name
             )
-            self.model.addItem(label, checkpoint.name)
         index = self.model.findData(chosen)
         self.model.setCurrentIndex(max(0, index))
         style = self.current_style()
@@ -893,6 +915,7 @@ class DiffusersPanel(QWidget):
             # the style was chosen before the server listed its models
             self.model.setCurrentIndex(max(0, self.model.findData(style.checkpoint)))
         self.models = models
+        self._apply_family()
         self._refresh_lora_choice()
         self.upscale_box.set_models(models)
         self._refresh_control_choices()
@@ -948,11 +971,61 @@ class DiffusersPanel(QWidget):
 
     def _refresh_sampling(self) -> None:
         chosen = sampling_for(self.current_style(), sampling_of(self.settings))
+        rules = self.family_rules()
         self.sampling.setText(
             "From the fast model (server)"
             if chosen.auto
-            else f"{chosen.sampler} · {chosen.steps} steps · CFG {chosen.cfg_scale:g}"
+            else sampling_text(
+                rules,
+                chosen.sampler,
+                chosen.steps,
+                chosen.cfg_scale,
+                chosen.guidance,
+                chosen.clip_skip,
+                chosen.vae,
+            )
         )
+
+    # the chosen model's family and memory mode
+
+    def family_rules(self) -> FamilyRules:
+        """What applies to the chosen checkpoint's family (family_settings)."""
+        return rules_for(self.models.family_of(self.model.currentData()))
+
+    def _apply_family(self) -> None:
+        """Settings that do not apply to the family are hidden or explained: Flux has
+        no negative prompt (the toggle is off, with the reason as its tooltip)."""
+        rules = self.family_rules()
+        self.negative_toggle.setEnabled(rules.cfg)
+        self.negative_toggle.setToolTip(rules.why_no_cfg or "What should not appear")
+        if not rules.cfg:
+            self.negative_toggle.setChecked(False)
+        self._refresh_sampling()
+        self._refresh_memory()
+
+    def _on_health(self, health: object) -> None:
+        self._health = health
+        self._refresh_memory()
+
+    def _ask_health(self) -> None:
+        """After a result: the server may have loaded a model (and chosen its memory
+        mode), so its health is read again (protocol 6 servers say the modes)."""
+        if self.client.protocol < FAMILIES_PROTOCOL:
+            return
+        self.client.probe_health(
+            self.client.url, self.client.token, self._on_health, lambda _message: None
+        )
+
+    def _refresh_memory(self) -> None:
+        """The memory mode the server runs the chosen model in, and why."""
+        modes = memory_modes(self._health)
+        model = self.model.currentData()
+        if model is None:  # the server's default: its name from the list
+            default = self.models.find(None)
+            model = default.name if default else None
+        text = memory_text(modes.get(model or ""))
+        self.memory.setText(text)
+        self.memory.setVisible(bool(text))
 
     def _on_style_edit(self) -> None:
         self.open_styles()
@@ -974,6 +1047,7 @@ class DiffusersPanel(QWidget):
                 cfg_scale=self.settings.cfg_scale,
             ),
             self,
+            vaes=[vae.name for vae in self.models.vaes if vae.usable],
         )
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.changed.connect(lambda name: self.reload_styles(name or None))
@@ -1106,6 +1180,7 @@ class DiffusersPanel(QWidget):
         controls = [row.row() for row in self.control_rows]
         reference = self.reference.setting() if self.reference_toggle.isChecked() else None
         seed = min(int(self.seed.text()), MAX_SEED) if locked else None
+        rules = self.family_rules()
         recipe = Recipe(
             prompt=typed.strip(),
             negative_prompt=typed_negative.strip(),
@@ -1121,6 +1196,10 @@ class DiffusersPanel(QWidget):
             controls=tuple(row.choice.model for row in controls if row.choice is not None),
             reference=reference.model if reference else None,
             sent_prompt=prompt,
+            guidance=sampling.guidance if rules.guidance else None,
+            clip_skip=sampling.clip_skip if rules.clip_skip else 1,
+            vae=sampling.vae if rules.vae else None,
+            memory_mode=style.memory_mode if style else None,
         )
         return GenerateInput(
             prompt=prompt,
@@ -1134,6 +1213,7 @@ class DiffusersPanel(QWidget):
             seed=seed,
             controls=controls,
             reference=reference,
+            memory_mode=style.memory_mode if style else None,
         )
 
     # live mode
@@ -1144,17 +1224,32 @@ class DiffusersPanel(QWidget):
         unless the style has its own live sampling."""
         chosen = self.current_input()
         fast = LiveMode.fast_enough(self.models, chosen.model, chosen.loras)
-        sampling = live_sampling_for(
-            self.current_style(), chosen.sampling or sampling_of(self.settings), fast
+        job = chosen.sampling or sampling_of(self.settings)
+        sampling = live_sampling_for(self.current_style(), job, fast)
+        used = sampling or job
+        fields = job_fields(
+            self.family_rules(),
+            self.client.protocol,
+            JobChoices(
+                chosen.negative_prompt,
+                used.cfg_scale,
+                used.guidance,
+                used.clip_skip,
+                used.vae,
+                chosen.memory_mode,
+            ),
         )
+        cfg = fields.pop("cfg_scale")
+        negative = fields.pop("negative_prompt")
         return LiveSettings(
             chosen.prompt,
-            chosen.negative_prompt,
+            negative,
             chosen.strength_percent,
             chosen.model,
             chosen.loras,
             chosen.seed,
-            None if sampling is None else (sampling.sampler, sampling.steps, sampling.cfg_scale),
+            None if sampling is None else (sampling.sampler, sampling.steps, cfg),
+            {name: value for name, value in fields.items() if value is not None},
         )
 
     def set_live(self, on: bool) -> None:
@@ -1409,7 +1504,14 @@ class DiffusersPanel(QWidget):
         for lora in recipe.loras:
             self.add_lora(lora.name, lora.weight)
         if self.current_style() is None and recipe.sampler and not recipe.auto_sampling:
-            wanted = Sampling(recipe.sampler, recipe.steps, recipe.cfg_scale)
+            wanted = Sampling(
+                recipe.sampler,
+                recipe.steps,
+                recipe.cfg_scale,
+                guidance=recipe.guidance if recipe.guidance is not None else self.settings.guidance,
+                clip_skip=recipe.clip_skip,
+                vae=recipe.vae,
+            )
             if wanted != sampling_of(self.settings):
                 self.core.apply_settings(with_sampling(self.settings, wanted))
         self.prompt.setPlainText(recipe.prompt)
@@ -1436,7 +1538,14 @@ class DiffusersPanel(QWidget):
 
     def open_settings(self) -> SettingsDialog:
         """Opens the dialog without blocking (tests and Krita both keep running)."""
-        dialog = SettingsDialog(self.settings, self.core.samplers, self.server, self)
+        dialog = SettingsDialog(
+            self.settings,
+            self.core.samplers,
+            self.server,
+            self,
+            vaes=[vae.name for vae in self.models.vaes if vae.usable],
+            rules=self.family_rules(),
+        )
         dialog.setAttribute(
             Qt.WidgetAttribute.WA_DeleteOnClose
         )  # else every dialog ever opened lives on

@@ -18,6 +18,7 @@ import binascii
 import random
 import time
 import zlib
+from typing import Any
 
 from . import images
 from .background import Runner
@@ -51,6 +52,7 @@ class LiveSettings:
         loras: list[Lora] | None = None,
         seed: int | None = None,
         sampling: tuple[str, int, float] | None = None,
+        extras: dict[str, Any] | None = None,
     ) -> None:
         self.prompt = prompt
         self.negative_prompt = negative_prompt
@@ -61,6 +63,9 @@ class LiveSettings:
         #: None: a fast model, the server picks sampler, steps and CFG ("auto");
         #: else the artist's (sampler, steps, CFG) for a model with no fast settings.
         self.sampling = sampling
+        #: the family's and protocol's optional job fields (clip_skip, vae, guidance,
+        #: memory_mode: family_settings.job_fields), set on each frame's request
+        self.extras = dict(extras or {})
 
 
 class LiveMode(QObject):
@@ -181,6 +186,8 @@ class LiveMode(QObject):
             )
             if settings.sampling is not None:
                 request.sampler, request.steps, request.cfg_scale = settings.sampling
+            for name, value in settings.extras.items():
+                setattr(request, name, value)
             return request
 
         session.sent()

@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .control import base_family
+from .family_settings import GROUPS, group, label
 from .protocol import ModelList
 
-#: Families in the order shown, with their names for artists.
-FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl": "SDXL"}
+#: Groups in the order shown, with their names for artists: SD 1.5, SDXL, Flux.1,
+#: SD 3.5 (each with its inpaint / Fill / schnell variants), then any other family.
+FAMILY_NAMES = GROUPS
 OTHER = "Other / unknown family"
 
 #: What each kind of file is, in words.
@@ -36,9 +38,17 @@ KIND_NAMES = {
 
 
 def family_name(family: str) -> str:
-    """`sd15-inpaint` -> "SD 1.5"; an unknown one as the server spells it."""
-    base = base_family(family)
-    return FAMILY_NAMES.get(base, family or OTHER)
+    """The group of a family: `sd15-inpaint` -> "SD 1.5", `flux-schnell` -> "Flux.1";
+    an unknown one as the server spells it."""
+    return FAMILY_NAMES.get(group(family), family or OTHER)
+
+
+def checkpoint_line(name: str, family: str, fast: bool = False) -> str:
+    """A checkpoint as its group lists it: the exact family where the group's name
+    does not say it ("dream-inpaint  (SD 1.5 inpaint)", "flux1  (Flux.1 dev)")."""
+    shown = label(family)
+    text = name if not shown or shown == family_name(family) else f"{name}  ({shown})"
+    return text + ("  (fast)" if fast else "")
 
 
 @dataclass
@@ -64,18 +74,18 @@ def catalogue(models: ModelList) -> Catalogue:
     """The usable models grouped by family: SD 1.5, SDXL, then others."""
     groups: dict[str, FamilyGroup] = {}
 
-    def group(family: str) -> FamilyGroup:
+    def group_of(family: str) -> FamilyGroup:
         name = family_name(family)
         return groups.setdefault(name, FamilyGroup(name))
 
     for checkpoint in models.checkpoints:
-        label = checkpoint.name + ("  (fast)" if checkpoint.fast else "")
-        group(checkpoint.family).checkpoints.append(label)
+        line = checkpoint_line(checkpoint.name, checkpoint.family, checkpoint.fast)
+        group_of(checkpoint.family).checkpoints.append(line)
     for lora in models.loras:
-        group(models.lora_families.get(lora, "")).loras.append(lora)
+        group_of(models.lora_families.get(lora, "")).loras.append(lora)
     for embedding in models.embeddings:
         if embedding.usable:
-            group(embedding.family).embeddings.append(embedding.name)
+            group_of(embedding.family).embeddings.append(embedding.name)
     order = [*FAMILY_NAMES.values()]
     ordered = sorted(
         groups.values(),

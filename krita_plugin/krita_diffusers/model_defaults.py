@@ -1,6 +1,6 @@
-"""Per-model defaults: each checkpoint's sampler, steps and CFG, remembered when the
-artist changes them and applied when the checkpoint is chosen again (without a
-style), so CFG is set once per model.
+"""Per-model defaults: each checkpoint's sampler, steps and CFG (and its Flux guidance,
+clip skip and VAE), remembered when the artist changes them and applied when the
+checkpoint is chosen again (without a style), so CFG is set once per model.
 
 Kept as one JSON object in the plugin's settings (`krita_diffusers/model_defaults`),
 through the same `SettingsStore` as the settings, so Krita's settings file holds it
@@ -37,7 +37,20 @@ def _valid(entry: object) -> Sampling | None:
         return None
     if not LIMITS["cfg_scale"].low <= cfg <= LIMITS["cfg_scale"].high:
         return None
-    return Sampling(sampler, steps, float(cfg))
+    # Kept since issue 18; absent (older entries) or unreadable: the defaults.
+    guidance, clip_skip, vae = entry.get("guidance"), entry.get("clip_skip"), entry.get("vae")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
+        guidance = None
+    if isinstance(clip_skip, bool) or not isinstance(clip_skip, int):
+        clip_skip = 1
+    return Sampling(
+        sampler,
+        steps,
+        float(cfg),
+        guidance=float(guidance) if guidance is not None and 0 <= guidance <= 30 else None,
+        clip_skip=clip_skip if 1 <= clip_skip <= 12 else 1,
+        vae=vae if isinstance(vae, str) and vae else None,
+    )
 
 
 class ModelDefaults:
@@ -65,19 +78,31 @@ class ModelDefaults:
         """Keep `model`'s sampling (auto sampling belongs to styles, not models)."""
         if sampling.auto:
             return
-        self.entries[model or SERVER_DEFAULT] = Sampling(
-            sampling.sampler, sampling.steps, sampling.cfg_scale
-        )
+        self.entries[model or SERVER_DEFAULT] = replace(sampling, auto=False)
         data = {
-            name: {"sampler": s.sampler, "steps": s.steps, "cfg_scale": s.cfg_scale}
+            name: {
+                "sampler": s.sampler,
+                "steps": s.steps,
+                "cfg_scale": s.cfg_scale,
+                "guidance": s.guidance,
+                "clip_skip": s.clip_skip,
+                "vae": s.vae,
+            }
             for name, s in self.entries.items()
         }
         self.store.set_value(KEY, json.dumps(data, sort_keys=True))
 
 
 def sampling_of(settings: Settings) -> Sampling:
-    """The settings' sampler, steps and CFG."""
-    return Sampling(settings.sampler, settings.steps, settings.cfg_scale)
+    """The settings' sampler, steps and CFG, guidance, clip skip and VAE."""
+    return Sampling(
+        settings.sampler,
+        settings.steps,
+        settings.cfg_scale,
+        guidance=settings.guidance,
+        clip_skip=settings.clip_skip,
+        vae=settings.vae or None,
+    )
 
 
 def changed_sampling(before: Settings, after: Settings) -> bool:
@@ -89,5 +114,11 @@ def changed_sampling(before: Settings, after: Settings) -> bool:
 def with_sampling(settings: Settings, sampling: Sampling) -> Settings:
     """`settings` with a model's remembered sampling in place of its own."""
     return replace(
-        settings, sampler=sampling.sampler, steps=sampling.steps, cfg_scale=sampling.cfg_scale
+        settings,
+        sampler=sampling.sampler,
+        steps=sampling.steps,
+        cfg_scale=sampling.cfg_scale,
+        guidance=settings.guidance if sampling.guidance is None else sampling.guidance,
+        clip_skip=sampling.clip_skip,
+        vae=sampling.vae or "",
     )

@@ -100,7 +100,7 @@ class ModelsDialog(QDialog):
             for name in group.embeddings:
                 self._line(f"Embedding: {name}", "embedding", name)
         if found.vaes:
-            self._heading("VAEs (any family)")
+            self._heading("VAEs (SD 1.5 and SDXL)")
             for name in found.vaes:
                 self._line(f"VAE: {name}")
 

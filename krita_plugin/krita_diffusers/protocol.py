@@ -164,6 +164,14 @@ class JobRequest:
     hires: Enlarge | None = None
     #: (protocol 5) img2img / inpaint: what the area to repaint holds; None: not sent
     fill: FillMode | None = None
+    #: (protocol 5) A1111's clip skip (2+); None: not sent (the server's 1)
+    clip_skip: int | None = None
+    #: (protocol 5) a VAE file of the server's; None: the checkpoint's own
+    vae: str | None = None
+    #: (protocol 6) Flux's distilled guidance; None: not sent (the family's default)
+    guidance: float | None = None
+    #: (protocol 6) a memory mode (`full` ... `sequential-offload`); None: the server's
+    memory_mode: str | None = None
 
     def body(self) -> dict[str, Any]:
 
@@ -211,6 +219,12 @@ class JobRequest:
                 del data[name]
         if self.live:  # left out otherwise: servers before protocol 3 do not know it
             data["live"] = True
+        # Left out unless set: the caller sends them only to servers that know them
+        # (family_settings.job_fields).
+        for name in ("clip_skip", "vae", "guidance", "memory_mode"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
         return data
 
 
@@ -587,9 +601,10 @@ def _files(items: object, kind: str | None, usable: bool = True) -> list[ModelFi
 
 
 def working_resolution_for(family: str | None) -> int:
-    """The family's native size, for servers that do not say it: SDXL models are
-    trained at 1024, SD1.5 at 512."""
-    return 1024 if family and "xl" in family.lower() else 512
+    """The family's native size, for servers that do not say it: SDXL, Flux and
+    SD 3.5 models are trained at 1024, SD1.5 at 512."""
+    name = (family or "").lower()
+    return 1024 if "xl" in name or name.startswith(("flux", "sd35")) else 512
 
 
 def friendly_message(error: ServerError) -> str:

@@ -50,6 +50,10 @@ class Recipe:
     controls: tuple[str, ...] = ()  # the control models used
     reference: str | None = None  # the IP-Adapter used
     sent_prompt: str = ""
+    guidance: float | None = None  # Flux's distilled guidance, where it applied
+    clip_skip: int = 1
+    vae: str | None = None
+    memory_mode: str | None = None  # the style's; None: the server's choice
 
 
 def to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -75,6 +79,11 @@ def _int(value: object, default: int) -> int:
 def _float(value: object, default: float) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     return float(value) if ok else default  # type: ignore[arg-type]
+
+
+def _opt_float(value: object) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok else None  # type: ignore[arg-type]
 
 
 def from_dict(data: object) -> Recipe | None:
@@ -109,6 +118,10 @@ def from_dict(data: object) -> Recipe | None:
         controls=tuple(v for v in data.get("controls") or [] if isinstance(v, str)),
         reference=_opt_str(data.get("reference")),
         sent_prompt=_str(data.get("sent_prompt")),
+        guidance=_opt_float(data.get("guidance")),
+        clip_skip=max(1, min(12, _int(data.get("clip_skip"), 1))),
+        vae=_opt_str(data.get("vae")),
+        memory_mode=_opt_str(data.get("memory_mode")),
     )
 
 

@@ -38,6 +38,7 @@ CHOICE = "choice"  # free text with suggestions (the server's samplers)
 INTEGER = "integer"
 DECIMAL = "decimal"
 BOOLEAN = "boolean"  # a tick box
+VAE = "vae"  # one of the server's VAE files, or "" (the checkpoint's own)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ class Settings:
     cfg_scale: float = setting(
         7.0, FieldSpec("CFG scale", GENERATION, DECIMAL, 1.0, 30.0, step=0.5)
     )
+    #: Flux.1 dev / Fill's distilled guidance, in place of the CFG scale (protocol 6)
+    guidance: float = setting(3.5, FieldSpec("Guidance", GENERATION, DECIMAL, 0.0, 30.0, step=0.5))
+    #: A1111's clip skip, SD 1.5 models only (protocol 5)
+    clip_skip: int = setting(1, FieldSpec("Clip skip", GENERATION, INTEGER, 1, 12))
+    #: a VAE file of the server's to decode with; "" the checkpoint's own (protocol 5)
+    vae: str = setting("", FieldSpec("VAE", GENERATION, VAE, special="The model's own"))
     working_resolution: int = setting(
         0,
         FieldSpec("Working resolution", GENERATION, INTEGER, 0, 4096, " px", "From the model", 64),

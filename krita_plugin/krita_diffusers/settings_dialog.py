@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from .family_settings import FamilyRules, family_note, hidden_fields, rules_for
 from .managed_server import ManagedServer, ServerState
 from .qt import (
     QCheckBox,
@@ -35,10 +36,12 @@ from .settings import (
     CHOICE,
     DECIMAL,
     FIELDS,
+    GENERATION,
     INTEGER,
     LOCAL_SERVER,
     SECRET,
     SECTIONS,
+    VAE,
     FieldSpec,
     Settings,
     validate,
@@ -53,14 +56,24 @@ RESTORE = QDialogButtonBox.StandardButton.RestoreDefaults
 class FieldInput:
     """One setting's input widget, read and written as the setting's Python value."""
 
-    def __init__(self, name: str, spec: FieldSpec, samplers: list[str]) -> None:
+    def __init__(
+        self, name: str, spec: FieldSpec, samplers: list[str], vaes: list[str] | None = None
+    ) -> None:
         self.name = name
         self.spec = spec
-        self.widget = self._make(samplers)
+        self.widget = self._make(samplers, vaes or [])
         self.widget.setObjectName(f"kd-setting-{name}")
 
-    def _make(self, samplers: list[str]) -> QWidget:
+    def _make(self, samplers: list[str], vaes: list[str]) -> QWidget:
         spec = self.spec
+        if spec.kind == VAE:
+            # Data "" = the checkpoint's own; a name the server no longer lists is
+            # added when shown (`set`), so it is never silently dropped.
+            choice = QComboBox()
+            choice.addItem(spec.special, "")
+            for name in vaes:
+                choice.addItem(name, name)
+            return choice
         if spec.kind == INTEGER:
             box = QSpinBox()
             box.setRange(int(spec.low or 0), int(spec.high or 0))
@@ -93,6 +106,12 @@ class FieldInput:
             widget.setChecked(bool(value))
         elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
             widget.setValue(value)
+        elif isinstance(widget, QComboBox) and self.spec.kind == VAE:
+            index = widget.findData(str(value))
+            if index < 0:
+                widget.addItem(f"{value} (not on the server)", str(value))
+                index = widget.count() - 1
+            widget.setCurrentIndex(index)
         elif isinstance(widget, QComboBox):
             widget.setCurrentText(str(value))
         elif isinstance(widget, QLineEdit):
@@ -106,6 +125,8 @@ class FieldInput:
             return round(widget.value(), 2)
         if isinstance(widget, QSpinBox):
             return widget.value()
+        if isinstance(widget, QComboBox) and self.spec.kind == VAE:
+            return str(widget.currentData() or "")
         if isinstance(widget, QComboBox):
             return widget.currentText().strip()
         assert isinstance(widget, QLineEdit)
@@ -119,14 +140,21 @@ class SettingsDialog(QDialog):
         samplers: list[str],
         server: ManagedServer | None = None,
         parent: QWidget | None = None,
+        vaes: list[str] | None = None,
+        rules: FamilyRules | None = None,
     ) -> None:
+        """`vaes`: the server's usable VAE files; `rules`: the chosen checkpoint's
+        family, whose settings that do not apply are hidden (and said why)."""
         super().__init__(parent)
         self.setObjectName("kd-settings-dialog")
         self.setWindowTitle("Krita Diffusers settings")
         self._original = settings
         self._server = server
         self._result: Settings | None = None
-        self.inputs = {name: FieldInput(name, spec, samplers) for name, spec in FIELDS}
+        self.rules = rules or rules_for(None)
+        self.inputs = {name: FieldInput(name, spec, samplers, vaes) for name, spec in FIELDS}
+        self.family_note = named(QLabel(), "kd-settings-family")
+        self.family_note.setWordWrap(True)
         self.errors = named(QLabel(), "kd-settings-errors")
         self.errors.setWordWrap(True)
         self.errors.setStyleSheet("color: #c0392b")
@@ -161,9 +189,20 @@ class SettingsDialog(QDialog):
     def _section(self, section: str) -> QGroupBox:
         box = QGroupBox(section)
         form = QFormLayout(box)
+        hidden = hidden_fields(self.rules)
         for field_input in self.inputs.values():
             if field_input.spec.section == section:
                 form.addRow(field_input.spec.label, field_input.widget)
+                if field_input.name in hidden:
+                    field_input.widget.setVisible(False)
+                    label = form.labelForField(field_input.widget)
+                    if label is not None:
+                        label.setVisible(False)
+        if section == GENERATION:
+            note = family_note(self.rules)
+            self.family_note.setText(note)
+            self.family_note.setVisible(bool(note))
+            form.addRow(self.family_note)
         if section == LOCAL_SERVER:
             self._add_server_controls(box, form)
         return box

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .family_settings import MEMORY_MODES
 from .guidance import data_dir
 from .protocol import Lora
 
@@ -60,9 +61,11 @@ class LiveSampling:
 
 @dataclass(frozen=True)
 class Style:
-    """One style. None for `checkpoint`, `sampler`, `steps` or `cfg_scale` means "keep
-    what the docker has" (the server's default model; the model's remembered or the
-    settings' sampling), so a style can be only a prompt template."""
+    """One style. None for `checkpoint`, `sampler`, `steps`, `cfg_scale`, `guidance`,
+    `clip_skip` or `vae` means "keep what the docker has" (the server's default model;
+    the model's remembered or the settings' sampling), so a style can be only a prompt
+    template. `memory_mode` None leaves it to the server (sent to protocol 6 servers
+    only)."""
 
     name: str
     checkpoint: str | None = None
@@ -73,6 +76,14 @@ class Style:
     prompt: str = PLACEHOLDER
     negative_prompt: str = ""
     live: LiveSampling = field(default_factory=LiveSampling)
+    #: Flux's distilled guidance (Flux.1 dev / Fill only)
+    guidance: float | None = None
+    #: A1111's clip skip (SD 1.5 only)
+    clip_skip: int | None = None
+    #: a VAE file of the server's (SD 1.5 / SDXL)
+    vae: str | None = None
+    #: one of family_settings.MEMORY_MODES; None: the server chooses
+    memory_mode: str | None = None
     #: set when read: from the plugin's shipped styles (not the artist's folder)
     shipped: bool = field(default=False, compare=False)
 
@@ -89,12 +100,17 @@ def apply_template(template: str, text: str) -> str:
 
 @dataclass(frozen=True)
 class Sampling:
-    """The sampling a job uses: `auto` leaves all three to the server."""
+    """The sampling a job uses: `auto` leaves sampler, steps and CFG to the server.
+    `guidance` (Flux), `clip_skip` and `vae` travel with it: a model remembers them
+    too, and the family rules (family_settings) decide which a job sends."""
 
     sampler: str
     steps: int
     cfg_scale: float
     auto: bool = False
+    guidance: float | None = None
+    clip_skip: int = 1
+    vae: str | None = None
 
 
 def sampling_for(style: Style | None, fallback: Sampling) -> Sampling:
@@ -102,12 +118,19 @@ def sampling_for(style: Style | None, fallback: Sampling) -> Sampling:
     model's remembered or the settings' ones)."""
     if style is None:
         return fallback
+    fallback = replace(
+        fallback,
+        guidance=style.guidance if style.guidance is not None else fallback.guidance,
+        clip_skip=style.clip_skip if style.clip_skip is not None else fallback.clip_skip,
+        vae=style.vae if style.vae is not None else fallback.vae,
+    )
     if style.sampler == AUTO:
         return replace(fallback, auto=True)
-    return Sampling(
-        style.sampler or fallback.sampler,
-        style.steps if style.steps is not None else fallback.steps,
-        style.cfg_scale if style.cfg_scale is not None else fallback.cfg_scale,
+    return replace(
+        fallback,
+        sampler=style.sampler or fallback.sampler,
+        steps=style.steps if style.steps is not None else fallback.steps,
+        cfg_scale=style.cfg_scale if style.cfg_scale is not None else fallback.cfg_scale,
     )
 
 
@@ -117,8 +140,12 @@ def live_sampling_for(style: Style | None, job: Sampling, fast: bool) -> Samplin
     sampling wins; a slow model without one runs with the job's sampling."""
     own = None if style is None or style.live.auto else style.live
     if own is not None:
-        return Sampling(
-            own.sampler or job.sampler, own.steps or job.steps, own.cfg_scale or job.cfg_scale
+        return replace(
+            job,
+            sampler=own.sampler or job.sampler,
+            steps=own.steps or job.steps,
+            cfg_scale=own.cfg_scale or job.cfg_scale,
+            auto=False,
         )
     if fast:
         return None
@@ -224,13 +251,27 @@ def from_dict(data: object, shipped: bool = False) -> Style:
         prompt=_text(data.get("prompt"), "prompt", PLACEHOLDER) or "",
         negative_prompt=_text(data.get("negative_prompt"), "negative_prompt", "") or "",
         live=_live(data.get("live")),
+        guidance=_number(data.get("guidance"), float, "guidance", 0, 30),
+        clip_skip=_number(data.get("clip_skip"), int, "clip_skip", 1, 12),
+        vae=_text(data.get("vae"), "vae", None) or None,
+        memory_mode=_memory_mode(data.get("memory_mode")),
         shipped=shipped,
     )
 
 
+def _memory_mode(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in MEMORY_MODES:
+        raise StyleError(f"memory_mode must be one of {', '.join(MEMORY_MODES)} (or null).")
+    return str(value)
+
+
 def to_dict(style: Style) -> dict[str, Any]:
-    """The style's JSON object (what `from_dict` reads back)."""
-    return {
+    """The style's JSON object (what `from_dict` reads back). The fields added for
+    issue 18 (guidance, clip skip, VAE, memory mode) are written only when set, so the
+    files of styles without them stay as they were."""
+    data = {
         "format": FORMAT,
         "name": style.name,
         "checkpoint": style.checkpoint,
@@ -247,6 +288,14 @@ def to_dict(style: Style) -> dict[str, Any]:
             "cfg_scale": style.live.cfg_scale,
         },
     }
+    extra = {
+        "guidance": style.guidance,
+        "clip_skip": style.clip_skip,
+        "vae": style.vae,
+        "memory_mode": style.memory_mode,
+    }
+    data.update({key: value for key, value in extra.items() if value is not None})
+    return data
 
 
 @dataclass(frozen=True)

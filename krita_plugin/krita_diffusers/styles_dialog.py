@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .family_settings import MEMORY_MODE_LABELS, MEMORY_MODES
 from .qt import (
     QCheckBox,
     QComboBox,
@@ -89,8 +90,10 @@ class StylesDialog(QDialog):
         samplers: list[str],
         blank: Style,
         parent: QWidget | None = None,
+        vaes: list[str] | None = None,
     ) -> None:
-        """`blank`: what New starts from (the docker's model, LoRAs and sampling)."""
+        """`blank`: what New starts from (the docker's model, LoRAs and sampling);
+        `vaes`: the server's usable VAE files, offered in the VAE choice."""
         super().__init__(parent)
         self.setObjectName("kd-styles-dialog")
         self.setWindowTitle("Styles")
@@ -98,10 +101,10 @@ class StylesDialog(QDialog):
         self.blank = blank
         self.library = StyleLibrary()
         self.editing: Style | None = None  # as loaded; None: a new style
-        self._build(checkpoints, samplers)
+        self._build(checkpoints, samplers, vaes or [])
         self.reload(current.name if current else None)
 
-    def _build(self, checkpoints: list[str], samplers: list[str]) -> None:
+    def _build(self, checkpoints: list[str], samplers: list[str], vaes: list[str]) -> None:
         self.list = named(QListWidget(), "kd-styles-list")
         self.name = named(QLineEdit(), "kd-style-name")
         self.checkpoint = _choice("kd-style-checkpoint", checkpoints)
@@ -109,6 +112,21 @@ class StylesDialog(QDialog):
         self.sampler.setToolTip('"auto": the server picks the fast model\'s own sampling')
         self.steps = _count("kd-style-steps")
         self.cfg = _decimal("kd-style-cfg")
+        self.guidance = _decimal("kd-style-guidance")
+        self.guidance.setToolTip("Flux.1 dev / Fill only, in place of CFG (3.5 is usual)")
+        self.clip_skip = _count("kd-style-clip-skip")
+        self.clip_skip.setRange(0, 12)
+        self.clip_skip.setToolTip("A1111's clip skip (SD 1.5 models only): 2 for many anime models")
+        self.vae = _choice("kd-style-vae", vaes)
+        self.vae.setToolTip("A VAE file of the server's (SD 1.5 / SDXL)")
+        self.memory_mode = named(QComboBox(), "kd-style-memory-mode")
+        self.memory_mode.addItem("Server's choice", None)
+        for mode in MEMORY_MODES:
+            self.memory_mode.addItem(MEMORY_MODE_LABELS[mode], mode)
+        self.memory_mode.setToolTip(
+            "How the server fits the model in the graphics card's memory (servers of "
+            "protocol 6); lower modes need less memory and run slower"
+        )
         self.loras = named(QLineEdit(), "kd-style-loras")
         self.loras.setPlaceholderText("name:weight, name:weight")
         self.prompt = named(QPlainTextEdit(), "kd-style-prompt")
@@ -130,6 +148,10 @@ class StylesDialog(QDialog):
         form.addRow("Sampler", self.sampler)
         form.addRow("Steps", self.steps)
         form.addRow("CFG scale", self.cfg)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Clip skip", self.clip_skip)
+        form.addRow("VAE", self.vae)
+        form.addRow("Memory mode", self.memory_mode)
         form.addRow("LoRAs", self.loras)
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative)
@@ -206,6 +228,10 @@ class StylesDialog(QDialog):
         self.sampler.setCurrentText(style.sampler or "")
         self.steps.setValue(style.steps or 0)
         self.cfg.setValue(style.cfg_scale or 0)
+        self.guidance.setValue(style.guidance or 0)
+        self.clip_skip.setValue(style.clip_skip or 0)
+        self.vae.setCurrentText(style.vae or "")
+        self.memory_mode.setCurrentIndex(max(0, self.memory_mode.findData(style.memory_mode)))
         self.loras.setText(format_loras(style.loras))
         self.prompt.setPlainText(style.prompt)
         self.negative.setPlainText(style.negative_prompt)
@@ -237,6 +263,10 @@ class StylesDialog(QDialog):
                 int(self.live_steps.value()) or None,
                 float(self.live_cfg.value()) or None,
             ),
+            guidance=float(self.guidance.value()) or None,
+            clip_skip=int(self.clip_skip.value()) or None,
+            vae=self.vae.currentText().strip() or None,
+            memory_mode=self.memory_mode.currentData() or None,
         )
 
     # actions

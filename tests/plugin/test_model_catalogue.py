@@ -55,7 +55,7 @@ def test_models_grouped_by_family():
     found = catalogue(parse_models(MODELS))
     assert [g.name for g in found.families] == ["SD 1.5", "SDXL", "Other / unknown family"]
     sd15, sdxl, other = found.families
-    assert sd15.checkpoints == ["dream", "dream-inpaint"]
+    assert sd15.checkpoints == ["dream", "dream-inpaint  (SD 1.5 inpaint)"]
     assert sd15.loras == ["detail"] and sd15.embeddings == ["easynegative"]
     assert sdxl.checkpoints == ["juggernaut"] and sdxl.loras == ["xl-style"]
     assert other.loras == ["mystery"]
@@ -182,7 +182,11 @@ def test_the_view_shows_its_lines_and_lends_loras_and_embeddings(qtbot, canvas, 
         dialog = panel.open_models()
         assert isinstance(dialog, ModelsDialog)
         lines = [dialog.usable.item(i).text().strip() for i in range(dialog.usable.count())]
-        assert lines[:3] == ["SD 1.5", "Checkpoint: dream", "Checkpoint: dream-inpaint"]
+        assert lines[:3] == [
+            "SD 1.5",
+            "Checkpoint: dream",
+            "Checkpoint: dream-inpaint  (SD 1.5 inpaint)",
+        ]
         for text in ("LoRA: detail", "Embedding: easynegative"):
             item = dialog.usable.item(lines.index(text))
             dialog.usable.itemDoubleClicked.emit(item)
