@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from kd_server import memory_modes
 from kd_server.control.pipeline import ControlRuntime
 from kd_server.devices import DeviceChoice, choose_device, free_memory, is_out_of_memory
 from kd_server.embeddings import comfy_names
@@ -64,6 +65,7 @@ ProgressCallback = Callable[[Progress], None]
 PreviewCallback = Callable[[Preview], None]
 CancelCheck = Callable[[], bool]
 LoadingCallback = Callable[[str], None]
+WarningCallback = Callable[[str, str], None]  # (code, message)
 
 MAX_WARM_ADAPTERS = MAX_LORAS
 
@@ -79,9 +81,14 @@ class Engine:
         device: str = "auto",
         cache_size: int = 2,
         speed: SpeedOptions | None = None,
+        memory_mode: str | None = None,
     ) -> None:
         self.library = library
         self.device: DeviceChoice = choose_device(device)
+        # the server's memory mode (kd_server.memory_modes); None/"auto": chosen per model
+        # from the free GPU memory and its size. Jobs may ask for another.
+        self.memory_mode = memory_modes.parse(memory_mode)
+        self._modes: dict[str, memory_modes.Choice] = {}  # loaded model -> its mode, why
         self.cache_size = max(1, cache_size)
         self.speed = speed  # optional speed-ups applied at load time (kd_server.speed)
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -206,11 +213,13 @@ class Engine:
 
     # -- the cache -------------------------------------------------------------------
 
-    def preload(self, name: str | None = None) -> str:
-        """Load a checkpoint (the default one without a name) before the first job asks."""
+    def preload(self, name: str | None = None, memory_mode: str | None = None) -> str:
+        """Load a checkpoint (the default one without a name) before the first job asks,
+        in `memory_mode` (None: the server's setting, or the auto choice)."""
         entry = self.check_model(name)
+        asked = self._asked_mode(memory_mode)
         with self._lock:
-            self._model(entry, on_loading=None)
+            self._model(entry, on_loading=None, asked=asked)
         return entry.name
 
     def unload(self, name: str | None = None) -> None:
@@ -219,25 +228,88 @@ class Engine:
             names = list(self._cache) if name is None else [name]
             for key in names:
                 self._cache.pop(key, None)
+                self._modes.pop(key, None)
             self._vaes.clear()
             free_memory()
 
-    def _model(self, entry: ModelEntry, on_loading: LoadingCallback | None) -> LoadedModel:
+    def loaded_memory_modes(self) -> list[tuple[str, str, str]]:
+        """(model, mode, reason) of every loaded model, oldest first (/v1/health)."""
+        with self._lock:
+            return [
+                (name, self._modes[name].mode.value, self._modes[name].reason)
+                for name in self._cache
+                if name in self._modes
+            ]
+
+    def _asked_mode(self, text: str | None) -> memory_modes.MemoryMode | None:
+        """A job's (or preload's) memory mode, or EngineError with the reason it cannot run."""
+        try:
+            mode = memory_modes.parse(text)
+        except memory_modes.UnknownMemoryMode as exc:
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"memory_mode: {exc}") from exc
+        if mode is not None:
+            why = memory_modes.applicable(mode, None, self.device.device.type)
+            if why is not None:
+                raise EngineError(
+                    EngineErrorCode.INVALID_INPUT,
+                    f"memory_mode: {mode.value} cannot run on this server: {why}. Leave "
+                    "memory_mode unset for the server's choice.",
+                )
+        return mode
+
+    def _model(
+        self,
+        entry: ModelEntry,
+        on_loading: LoadingCallback | None,
+        asked: memory_modes.MemoryMode | None = None,
+    ) -> LoadedModel:
+        """The loaded model, in the mode a job asked for. Without one, a loaded model
+        keeps its mode, and one loading takes the server's setting, else the auto
+        choice (kd_server.memory_modes.choose)."""
         if entry.name in self._cache:
             self._cache.move_to_end(entry.name)
-            return self._cache[entry.name]
+            model = self._cache[entry.name]
+            current = self._modes.get(entry.name)
+            if asked is None or current is None:
+                return model
+            step = memory_modes.transition(current.mode, asked)
+            if step == "none":
+                return model
+            if step == "in-place":
+                memory_modes.apply(model.base, asked, self.device.device)
+                self._modes[entry.name] = memory_modes.Choice(asked, self._why(asked))
+                log.info("%s now runs in %s mode", entry.name, asked.value)
+                return model
+            log.info("Reloading %s to run it in %s mode", entry.name, asked.value)
+            del self._cache[entry.name]
+            self._vaes.clear()
+            free_memory()
+        wanted = asked or self.memory_mode
         while len(self._cache) >= self.cache_size:
             evicted, _ = self._cache.popitem(last=False)
+            self._modes.pop(evicted, None)
             log.info("Unloading %s to make room", evicted)
             self._vaes.clear()  # a chosen VAE holds on to its checkpoint's VAE
             free_memory()
+        if wanted is not None:
+            choice = memory_modes.Choice(wanted, self._why(asked))
+        else:
+            choice = memory_modes.choose(
+                memory_modes.free_gpu_memory(self.device.device),
+                memory_modes.entry_size(entry),
+                self.device.device.type,
+            )
+        # recorded before loading: an out-of-memory while loading is retried lower too
+        self._modes[entry.name] = choice
         if on_loading is not None:
             on_loading(entry.name)
         try:
             model = load_model(entry, self.device, self.speed)
+            memory_modes.apply(model.base, choice.mode, self.device.device)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise
+            self._modes.pop(entry.name, None)
             log.exception("Loading %s failed", entry.name)
             raise EngineError(
                 EngineErrorCode.MODEL_UNUSABLE,
@@ -245,8 +317,14 @@ class Engine:
                 "server log has the details). Check that the file is complete, or choose "
                 "another model.",
             ) from exc
+        log.info("%s runs in %s mode: %s", entry.name, choice.mode.value, choice.reason)
         self._cache[entry.name] = model
         return model
+
+    def _why(self, asked: memory_modes.MemoryMode | None) -> str:
+        if asked is not None:
+            return "asked for by the job"
+        return "set in the server's settings (memory_mode)"
 
     # -- generation ------------------------------------------------------------------
 
@@ -257,29 +335,80 @@ class Engine:
         should_cancel: CancelCheck | None = None,
         on_loading: LoadingCallback | None = None,
         on_preview: PreviewCallback | None = None,
+        on_warning: WarningCallback | None = None,
     ) -> list[GeneratedImage]:
         """Run one job. Raises Cancelled, or EngineError with a message for the artist.
-        `on_preview` is called on the engine's preview thread (see `Preview`)."""
+        `on_preview` is called on the engine's preview thread (see `Preview`).
+
+        A job that runs out of GPU memory runs once more in a lower memory mode
+        (kd_server.memory_modes.retry_mode); `on_warning` ("memory_mode_lowered", a
+        sentence) tells its client. A second out-of-memory fails the job."""
         entry = self.check(request)
+        asked = self._asked_mode(request.memory_mode)
         with self._lock:
             try:
+                self._model(entry, on_loading, asked)
                 return self._generate(
                     entry, request, on_progress, should_cancel, on_loading, on_preview
                 )
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
-                self._recover_from_oom(entry.name)
-                raise EngineError(
-                    EngineErrorCode.OUT_OF_MEMORY,
-                    "The GPU ran out of memory for this job. Try a smaller size or batch, "
-                    "or close other programs using the GPU; the server is ready for the "
-                    "next job.",
-                ) from exc
+                failed = self._modes.get(entry.name)
+                retry = self._recover_from_oom(entry)
+                if retry is None or failed is None:
+                    raise self._out_of_memory(failed) from exc
+            text = memory_modes.message(failed.mode, retry)
+            log.warning("%s: %s", entry.name, text)
+            if on_warning is not None:
+                on_warning("memory_mode_lowered", text)
+            try:
+                self._model(entry, on_loading, retry)
+                self._modes[entry.name] = memory_modes.Choice(
+                    retry, f"ran out of memory in {failed.mode.value} mode, lowered"
+                )
+                return self._generate(
+                    entry, request, on_progress, should_cancel, on_loading, on_preview
+                )
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._recover_from_oom(entry)
+                raise self._out_of_memory(failed, retry) from exc
 
-    def _recover_from_oom(self, name: str) -> None:
-        log.warning("Out of memory while running %s; freeing memory", name)
+    def _out_of_memory(
+        self,
+        failed: memory_modes.Choice | None,
+        retried: memory_modes.MemoryMode | None = None,
+    ) -> EngineError:
+        tried = ""
+        if failed is not None:
+            tried = f" (in {failed.mode.value} mode"
+            tried += f", and again in {retried.value} mode)" if retried else ")"
+        return EngineError(
+            EngineErrorCode.OUT_OF_MEMORY,
+            f"The GPU ran out of memory for this job{tried}. Try a smaller size or batch, "
+            "a lower memory mode, or close other programs using the GPU; the server is "
+            "ready for the next job.",
+        )
+
+    def _recover_from_oom(self, entry: ModelEntry) -> memory_modes.MemoryMode | None:
+        """Free the GPU after an out-of-memory: the model is dropped (its hooks and
+        weights may be half moved) and reloaded by the retry. Returns the mode to retry
+        in (None: none is lower)."""
+        log.warning("Out of memory while running %s; freeing memory", entry.name)
+        failed = self._modes.pop(entry.name, None)
+        self._cache.pop(entry.name, None)
+        self._vaes.clear()
         free_memory()
+        if failed is None:
+            return None
+        return memory_modes.retry_mode(
+            failed.mode,
+            memory_modes.entry_size(entry),
+            self.device.device.type,
+            memory_modes.free_gpu_memory(self.device.device),
+        )
 
     def _generate(
         self,
