@@ -50,6 +50,8 @@ setup(
         # its declared torchvision would replace the CPU torch (docs/upscale.md).
         # einops is the one dependency of its upscalers that it needs.
         "einops>=0.7",
+        # GGUF files of Flux / SD 3.5 transformers (diffusers' GGUF loader needs it).
+        "gguf>=0.10",
     ],
     extras_require={
         # Jobs on GPU machines of a Ray cluster (docs/scale-out.md); not needed on one
