@@ -167,6 +167,13 @@ def model_size(entry: ModelEntry, working_size: int) -> ModelSize:
     return ModelSize(total, denoiser, total - denoiser, working_size)
 
 
+def entry_size(entry: ModelEntry) -> ModelSize:
+    """`model_size` at the entry's working size (kd_server.loading.working_size)."""
+    from kd_server.loading import working_size
+
+    return model_size(entry, working_size(entry))
+
+
 def activations(working_size: int, tiled: bool) -> int:
     """Bytes a job needs beside the weights at the model's working size: the denoiser's
     activations, and the VAE decode (a whole-image decode of 1024x1024 takes ~3 GiB in

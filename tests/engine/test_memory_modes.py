@@ -198,3 +198,122 @@ def test_sequential_offload_hooks_go_on_but_only_a_gpu_runs_them():
     assert hasattr(pipe.unet, "_hf_hook")
     with pytest.raises(TypeError):  # accelerate's CPU-as-accelerator limit (see top)
         _run(pipe, 64)
+
+
+# -- the engine: modes per job, the retry after running out of memory ---------------
+
+
+class _SmallCard:
+    """A stand-in for a GPU too small for the higher modes: while installed, every
+    forward of a UNet that is not in a low enough mode raises torch's own
+    OutOfMemoryError, as CUDA's allocator would (a torch forward pre-hook on every
+    module; the engine's code is not touched)."""
+
+    def __init__(self, fits) -> None:
+        self.fits = fits  # UNet -> bool: does it fit in this mode
+        self.refused = 0
+
+    def __enter__(self):
+        from diffusers import UNet2DConditionModel
+
+        def hook(module, args):
+            if isinstance(module, UNet2DConditionModel) and not self.fits(module):
+                self.refused += 1
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def _in_fp8(unet) -> bool:
+    return unet.conv_in.weight.dtype == torch.float8_e4m3fn
+
+
+def _offloaded(unet) -> bool:
+    return hasattr(unet, "_hf_hook")
+
+
+@pytest.fixture
+def engine():
+    from kd_server.engine import Engine
+    from kd_server.library import ModelLibrary
+
+    return Engine(ModelLibrary([]), device="cpu", cache_size=1)
+
+
+def _job(**fields):
+    from support.jobs import make_request
+
+    base = {"prompt": "a red fox", "steps": 2, "width": 64, "height": 64, "seed": 5}
+    return make_request(**{**base, **fields})
+
+
+def _modes(engine):
+    return {name: (mode, reason) for name, mode, reason in engine.loaded_memory_modes()}
+
+
+def test_an_out_of_memory_job_runs_again_one_mode_lower_and_says_so(engine):
+    warnings = []
+    with _SmallCard(fits=_in_fp8) as card:
+        images = engine.generate(
+            _job(memory_mode="vae-tiling"), on_warning=lambda *w: warnings.append(w)
+        )
+    assert card.refused == 1 and len(images) == 1
+    assert warnings == [
+        (
+            "memory_mode_lowered",
+            "Ran out of GPU memory in vae-tiling mode; retrying in fp8 mode (slower, less memory).",
+        )
+    ]
+    [(_name, (mode, reason))] = _modes(engine).items()
+    assert mode == "fp8" and "ran out of memory in vae-tiling mode" in reason
+    # the lowered mode stays for the next jobs that do not ask for one
+    with _SmallCard(fits=_in_fp8) as card:
+        engine.generate(_job(), on_warning=lambda *w: warnings.append(w))
+    assert card.refused == 0 and len(warnings) == 1
+
+
+def test_a_second_out_of_memory_fails_the_job(engine):
+    from kd_server.generation import EngineError, EngineErrorCode
+
+    warnings = []
+    with _SmallCard(fits=_offloaded) as card, pytest.raises(EngineError) as caught:
+        engine.generate(_job(memory_mode="full"), on_warning=lambda *w: warnings.append(w))
+    assert card.refused == 2
+    assert caught.value.code is EngineErrorCode.OUT_OF_MEMORY
+    assert "(in full mode, and again in vae-tiling mode)" in caught.value.message
+    assert [code for code, _ in warnings] == ["memory_mode_lowered"]
+    assert engine.loaded_models() == []  # dropped: the next job starts clean
+    with _SmallCard(fits=_offloaded) as card:  # a job asking low enough runs
+        engine.generate(_job(memory_mode="model-offload"))
+    assert card.refused == 0
+    assert _modes(engine)[engine.loaded_models()[0]][0] == "model-offload"
+
+
+def test_jobs_move_a_loaded_model_between_modes(engine):
+    name = engine.preload()
+    model = engine._cache[name]
+    assert _modes(engine)[name] == ("full", "runs on the CPU, in system memory")
+    engine.generate(_job(memory_mode="fp8"))  # down: the loaded weights are cast
+    assert engine._cache[name] is model and _in_fp8(model.base.unet)
+    assert _modes(engine)[name] == ("fp8", "asked for by the job")
+    engine.generate(_job(memory_mode="full"))  # up: float8 cannot be undone, reloaded
+    assert engine._cache[name] is not model
+    assert not _in_fp8(engine._cache[name].base.unet)
+
+
+def test_modes_that_cannot_run_are_refused_before_the_job():
+    from kd_server.engine import Engine
+    from kd_server.generation import EngineError
+    from kd_server.library import ModelLibrary
+
+    cpu = Engine(ModelLibrary([]), device="cpu")
+    for mode, words in (("sequential-offload", "needs a GPU"), ("turbo", "Unknown memory")):
+        with pytest.raises(EngineError, match=words):
+            cpu.generate(_job(memory_mode=mode))
+    with pytest.raises(UnknownMemoryMode):
+        Engine(ModelLibrary([]), device="cpu", memory_mode="fast")
+    assert Engine(ModelLibrary([]), device="cpu", memory_mode="fp8").memory_mode is M.FP8
