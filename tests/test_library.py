@@ -205,7 +205,9 @@ def test_diffusers_folders(tmp_path: Path) -> None:
     assert entries["xl"].family is Family.SDXL
     assert entries["xl-inpaint"].family is Family.SDXL_INPAINT
     assert entries["sd21"].status is EntryStatus.UNUSABLE and "SD 2" in entries["sd21"].reason
+    # Flux / SD 3.5 diffusers folders: tests/test_split_layout.py. Without a transformer:
     assert entries["flux"].status is EntryStatus.UNUSABLE and "Flux" in entries["flux"].reason
+    assert "no transformer" in entries["flux"].reason
     assert entries["old"].status is EntryStatus.REFUSED
     assert "pickle" in entries["old"].reason
     # Weight files inside a diffusers folder are not listed as models of their own.
@@ -432,8 +434,8 @@ def test_unsupported_architectures_are_unusable_with_reasons(tmp_path: Path) -> 
     entries = by_name(library.checkpoints())
     expected = {
         "sd21": "SD 2.x",
-        "flux": "Flux",
-        "sd3": "SD3",
+        "flux": "incomplete Flux",
+        "sd3": "incomplete SD 3",
         "unknown": "Unknown architecture",
         "vae": "VAE",
         "refiner": "refiner",
@@ -584,6 +586,7 @@ def test_lora_key_layouts(tmp_path: Path) -> None:
     write(root / "te-peft.safetensors", te_peft)
     flux_lora = {"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": _t(2, 8)}
     write(root / "flux-lora.safetensors", flux_lora)
+    # Flux and SD 3 LoRAs in their other key layouts: tests/test_split_layout.py
     library = ModelLibrary([tmp_path])
     entries = by_name(library.loras())
     assert entries["kohya"].family is Family.SD15
@@ -592,8 +595,7 @@ def test_lora_key_layouts(tmp_path: Path) -> None:
     for name in ["kohya", "kohya-xl", "peft", "old-diffusers", "te-peft"]:
         assert entries[name].usable, name
         assert entries[name].kind is EntryKind.LORA
-    assert entries["flux-lora"].status is EntryStatus.UNUSABLE
-    assert "Flux" in entries["flux-lora"].reason
+    assert entries["flux-lora"].usable and entries["flux-lora"].family is Family.FLUX_DEV
 
 
 def test_checkpoints_and_loras_in_the_wrong_folder(tmp_path: Path) -> None:

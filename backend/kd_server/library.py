@@ -42,11 +42,25 @@ from typing import Any
 
 from kd_server.control.files import ControlFacts, ControlRole, EmbedSource, detect_control
 from kd_server.embeddings import EMBEDDING_SUBDIRS, EmbeddingFile, find_embeddings
-from kd_server.families import Family
+from kd_server.families import Architecture, Family
 from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.hashes import HashStore, library_files
-from kd_server.split_layout import ModelParts
+from kd_server.split_layout import (
+    GGUF_SUFFIX,
+    TEXT_ENCODER_SUBDIRS,
+    TRANSFORMER_SUBDIRS,
+    GgufError,
+    ModelParts,
+    PartFile,
+    PartKind,
+    choose_part,
+    find_parts,
+    gguf_quantisation,
+    missing_parts_reason,
+    read_gguf,
+    safetensors_quantisation,
+)
 from kd_server.taesd_files import PreviewDecoder, find_preview_decoders
 from kd_server.trigger_words import trigger_words
 from kd_server.upscale.files import UPSCALER_SUBDIRS, UpscalerFile, find_upscalers
@@ -147,6 +161,11 @@ class Detection:
     metadata: tuple[tuple[str, str], ...] = ()
     #: a LoRA's trigger words from its header metadata (kd_server.trigger_words)
     trigger_words: tuple[str, ...] = ()
+    #: Flux / SD 3.5 files: the parts the file itself holds ("transformer", "vae",
+    #: "clip_l", "clip_g", "t5xxl"); the rest come from the split-layout folders
+    parts_inside: tuple[str, ...] = ()
+    #: how the transformer's weights are stored (split_layout.ModelParts.quantisation)
+    quantisation: str | None = None
 
 
 def _unusable(reason: str, content: Content = Content.OTHER) -> Detection:
@@ -170,6 +189,7 @@ def _looks_like_pickle(head: bytes) -> bool:
 class SafetensorsHeader:
     shapes: dict[str, tuple[int, ...]]  # tensor name -> shape
     metadata: dict[str, str]  # the free-form `__metadata__` (string values only)
+    dtypes: dict[str, str] = field(default_factory=dict)  # tensor name -> "F16", "F8_E4M3"
 
 
 def read_safetensors_header(path: Path) -> dict[str, tuple[int, ...]]:
@@ -230,7 +250,14 @@ def read_safetensors(path: Path) -> SafetensorsHeader:
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict):
         metadata = {}
-    return SafetensorsHeader(shapes, {k: v for k, v in metadata.items() if isinstance(v, str)})
+    dtypes = {
+        name: info["dtype"]
+        for name, info in header.items()
+        if name in shapes and isinstance(info.get("dtype"), str)
+    }
+    return SafetensorsHeader(
+        shapes, {k: v for k, v in metadata.items() if isinstance(v, str)}, dtypes
+    )
 
 
 def _tensor_shapes(header: dict[str, Any], data_size: int) -> dict[str, tuple[int, ...]]:
@@ -265,8 +292,28 @@ def _tensor_shapes(header: dict[str, Any], data_size: int) -> dict[str, tuple[in
 
 
 UNET_INPUT_SUFFIX = "model.diffusion_model.input_blocks.0.0.weight"
-LORA_MARKERS = (".lora_down.", ".lora_up.", ".lora_a.", ".lora_b.", ".lora.down.", ".lora.up.")
-LORA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_")
+LORA_MARKERS = (
+    ".lora_down.",
+    ".lora_up.",
+    ".lora_a.",
+    ".lora_b.",
+    ".lora.down.",
+    ".lora.up.",
+    "_lora1.down.",  # XLabs' Flux LoRAs (double_blocks.N.processor.proj_lora1.down.weight)
+    "_lora2.down.",
+)
+LORA_PREFIXES = (
+    "lora_unet_",
+    "lora_te_",
+    "lora_te1_",
+    "lora_te2_",
+    "lora_te3_",
+    "lora_transformer_",
+)
+#: Key parts of LoRAs for Flux (BFL / ComfyUI / kohya / diffusers / XLabs names) and
+#: SD 3.x (SAI / kohya names: joint_blocks; diffusers: transformer.transformer_blocks).
+FLUX_LORA_MARKS = ("double_blocks", "single_blocks", "single_transformer_blocks")
+SD3_LORA_MARKS = ("joint_blocks",)
 
 
 def _is_lora(names: Iterable[str]) -> bool:
@@ -278,7 +325,11 @@ def _is_lora(names: Iterable[str]) -> bool:
 
 
 def _lora_family(names: list[str]) -> Family | None:
-    """A hint only: a second text encoder means SDXL, a single one means SD1.x."""
+    """A hint only: Flux's or SD 3's block names mean those; else a second text encoder
+    means SDXL, a single one SD1.x."""
+    transformer = _transformer_lora_family(names)
+    if transformer is not None:
+        return transformer
     if any(n.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for n in names):
         return Family.SDXL
     if any(n.startswith(("lora_te_", "lora_te1_", "text_encoder.", "te1.")) for n in names):
@@ -286,21 +337,45 @@ def _lora_family(names: list[str]) -> Family | None:
     return None
 
 
-def _detect_lora(names: list[str]) -> Detection:
-    """A LoRA for SD 1.5/SDXL, or one made for a model we do not run."""
-    if any(
-        m in n
+def _transformer_lora_family(names: list[str]) -> Family | None:
+    """Flux LoRAs are hinted as Flux.1 dev (nearly all are trained on it; they load on
+    schnell and Fill too). SD 3 LoRAs: medium when they touch the dual-attention layers
+    (attn2) or stop below block 24, large when they reach block 24 or beyond."""
+    if any(m in n for n in names for m in FLUX_LORA_MARKS):
+        return Family.FLUX_DEV
+    sd3 = [
+        n
         for n in names
-        for m in ("double_blocks", "single_blocks", "single_transformer_blocks")
-    ):
-        return _unusable("This LoRA is made for Flux, which is not supported.", Content.LORA)
-    if any(
-        "joint_blocks" in n or n.startswith(("transformer.", "lora_transformer_")) for n in names
-    ):
-        return _unusable(
-            "This LoRA is made for a transformer model (SD3/Flux), which is not supported.",
-            Content.LORA,
-        )
+        if any(m in n for m in SD3_LORA_MARKS)
+        or n.startswith(("transformer.transformer_blocks.", "lora_transformer_transformer_blocks_"))
+    ]
+    if not sd3:
+        return None
+    if any("attn2" in n for n in sd3):
+        return Family.SD35_MEDIUM
+    blocks = [_block_number(n) for n in sd3]
+    if max((b for b in blocks if b is not None), default=-1) >= 24:
+        return Family.SD35_LARGE
+    return Family.SD35_MEDIUM if any(b is not None for b in blocks) else Family.SD35_LARGE
+
+
+def _block_number(name: str) -> int | None:
+    """N in `...blocks.N.` / `..._blocks_N_...` (None when there is none)."""
+    for marker in ("blocks.", "blocks_"):
+        at = name.find(marker)
+        if at >= 0:
+            digits = ""
+            for char in name[at + len(marker) :]:
+                if not char.isdigit():
+                    break
+                digits += char
+            if digits:
+                return int(digits)
+    return None
+
+
+def _detect_lora(names: list[str]) -> Detection:
+    """A LoRA, with the family hint its key names give."""
     return Detection(Content.LORA, _lora_family(names), EntryStatus.USABLE)
 
 
@@ -312,26 +387,33 @@ def _contains(names: Iterable[str], part: str) -> bool:
     return any(part in n for n in names)
 
 
+SUPPORTED_FAMILIES = "SD 1.5, SDXL, Flux.1 (dev, schnell, Fill) or SD 3.5 (medium, large)"
+
+
 def _unsupported(what: str) -> Detection:
     return _unusable(
-        f"{what} checkpoints are not supported: use an SD 1.5 or SDXL checkpoint.",
+        f"{what} checkpoints are not supported: use an {SUPPORTED_FAMILIES} checkpoint.",
         Content.CHECKPOINT,
     )
 
 
-def detect_tensors(shapes: dict[str, tuple[int, ...]]) -> Detection:
+def detect_tensors(
+    shapes: dict[str, tuple[int, ...]],
+    dtypes: dict[str, str] | None = None,
+    quantisation: str | None = None,
+) -> Detection:
     """Tell the architecture from tensor names and shapes (never from widths like 320/768,
-    which differ in small test models)."""
+    which differ in small test models). `dtypes` (safetensors) tell fp8 files apart;
+    `quantisation` is given for GGUF files, whose header says it directly."""
     names = list(shapes)
     if _is_lora(names):
         return _detect_lora(names)
     control = detect_control(shapes)
     if control is not None:
         return _control_detection(control)
-    if _contains(names, "double_blocks.") and _contains(names, "single_blocks."):
-        return _unsupported("Flux")
-    if _contains(names, "joint_blocks."):
-        return _unsupported("SD3")
+    transformer = _detect_transformer(shapes, dtypes or {}, quantisation)
+    if transformer is not None:
+        return transformer
     unet_key = next((n for n in names if n.endswith(UNET_INPUT_SUFFIX)), None)
     if unet_key is None:
         return _detect_non_checkpoint(names)
@@ -402,8 +484,148 @@ def _detect_checkpoint(names: list[str], prefix: str, unet_shape: tuple[int, ...
     return Detection(Content.CHECKPOINT, family, EntryStatus.USABLE)
 
 
+# --- Flux and SD 3.5 ----------------------------------------------------------------
+
+#: Markers of transformer models we recognise but do not run (diffusers' names for them).
+OTHER_TRANSFORMERS = (
+    ("distilled_guidance_layer.", "Chroma"),
+    ("single_stream_modulation.", "Flux.2"),
+    ("early_stream_modulations.", "Flux.2"),
+)
+#: The parts an all-in-one file may carry besides the transformer, by key prefix.
+EMBEDDED_PARTS = (
+    ("vae", ("first_stage_model.", "vae.")),
+    ("clip_l", ("text_encoders.clip_l.",)),
+    ("clip_g", ("text_encoders.clip_g.",)),
+    ("t5xxl", ("text_encoders.t5xxl.",)),
+)
+
+
+def _prefix_of(names: list[str], marker: str, anchor: str) -> str | None:
+    """The prefix ("" or "model.diffusion_model.") under which `marker` appears in a key,
+    provided `prefix + anchor` is a key too."""
+    for name in names:
+        at = name.find(marker)
+        if at >= 0 and (at == 0 or name[at - 1] == "."):
+            prefix = name[:at]
+            if prefix + anchor in names:
+                return prefix
+    return None
+
+
+def _parts_inside(names: list[str]) -> tuple[str, ...]:
+    inside = ["transformer"]
+    for part, prefixes in EMBEDDED_PARTS:
+        if any(n.startswith(prefixes) for n in names):
+            inside.append(part)
+    return tuple(inside)
+
+
+def _detect_transformer(
+    shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str], quantisation: str | None
+) -> Detection | None:
+    """A Flux or SD 3 file (transformer-only or all-in-one), or None when it is neither.
+
+    BFL / SAI key layouts, with or without ComfyUI's `model.diffusion_model.` prefix, and
+    diffusers' own layout (a `transformer/` weights file saved on its own)."""
+    names = list(shapes)
+    name_set = set(names)
+    flux = _prefix_of(names, "double_blocks.", "img_in.weight")
+    looks_flux = flux is not None or (
+        _contains(names, "double_blocks.") and _contains(names, "single_blocks.")
+    )
+    if looks_flux and (flux is None or flux + "final_layer.linear.weight" not in name_set):
+        return _unusable(
+            "An incomplete Flux transformer (no img_in or final_layer tensors): download it again.",
+            Content.CHECKPOINT,
+        )
+    diffusers_flux = {"x_embedder.weight", "context_embedder.weight", "proj_out.weight"} <= (
+        name_set
+    ) and _has(names, "single_transformer_blocks.")
+    sd3 = _prefix_of(names, "joint_blocks.", "x_embedder.proj.weight")
+    if _contains(names, "joint_blocks.") and (
+        sd3 is None or sd3 + "final_layer.linear.weight" not in name_set
+    ):
+        return _unusable(
+            "An incomplete SD 3 transformer (no x_embedder or final_layer tensors): download "
+            "it again.",
+            Content.CHECKPOINT,
+        )
+    diffusers_sd3 = (
+        not diffusers_flux
+        and {"pos_embed.proj.weight", "context_embedder.weight", "proj_out.weight"} <= name_set
+        and _has(names, "transformer_blocks.0.attn.add_q_proj.")
+    )
+    if flux is None and sd3 is None and not diffusers_flux and not diffusers_sd3:
+        return None
+    prefix = flux if flux is not None else sd3 if sd3 is not None else ""
+    for marker, what in OTHER_TRANSFORMERS:
+        if _has(names, prefix + marker):
+            return _unsupported(what)
+    if quantisation is None:
+        quantisation = safetensors_quantisation(dtypes, shapes, prefix)
+    if flux is not None or diffusers_flux:
+        if diffusers_flux:
+            image_in, image_out = shapes["x_embedder.weight"], shapes["proj_out.weight"]
+            guidance = _has(names, "time_text_embed.guidance_embedder.")
+        else:
+            image_in = shapes[prefix + "img_in.weight"]
+            image_out = shapes.get(prefix + "final_layer.linear.weight", ())
+            guidance = _has(names, prefix + "guidance_in.")
+        family_or_refusal = _flux_family(image_in, image_out, guidance)
+    else:
+        if diffusers_sd3:
+            dual = _has(names, "transformer_blocks.0.attn2.")
+            qk_norm = _has(names, "transformer_blocks.0.attn.norm_q.")
+        else:
+            dual = _contains(names, ".x_block.attn2.")
+            qk_norm = _contains(names, ".x_block.attn.ln_q.")
+        if dual:
+            family_or_refusal = Family.SD35_MEDIUM
+        elif qk_norm:
+            family_or_refusal = Family.SD35_LARGE
+        else:
+            family_or_refusal = _unsupported(
+                "SD 3 medium (3.0; no q/k normalisation, unlike SD 3.5)"
+            )
+    if isinstance(family_or_refusal, Detection):
+        return family_or_refusal
+    return Detection(
+        Content.CHECKPOINT,
+        family_or_refusal,
+        EntryStatus.USABLE,
+        parts_inside=_parts_inside(names) if prefix else ("transformer",),
+        quantisation=quantisation,
+    )
+
+
+def _flux_family(
+    image_in: tuple[int, ...], image_out: tuple[int, ...], guidance: bool
+) -> Family | Detection:
+    """dev / schnell by the guidance embedder; Fill by img_in reading more than twice the
+    features it writes (384 = 64 latent + 64 masked-image + 256 mask, against 64)."""
+    features_in = image_in[1] if len(image_in) == 2 else 0
+    features_out = image_out[0] if len(image_out) == 2 else 0
+    if features_in == features_out:
+        return Family.FLUX_DEV if guidance else Family.FLUX_SCHNELL
+    if features_in == 2 * features_out:
+        return _unsupported("Flux.1 Depth / Canny (control image channels)")
+    if features_in > 2 * features_out and guidance:
+        return Family.FLUX_FILL
+    return _unusable(
+        f"A Flux transformer whose img_in reads {features_in} features and writes "
+        f"{features_out}: not dev, schnell or Fill.",
+        Content.CHECKPOINT,
+    )
+
+
 def _detect_non_checkpoint(names: list[str]) -> Detection:
     """Name the common non-checkpoint files, so the reason helps the artist."""
+    if _find_clip_or_t5(names):
+        return _unusable(
+            "This is a text encoder (CLIP or T5), not a checkpoint: Flux and SD 3.5 text "
+            "encoders go in models/text_encoders (or models/clip)."
+        )
     if _has(names, "encoder.conv_in.") and _has(names, "decoder.conv_in."):
         return _unusable("This is a VAE, not a checkpoint.")
     if any(n in ("emb_params", "string_to_param", "clip_l", "clip_g") for n in names):
@@ -411,8 +633,14 @@ def _detect_non_checkpoint(names: list[str]) -> Detection:
     if _has(names, "controlnet_") or _has(names, "control_model."):
         return _unusable("This is a ControlNet, not a checkpoint.")
     return _unusable(
-        "Unknown architecture: the file has none of the tensor names of SD 1.5 or SDXL "
-        "checkpoints or LoRAs."
+        "Unknown architecture: the file has none of the tensor names of SD 1.5, SDXL, "
+        "Flux or SD 3.5 checkpoints or LoRAs."
+    )
+
+
+def _find_clip_or_t5(names: list[str]) -> bool:
+    return _contains(names, "text_model.embeddings.token_embedding.weight") or _contains(
+        names, "encoder.block.0.layer.0.SelfAttention.q.weight"
     )
 
 
@@ -424,7 +652,30 @@ DIFFUSERS_PIPELINES: dict[str, bool] = {  # _class_name -> is_xl
     "StableDiffusionXLImg2ImgPipeline": True,
     "StableDiffusionXLInpaintPipeline": True,
 }
-WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+WEIGHT_COMPONENTS = (
+    "unet",
+    "transformer",
+    "vae",
+    "text_encoder",
+    "text_encoder_2",
+    "text_encoder_3",
+)
+#: Flux and SD 3 pipelines: _class_name -> architecture.
+TRANSFORMER_PIPELINES: dict[str, Architecture] = {
+    "FluxPipeline": Architecture.FLUX,
+    "FluxImg2ImgPipeline": Architecture.FLUX,
+    "FluxInpaintPipeline": Architecture.FLUX,
+    "FluxFillPipeline": Architecture.FLUX,
+    "StableDiffusion3Pipeline": Architecture.SD3,
+    "StableDiffusion3Img2ImgPipeline": Architecture.SD3,
+    "StableDiffusion3InpaintPipeline": Architecture.SD3,
+}
+ARCHITECTURE_LABELS = {Architecture.FLUX: "Flux", Architecture.SD3: "SD 3"}
+#: The text encoder components each architecture needs in a diffusers folder.
+TRANSFORMER_TEXT_ENCODERS = {
+    Architecture.FLUX: ("text_encoder", "text_encoder_2"),
+    Architecture.SD3: ("text_encoder", "text_encoder_2", "text_encoder_3"),
+}
 
 
 def _read_json_object(path: Path) -> dict[str, Any] | None:
@@ -441,14 +692,12 @@ def detect_diffusers_folder(folder: Path) -> Detection:
     if index is None:
         return _unusable("model_index.json is unreadable or not a JSON object.", Content.CHECKPOINT)
     class_name = str(index.get("_class_name", ""))
+    if class_name in TRANSFORMER_PIPELINES:
+        return _detect_transformer_folder(folder, index, TRANSFORMER_PIPELINES[class_name])
     if class_name not in DIFFUSERS_PIPELINES:
-        if "Flux" in class_name:
-            return _unsupported("Flux")
-        if "StableDiffusion3" in class_name:
-            return _unsupported("SD3")
         return _unusable(
-            f"Diffusers pipeline {class_name or '(none)'} is not supported: use an SD 1.5 "
-            "or SDXL model.",
+            f"Diffusers pipeline {class_name or '(none)'} is not supported: use an "
+            f"{SUPPORTED_FAMILIES} model.",
             Content.CHECKPOINT,
         )
     is_xl = DIFFUSERS_PIPELINES[class_name]
@@ -478,10 +727,54 @@ def detect_diffusers_folder(folder: Path) -> Detection:
     return Detection(Content.CHECKPOINT, family, EntryStatus.USABLE)
 
 
+def _detect_transformer_folder(
+    folder: Path, index: dict[str, Any], architecture: Architecture
+) -> Detection:
+    """A Flux or SD 3 diffusers folder: the family from `transformer/config.json`."""
+    for component in ("transformer", "vae") + TRANSFORMER_TEXT_ENCODERS[architecture]:
+        if not _listed(index, component):
+            return _unusable(
+                f"This {ARCHITECTURE_LABELS[architecture]} diffusers folder has no {component} "
+                "(model_index.json lists none): "
+                "use a complete model.",
+                Content.CHECKPOINT,
+            )
+    config = _read_json_object(folder / "transformer" / "config.json")
+    if config is None:
+        return _unusable("transformer/config.json is missing or unreadable.", Content.CHECKPOINT)
+    weights = _diffusers_weights_problem(folder, index)
+    if weights is not None:
+        return weights
+    family: Family | Detection
+    if architecture is Architecture.FLUX:
+        features_in = config.get("in_channels", 64)
+        features_out = config.get("out_channels") or features_in
+        if not isinstance(features_in, int) or not isinstance(features_out, int):
+            return _unusable("transformer/config.json is not a Flux config.", Content.CHECKPOINT)
+        family = _flux_family(
+            (0, features_in), (features_out, 0), bool(config.get("guidance_embeds"))
+        )
+    elif config.get("dual_attention_layers"):
+        family = Family.SD35_MEDIUM
+    elif config.get("qk_norm"):
+        family = Family.SD35_LARGE
+    else:
+        family = _unsupported("SD 3 medium (3.0; no q/k normalisation, unlike SD 3.5)")
+    if isinstance(family, Detection):
+        return family
+    return Detection(Content.CHECKPOINT, family, EntryStatus.USABLE)
+
+
+def _listed(index: dict[str, Any], component: str) -> bool:
+    """Whether model_index.json names a component (`[null, null]` means none)."""
+    value = index.get(component)
+    return isinstance(value, list) and any(v is not None for v in value)
+
+
 def _diffusers_weights_problem(folder: Path, index: dict[str, Any]) -> Detection | None:
     """Each weight component needs .safetensors weights; pickle-only folders are refused."""
     for component in WEIGHT_COMPONENTS:
-        if component not in index:
+        if component not in index or not _listed(index, component):
             continue
         part = folder / component
         try:
@@ -511,6 +804,7 @@ class RootKind(enum.Enum):
     CHECKPOINTS = "checkpoints"
     LORAS = "loras"
     CONTROLS = "controls"  # ControlNets, IP-Adapters, image encoders, depth estimators
+    TRANSFORMERS = "transformers"  # Flux / SD 3.5 transformer files (ComfyUI's unet/)
     MIXED = "mixed"  # a plain folder of models: each file is listed as what it is
 
 
@@ -557,12 +851,16 @@ def find_roots(folder: Path) -> tuple[list[ModelRoot], list[ScanProblem]]:
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
         return [], [ScanProblem(folder, f"The model folder {folder} {what}.")]
+    if (folder / "model_index.json").is_file():
+        # A diffusers model itself: its unet/ or vae/ are components, not model folders.
+        return [ModelRoot(folder, RootKind.MIXED, label)], []
     roots = [
         ModelRoot(folder / sub, kind, label)
         for subs, kind in (
             (CHECKPOINT_SUBDIRS, RootKind.CHECKPOINTS),
             (LORA_SUBDIRS, RootKind.LORAS),
             (CONTROL_SUBDIRS, RootKind.CONTROLS),
+            (TRANSFORMER_SUBDIRS, RootKind.TRANSFORMERS),
         )
         for sub in subs
         if (folder / sub).is_dir()
@@ -640,6 +938,11 @@ class Scanner:
                     continue  # so are embeddings (kd_server.embeddings)
                 if root.kind is RootKind.MIXED and _relative(sub, root.path) in VAE_SUBDIRS:
                     continue  # and VAE files (kd_server.vae_files)
+                if (
+                    root.kind is RootKind.MIXED
+                    and _relative(sub, root.path) in TEXT_ENCODER_SUBDIRS
+                ):
+                    continue  # and text encoders (kd_server.split_layout)
                 if sub.is_symlink():
                     problem = self._linked_folder(root, sub, problems)
                     if problem is not None:
@@ -683,6 +986,9 @@ class Scanner:
         elif lowered.endswith(PICKLE_SUFFIXES):
             relative = _relative(path, root.path)
             fmt = ModelFormat.PICKLE
+        elif lowered.endswith(GGUF_SUFFIX):
+            relative = _relative(path, root.path)  # keeps `.gguf`, like pickles
+            fmt = ModelFormat.SPLIT  # a GGUF file holds a transformer only
         else:
             return None  # previews (.png), configs (.yaml), notes: not models
         if path.is_symlink() and not _inside(path, root.path):
@@ -702,11 +1008,13 @@ class Scanner:
             return _unusable("Not a regular file.")
         key = (str(path.resolve()), info.st_size, info.st_mtime_ns)
         detection = self._cache.get(key)
-        if detection is None:
+        if detection is None and path.name.lower().endswith(GGUF_SUFFIX):
+            detection = _detect_gguf(path)
+        elif detection is None:
             try:
                 header = read_safetensors(path)
                 detection = replace(
-                    detect_tensors(header.shapes),
+                    detect_tensors(header.shapes, header.dtypes),
                     metadata=naming_metadata(header.metadata),
                     trigger_words=trigger_words(header.metadata),
                 )
@@ -714,6 +1022,25 @@ class Scanner:
                 detection = exc.detection
         self._next_cache[key] = detection
         return detection
+
+
+def _detect_gguf(path: Path) -> Detection:
+    """A GGUF file: only Flux and SD 3.5 transformers are of use (as SPLIT checkpoints)."""
+    try:
+        header = read_gguf(path)
+    except GgufError as exc:
+        return _unusable(str(exc))
+    detection = detect_tensors(header.shapes, quantisation=gguf_quantisation(header))
+    if detection.content is Content.CHECKPOINT and detection.family is not None:
+        return replace(detection, parts_inside=("transformer",))
+    if detection.content is Content.CHECKPOINT:
+        return detection  # a refusal that says what it is ("SD 3 medium (3.0) ...")
+    if detection.content is Content.LORA:
+        return _unusable("GGUF LoRAs are not supported: use the .safetensors LoRA.")
+    return _unusable(
+        "Only Flux and SD 3.5 transformers are used from GGUF files "
+        f"(this one is '{header.architecture or 'unknown'}')."
+    )
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -750,16 +1077,28 @@ _WRONG_PLACE = {
     (RootKind.CONTROLS, Content.LORA): (
         "This is a LoRA in a control-model folder: move it to the loras folder."
     ),
+    (RootKind.TRANSFORMERS, Content.LORA): (
+        "This is a LoRA in a diffusion-model (unet) folder: move it to the loras folder."
+    ),
 }
 
 
-def _to_entry(found: Found, name: str) -> ModelEntry:
+def _to_entry(found: Found, name: str, parts: list[PartFile] | None = None) -> ModelEntry:
     detection = found.detection
     kind = _entry_kind(found)
     status, reason = detection.status, detection.reason
     misplaced = _WRONG_PLACE.get((found.root.kind, detection.content))
     if misplaced is not None and status is EntryStatus.USABLE:
         status, reason = EntryStatus.UNUSABLE, misplaced
+    fmt, model_parts = found.format, None
+    family = detection.family
+    if (
+        kind is EntryKind.CHECKPOINT
+        and detection.content is Content.CHECKPOINT
+        and family is not None
+        and family.info.is_transformer
+    ):
+        fmt, model_parts, status, reason = _assemble(found, parts or [], status, reason)
     if kind is EntryKind.LORA and detection.content is Content.OTHER:
         reason = _lora_reason(reason)
     fast = None
@@ -769,14 +1108,56 @@ def _to_entry(found: Found, name: str) -> ModelEntry:
         name,
         kind,
         found.path,
-        found.format,
+        fmt,
         detection.family,
         status,
         reason,
         detection.facts,
         fast=fast,
         trigger_words=detection.trigger_words if kind is EntryKind.LORA else (),
+        parts=model_parts,
     )
+
+
+def _assemble(
+    found: Found, parts: list[PartFile], status: EntryStatus, reason: str | None
+) -> tuple[ModelFormat, ModelParts | None, EntryStatus, str | None]:
+    """A Flux / SD 3.5 file with everything inside stays a single file (parts None);
+    otherwise it becomes a SPLIT checkpoint whose missing parts come from the text
+    encoder and VAE folders (kd_server.split_layout), or an unusable one saying which
+    part is missing."""
+    detection = found.detection
+    family = detection.family
+    assert family is not None
+    info = family.info
+    needed = ("vae", *info.text_encoders)
+    inside = detection.parts_inside or ("transformer",)
+    if found.format is ModelFormat.SAFETENSORS and all(p in inside for p in needed):
+        return found.format, None, status, reason
+    chosen: dict[str, Path | None] = {}
+    missing: list[str] = []
+    for part in needed:
+        if part in inside:
+            chosen[part] = found.path
+            continue
+        match = choose_part(
+            parts, PartKind(part), info.architecture.value, detection.quantisation is not None
+        )
+        chosen[part] = match.path if match is not None else None
+        if match is None:
+            missing.append(part)
+    model_parts = ModelParts(
+        transformer=found.path,
+        vae=chosen.get("vae"),
+        clip_l=chosen.get("clip_l"),
+        clip_g=chosen.get("clip_g"),
+        t5xxl=chosen.get("t5xxl"),
+        quantisation=detection.quantisation,
+    )
+    if missing and status is EntryStatus.USABLE:
+        status = EntryStatus.UNUSABLE
+        reason = missing_parts_reason(info.label, info.architecture.value, missing)
+    return ModelFormat.SPLIT, model_parts, status, reason
 
 
 def _lora_reason(reason: str | None) -> str | None:
@@ -806,15 +1187,19 @@ def _entry_kind(found: Found) -> EntryKind:
         )
     if found.root.kind is RootKind.LORAS:
         return EntryKind.LORA
-    if found.root.kind is RootKind.CHECKPOINTS:
+    if found.root.kind in (RootKind.CHECKPOINTS, RootKind.TRANSFORMERS):
         return EntryKind.CHECKPOINT
     return EntryKind.LORA if found.detection.content is Content.LORA else EntryKind.CHECKPOINT
 
 
-def name_entries(found: list[Found], reserved: Iterable[str] = ()) -> list[ModelEntry]:
+def name_entries(
+    found: list[Found], reserved: Iterable[str] = (), parts: list[PartFile] | None = None
+) -> list[ModelEntry]:
     """Give every found item its stable name; later duplicates get `(label)` suffixes.
 
-    `reserved` checkpoint names (the embedded model's) are never given to a file."""
+    `reserved` checkpoint names (the embedded model's) are never given to a file;
+    `parts` are the text encoders and VAEs that Flux / SD 3.5 transformers are paired
+    with (kd_server.split_layout.find_parts)."""
     taken: set[tuple[EntryKind, str]] = {(EntryKind.CHECKPOINT, n) for n in reserved}
     entries: list[ModelEntry] = []
     for item in found:
@@ -827,7 +1212,7 @@ def name_entries(found: list[Found], reserved: Iterable[str] = ()) -> list[Model
                 name = f"{item.relative} ({item.root.label} {counter})"
                 counter += 1
         taken.add((kind, name))
-        entries.append(_to_entry(item, name))
+        entries.append(_to_entry(item, name, parts))
     return entries
 
 
@@ -920,8 +1305,9 @@ class ModelLibrary:
             self._upscalers = tuple(find_upscalers(self.folders))
             self._embeddings = tuple(find_embeddings(self.folders))
             self._vaes = tuple(find_vaes(self.folders))
+            self._parts = tuple(find_parts(self.folders))
             reserved = [EMBEDDED_NAME] if self.include_embedded else []
-            entries = pair_image_encoders(name_entries(found, reserved))
+            entries = pair_image_encoders(name_entries(found, reserved, list(self._parts)))
             checkpoints = {e.name: e for e in entries if e.kind is EntryKind.CHECKPOINT}
             if self.include_embedded:
                 checkpoints[EMBEDDED_NAME] = EMBEDDED_ENTRY
@@ -967,6 +1353,10 @@ class ModelLibrary:
     def embeddings(self) -> list[EmbeddingFile]:
         """The textual-inversion files found, usable or not (kd_server.embeddings)."""
         return list(self._embeddings)
+
+    def model_parts(self) -> list[PartFile]:
+        """The Flux / SD 3.5 text encoder and VAE files found (kd_server.split_layout)."""
+        return list(self._parts)
 
     def vaes(self) -> list[VaeFile]:
         """The VAE files found, usable or not (kd_server.vae_files)."""
@@ -1074,8 +1464,8 @@ class ModelLibrary:
             return self._snapshot.checkpoints[EMBEDDED_NAME]
         raise EngineError(
             EngineErrorCode.MODEL_NOT_FOUND,
-            "No usable checkpoint was found in the model folders: add an SD 1.5 or SDXL "
-            ".safetensors checkpoint and refresh.",
+            "No usable checkpoint was found in the model folders: add an SD 1.5, SDXL, "
+            "Flux or SD 3.5 checkpoint and refresh.",
         )
 
 
