@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -531,3 +532,39 @@ def test_a_long_session_forgets_the_oldest_finished_jobs(client, controller):
     assert len(controller.history) == controller.history.limit
     client.event_received.emit(Event(EventType.FINISHED, "j1"))  # late: ignored
     assert "j1" not in controller.jobs
+
+
+def test_the_models_family_decides_what_the_job_sends(client, controller):
+    """Flux.1 dev: no negative prompt, CFG 1, the guidance; SD 1.5: the negative, clip
+    skip, VAE; a server before protocol 6 gets neither guidance nor a memory mode."""
+    from krita_diffusers.styles import Sampling
+
+    models = parse_models(
+        {
+            "checkpoints": [
+                {"name": "dream", "family": "sd15", "default": True},
+                {"name": "flux1", "family": "flux-dev", "default": False},
+            ]
+        }
+    )
+    client.models_changed.emit(models)
+    client.protocol = 6
+    sampling = Sampling("Euler", 9, 5.0, guidance=2.5, clip_skip=2, vae="nudged")
+    chosen = GenerateInput("a fox", "blurry", sampling=sampling, memory_mode="fp8")
+    controller.generate(replace(chosen, model="flux1"))
+    body = client.requests[-1].body()
+    assert (body["negative_prompt"], body["cfg_scale"], body["guidance"]) == ("", 1.0, 2.5)
+    assert body["memory_mode"] == "fp8" and "clip_skip" not in body and "vae" not in body
+    controller.generate(chosen)
+    body = client.requests[-1].body()
+    assert (body["negative_prompt"], body["cfg_scale"], body["clip_skip"], body["vae"]) == (
+        "blurry",
+        5.0,
+        2,
+        "nudged",
+    )
+    assert "guidance" not in body
+    client.protocol = 5
+    controller.generate(replace(chosen, model="flux1"))
+    body = client.requests[-1].body()
+    assert "guidance" not in body and "memory_mode" not in body
