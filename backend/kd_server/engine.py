@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from kd_server import memory_modes
 from kd_server.control.pipeline import ControlRuntime
 from kd_server.devices import DeviceChoice, choose_device, free_memory, is_out_of_memory
 from kd_server.embeddings import comfy_names
-from kd_server.families import Family
+from kd_server.families import Architecture, Family
 from kd_server.generation import (
     MAX_LORAS,
     MAX_SEED,
@@ -577,8 +578,14 @@ class Engine:
     def _load_adapter(self, model: LoadedModel, name: str, adapter: str) -> str:
         entry = self.library.get_lora(name)
         try:
+            assert entry.path is not None
             with LOAD_LOCK:  # peft builds the adapter layers under init_empty_weights
-                model.base.load_lora_weights(str(entry.path), adapter_name=adapter)
+                model.base.load_lora_weights(_lora_source(model, entry.path), adapter_name=adapter)
+            attached = model.base.get_list_adapters()
+            if not any(adapter in names for names in attached.values()):
+                # diffusers skips keys it does not recognise: a LoRA for another
+                # family "loads" and changes nothing
+                raise ValueError("none of its tensors matches a layer of the model")
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise
@@ -594,6 +601,32 @@ class Engine:
                 "for this model family.",
             ) from exc
         return adapter
+
+
+#: ComfyUI's and BFL's Flux LoRA key layout with peft's lora_A / lora_B names, which
+#: diffusers reads only in kohya's spelling (lora_down / lora_up)
+_BFL_PEFT_KEY = re.compile(r"^diffusion_model\.(double|single)_blocks\..*\.lora_[AB]\.weight$")
+
+
+def _lora_source(model: LoadedModel, path: Path) -> str | dict[str, torch.Tensor]:
+    """What `load_lora_weights` is given: the file's path, or for a Flux LoRA saved in
+    ComfyUI's layout with peft's names (`diffusion_model.double_blocks.0.img_attn.proj
+    .lora_A.weight`) its tensors renamed to the kohya spelling diffusers converts."""
+    if model.info.architecture is not Architecture.FLUX or path.suffix != ".safetensors":
+        return str(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+        if not any(_BFL_PEFT_KEY.match(key) for key in keys):
+            return str(path)
+        tensors = {key: handle.get_tensor(key) for key in keys}
+    return {
+        key.replace(".lora_A.weight", ".lora_down.weight").replace(
+            ".lora_B.weight", ".lora_up.weight"
+        ): value
+        for key, value in tensors.items()
+    }
 
 
 def _adapter_name(lora_name: str, file_signature: str) -> str:
