@@ -272,10 +272,51 @@ def perturb(module: torch.nn.Module) -> None:
             param.add_(torch.randn_like(param) * PERTURBATION)
 
 
-def _finish(modules: list[Any]) -> None:
-    for module in modules:
+#: Each module has its own seed offset, so the parts Flux and SD 3.5 share in real life
+#: (CLIP-L, T5; CLIP-G between SD 3.5 medium and large; one VAE per architecture) are
+#: the same weights in every tiny pipeline built with the same seed: one clip_l /
+#: t5xxl / VAE file in a ComfyUI models folder serves all of them, as it does for real.
+_OFFSETS = {
+    "dev": 1,
+    "schnell": 2,
+    "fill": 3,
+    "medium": 4,
+    "large": 5,
+    "flux-vae": 10,
+    "sd3-vae": 11,
+    "clip_l": 20,
+    "clip_g": 21,
+    "t5xxl": 22,
+}
+
+
+def _seeded(seed: int, what: str, build: Any) -> Any:
+    """`build()` under its own seed, perturbed, in eval mode; the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1009 + _OFFSETS[what])
+        module = build()
         perturb(module)
-        module.eval()
+    module.eval()
+    return module
+
+
+def _clip_l(seed: int, with_projection: bool) -> Any:
+    """CLIP-L, the same weights for Flux (CLIPTextModel) and SD3 (with projection)."""
+    plain = _seeded(
+        seed, "clip_l", lambda: CLIPTextModel(_clip_config(CLIP_L_HIDDEN, 2, "quick_gelu"))
+    )
+    if not with_projection:
+        return plain
+    model = CLIPTextModelWithProjection(plain.config)
+    # transformers 5 flattened CLIPTextModel; the projection model still nests text_model
+    state = {key.removeprefix("text_model."): t for key, t in plain.state_dict().items()}
+    model.text_model.load_state_dict(state)
+    # SD3 uses CLIP-L's pooled output unprojected: its projection is the identity
+    # (diffusers puts one in when loading a single file; so does our loader).
+    with torch.no_grad():
+        model.text_projection.weight.copy_(torch.eye(CLIP_L_HIDDEN))
+    model.eval()
+    return model
 
 
 # --------------------------------------------------------------------- pipelines
@@ -284,17 +325,15 @@ def _finish(modules: list[Any]) -> None:
 def build_tiny_flux(kind: FluxKind = "dev", seed: int = 0) -> Any:
     """A tiny Flux.1 pipeline: FluxPipeline (dev, schnell) or FluxFillPipeline (fill).
 
-    The same seed gives the same weights; the global torch RNG is left as it was.
+    The same seed gives the same weights (the shared parts: see `_OFFSETS`); the global
+    torch RNG is left as it was.
     """
     if kind not in FLUX_KINDS:
         raise ValueError(f"unknown Flux kind {kind!r}; expected one of {FLUX_KINDS}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        transformer = _flux_transformer(kind)
-        vae = _vae(FLUX_VAE_SCALING, FLUX_VAE_SHIFT)
-        clip_l = CLIPTextModel(_clip_config(CLIP_L_HIDDEN, 2, "quick_gelu"))
-        t5 = _t5_encoder()
-        _finish([transformer, vae, clip_l, t5])
+    transformer = _seeded(seed, kind, lambda: _flux_transformer(kind))
+    vae = _seeded(seed, "flux-vae", lambda: _vae(FLUX_VAE_SCALING, FLUX_VAE_SHIFT))
+    clip_l = _clip_l(seed, with_projection=False)
+    t5 = _seeded(seed, "t5xxl", _t5_encoder)
     parts = Components(
         scheduler=flux_scheduler(kind),
         vae=vae,
@@ -311,18 +350,15 @@ def build_tiny_sd35(kind: SD35Kind = "medium", seed: int = 0) -> Any:
     """A tiny StableDiffusion3Pipeline of SD 3.5 medium (MMDiT-X) or large."""
     if kind not in SD35_KINDS:
         raise ValueError(f"unknown SD 3.5 kind {kind!r}; expected one of {SD35_KINDS}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        transformer = _sd3_transformer(kind)
-        vae = _vae(SD3_VAE_SCALING, SD3_VAE_SHIFT)
-        clip_l = CLIPTextModelWithProjection(_clip_config(CLIP_L_HIDDEN, 2, "quick_gelu"))
-        clip_g = CLIPTextModelWithProjection(_clip_config(CLIP_G_HIDDEN, CLIP_G_LAYERS, "gelu"))
-        t5 = _t5_encoder()
-        _finish([transformer, vae, clip_l, clip_g, t5])
-        # SD3 uses CLIP-L's pooled output unprojected: its projection is the identity
-        # (diffusers puts one in when loading a single file; so does our loader).
-        with torch.no_grad():
-            clip_l.text_projection.weight.copy_(torch.eye(CLIP_L_HIDDEN))
+    transformer = _seeded(seed, kind, lambda: _sd3_transformer(kind))
+    vae = _seeded(seed, "sd3-vae", lambda: _vae(SD3_VAE_SCALING, SD3_VAE_SHIFT))
+    clip_l = _clip_l(seed, with_projection=True)
+    clip_g = _seeded(
+        seed,
+        "clip_g",
+        lambda: CLIPTextModelWithProjection(_clip_config(CLIP_G_HIDDEN, CLIP_G_LAYERS, "gelu")),
+    )
+    t5 = _seeded(seed, "t5xxl", _t5_encoder)
     parts = Components(
         transformer=transformer,
         scheduler=sd3_scheduler(),
