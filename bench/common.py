@@ -258,6 +258,7 @@ class TimedEngine:
         should_cancel: Any = None,
         on_loading: Any = None,
         on_preview: Any = None,
+        on_warning: Any = None,
     ) -> Any:
         call = EngineCall(started=now())
         with self._lock:
@@ -279,7 +280,9 @@ class TimedEngine:
 
         try:
             with _timed_previews(call):
-                return self.engine.generate(request, progress, should_cancel, on_loading, preview)
+                return self.engine.generate(
+                    request, progress, should_cancel, on_loading, preview, on_warning
+                )
         finally:
             call.ended = now()
 

@@ -42,6 +42,16 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (TOML)")
 
 
+def _memory_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory-mode",
+        dest="memory_mode",
+        choices=["auto", "full", "vae-tiling", "fp8", "model-offload", "sequential-offload"],
+        help="GPU memory mode of the loaded models (default auto: chosen per model from "
+        "the free GPU memory and its size); docs/memory.md",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="krita-diffusers-server", description="Stable Diffusion server for Krita."
@@ -74,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["channels_last", "fuse_qkv", "compile"],
         help="GPU speed-up applied when a model loads; repeatable (docs/performance.md)",
     )
+    _memory_flag(serve)
 
     generate = commands.add_parser("generate", help="generate one image, no server")
     _common_flags(generate)
+    _memory_flag(generate)
     generate.add_argument("prompt")
     generate.add_argument("-o", "--output", type=Path, default=Path("output.png"))
     generate.add_argument("--negative", default="")
@@ -99,7 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("host", "port", "model_dirs", "token", "speedups", "ray_address", "ray_replicas")
+    keys = (
+        "host",
+        "port",
+        "model_dirs",
+        "token",
+        "speedups",
+        "ray_address",
+        "ray_replicas",
+        "memory_mode",
+    )
     overrides = {key: getattr(args, key, None) for key in keys}
     devices = getattr(args, "device", None)  # repeated: one worker per device (serve)
     if devices:
@@ -156,7 +177,7 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from kd_server.pngmeta import encode_png
 
     library = ModelLibrary(settings.model_dirs, default_model=settings.default_model)
-    engine = Engine(library, device=settings.device)
+    engine = Engine(library, device=settings.device, memory_mode=settings.memory_mode)
     try:
         entry = engine.check_model(args.model)
     except EngineError as exc:

@@ -12,9 +12,15 @@ File: `$KD_CONFIG`, else `$XDG_CONFIG_HOME/krita-diffusers/server.toml`
     model_dirs = ["/home/me/stable-diffusion-webui", "/home/me/ComfyUI"]
     token = "..."        # or token_file = "/path/to/file"
     device = "auto"      # auto | cuda | mps | cpu; several: "cuda:0,cuda:1" or "all"
+    memory_mode = "auto" # auto | full | vae-tiling | fp8 | model-offload | sequential-offload
 
 Environment: KD_HOST, KD_PORT, KD_MODEL_DIRS (os.pathsep-separated), KD_TOKEN,
-KD_TOKEN_FILE, KD_DEVICE, KD_DEFAULT_MODEL, KD_CONFIG, KD_STATE_DIR, KD_OUTPUTS_DIR.
+KD_TOKEN_FILE, KD_DEVICE, KD_DEFAULT_MODEL, KD_CONFIG, KD_STATE_DIR, KD_OUTPUTS_DIR,
+KD_MEMORY_MODE.
+
+Memory modes (docs/memory.md): `memory_mode` "auto" chooses per model from the free GPU
+memory and the model's size; a mode's name runs every model in it (jobs may still ask
+for another).
 
 Scale-out (docs/scale-out.md): `device` may name several devices (one worker each);
 ray_address, ray_replicas ("MIN:MAX") and ray_device run the jobs on a Ray Serve
@@ -51,6 +57,8 @@ class Settings:
     device: str = "auto"
     default_model: str | None = None  # checkpoint name; None: the library's own choice
     cache_size: int = 2  # loaded checkpoints kept warm
+    # GPU memory mode of the loaded models (kd_server.memory_modes): "auto" or a mode
+    memory_mode: str = "auto"
     # HTTP API limits. Requests beyond them are refused at submit time with a 4xx.
     max_queue: int = 32  # jobs waiting (not counting the running one); more -> 429
     max_pixels: int = 16_777_216  # width*height*batch_size, and pixels of one input image
@@ -157,6 +165,16 @@ def _whole_number(key: str, value: object, origin: str) -> int:
     return number
 
 
+def _memory_mode(value: str, origin: str) -> str:
+    from kd_server.memory_modes import UnknownMemoryMode, parse  # light: no torch
+
+    try:
+        mode = parse(value)
+    except UnknownMemoryMode as exc:
+        raise ConfigError(f"memory_mode in {origin}: {exc}") from exc
+    return "auto" if mode is None else mode.value
+
+
 def _check_speedups(names: list[str], origin: str) -> None:
     from kd_server.speed import SpeedOptions  # imports torch: only when speed-ups are set
 
@@ -204,6 +222,8 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
             settings.ray_replicas = str(value).strip()
         elif key == "ray_address":
             settings.ray_address = str(value).strip() or None
+        elif key == "memory_mode":
+            settings.memory_mode = _memory_mode(str(value), origin)
         elif key in _LIST_FIELDS:
             items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
             setattr(settings, key, [str(i).strip() for i in items if str(i).strip()])
@@ -221,6 +241,7 @@ def _from_environment() -> dict[str, object]:
         "token": env.get("KD_TOKEN") or None,
         "token_file": env.get("KD_TOKEN_FILE") or None,
         "device": env.get("KD_DEVICE"),
+        "memory_mode": env.get("KD_MEMORY_MODE") or None,
         "default_model": env.get("KD_DEFAULT_MODEL") or None,
         "state_dir": env.get("KD_STATE_DIR"),
         "outputs_dir": env.get("KD_OUTPUTS_DIR"),

@@ -245,6 +245,7 @@ class Hooks(Protocol):
     def loading(self, model_name: str) -> None: ...
     def progress(self, step: int, total: int, preview: str | None = None) -> None: ...
     def preview(self, step: int, image: str) -> None: ...
+    def warning(self, code: str, message: str) -> None: ...
     def should_cancel(self) -> bool: ...
 
 
@@ -267,6 +268,13 @@ class RunHooks:
         """A base64 JPEG of the job after `step`, made after that step's progress was
         reported, from any thread, before the runner returns."""
         self._queue._on_preview(self._job, step, image)
+
+    def warning(self, code: str, message: str) -> None:
+        """Something the job's client should know while the job carries on (e.g.
+        `memory_mode_lowered`: it ran out of GPU memory and runs again in a lower
+        memory mode, kd_server.memory_modes)."""
+        with self._queue._cond:
+            self._queue._emit(self._job, JobWarning(self._job.id, code, message))
 
     def should_cancel(self) -> bool:
         return self._job.cancel.is_set()

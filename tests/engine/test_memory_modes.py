@@ -317,3 +317,42 @@ def test_modes_that_cannot_run_are_refused_before_the_job():
     with pytest.raises(UnknownMemoryMode):
         Engine(ModelLibrary([]), device="cpu", memory_mode="fast")
     assert Engine(ModelLibrary([]), device="cpu", memory_mode="fp8").memory_mode is M.FP8
+
+
+def test_the_retry_and_the_modes_over_http(server_factory, engine):
+    """/v1/health names each loaded model's mode and why; a retried job's client hears
+    a `warning` event before its result."""
+    from api.live import receive_until_done
+
+    live = server_factory(engine=engine)
+    health = live.get("/v1/health").json()
+    assert health["memory_mode"] == "auto" and health["memory"] == []
+    once = iter([False])  # a card that runs out of memory once, in full mode
+    with _SmallCard(fits=lambda unet: next(once, True)), live.events("fox") as ws:
+        job_id = live.submit(prompt="a fox", steps=2, width=64, height=64, client_id="fox")
+        events = receive_until_done(ws, job_id)
+    kinds = [event["type"] for event in events]
+    assert kinds[-1] == "finished", events
+    [warning] = [event for event in events if event["type"] == "warning"]
+    assert warning["code"] == "memory_mode_lowered"
+    assert warning["message"].startswith("Ran out of GPU memory in full mode; retrying in")
+    assert kinds.index("warning") < kinds.index("result")
+    [memory] = live.get("/v1/health").json()["memory"]
+    assert memory["model"] == "tiny-sd15-embedded" and memory["mode"] == "vae-tiling"
+    assert memory["reason"] == "ran out of memory in full mode, lowered"
+
+
+def test_the_setting_flag_and_environment(tmp_path, monkeypatch):
+    from kd_server.cli import build_parser
+    from kd_server.config import ConfigError, load_settings
+
+    missing = tmp_path / "none.toml"
+    assert load_settings(config_path=missing).memory_mode == "auto"
+    monkeypatch.setenv("KD_MEMORY_MODE", "FP8")
+    assert load_settings(config_path=missing).memory_mode == "fp8"
+    flags = {"memory_mode": "model-offload"}
+    assert load_settings(flags, config_path=missing).memory_mode == "model-offload"
+    with pytest.raises(ConfigError, match="memory_mode in the command line: Unknown"):
+        load_settings({"memory_mode": "tiny"}, config_path=missing)
+    args = build_parser().parse_args(["serve", "--memory-mode", "sequential-offload"])
+    assert args.memory_mode == "sequential-offload"

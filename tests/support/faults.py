@@ -29,6 +29,7 @@ class OutOfMemoryAtStep:
         should_cancel: Any = None,
         on_loading: Any = None,
         on_preview: Any = None,
+        on_warning: Any = None,
     ) -> list[GeneratedImage]:
         def progress(report: Progress) -> None:
             if report.step == self.step:
@@ -38,4 +39,6 @@ class OutOfMemoryAtStep:
             if on_progress is not None:
                 on_progress(report)
 
-        return self.engine.generate(request, progress, should_cancel, on_loading, on_preview)
+        return self.engine.generate(
+            request, progress, should_cancel, on_loading, on_preview, on_warning
+        )

@@ -135,6 +135,7 @@ def _engines(settings: Settings, library: Any) -> tuple[EngineLike, Executor | N
             device=devices[0],
             cache_size=settings.cache_size,
             speed=SpeedOptions.from_names(settings.speedups),
+            memory_mode=settings.memory_mode,
         )
         return engine, None
     # Several devices: one worker process each (threads would share the GIL); the

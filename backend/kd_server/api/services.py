@@ -76,6 +76,7 @@ class EngineLike(Protocol):
         should_cancel: Any,
         on_loading: Any,
         on_preview: Any,
+        on_warning: Any = None,
     ) -> list[GeneratedImage]: ...
     def upscale_image(
         self, image: Image.Image, upscaler: str | None, width: int, height: int
@@ -120,6 +121,7 @@ class EngineRunner:
             should_cancel=hooks.should_cancel,
             on_loading=hooks.loading,
             on_preview=on_preview,
+            on_warning=hooks.warning,
         )
         return [PngResult(i.index, i.seed, i.image, i.parameters) for i in images]
 

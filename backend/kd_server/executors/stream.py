@@ -44,6 +44,7 @@ class ReplicaConfig:
     speedups: tuple[str, ...]
     device: str
     preview_max_size: int
+    memory_mode: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings, device: str | None = None) -> ReplicaConfig:
@@ -54,6 +55,7 @@ class ReplicaConfig:
             speedups=tuple(settings.speedups),
             device=device or settings.ray_device,
             preview_max_size=settings.preview_max_size,
+            memory_mode=settings.memory_mode,
         )
 
     def build(self) -> tuple[Any, Any]:
@@ -71,6 +73,7 @@ class ReplicaConfig:
             device=self.device,
             cache_size=self.cache_size,
             speed=SpeedOptions.from_names(list(self.speedups)),
+            memory_mode=self.memory_mode,
         )
         return engine, EngineRunner(engine, self.preview_max_size)
 
@@ -92,6 +95,9 @@ class RelayHooks:
 
     def preview(self, step: int, image: str) -> None:
         self._send({"kind": "preview", "step": step, "image": image})
+
+    def warning(self, code: str, message: str) -> None:
+        self._send({"kind": "warning", "code": code, "message": message})
 
     def should_cancel(self) -> bool:
         return self._cancel.is_set()
@@ -149,6 +155,8 @@ def apply(message: Message, hooks: Hooks, outputs: list[Output]) -> str:
         hooks.progress(int(message["step"]), int(message["total"]))
     elif kind == "preview":
         hooks.preview(int(message["step"]), str(message["image"]))
+    elif kind == "warning":
+        hooks.warning(str(message["code"]), str(message["message"]))
     elif kind == "result":
         outputs.append(EncodedPng(message["index"], message["seed"], message["png"]))
     elif kind == "cancelled":

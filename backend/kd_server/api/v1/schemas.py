@@ -414,6 +414,19 @@ class JobState(BaseModel):
     )
 
 
+class ModelMemory(BaseModel):
+    """Since 6. How one loaded checkpoint uses the GPU's memory (docs/memory.md)."""
+
+    model: str = Field(description="The checkpoint's name.")
+    mode: Literal["full", "vae-tiling", "fp8", "model-offload", "sequential-offload"] = Field(
+        description="Its memory mode, highest (fastest, most memory) first as listed."
+    )
+    reason: str = Field(
+        description="Why: the auto choice's estimate against the free memory, the "
+        "server's setting, a job's request, or a retry after running out of memory."
+    )
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str = Field(description="Server version.")
@@ -440,6 +453,15 @@ class Health(BaseModel):
     )
     model_loaded: str | None = Field(description="The checkpoint used last (warm), if any.")
     loaded_models: list[str] = Field(description="All checkpoints held in memory.")
+    memory_mode: str = Field(
+        "auto",
+        description="(since 6) The server's memory mode setting: `auto` (chosen per model "
+        "from the free GPU memory and its size) or a mode's name (docs/memory.md).",
+    )
+    memory: list[ModelMemory] = Field(
+        default_factory=list,
+        description="(since 6) The memory mode each loaded checkpoint runs in, and why.",
+    )
 
 
 class FastMode(BaseModel):

@@ -13,6 +13,7 @@ from kd_server.api.v1.schemas import (
     FastMode,
     Health,
     Lora,
+    ModelMemory,
     Models,
     PreviewDecoder,
     UnusableModel,
@@ -37,7 +38,21 @@ def health(services: ServicesDep) -> Health:
         busy=services.busy(),
         model_loaded=loaded[-1] if loaded else None,
         loaded_models=loaded,
+        memory_mode=services.settings.memory_mode,
+        memory=_memory(services),
     )
+
+
+def _memory(services: ServicesDep) -> list[ModelMemory]:
+    """Each loaded checkpoint's memory mode and its reason (an engine that runs no jobs
+    here, the checker of a server with workers, has none)."""
+    modes = getattr(services.engine, "loaded_memory_modes", None)
+    if not callable(modes):
+        return []
+    return [
+        ModelMemory(model=name, mode=mode, reason=reason)  # type: ignore[arg-type]
+        for name, mode, reason in modes()
+    ]
 
 
 @router.get(
