@@ -440,8 +440,17 @@ class Launch:
     requests_handled: list[str] = field(default_factory=list)
 
 
-def _write_plan(work: Path, scenarios: list[str], server_url: str, generation: dict) -> Path:
+def _write_plan(
+    work: Path,
+    scenarios: list[str],
+    server_url: str,
+    generation: dict,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """`extra`: more keys for the scenarios (e.g. `kra`, the document two launches
+    share in the restart test)."""
     plan = {
+        **(extra or {}),
         "log": str(work / "log.json"),
         "artifacts": str(work / "artifacts"),
         "requests": str(work / "requests"),
@@ -545,13 +554,15 @@ def run_krita(
     keep: Path = ARTIFACTS,
     with_plugin: bool = True,
     control_models: bool = False,
+    plan_extra: dict[str, Any] | None = None,
 ) -> KritaRun:
     """One Krita launch running `scenarios` in order.
 
     server: "up" starts it before Krita; "late" only when a scenario asks (the first
     scenario then sees no server); "none" never. control_models: the server reads a
     models folder with the tiny ControlNets (`write_control_models`, for the `control`
-    scenario).
+    scenario). plan_extra: more keys of the plan file for the scenarios (`kra`: the
+    document `history_save` saves and `history_reopen`, in the next launch, opens).
     """
     if missing := missing_tools():
         raise HarnessError(f"missing programs: {', '.join(missing)} (tests/e2e/install_deps.sh)")
@@ -571,7 +582,7 @@ def run_krita(
             configure_plugin(profile, srv.url, generation or {})
             place_first_image(profile)
         _install_scenario_plugin(profile)
-        plan = _write_plan(work, names, srv.url, generation or {})
+        plan = _write_plan(work, names, srv.url, generation or {}, plan_extra)
         if server == "up":
             srv.start(work)
             srv.wait_healthy(180)

@@ -32,6 +32,7 @@ SCENARIOS = [
     "expand",
     "expand_left",
     "upscale",
+    "history_save",  # its .kra is reopened by a second Krita in test_krita_restart.py
     "two_windows",
 ]
 # Kept tiny so the suite runs on two CPU cores: the server scales inpaint regions to

@@ -16,7 +16,17 @@ from typing import Any
 
 from krita import Document, Krita  # type: ignore[import-not-found]
 from PyQt5.QtCore import QRect
-from PyQt5.QtWidgets import QApplication, QDockWidget, QLabel
+from PyQt5.QtWidgets import (
+    QAbstractButton,
+    QAbstractSlider,
+    QApplication,
+    QComboBox,
+    QDockWidget,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+)
 
 from . import canvas, docker
 from .runner import Heartbeat, Scenario, Section, StepTimeout, pause, until
@@ -805,6 +815,109 @@ def scenario_upscale(ctx: Context, section: Section) -> Scenario:
     open_section("kd-upscale-toggle", False)
 
 
+# -- history kept in the .kra across a Krita restart (two launches) -------------------
+
+KEPT_PROMPT = "a kept fox"
+KEPT_NEGATIVE = "blurry"
+
+
+def kra_path(ctx: Context) -> Path:
+    """Where `history_save` saves its document and `history_reopen` opens it: the
+    plan's `kra` (the harness gives both launches the same path), else an artifact."""
+    return Path(ctx.plan.get("kra") or ctx.artifacts / "history_save-kept.kra")
+
+
+def saved_list() -> QListWidget:
+    return docker.widget("kd-history-saved", QListWidget)
+
+
+def scenario_history_save(ctx: Context, section: Section) -> Scenario:
+    """First launch: a result made through the docker (its recipe written into the
+    document by the plugin), the document saved as a .kra; Krita then quits (the
+    harness starts a fresh Krita for `history_reopen`)."""
+    yield from wait_connected()
+    doc = yield from open_document(128, 128, "kept", painted=False)
+    model = docker.widget("kd-model", QComboBox)
+    named = [i for i in range(model.count()) if model.itemData(i) is not None]
+    model.setCurrentIndex(named[0])  # a named checkpoint, so Reuse has one to restore
+    toggle = docker.widget("kd-negative-toggle", QAbstractButton)
+    if not toggle.isChecked():
+        toggle.click()
+    docker.widget("kd-negative-prompt", QPlainTextEdit).setPlainText(KEPT_NEGATIVE)
+    ids = yield from generate(ctx, section, KEPT_PROMPT)
+    rows = docker.rows_of(ids)
+    section.data["seed_text"] = docker.history_texts(rows)[0]
+    section.data["model"] = model.currentData()
+    section.data["model_label"] = model.currentText()
+    section.data["sampling"] = docker.label_text("kd-sampling")
+    section.data["annotation_types"] = list(doc.annotationTypes())
+    path = kra_path(ctx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    section.data["saved"] = bool(doc.saveAs(str(path)))
+    yield until(path.is_file, 20, "the .kra on disk")
+    section.data["kra"] = str(path)
+
+
+def scenario_history_reopen(ctx: Context, section: Section) -> Scenario:
+    """Second launch, a fresh Krita: open the .kra, the docker lists its saved
+    results with their thumbnails; Reuse seed takes only the seed, Reuse the recipe."""
+    yield from wait_connected()
+    app = Krita.instance()
+    path = kra_path(ctx)
+    doc = app.openDocument(str(path))
+    if doc is None:
+        raise RuntimeError(f"Krita could not open {path}")
+    doc.setBatchmode(True)
+    app.activeWindow().addView(doc)
+    yield until(lambda: canvas.is_active(doc), 20, "the reopened document's view")
+    docker.show_dock()
+    yield until(lambda: saved_list().count() >= 1, 20, "the saved history in the docker")
+    listing = saved_list()
+    first = listing.item(0)
+    section.data["saved_count"] = listing.count()
+    section.data["saved_text"] = first.text()
+    section.data["saved_icon"] = not first.icon().isNull()
+    section.data["saved_shown"] = docker.shown("kd-history-saved")
+    section.data["annotation_types"] = list(doc.annotationTypes())
+    sampling_before = docker.label_text("kd-sampling")
+    section.data["sampling_before"] = sampling_before
+
+    # the artist has moved on: another prompt, no negative, another strength and seed
+    docker.set_prompt("a boat")
+    docker.widget("kd-negative-prompt", QPlainTextEdit).setPlainText("")
+    docker.set_number("kd-strength", 40)
+    model = docker.widget("kd-model", QComboBox)
+    model.setCurrentIndex(0)  # Server default
+    docker.widget("kd-seed", QLineEdit).setText("7")
+    docker.widget("kd-seed-lock", QAbstractButton).setChecked(False)
+
+    listing.setCurrentItem(first)
+    yield pause(0.2)
+    docker.click("kd-history-reuse-seed")
+    yield pause(0.2)
+    section.data["after_reuse_seed"] = docker_fields()
+    docker.click("kd-history-reuse")
+    yield until(
+        lambda: docker.label_text("kd-sampling") != sampling_before, 10, "the reused sampling"
+    )
+    section.data["after_reuse"] = docker_fields()
+
+
+def docker_fields() -> dict[str, Any]:
+    """What the docker holds now, as the artist reads it."""
+    model = docker.widget("kd-model", QComboBox)
+    return {
+        "prompt": docker.widget("kd-prompt", QPlainTextEdit).toPlainText(),
+        "negative": docker.widget("kd-negative-prompt", QPlainTextEdit).toPlainText(),
+        "strength": docker.widget("kd-strength", QAbstractSlider).value(),
+        "seed": docker.widget("kd-seed", QLineEdit).text(),
+        "seed_locked": docker.widget("kd-seed-lock", QAbstractButton).isChecked(),
+        "model": model.currentData(),
+        "sampling": docker.label_text("kd-sampling"),
+        "notice": docker.label_text("kd-notice"),
+    }
+
+
 SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "canvas_smoke": scenario_canvas_smoke,
     "server_down": scenario_server_down,
@@ -823,6 +936,8 @@ SCENARIOS: dict[str, Callable[[Context, Section], Scenario]] = {
     "expand": scenario_expand,
     "expand_left": scenario_expand_left,
     "upscale": scenario_upscale,
+    "history_save": scenario_history_save,
+    "history_reopen": scenario_history_reopen,
 }
 
 
