@@ -80,7 +80,7 @@ def test_the_kra_holds_the_recipe_and_thumbnail(restart):
     recipe = entry.recipe
     assert (recipe.prompt, recipe.negative_prompt) == ("a kept fox", "blurry")
     assert recipe.seed == int(saved["seed_text"]) and recipe.model == saved["model"]
-    assert (recipe.steps, recipe.task) == (4, "txt2img")
+    assert (recipe.steps, recipe.task) == (GENERATION["steps"], "txt2img")
     thumbnail = Image.open(io.BytesIO(entry.thumbnail))
     assert thumbnail.format == "PNG" and max(thumbnail.size) <= THUMBNAIL
 

@@ -844,6 +844,7 @@ def scenario_history_save(ctx: Context, section: Section) -> Scenario:
     if not toggle.isChecked():
         toggle.click()
     docker.widget("kd-negative-prompt", QPlainTextEdit).setPlainText(KEPT_NEGATIVE)
+    docker.set_number("kd-strength", 100)  # text to image (an earlier scenario may differ)
     ids = yield from generate(ctx, section, KEPT_PROMPT)
     rows = docker.rows_of(ids)
     section.data["seed_text"] = docker.history_texts(rows)[0]
