@@ -184,5 +184,10 @@ def test_clip_skip_and_a_vae_reach_the_servers_job(qtbot, canvas, make_core, vae
         parameters = read_parameters(item.png)
         assert "Clip skip: 2" in parameters and "VAE: nudged" in parameters, parameters
         assert (item.recipe.clip_skip, item.recipe.vae) == (2, "nudged")
+        # the server's memory mode for the model it loaded (protocol 6 /v1/health,
+        # read again after the result)
+        memory = panel.findChild(QLabel, "kd-memory")
+        qtbot.waitUntil(lambda: memory.text().startswith("Memory: "), timeout=WAIT_MS)
+        assert not memory.isHidden()
     finally:
         panel.shutdown()
