@@ -95,8 +95,13 @@ _FLUX_DOUBLE_NORMS = {
 
 def flux_to_bfl(transformer: Any) -> Tensors:
     """A FluxTransformer2DModel's weights in Black Forest Labs' layout (no prefix)."""
-    state = transformer.state_dict()
     config = transformer.config
+    return flux_state_to_bfl(transformer.state_dict(), config.num_layers, config.num_single_layers)
+
+
+def flux_state_to_bfl(state: Tensors, num_layers: int, num_single_layers: int) -> Tensors:
+    """`flux_to_bfl` on a diffusers-keyed state dict (any tensors: the tests feed it
+    full-width stand-ins that take no memory)."""
     out: Tensors = {}
     for ours, theirs in _FLUX_TOP.items():
         _linear(out, state, ours, theirs)
@@ -104,7 +109,7 @@ def flux_to_bfl(transformer: Any) -> Tensors:
         out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(
             state[f"norm_out.linear.{kind}"]
         )
-    for i in range(config.num_layers):
+    for i in range(num_layers):
         ours, theirs = f"transformer_blocks.{i}.", f"double_blocks.{i}."
         for a, b in _FLUX_DOUBLE.items():
             _linear(out, state, ours + a, theirs + b)
@@ -112,7 +117,7 @@ def flux_to_bfl(transformer: Any) -> Tensors:
             out[f"{theirs}{b}.scale"] = state[f"{ours}{a}.weight"]
         _stacked(out, state, [f"{ours}attn.to_{p}" for p in "qkv"], theirs + "img_attn.qkv")
         _stacked(out, state, [f"{ours}attn.add_{p}_proj" for p in "qkv"], theirs + "txt_attn.qkv")
-    for i in range(config.num_single_layers):
+    for i in range(num_single_layers):
         ours, theirs = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
         _linear(out, state, ours + "norm.linear", theirs + "modulation.lin")
         _linear(out, state, ours + "proj_out", theirs + "linear2")
@@ -349,6 +354,20 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+def _clip_tokenizer_settings(tokenizer: Any) -> dict[str, Any]:
+    return {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": tokenizer.model_max_length,
+        "do_lower_case": True,
+        "errors": "replace",
+        "add_prefix_space": False,
+        "bos_token": str(tokenizer.bos_token),
+        "eos_token": str(tokenizer.eos_token),
+        "unk_token": str(tokenizer.unk_token),
+        "pad_token": str(tokenizer.pad_token),
+    }
+
+
 def write_config_folder(pipe: Any, folder: str | Path, t5_tokenizer: bool = True) -> Path:
     """The pipeline's diffusers config folder without weights: the sidecar
     ``<name>.config/`` the loader reads for a non-standard architecture.
@@ -356,39 +375,38 @@ def write_config_folder(pipe: Any, folder: str | Path, t5_tokenizer: bool = True
     CLIP tokenizer folders hold settings only (the server has its own vocabulary); the T5
     tokenizer folder holds the whole tiny tokenizer when `t5_tokenizer` (its vocabulary
     is not the real T5's, so the server must not use the real one with it), else
-    settings only, like the shipped configs.
+    settings only, like the shipped configs. The pipeline is not changed.
     """
-    from modelkit.ldm_layout import save_config_folder
-
     root = Path(folder)
-    modules = dict(pipe.components)
-    t5_names = [name for name, c in modules.items() if type(c).__name__.startswith("T5Token")]
-    for name in t5_names:
-        setattr(pipe, name, None)  # save_config_folder knows CLIP tokenizers only
-    try:
-        save_config_folder(pipe, root)
-    finally:
-        for name in t5_names:
-            setattr(pipe, name, modules[name])
-    for name, component in modules.items():  # transformers writes these on save_pretrained only
-        config: Any = getattr(component, "config", None)
-        if hasattr(component, "state_dict") and hasattr(config, "architectures"):
-            config.architectures = [type(component).__name__]
-            config.save_pretrained(str(root / name))
-    index = json.loads((root / "model_index.json").read_text(encoding="utf-8"))
-    for name in t5_names:
-        index[name] = ["transformers", "T5TokenizerFast"]
-        tokenizer = modules[name]
-        if t5_tokenizer:
-            tokenizer.save_pretrained(str(root / name))
-        else:
-            settings = {
-                "tokenizer_class": "T5Tokenizer",
-                "model_max_length": tokenizer.model_max_length,
-                "eos_token": "</s>",
-                "pad_token": "<pad>",
-                "unk_token": "<unk>",
-            }
-            _write_json(root / name / "tokenizer_config.json", settings)
-    _write_json(root / "model_index.json", index)
+    root.mkdir(parents=True, exist_ok=True)
+    pipe.save_config(root)
+    for name, component in pipe.components.items():
+        if component is None:
+            continue
+        target = root / name
+        kind = type(component).__name__
+        if kind == "CLIPTokenizer":
+            settings = _clip_tokenizer_settings(component)
+            special = {k: settings[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+            _write_json(target / "tokenizer_config.json", settings)
+            _write_json(target / "special_tokens_map.json", special)
+        elif kind.startswith("T5Tokenizer"):
+            if t5_tokenizer:
+                component.save_pretrained(str(target))
+            else:
+                settings = {
+                    "tokenizer_class": "T5Tokenizer",
+                    "model_max_length": component.model_max_length,
+                    "eos_token": "</s>",
+                    "pad_token": "<pad>",
+                    "unk_token": "<unk>",
+                }
+                _write_json(target / "tokenizer_config.json", settings)
+        elif hasattr(component, "save_config"):  # diffusers models and schedulers
+            component.save_config(target)
+        else:  # transformers models: the architecture is written on save_pretrained only
+            config = component.config
+            config.architectures = [kind]
+            target.mkdir(parents=True, exist_ok=True)
+            config.save_pretrained(str(target))
     return root
