@@ -1132,7 +1132,9 @@ def _assemble(
     info = family.info
     needed = ("vae", *info.text_encoders)
     inside = detection.parts_inside or ("transformer",)
-    if found.format is ModelFormat.SAFETENSORS and all(p in inside for p in needed):
+    if found.format is ModelFormat.DIFFUSERS or (
+        found.format is ModelFormat.SAFETENSORS and all(p in inside for p in needed)
+    ):
         return found.format, None, status, reason
     chosen: dict[str, Path | None] = {}
     missing: list[str] = []

@@ -89,8 +89,8 @@ VAE_FOLDERS = "models/vae"
 def safetensors_quantisation(
     dtypes: dict[str, str], shapes: dict[str, tuple[int, ...]], prefix: str = ""
 ) -> str | None:
-    """ "fp8-e4m3fn" (+ "-scaled" for ComfyUI's scaled fp8) / "fp8-e5m2" when most of the
-    matrices under `prefix` are stored as fp8, else None (fp16 / bf16 / fp32)."""
+    """How the matrices under `prefix` are stored: "fp8-e4m3fn" (+ "-scaled" for
+    ComfyUI's scaled fp8) or "fp8-e5m2" when most are fp8, else None (fp16/bf16/fp32)."""
     counts: dict[str, int] = {}
     for name, dtype in dtypes.items():
         if name.startswith(prefix) and len(shapes.get(name, ())) >= 2:
@@ -160,11 +160,15 @@ def read_gguf(path: Path) -> GgufHeader:
 
 
 def gguf_quantisation(header: GgufHeader) -> str:
-    """ "gguf-q8_0", "gguf-q4_k", ...: the most common type of the file's matrices."""
+    """The file's quantisation ("gguf-q8_0", "gguf-q4_k", ...): the most common quantised
+    type of its matrices (converters keep small ones in F32 / F16); "gguf-f16" when no
+    matrix is quantised."""
     counts: dict[str, int] = {}
     for name, kind in header.types.items():
         if len(header.shapes.get(name, ())) >= 2:
             counts[kind] = counts.get(kind, 0) + 1
+    quantised = {k: n for k, n in counts.items() if k not in ("F32", "F16", "BF16", "F64")}
+    counts = quantised or counts
     if not counts:
         return "gguf"
     kind = max(sorted(counts), key=lambda k: counts[k])
@@ -283,7 +287,7 @@ REAL_WIDTHS = {PartKind.CLIP_L: 768, PartKind.CLIP_G: 1280, PartKind.T5XXL: 4096
 
 
 def _vae_hint(name: str) -> str | None:
-    """ "flux" / "sd3" when the file name says which family a VAE is for."""
+    """The architecture ("flux" / "sd3") a VAE file's name says it is for, if any."""
     lowered = name.lower()
     stem = lowered.rsplit(".", 1)[0]
     if "sd3" in lowered or "sd_3" in lowered or "sd35" in lowered:
@@ -375,8 +379,8 @@ def choose_part(
 
 
 def missing_parts_reason(what: str, architecture: str, missing: list[str]) -> str:
-    """ "Flux.1 dev transformer found, but no T5 text encoder (t5xxl) in
-    models/text_encoders or models/clip." (and the VAE, when that is missing too)."""
+    """The reason of an unusable SPLIT entry, e.g. "Flux.1 dev transformer found, but no
+    T5 text encoder (t5xxl) in models/text_encoders or models/clip." """
     encoders = [PART_LABELS[p] for p in missing if p != "vae"]
     pieces = []
     if encoders:
