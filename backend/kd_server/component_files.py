@@ -51,27 +51,38 @@ def is_gguf(path: Path) -> bool:
     return path.suffix.lower() == ".gguf"
 
 
-def read_tensors(path: Path, prefixes: tuple[str, ...] = ()) -> Tensors:
+def read_tensors(
+    path: Path, prefixes: tuple[str, ...] = (), prefix_required: bool = False
+) -> Tensors:
     """The file's tensors. With `prefixes`: only those under the first prefix present,
-    with it removed; without: every tensor. GGUF files give GGUFParameters."""
+    with it removed; when none is present, every tensor (a part's own file), or none
+    if `prefix_required` (a part missing from an all-in-one checkpoint). GGUF files
+    give GGUFParameters."""
     if is_gguf(path):
         from diffusers.models.model_loading_utils import load_gguf_checkpoint
 
         tensors: Tensors = load_gguf_checkpoint(str(path))
-        return _strip(tensors, prefixes)
+        prefix = _prefix_of(list(tensors), prefixes, prefix_required)
+        if prefix is None:
+            return {}
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         keys = list(handle.keys())
-        prefix = next((p for p in prefixes if any(k.startswith(p) for k in keys)), "")
+        prefix = _prefix_of(keys, prefixes, prefix_required)
+        if prefix is None:
+            return {}
         return {
             key[len(prefix) :]: handle.get_tensor(key) for key in keys if key.startswith(prefix)
         }
 
 
-def _strip(tensors: Tensors, prefixes: tuple[str, ...]) -> Tensors:
-    prefix = next((p for p in prefixes if any(k.startswith(p) for k in tensors)), "")
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+def _prefix_of(keys: list[str], prefixes: tuple[str, ...], required: bool) -> str | None:
+    found = next((p for p in prefixes if any(k.startswith(p) for k in keys)), None)
+    if found is None and not required:
+        return ""
+    return found
 
 
 def has_fp8(tensors: Tensors) -> bool:
@@ -190,6 +201,13 @@ def flux_to_diffusers(tensors: Tensors) -> Tensors:
 # ------------------------------------------------------------------- components
 
 
+#: Key beginnings of each architecture's transformer: original layout, then diffusers'.
+_LAYOUT_MARKS = {
+    "flux": ("double_blocks.", "single_transformer_blocks."),
+    "sd3": ("joint_blocks.", "pos_embed.pos_embed"),
+}
+
+
 def transformer_class(architecture: str) -> Any:
     import diffusers
 
@@ -204,6 +222,10 @@ def load_transformer(path: Path, architecture: str, config_dir: Path, dtype: tor
     tensors = read_tensors(path, TRANSFORMER_PREFIXES)
     if not tensors:
         raise PartError(f"{path.name} holds no transformer weights")
+    marks = _LAYOUT_MARKS[architecture]
+    if not any(key.startswith(marks) for key in tensors):
+        name = "Flux" if architecture == "flux" else "SD 3.5"
+        raise PartError(f"{path.name} does not hold a {name} transformer")
     if architecture == "flux" and is_flux_original(tensors):
         tensors = flux_to_diffusers(tensors)
     kwargs: dict[str, Any] = {}
@@ -213,14 +235,17 @@ def load_transformer(path: Path, architecture: str, config_dir: Path, dtype: tor
         kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
     else:
         tensors = _floating(tensors, dtype)
-    model = transformer_class(architecture).from_single_file(
-        tensors,
-        config=str(config_dir),
-        subfolder="transformer",
-        local_files_only=True,
-        torch_dtype=dtype,
-        **kwargs,
-    )
+    try:
+        model = transformer_class(architecture).from_single_file(
+            tensors,
+            config=str(config_dir),
+            subfolder="transformer",
+            local_files_only=True,
+            torch_dtype=dtype,
+            **kwargs,
+        )
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise PartError(f"{path.name} does not fit the model's configuration ({exc})") from exc
     _check_loaded(model, path)
     return model
 

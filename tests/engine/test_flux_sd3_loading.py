@@ -1,0 +1,202 @@
+"""Flux.1 and SD 3.5 checkpoints load offline from every layout and generate.
+
+The tiny files (tests/support/flux_sd3.py) are fp32 copies of in-memory pipelines, so
+what `load_model` reads back must equal those pipelines tensor for tensor, and give the
+same picture. fp8 and GGUF Q8_0 files round their weights: those are checked to load
+in their own form (upcast / quantised layers) and to give nearly the same picture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from support.flux_sd3 import EXTRA, TRANSFORMERS, session_models
+
+SPLIT = [stem for stem, _ in TRANSFORMERS.values()]
+WHOLE = ["flux1-dev-tiny-aio", "sd3.5_medium-tiny-aio"]
+FOLDERS = ["flux1-schnell-tiny-diffusers", "sd3.5_large-tiny-diffusers"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return session_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def library(models):
+    from kd_server.library import ModelLibrary
+
+    return ModelLibrary([models.root], include_embedded=False)
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    from kd_server.devices import choose_device
+
+    return choose_device("cpu")
+
+
+def _entry(library, name):
+    entry = library.get_checkpoint(name)
+    assert entry.usable, entry.reason
+    return entry
+
+
+def _kind(name: str) -> str:
+    if name in EXTRA:
+        return EXTRA[name][0]
+    return next(kind for kind, (stem, _) in TRANSFORMERS.items() if stem == name)
+
+
+def _picture(pipe, kind: str) -> np.ndarray:
+    from PIL import Image
+
+    options = {
+        "prompt": "a red fox in the snow",
+        "height": 64,
+        "width": 64,
+        "num_inference_steps": 2,
+        "generator": torch.Generator("cpu").manual_seed(7),
+        "max_sequence_length": 32,
+        "output_type": "np",
+    }
+    if kind == "fill":
+        options["image"] = Image.new("RGB", (64, 64), (200, 40, 40))
+        options["mask_image"] = Image.new("L", (64, 64), 255)
+    return pipe(**options).images[0]
+
+
+def _modules(pipe) -> dict[str, torch.nn.Module]:
+    return {
+        name: module
+        for name, module in pipe.components.items()
+        if isinstance(module, torch.nn.Module)
+    }
+
+
+def _assert_same_weights(loaded, reference) -> None:
+    ours, theirs = _modules(loaded), _modules(reference)
+    assert ours.keys() == theirs.keys()
+    for name, module in theirs.items():
+        expected, got = module.state_dict(), ours[name].state_dict()
+        assert got.keys() == expected.keys(), name
+        for key, tensor in expected.items():
+            assert torch.equal(got[key], tensor), f"{name}.{key}"
+
+
+@pytest.mark.parametrize("name", SPLIT + WHOLE + FOLDERS)
+def test_loads_the_same_weights_and_picture(models, library, cpu, name):
+    from kd_server.loading import load_model
+
+    entry = _entry(library, name)
+    loaded = load_model(entry, cpu)
+    reference = models.pipe_of(name)
+    assert type(loaded.base) is type(reference)
+    assert loaded.family.value == TRANSFORMERS[_kind(name)][1]
+    _assert_same_weights(loaded.base, reference)
+    picture = _picture(loaded.base, _kind(name))
+    assert picture.shape == (64, 64, 3)
+    # same weights, same seed: the same picture up to float noise
+    assert np.abs(picture - _picture(reference, _kind(name))).max() < 1e-4
+
+
+def test_working_size_comes_from_the_loaded_config(library, cpu):
+    from kd_server.loading import load_model
+
+    # the tiny SD3 transformer's sample size is 32 latents (x8 = 256); Flux has none: 1024
+    assert load_model(_entry(library, "sd3.5_large-tiny"), cpu).working_size == 256
+    assert load_model(_entry(library, "flux1-schnell-tiny"), cpu).working_size == 1024
+
+
+def test_fp8_transformer_is_upcast_and_runs(models, library, cpu):
+    from kd_server.loading import load_model
+
+    loaded = load_model(_entry(library, "flux1-dev-tiny-fp8"), cpu)
+    reference = models.pipes["dev"]
+    transformer = loaded.base.transformer
+    assert transformer.dtype == torch.float32
+    for key, tensor in reference.transformer.state_dict().items():
+        got = transformer.state_dict()[key]
+        # float8_e4m3fn keeps 3 mantissa bits: within 1/16 of the value, plus subnormals
+        assert torch.allclose(got, tensor, rtol=1 / 16, atol=2e-3), key
+    difference = np.abs(_picture(loaded.base, "dev") - _picture(reference, "dev"))
+    assert 0 < difference.mean() < 0.05
+
+
+def test_fp8_memory_mode_keeps_the_transformer_in_float8(library, cpu):
+    from kd_server.loading import load_model
+    from kd_server.memory_modes import MemoryMode
+
+    loaded = load_model(_entry(library, "flux1-dev-tiny-fp8"), cpu, mode=MemoryMode.FP8)
+    transformer = loaded.base.transformer
+    assert transformer.x_embedder.weight.dtype == torch.float8_e4m3fn
+    assert _picture(loaded.base, "dev").shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("name", ["flux1-dev-tiny-Q8_0.gguf", "sd3.5_large-tiny-Q8_0.gguf"])
+def test_gguf_transformer_stays_quantised_and_runs(models, library, cpu, name):
+    from diffusers.quantizers.gguf.utils import GGUFLinear, GGUFParameter
+
+    from kd_server.loading import load_model
+
+    kind = EXTRA[name.removesuffix(".gguf")][0]
+    loaded = load_model(_entry(library, name), cpu)
+    transformer = loaded.base.transformer
+    linears = [m for m in transformer.modules() if isinstance(m, GGUFLinear)]
+    assert linears and all(isinstance(m.weight, GGUFParameter) for m in linears)
+    # the text encoders and VAE are the shared fp32 files: exactly the reference's
+    reference = models.pipes[kind]
+    assert torch.equal(
+        loaded.base.vae.decoder.conv_out.weight, reference.vae.decoder.conv_out.weight
+    )
+    difference = np.abs(_picture(loaded.base, kind) - _picture(reference, kind))
+    assert 0 < difference.mean() < 0.05  # Q8_0: 8 bits per weight, one scale per 32
+
+
+def test_a_missing_part_is_named(library, cpu):
+    from kd_server.generation import EngineError
+    from kd_server.loading import load_model
+
+    entry = _entry(library, "sd3.5_medium-tiny")
+    assert entry.parts is not None
+    without_t5 = dataclasses.replace(entry, parts=dataclasses.replace(entry.parts, t5xxl=None))
+    with pytest.raises(EngineError) as caught:
+        load_model(without_t5, cpu)
+    assert "t5xxl" in caught.value.message and "sd3.5_medium-tiny" in caught.value.message
+    without_vae = dataclasses.replace(entry, parts=dataclasses.replace(entry.parts, vae=None))
+    with pytest.raises(EngineError, match="vae"):
+        load_model(without_vae, cpu)
+
+
+def test_an_all_in_one_file_without_its_vae_is_refused(models, library, cpu, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from kd_server.generation import EngineError
+    from kd_server.loading import load_model
+
+    entry = _entry(library, "flux1-dev-tiny-aio")
+    tensors = load_file(str(entry.path))
+    cut = tmp_path / "flux-no-vae.safetensors"
+    save_file({k: v for k, v in tensors.items() if not k.startswith("vae.")}, str(cut))
+    sidecar = entry.path.with_suffix(".config")
+    cut.with_suffix(".config").symlink_to(sidecar, target_is_directory=True)
+    with pytest.raises(EngineError, match="needs vae"):
+        load_model(dataclasses.replace(entry, name="flux-no-vae", path=cut), cpu)
+
+
+def test_a_transformer_of_another_architecture_is_refused(library, cpu):
+    from kd_server.generation import EngineError
+    from kd_server.loading import load_model
+
+    entry = _entry(library, "flux1-schnell-tiny")
+    sd3 = _entry(library, "sd3.5_large-tiny")
+    assert entry.parts is not None
+    wrong = dataclasses.replace(
+        entry, path=sd3.path, parts=dataclasses.replace(entry.parts, transformer=sd3.path)
+    )
+    with pytest.raises(EngineError, match="flux1-schnell-tiny"):
+        load_model(wrong, cpu)
