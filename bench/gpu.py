@@ -24,6 +24,18 @@ with plain diffusers.
 
 GPU: `.venv/bin/python -m bench.gpu` (under 8 minutes on an H100 without --compile).
 CPU check that the script works: `.venv/bin/python -m bench.gpu --smoke`.
+
+`--memory-modes` runs the memory-mode benchmark instead (kd_server.memory_modes,
+docs/memory.md): SD1.5 512x512, SDXL 1024x1024 and Flux.1 dev 1024x1024 (bf16, random
+weights of the real size from `resources/model-configs/flux-dev`; its T5 tokenizer is
+modelkit's tiny one, prompts are padded to 512 tokens either way), 20 steps, each
+memory mode in turn on one pipeline (down the ladder in place, as the engine moves a
+model down; sequential offload on a fresh one): peak VRAM (torch.cuda.max_memory_allocated
+over the image), seconds per image, and the slowdown against full in the same run,
+against the issue's targets (SD1.5 and SDXL within 6 GiB; Flux dev within 12 GiB with
+fp8, within 8 GiB with offload). `--memory-modes --smoke`: the same code on the CPU
+with tiny sizes (SD1.5's real UNet at 64x64, the tiny Flux of modelkit; sequential
+offload skipped: it needs a GPU).
 """
 
 from __future__ import annotations
@@ -364,6 +376,175 @@ def _row(case: ModelCase, setup: str, it_s: float, s_img: float, device: Any) ->
     return row
 
 
+# ------------------------------------------------------------------ memory modes
+
+
+MODE_CASES = {
+    "sd15": ModelCase("sd15", 512, 20),
+    "sdxl": ModelCase("sdxl", 1024, 20),
+    "flux-dev": ModelCase("flux-dev", 1024, 20, cfg=3.5),
+}
+MODE_SMOKE_CASES = {
+    "sd15": ModelCase("sd15", 64, 2),
+    "sdxl": ModelCase("sdxl", 64, 2),
+    "flux-dev": ModelCase("flux-dev", 64, 2, cfg=3.5),
+}
+#: the issue's targets, GiB of peak VRAM: (model, modes it applies to) -> limit
+MODE_TARGETS: dict[tuple[str, tuple[str, ...]], float] = {
+    ("sd15", ("full", "vae-tiling", "fp8", "model-offload", "sequential-offload")): 6.0,
+    ("sdxl", ("fp8", "model-offload", "sequential-offload")): 6.0,
+    ("flux-dev", ("fp8", "model-offload")): 12.0,
+    ("flux-dev", ("model-offload", "sequential-offload")): 8.0,
+}
+
+
+def build_random_flux(device: Any, dtype: Any, smoke: bool) -> Any:
+    """Flux.1 dev of the real size (random weights, built on `device`), or with
+    `smoke` modelkit's tiny Flux of the same classes."""
+    import torch
+
+    if smoke:
+        from modelkit.flux_sd3 import build_tiny_flux
+
+        return build_tiny_flux("dev").to(device=device, dtype=dtype)
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from kd_server.families import Family
+    from kd_server.tokenizer import load_tokenizer
+    from modelkit.flux_sd3 import make_t5_tokenizer
+
+    config_dir = Family("flux-dev").info.config_dir
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text())
+    )
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # 12B parameters: never materialised in fp32
+    try:
+        with torch.device(device), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            transformer = FluxTransformer2DModel.from_config(
+                FluxTransformer2DModel.load_config(config_dir / "transformer")
+            )
+            vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir / "vae"))
+            clip = CLIPTextModel(
+                CLIPTextConfig.from_pretrained(config_dir / "text_encoder", local_files_only=True)
+            )
+            t5 = T5EncoderModel(
+                T5Config.from_pretrained(config_dir / "text_encoder_2", local_files_only=True)
+            )
+    finally:
+        torch.set_default_dtype(default_dtype)
+    modules: list[Any] = [transformer, vae, clip, t5]
+    for module in modules:
+        module.to(dtype=dtype).eval().requires_grad_(False)
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=load_tokenizer(Family("sd15").info.config_dir / "tokenizer"),  # CLIP-L's
+        text_encoder_2=t5,
+        tokenizer_2=make_t5_tokenizer(),
+        transformer=transformer,
+    )
+
+
+def time_mode(pipe: Any, case: ModelCase, device: Any) -> tuple[float, float, float]:
+    """(it/s, seconds per image, peak VRAM GiB) of one image after a 2-step warm-up."""
+    import torch
+
+    flux = hasattr(pipe, "transformer")
+
+    def once(steps: int) -> tuple[float, float]:
+        clock = StepClock(device)
+
+        def on_step(_pipe: Any, _index: int, _t: Any, tensors: dict) -> dict:
+            clock.mark()
+            return tensors
+
+        extra: dict[str, Any] = {} if flux else {"negative_prompt": NEGATIVE}
+        synchronize(device)
+        start = time.perf_counter()
+        pipe(
+            prompt=PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=case.cfg,
+            width=case.size,
+            height=case.size,
+            generator=torch.Generator("cpu").manual_seed(1),
+            callback_on_step_end=on_step,
+            output_type="pil",
+            **extra,
+        )
+        synchronize(device)
+        return clock.it_per_s(), time.perf_counter() - start
+
+    once(2)
+    free(device)
+    reset_peak(device)
+    it_s, s_img = once(case.steps)
+    return it_s, s_img, peak_gib(device)
+
+
+def bench_memory_modes(case: ModelCase, args: argparse.Namespace, device: Any) -> list[Row]:
+    import torch
+
+    from kd_server.memory_modes import LADDER, MemoryMode, applicable, apply
+
+    dtype = torch.float32 if device.type == "cpu" else torch.float16
+    if case.family == "flux-dev" and device.type != "cpu":
+        dtype = torch.bfloat16  # Flux overflows in fp16
+
+    def build() -> Any:
+        if case.family == "flux-dev":
+            pipe = build_random_flux(device, dtype, args.smoke)
+        else:
+            pipe = build_random_pipeline(case.family, device, dtype)
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    rows: list[Row] = []
+    label = f"{case.family} {case.size}x{case.size} {case.steps} steps"
+    print(f"\n== memory modes, {label}: building random weights", flush=True)
+    pipe = build()
+    full_s = nan
+    for mode in LADDER:
+        why = applicable(mode, None, device.type)
+        if why is not None:
+            print(f"  {case.family:<8} {mode.value:<20} skipped: {why}", flush=True)
+            continue
+        if mode is MemoryMode.SEQUENTIAL_OFFLOAD:  # from float8 it needs fresh weights
+            del pipe
+            free(device)
+            pipe = build()
+        apply(pipe, mode, device)
+        free(device)
+        try:
+            it_s, s_img, peak = time_mode(pipe, case, device)
+        except torch.OutOfMemoryError:
+            print(f"  {case.family:<8} {mode.value:<20} out of memory", flush=True)
+            free(device)
+            continue
+        if mode is MemoryMode.FULL:
+            full_s = s_img
+        notes = [f"{s_img / full_s:.2f}x full's s/image"]
+        for (model, modes), limit in MODE_TARGETS.items():
+            if model == case.family and mode.value in modes and peak >= 0:
+                notes.append(f"target <= {limit:g} GiB {'met' if peak <= limit else 'MISSED'}")
+        row = Row(case.family, f"memory mode {mode.value}", it_s, s_img, peak, "; ".join(notes))
+        print(row.line(), flush=True)
+        rows.append(row)
+    del pipe
+    free(device)
+    return rows
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -379,6 +560,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="default: cuda, or cpu with --smoke")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (smoke)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument(
+        "--memory-modes",
+        action="store_true",
+        help="the memory-mode benchmark (models: sd15,sdxl,flux-dev) instead",
+    )
     return parser.parse_args(argv)
 
 
@@ -402,8 +588,14 @@ def main(argv: list[str] | None = None) -> int:
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {card}, torch {torch.__version__}, dtype {dtype}, repeats {args.repeats}")
     rows: list[Row] = []
+    if args.memory_modes:
+        cases = MODE_SMOKE_CASES if args.smoke else MODE_CASES
+        names = (args.models or "sd15,sdxl,flux-dev").split(",")
     for name in names:
-        rows.extend(bench_model(cases[name.strip()], args, device, dtype))
+        if args.memory_modes:
+            rows.extend(bench_memory_modes(cases[name.strip()], args, device))
+        else:
+            rows.extend(bench_model(cases[name.strip()], args, device, dtype))
     elapsed = time.monotonic() - started
     print(f"\nDone in {elapsed:.0f} s.")
     if args.json:
