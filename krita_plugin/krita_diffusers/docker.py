@@ -11,6 +11,7 @@ in whatever room that leaves.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .background import Background
@@ -29,6 +30,7 @@ from .family_settings import (
     FAMILIES_PROTOCOL,
     FamilyRules,
     JobChoices,
+    defaults_for,
     job_fields,
     label,
     memory_modes,
@@ -428,6 +430,9 @@ class DiffusersPanel(QWidget):
         self._has_selection = False
         self._connection_text = ""
         self._health: object = self.client.health  # the server's last /v1/health
+        self._model_before: str | None = None  # the model chosen before the current one
+        #: the sampling SD models had when a Flux / SD 3.5 model was chosen
+        self._classic_sampling: Sampling | None = None
         self.styles_folder = styles or styles_folder()
         self.style_library = StyleLibrary()
         self.model_defaults = ModelDefaults(core.store)
@@ -915,6 +920,7 @@ class DiffusersPanel(QWidget):
             # the style was chosen before the server listed its models
             self.model.setCurrentIndex(max(0, self.model.findData(style.checkpoint)))
         self.models = models
+        self._on_model_chosen()  # its family is known now
         self._apply_family()
         self._refresh_lora_choice()
         self.upscale_box.set_models(models)
@@ -962,8 +968,28 @@ class DiffusersPanel(QWidget):
         self._live_settings_changed()
 
     def _on_model_chosen(self) -> None:
-        """Without a style, a model brings back the sampling it last had."""
-        remembered = self.model_defaults.get(self.model.currentData())
+        """Without a style, a model brings back the sampling it last had; a Flux or
+        SD 3.5 model never tuned starts from its family's (family_settings.DEFAULTS),
+        and an SD model never tuned, chosen after one of those, gets back the sampling
+        the SD models had (not Flux.1 schnell's 4 steps)."""
+        previous, now = self._model_before, self.model.currentData()
+        self._model_before = now
+        left = defaults_for(self.models.family_of(previous))
+        if previous != now and left is None:
+            self._classic_sampling = sampling_of(self.settings)
+        remembered = self.model_defaults.get(now)
+        start = defaults_for(self.models.family_of(now))
+        if remembered is None and start is not None:
+            current = sampling_of(self.settings)
+            remembered = replace(
+                current,
+                sampler=start.sampler,
+                steps=start.steps,
+                cfg_scale=current.cfg_scale if start.cfg_scale is None else start.cfg_scale,
+                guidance=current.guidance if start.guidance is None else start.guidance,
+            )
+        elif remembered is None and left is not None:
+            remembered = self._classic_sampling
         unchanged = remembered is None or remembered == sampling_of(self.settings)
         if self.current_style() is None and remembered is not None and not unchanged:
             self.core.apply_settings(with_sampling(self.settings, remembered))

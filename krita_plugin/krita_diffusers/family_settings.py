@@ -111,6 +111,32 @@ def rules_for(family: str | None) -> FamilyRules:
     return FamilyRules(name, shown)
 
 
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """Where to start with a model of a family the artist never tuned: the sampling
+    its makers recommend (the server runs every flow-matching model with Euler)."""
+
+    sampler: str
+    steps: int
+    cfg_scale: float | None = None  # None: keep the settings' (it does not apply)
+    guidance: float | None = None
+
+
+#: The new families' starting sampling (SD 1.5 and SDXL keep the settings').
+DEFAULTS = {
+    "flux-dev": FamilyDefaults("Euler", 28, guidance=DEFAULT_GUIDANCE),
+    "flux-fill": FamilyDefaults("Euler", 50, guidance=30.0),
+    "flux-schnell": FamilyDefaults("Euler", 4),
+    "sd35-medium": FamilyDefaults("Euler", 40, cfg_scale=4.5),
+    "sd35-large": FamilyDefaults("Euler", 28, cfg_scale=3.5),
+}
+
+
+def defaults_for(family: str | None) -> FamilyDefaults | None:
+    """The starting sampling of `family`; None: keep what the settings have."""
+    return DEFAULTS.get(family or "")
+
+
 def hidden_fields(rules: FamilyRules) -> set[str]:
     """The gear dialog's settings (`settings.Settings` field names) that do not apply
     to the family, so the dialog hides them."""

@@ -245,3 +245,19 @@ def test_recipes_and_model_defaults_keep_them():
         "krita_diffusers/model_defaults", '{"a": {"sampler": "Euler", "steps": 4, "cfg_scale": 2}}'
     )
     assert ModelDefaults(store).get("a") == Sampling("Euler", 4, 2.0)  # an older entry
+
+
+def test_new_families_start_from_their_makers_sampling():
+    from krita_diffusers.family_settings import defaults_for
+
+    assert defaults_for("sd15") is None and defaults_for("sdxl") is None
+    assert defaults_for(None) is None and defaults_for("hidream-full") is None
+    schnell = defaults_for("flux-schnell")
+    assert (schnell.sampler, schnell.steps, schnell.cfg_scale, schnell.guidance) == (
+        "Euler",
+        4,
+        None,
+        None,
+    )
+    assert defaults_for("flux-dev").guidance == DEFAULT_GUIDANCE
+    assert (defaults_for("sd35-large").steps, defaults_for("sd35-large").cfg_scale) == (28, 3.5)

@@ -70,7 +70,8 @@ def test_flux_dev_hides_negative_and_cfg_and_sends_guidance(panel):
     choose(panel.model, "flux1-dev")
     assert not panel.negative_toggle.isEnabled() and panel.negative.isHidden()
     assert "Flux.1 dev uses no negative prompt" in panel.negative_toggle.toolTip()
-    assert sampling.text() == "DPM++ 2M Karras · 20 steps · Guidance 3.5"
+    # never tuned: the family's starting sampling (the server runs Flux with Euler)
+    assert sampling.text() == "Euler · 28 steps · Guidance 3.5"
     chosen = panel.current_input()
     assert chosen.recipe.guidance == 3.5
     live = panel.live_settings()
@@ -88,10 +89,11 @@ def test_flux_dev_hides_negative_and_cfg_and_sends_guidance(panel):
     assert panel.model_defaults.get("flux1-dev").guidance == 2.0  # remembered per model
 
     choose(panel.model, "flux1-schnell")
-    assert sampling.text() == "DPM++ 2M Karras · 20 steps"  # neither CFG nor guidance
+    assert sampling.text() == "Euler · 4 steps"  # neither CFG nor guidance
     assert panel.live_settings().extras == {}
 
     choose(panel.model, "dream")  # back to SD 1.5: the negative is there again
+    assert sampling.text() == "DPM++ 2M Karras · 20 steps · CFG 7"  # what it had
     assert panel.negative_toggle.isEnabled()
     panel.negative_toggle.setChecked(True)
     assert panel.negative.toPlainText() == "blurry"
