@@ -305,7 +305,7 @@ class Engine:
         if on_loading is not None:
             on_loading(entry.name)
         try:
-            model = load_model(entry, self.device, self.speed)
+            model = load_model(entry, self.device, self.speed, choice.mode)
             memory_modes.apply(model.base, choice.mode, self.device.device)
         except Exception as exc:
             if is_out_of_memory(exc):

@@ -356,3 +356,77 @@ def test_the_setting_flag_and_environment(tmp_path, monkeypatch):
         load_settings({"memory_mode": "tiny"}, config_path=missing)
     args = build_parser().parse_args(["serve", "--memory-mode", "sequential-offload"])
     assert args.memory_mode == "sequential-offload"
+
+
+# -- Flux through the library: split files, fp8 and GGUF transformers ---------------
+
+
+@pytest.fixture(scope="module")
+def flux_engine(tmp_path_factory):
+    from kd_server.engine import Engine
+    from kd_server.library import ModelLibrary
+    from support.flux_sd3 import session_models
+
+    library = ModelLibrary([session_models(tmp_path_factory).root], include_embedded=False)
+    return Engine(library, device="cpu", cache_size=1)
+
+
+def test_split_entries_are_sized_part_by_part(flux_engine):
+    from kd_server.memory_modes import entry_size
+
+    library = flux_engine.library
+    plain = entry_size(library.get_checkpoint("flux1-dev-tiny"))
+    parts = library.get_checkpoint("flux1-dev-tiny").parts
+    assert plain.denoiser == parts.transformer.stat().st_size
+    others = [p.stat().st_size for p in (parts.vae, parts.clip_l, parts.t5xxl)]
+    assert plain.total == plain.denoiser + sum(others)
+    assert plain.largest_other == max(others)
+    assert plain.working_size == 1024 and plain.quantisation is None
+    assert entry_size(library.get_checkpoint("flux1-dev-tiny-fp8")).fp8_file
+    assert entry_size(library.get_checkpoint("flux1-dev-tiny-Q8_0.gguf")).gguf
+
+
+def _flux_fits_in_fp8(transformer) -> bool:
+    return transformer.transformer_blocks[0].attn.to_q.weight.dtype == torch.float8_e4m3fn
+
+
+class _SmallCardForFlux(_SmallCard):
+    def __enter__(self):
+        from diffusers import FluxTransformer2DModel
+
+        def hook(module, args, kwargs=None):
+            if isinstance(module, FluxTransformer2DModel) and not self.fits(module):
+                self.refused += 1
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.00 GiB")
+
+        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+        return self
+
+
+def test_flux_retries_in_fp8_then_moves_down_to_model_offload(flux_engine):
+    warnings = []
+    job = _job(model="flux1-dev-tiny", memory_mode="vae-tiling", sampler="Euler", cfg_scale=1)
+    with _SmallCardForFlux(fits=_flux_fits_in_fp8) as card:
+        images = flux_engine.generate(job, on_warning=lambda *w: warnings.append(w))
+    assert card.refused == 1 and images[0].image.size == (64, 64)
+    assert [message for _, message in warnings] == [
+        "Ran out of GPU memory in vae-tiling mode; retrying in fp8 mode (slower, less memory)."
+    ]
+    model = flux_engine._cache["flux1-dev-tiny"]
+    assert _flux_fits_in_fp8(model.base.transformer)
+    flux_engine.generate(
+        _job(model="flux1-dev-tiny", memory_mode="model-offload", sampler="Euler", cfg_scale=1)
+    )
+    assert flux_engine._cache["flux1-dev-tiny"] is model  # down in place
+    assert hasattr(model.base.transformer, "_hf_hook")
+    assert _modes(flux_engine)["flux1-dev-tiny"] == ("model-offload", "asked for by the job")
+
+
+@pytest.mark.parametrize("name", ["flux1-dev-tiny-fp8", "flux1-dev-tiny-Q8_0.gguf"])
+def test_quantised_files_run_in_every_mode_the_cpu_runs(flux_engine, name):
+    for mode in ("fp8", "model-offload", "full"):
+        [image] = flux_engine.generate(
+            _job(model=name, memory_mode=mode, sampler="Euler", cfg_scale=1)
+        )
+        assert image.image.size == (64, 64)
+        assert _modes(flux_engine)[name][0] == mode
