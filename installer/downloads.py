@@ -33,7 +33,9 @@ USER_AGENT = "krita-diffusers-installer/0.1"
 
 @dataclass(frozen=True)
 class Entry:
-    """One catalogue model. `kind` is "checkpoint" or "lora"."""
+    """One catalogue model. `kind` is "checkpoint", "lora", a control model's kind
+    (stored with the checkpoints, which the library lists by content) or "tokenizer"
+    (the T5 tokenizer of Flux / SD 3.5: `tokenizer-t5/`, kd_server.t5_tokenizer)."""
 
     name: str
     filename: str
@@ -75,9 +77,14 @@ def find(catalogue: dict[str, Entry], name: str) -> Entry:
     )
 
 
+#: Folders of the kinds that do not go to `checkpoints/`.
+KIND_FOLDERS = {"lora": "loras", "tokenizer": "tokenizer-t5"}
+
+
 def destination(models_dir: Path, entry: Entry) -> Path:
-    """Our layout, which the model library reads: `checkpoints/` and `loras/`."""
-    folder = models_dir / ("loras" if entry.kind == "lora" else "checkpoints")
+    """Our layout, which the server reads: `checkpoints/`, `loras/` and `tokenizer-t5/`
+    (where kd_server.t5_tokenizer looks for the T5 tokenizer)."""
+    folder = models_dir / KIND_FOLDERS.get(entry.kind, "checkpoints")
     return folder / entry.filename
 
 

@@ -134,8 +134,21 @@ def test_catalogue_entries_are_complete() -> None:
     catalogue = downloads.load_catalogue(downloads.default_catalogue())
     assert catalogue
     for entry in catalogue.values():
-        assert entry.url.startswith("https://") and entry.filename.endswith(".safetensors")
+        suffix = ".json" if entry.kind == "tokenizer" else ".safetensors"
+        assert entry.url.startswith("https://") and entry.filename.endswith(suffix)
         assert len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0 and entry.size > 0
+
+
+def test_the_t5_tokenizer_goes_where_the_server_looks(tmp_path: Path) -> None:
+    """Flux / SD 3.5's T5 tokenizer: Google's tokenizer.json pinned by revision, into
+    tokenizer-t5/ of the models folder (kd_server.t5_tokenizer searches there)."""
+    entry = downloads.find(downloads.load_catalogue(downloads.default_catalogue()), "t5-tokenizer")
+    assert "/resolve/3db67ab1af984cf10548a73467f0e5bca2aaaeb2/" in entry.url
+    assert downloads.destination(tmp_path, entry) == tmp_path / "tokenizer-t5" / "tokenizer.json"
+    lora = Entry("l", "l.safetensors", "https://x/l", 1, "0" * 64, kind="lora")
+    assert downloads.destination(tmp_path, lora) == tmp_path / "loras" / "l.safetensors"
+    control = Entry("c", "c.safetensors", "https://x/c", 1, "0" * 64, kind="controlnet")
+    assert downloads.destination(tmp_path, control) == tmp_path / "checkpoints" / "c.safetensors"
 
 
 def test_cli_download_reports_errors_without_traceback(tmp_path: Path) -> None:
