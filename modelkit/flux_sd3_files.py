@@ -261,25 +261,60 @@ def _to_file_dtype(tensors: Tensors, dtype: torch.dtype, fp8: bool = False) -> T
     return out
 
 
+#: float8_e4m3fn's largest value: scaled fp8 files divide each matrix to reach it.
+FP8_MAX = 448.0
+
+
+def _scaled_fp8(tensors: Tensors, dtype: torch.dtype) -> Tensors:
+    """ComfyUI's "scaled" fp8: each matrix divided by its own ``scale_weight`` (so its
+    largest value is fp8's largest) and stored in float8_e4m3fn; a ``scaled_fp8`` tensor
+    marks the file. The rest in `dtype`."""
+    out: Tensors = {"scaled_fp8": torch.zeros(0, dtype=FP8)}
+    for key, tensor in tensors.items():
+        tensor = tensor.detach().to("cpu")
+        if tensor.ndim >= 2 and key.endswith(".weight"):
+            scale = (tensor.float().abs().max() / FP8_MAX).clamp(min=1e-12)
+            out[key] = (tensor.float() / scale).to(FP8).contiguous()
+            out[key[: -len("weight")] + "scale_weight"] = scale.reshape(()).clone()
+        else:
+            out[key] = tensor.to(dtype).contiguous().clone()
+    return out
+
+
 def _save(tensors: Tensors, path: Path, metadata: dict[str, str] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt", **(metadata or {})})
     return path
 
 
+def _stored(tensors: Tensors, dtype: torch.dtype, fp8: bool, scaled: bool) -> Tensors:
+    return _scaled_fp8(tensors, dtype) if scaled else _to_file_dtype(tensors, dtype, fp8)
+
+
 def write_transformer(
-    pipe: Any, path: str | Path, dtype: torch.dtype = torch.bfloat16, fp8: bool = False
+    pipe: Any,
+    path: str | Path,
+    dtype: torch.dtype = torch.bfloat16,
+    fp8: bool = False,
+    scaled: bool = False,
 ) -> Path:
-    """The transformer alone, original layout, as in ComfyUI's models/diffusion_models."""
-    tensors = _to_file_dtype(transformer_to_original(pipe.transformer), dtype, fp8)
+    """The transformer alone, original layout, as in ComfyUI's models/diffusion_models.
+    fp8: matrices in float8_e4m3fn; scaled: ComfyUI's scaled fp8 instead."""
+    tensors = _stored(transformer_to_original(pipe.transformer), dtype, fp8, scaled)
     return _save(tensors, Path(path))
 
 
 def write_text_encoder(
-    pipe: Any, part: str, path: str | Path, dtype: torch.dtype = torch.float16, fp8: bool = False
+    pipe: Any,
+    part: str,
+    path: str | Path,
+    dtype: torch.dtype = torch.float16,
+    fp8: bool = False,
+    scaled: bool = False,
 ) -> Path:
-    """One text encoder ("clip_l", "clip_g", "t5xxl") as ComfyUI's models/text_encoders."""
-    tensors = _to_file_dtype(text_encoder_parts(pipe)[part], dtype, fp8)
+    """One text encoder ("clip_l", "clip_g", "t5xxl") as ComfyUI's models/text_encoders
+    (t5xxl_fp8_e4m3fn: `fp8`; t5xxl_fp8_e4m3fn_scaled: `scaled`)."""
+    tensors = _stored(text_encoder_parts(pipe)[part], dtype, fp8, scaled)
     return _save(tensors, Path(path))
 
 

@@ -15,7 +15,8 @@ config folder (shipped, or a `<name>.config/` sidecar).
   the same result at the real width. GGUF files (Q8_0 and the other types diffusers
   knows) stay quantised, dequantised per layer at compute time.
 - Text encoders: Hugging Face key layout (as ComfyUI saves them), optionally under
-  ``text_encoders.<part>.transformer.``; fp8 files are upcast.
+  ``text_encoders.<part>.transformer.``; fp8 files are upcast (ComfyUI's scaled fp8
+  ones with their per-tensor scales applied).
 - VAE: the LDM layout (``encoder.down.0...``, optionally under ``vae.`` or
   ``first_stage_model.``) or diffusers'.
 """
@@ -90,8 +91,26 @@ def has_fp8(tensors: Tensors) -> bool:
 
 
 def _floating(tensors: Tensors, dtype: torch.dtype) -> Tensors:
-    """Floating tensors in `dtype` (fp8 files upcast); others as they are."""
-    return {k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in tensors.items()}
+    """Floating tensors in `dtype` (fp8 files upcast); others as they are.
+
+    ComfyUI's "scaled" fp8 files store each matrix divided by a per-tensor
+    ``<layer>.scale_weight`` (and mark themselves with a ``scaled_fp8`` tensor): the
+    matrix is multiplied back, and the scales, input scales and the mark dropped.
+    """
+    out: Tensors = {}
+    for key, value in tensors.items():
+        if key == "scaled_fp8" or key.endswith((".scaled_fp8", ".scale_weight", ".scale_input")):
+            continue
+        if not torch.is_floating_point(value):
+            out[key] = value
+            continue
+        value = value.to(dtype)
+        if key.endswith(".weight"):
+            scale = tensors.get(key[: -len("weight")] + "scale_weight")
+            if scale is not None:
+                value = value * scale.to(dtype)
+        out[key] = value
+    return out
 
 
 # --------------------------------------------------------- Flux: BFL -> diffusers
@@ -226,15 +245,15 @@ def load_transformer(path: Path, architecture: str, config_dir: Path, dtype: tor
     if not any(key.startswith(marks) for key in tensors):
         name = "Flux" if architecture == "flux" else "SD 3.5"
         raise PartError(f"{path.name} does not hold a {name} transformer")
-    if architecture == "flux" and is_flux_original(tensors):
-        tensors = flux_to_diffusers(tensors)
     kwargs: dict[str, Any] = {}
     if is_gguf(path):
         from diffusers import GGUFQuantizationConfig
 
         kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
     else:
-        tensors = _floating(tensors, dtype)
+        tensors = _floating(tensors, dtype)  # fp8 upcast, scaled fp8 unscaled
+    if architecture == "flux" and is_flux_original(tensors):
+        tensors = flux_to_diffusers(tensors)
     try:
         model = transformer_class(architecture).from_single_file(
             tensors,

@@ -129,12 +129,12 @@ def _load_diffusers_folder(entry: ModelEntry, info: FamilyInfo, device: DeviceCh
 
 # ---------------------------------------------------------------- Flux and SD 3.5
 
-#: ComfyUI's file for each text encoder part, as an artist would recognise it.
-_PART_FILES = {
-    "clip_l": "clip_l.safetensors",
-    "clip_g": "clip_g.safetensors",
-    "t5xxl": "t5xxl_fp16.safetensors (or an fp8 one)",
-    "vae": "the VAE (Flux: ae.safetensors)",
+#: Each part as an artist would recognise it, with ComfyUI's usual file.
+_PART_LABELS = {
+    "clip_l": "a CLIP-L text encoder (clip_l.safetensors)",
+    "clip_g": "a CLIP-G text encoder (clip_g.safetensors)",
+    "t5xxl": "a T5 text encoder (t5xxl_fp16.safetensors or an fp8 one)",
+    "vae": "its VAE (Flux: ae.safetensors)",
 }
 
 
@@ -146,35 +146,42 @@ def model_dtype(info: FamilyInfo, device: DeviceChoice) -> torch.dtype:
     return device.dtype
 
 
-def _t5_tokenizer(config_dir: Path, subfolder: str) -> Any:
+def _t5_tokenizer(
+    config_dir: Path, subfolder: str, entry: ModelEntry, extra: Path | None = None
+) -> Any:
     """The config folder's own T5 tokenizer if it has one (a sidecar for a model with
-    its own vocabulary), else the one `kd_server.t5_tokenizer` finds."""
-    from transformers import T5Tokenizer  # transformers 5: also T5TokenizerFast
+    its own vocabulary), else the one `kd_server.t5_tokenizer` finds: `extra` (the
+    `t5_tokenizer` setting) first, then its usual places around the models folder the
+    entry lies in (`<models>/tokenizer-t5`, ComfyUI's own copy)."""
+    from kd_server.t5_tokenizer import (
+        MISSING_HINT,
+        find_t5_tokenizer,
+        is_t5_tokenizer_folder,
+        load_t5_tokenizer,
+    )
+    from kd_server.tokenizer import tokenizer_settings
 
     own = config_dir / subfolder
-    if (own / "tokenizer.json").is_file() or (own / "spiece.model").is_file():
-        return T5Tokenizer.from_pretrained(str(own), local_files_only=True)
-    from kd_server.t5_tokenizer import find_t5_tokenizer, load_t5_tokenizer
-
-    folder = find_t5_tokenizer([])
+    if is_t5_tokenizer_folder(own):
+        return load_t5_tokenizer(own)
+    assert entry.path is not None
+    # models/diffusion_models/x.safetensors or models/checkpoints/x: the models folder
+    models = [entry.path.parent.parent, entry.path.parent]
+    folder = find_t5_tokenizer([extra] if extra else [], models)
     if folder is None:
-        raise EngineError(
-            EngineErrorCode.MODEL_UNUSABLE,
-            "No T5 tokenizer was found, which Flux and SD 3.5 need: run the installer's "
-            "download step, or point --t5-tokenizer at a folder with tokenizer.json "
-            "(ComfyUI's comfy/text_encoders/t5_tokenizer works).",
-        )
-    return load_t5_tokenizer(folder)
+        raise EngineError(EngineErrorCode.MODEL_UNUSABLE, MISSING_HINT)
+    length = tokenizer_settings(own).get("model_max_length")
+    return load_t5_tokenizer(folder, length if isinstance(length, int) else None)
 
 
-def _missing(entry: ModelEntry, what: str) -> EngineError:
-    info = entry.family.info if entry.family else None
-    label = info.label if info else "This model"
+def _missing(entry: ModelEntry, part: str) -> EngineError:
+    label = entry.family.info.label if entry.family else "this model"
+    folder = "vae" if part == "vae" else "text_encoders (or clip)"
     return EngineError(
         EngineErrorCode.MODEL_UNUSABLE,
-        f"'{entry.name}' cannot be loaded: {label} needs {what} ({_PART_FILES.get(what, what)}) "
-        "and none was found for it. Put the file in the models folder's text_encoders "
-        "(or clip) / vae folder, or use a checkpoint that includes it.",
+        f"'{entry.name}' cannot be loaded: {label} needs {_PART_LABELS.get(part, part)} and "
+        f"none was found for it. Put the file in the models folder's {folder} folder, or "
+        "use a checkpoint that includes it.",
     )
 
 
@@ -201,7 +208,7 @@ def _part_tensors(entry: ModelEntry, part: str, prefixes: tuple[str, ...]) -> di
 
 
 def _load_transformer_parts(
-    entry: ModelEntry, info: FamilyInfo, device: DeviceChoice, dtype: torch.dtype
+    entry: ModelEntry, info: FamilyInfo, dtype: torch.dtype, t5_folder: Path | None
 ) -> Any:
     """Flux / SD 3.5 from a single file or ComfyUI split files, part by part."""
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -211,7 +218,6 @@ def _load_transformer_parts(
     assert entry.path is not None
     config_dir = _config_dir(entry, info)
     architecture = info.architecture.value
-    part_error = files.PartError
     try:
         transformer = files.load_transformer(entry.path, architecture, config_dir, dtype)
         encoders: list[Any] = []
@@ -236,7 +242,7 @@ def _load_transformer_parts(
                 )
         vae_tensors = _part_tensors(entry, "vae", files.VAE_PREFIXES)
         vae = files.load_vae(vae_tensors, config_dir, dtype, "vae")
-    except part_error as exc:
+    except files.PartError as exc:
         raise EngineError(
             EngineErrorCode.MODEL_UNUSABLE, f"'{entry.name}' cannot be loaded: {exc}."
         ) from exc
@@ -254,14 +260,16 @@ def _load_transformer_parts(
     if info.architecture is Architecture.SD3:
         parts.tokenizer_2 = load_tokenizer(config_dir / "tokenizer_2")
         parts.text_encoder_3 = encoders[2]
-        parts.tokenizer_3 = _t5_tokenizer(config_dir, "tokenizer_3")
+        parts.tokenizer_3 = _t5_tokenizer(config_dir, "tokenizer_3", entry, t5_folder)
     else:
-        parts.tokenizer_2 = _t5_tokenizer(config_dir, "tokenizer_2")
+        parts.tokenizer_2 = _t5_tokenizer(config_dir, "tokenizer_2", entry, t5_folder)
     assert entry.family is not None
     return assemble_pipeline(entry.family, parts)
 
 
-def _load_transformer_folder(entry: ModelEntry, info: FamilyInfo, dtype: torch.dtype) -> Any:
+def _load_transformer_folder(
+    entry: ModelEntry, info: FamilyInfo, dtype: torch.dtype, t5_folder: Path | None
+) -> Any:
     """A Flux / SD 3.5 diffusers folder; tokenizers it lacks are ours."""
     assert entry.path is not None
     kwargs: dict[str, Any] = {}
@@ -275,7 +283,7 @@ def _load_transformer_folder(entry: ModelEntry, info: FamilyInfo, dtype: torch.d
             kwargs[name] = load_tokenizer(info.config_dir / name)
     own = entry.path / t5_name
     if not ((own / "tokenizer.json").is_file() or (own / "spiece.model").is_file()):
-        kwargs[t5_name] = _t5_tokenizer(info.config_dir, t5_name)
+        kwargs[t5_name] = _t5_tokenizer(info.config_dir, t5_name, entry, t5_folder)
     return _loader_class(info).from_pretrained(
         str(entry.path),
         local_files_only=True,
@@ -336,8 +344,11 @@ def load_model(
     device: DeviceChoice,
     speed: SpeedOptions | None = None,
     mode: MemoryMode | None = None,
+    t5_tokenizer: Path | None = None,
 ) -> LoadedModel:
     """Load a usable library entry onto the device. Never touches the network.
+
+    `t5_tokenizer`: the configured T5 tokenizer folder (Flux / SD 3.5), searched first.
 
     `mode` (kd_server.memory_modes): with an offloading mode the pipeline stays on the
     CPU (the offload hooks move parts in and out); with a float8 one the denoiser is
@@ -349,9 +360,9 @@ def load_model(
     if entry.format is ModelFormat.EMBEDDED:
         pipe = build_embedded_pipeline()
     elif info.is_transformer and entry.format is ModelFormat.DIFFUSERS:
-        pipe = _load_transformer_folder(entry, info, dtype)
+        pipe = _load_transformer_folder(entry, info, dtype, t5_tokenizer)
     elif info.is_transformer:
-        pipe = _load_transformer_parts(entry, info, device, dtype)
+        pipe = _load_transformer_parts(entry, info, dtype, t5_tokenizer)
     elif entry.format is ModelFormat.DIFFUSERS:
         pipe = _load_diffusers_folder(entry, info, device)
     else:

@@ -166,9 +166,10 @@ def test_a_missing_part_is_named(library, cpu):
     without_t5 = dataclasses.replace(entry, parts=dataclasses.replace(entry.parts, t5xxl=None))
     with pytest.raises(EngineError) as caught:
         load_model(without_t5, cpu)
-    assert "t5xxl" in caught.value.message and "sd3.5_medium-tiny" in caught.value.message
+    message = caught.value.message
+    assert "T5 text encoder" in message and "'sd3.5_medium-tiny'" in message
     without_vae = dataclasses.replace(entry, parts=dataclasses.replace(entry.parts, vae=None))
-    with pytest.raises(EngineError, match="vae"):
+    with pytest.raises(EngineError, match="needs its VAE"):
         load_model(without_vae, cpu)
 
 
@@ -184,7 +185,7 @@ def test_an_all_in_one_file_without_its_vae_is_refused(models, library, cpu, tmp
     save_file({k: v for k, v in tensors.items() if not k.startswith("vae.")}, str(cut))
     sidecar = entry.path.with_suffix(".config")
     cut.with_suffix(".config").symlink_to(sidecar, target_is_directory=True)
-    with pytest.raises(EngineError, match="needs vae"):
+    with pytest.raises(EngineError, match="needs its VAE"):
         load_model(dataclasses.replace(entry, name="flux-no-vae", path=cut), cpu)
 
 
@@ -200,3 +201,49 @@ def test_a_transformer_of_another_architecture_is_refused(library, cpu):
     )
     with pytest.raises(EngineError, match="flux1-schnell-tiny"):
         load_model(wrong, cpu)
+
+
+def test_scaled_fp8_files_are_unscaled(models, tmp_path):
+    """ComfyUI's t5xxl_fp8_e4m3fn_scaled and scaled fp8 transformers: each matrix is
+    multiplied back by its scale_weight (unscaled, the weights would be ~1000x off)."""
+    from kd_server import component_files as files
+    from modelkit.flux_sd3_files import write_text_encoder, write_transformer
+
+    pipe = models.pipes["dev"]
+    config = models.files["flux1-dev-tiny"].with_suffix(".config")
+    t5_file = write_text_encoder(pipe, "t5xxl", tmp_path / "t5_scaled.safetensors", scaled=True)
+    t5 = files.load_t5(files.read_tensors(t5_file), config, "text_encoder_2", torch.float32, "t5")
+    expected = pipe.text_encoder_2.state_dict()
+    for key, tensor in t5.state_dict().items():
+        assert torch.allclose(tensor, expected[key], rtol=1 / 8, atol=1e-3), key
+    path = write_transformer(pipe, tmp_path / "flux_scaled.safetensors", scaled=True)
+    transformer = files.load_transformer(path, "flux", config, torch.float32)
+    expected = pipe.transformer.state_dict()
+    for key, tensor in transformer.state_dict().items():
+        assert torch.allclose(tensor, expected[key], rtol=1 / 8, atol=1e-3), key
+
+
+def test_the_t5_tokenizer_comes_from_the_setting_when_the_model_has_none(models, cpu, tmp_path):
+    """A sidecar without a T5 tokenizer (like the shipped configs): the configured
+    folder is used; none anywhere is an EngineError saying how to get one."""
+    from kd_server.generation import EngineError
+    from kd_server.library import ModelLibrary
+    from kd_server.loading import load_model
+    from kd_server.t5_tokenizer import find_t5_tokenizer
+    from modelkit.flux_sd3 import t5_tokenizer_dir
+    from modelkit.flux_sd3_files import write_config_folder, write_transformer
+
+    pipe = models.pipes["schnell"]
+    root = tmp_path / "models"
+    path = write_transformer(pipe, root / "diffusion_models" / "bare.safetensors", torch.float32)
+    write_config_folder(pipe, path.with_suffix(".config"), t5_tokenizer=False)
+    for part in ("clip_l", "t5xxl", "flux-vae"):
+        target = root / ("vae" if part == "flux-vae" else "text_encoders") / models.files[part].name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(models.files[part])
+    entry = ModelLibrary([root], include_embedded=False).get_checkpoint("bare")
+    loaded = load_model(entry, cpu, t5_tokenizer=t5_tokenizer_dir())
+    assert len(loaded.base.tokenizer_2) == len(pipe.tokenizer_2)
+    if find_t5_tokenizer([], [root, root / "diffusion_models"]) is None:
+        with pytest.raises(EngineError, match="t5-tokenizer"):
+            load_model(entry, cpu)
