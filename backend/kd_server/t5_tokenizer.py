@@ -5,7 +5,8 @@ vocabulary is not part of any single-file checkpoint or split text encoder file.
 server ships the CLIP vocabulary (`resources/tokenizer/`) but not T5's (2.4 MB, from
 Google's google/t5-v1_1-xxl, Apache-2.0), so it is looked up where one already is:
 
-1. the folders given by the caller (the `t5_tokenizer` setting / `--t5-tokenizer`);
+1. the folders given by the caller (meant for a `t5_tokenizer` setting, which the
+   server's configuration does not have yet);
 2. `resources/tokenizer-t5/` (a checkout or a packager may put it there; git-ignored);
 3. `tokenizer-t5/` in each model folder (and in `models/` below it): where
    `python3 -m installer download t5-tokenizer` puts Google's tokenizer.json, pinned by
@@ -44,9 +45,10 @@ TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 
 MISSING_HINT = (
     "Flux and SD 3.5 need the T5 tokenizer, which was not found: run "
-    "`python3 -m installer download t5-tokenizer` (2.4 MB), or set t5_tokenizer / "
-    "--t5-tokenizer to a folder holding T5's tokenizer.json (a diffusers Flux model's "
-    "tokenizer_2/ or ComfyUI's comfy/text_encoders/t5_tokenizer/ will do)."
+    "`python3 -m installer download t5-tokenizer --models-dir <your models folder>` "
+    "(2.4 MB), or copy T5's tokenizer.json (from a diffusers Flux model's tokenizer_2/ "
+    "or ComfyUI's comfy/text_encoders/t5_tokenizer/) into a tokenizer-t5 folder in "
+    "the models folder."
 )
 
 
