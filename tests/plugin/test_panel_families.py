@@ -193,3 +193,52 @@ def test_clip_skip_and_a_vae_reach_the_servers_job(qtbot, canvas, make_core, vae
         assert not memory.isHidden()
     finally:
         panel.shutdown()
+
+
+@pytest.fixture(scope="module")
+def flux_server(tmp_path_factory):
+    from support.flow_models import write_flow_models
+
+    work = tmp_path_factory.mktemp("kd-flux-server")
+    write_flow_models(work / "models" / "Stable-diffusion", names=("tiny-flux-dev",))
+    server = ProcessServer(work, model_dirs=[str(work)])
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_flux_job_from_the_docker_sends_guidance_and_no_negative(
+    qtbot, canvas, make_core, flux_server
+):
+    """The real server's tiny Flux.1 dev (a diffusers folder): the picker names its
+    family, the typed negative prompt is not sent, the guidance set in the gear dialog
+    is (the result's parameters say *Distilled CFG Scale* as Forge writes it)."""
+    store = MemoryStore()
+    save(store, Settings(server_url=flux_server.url, preview_every=0, working_resolution=64))
+    panel = DiffusersPanel(canvas, make_core(store))
+    qtbot.addWidget(panel)
+    try:
+        qtbot.waitUntil(lambda: panel.client.state is ConnectionState.CONNECTED, timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: panel.model.findData("tiny-flux-dev") >= 0, timeout=WAIT_MS)
+        index = panel.model.findData("tiny-flux-dev")
+        assert panel.model.itemText(index) == "tiny-flux-dev (Flux.1 dev)"
+        panel.negative.setPlainText("blurry")
+        panel.model.setCurrentIndex(index)
+        assert not panel.negative_toggle.isEnabled()
+        dialog = panel.open_settings()
+        dialog.input("steps").setValue(2)
+        dialog.input("guidance").setValue(2.0)
+        dialog.accept()
+        sampling = panel.findChild(QLabel, "kd-sampling")
+        assert sampling.text() == "Euler · 2 steps · Guidance 2"
+        panel.prompt.setPlainText("a fox")
+        panel.generate_button.click()
+        history = panel.findChild(QListWidget, "kd-history")
+        qtbot.waitUntil(lambda: history.count() == 1, timeout=WAIT_MS)
+        item = panel.controller.history.items[0]
+        parameters = read_parameters(item.png)
+        assert "Negative prompt" not in parameters and "blurry" not in parameters, parameters
+        assert "Distilled CFG Scale: 2," in parameters, parameters
+        assert item.recipe.guidance == 2.0
+    finally:
+        panel.shutdown()
