@@ -76,8 +76,11 @@ FLUX_ROPE_AXES = (4, 6, 6)  # sums to the head dim, like the real (16, 56, 56) -
 FLUX_HEADS = 2
 SD3_HEAD_DIM = 16
 SD3_HEADS = 2
+#: The tiny models' working size in pixels (as the tiny SD 1.5 / SDXL): the SD3
+#: transformer's sample size x 8, the VAE's sample size (which Flux's loader reads).
+TINY_WORKING_SIZE = 256
 #: The tiny SD3 transformer's latent side; x8 = its working size (the real ones: 128).
-SD3_SAMPLE_SIZE = 32
+SD3_SAMPLE_SIZE = TINY_WORKING_SIZE // 8
 SD3_POS_EMBED_MAX = 64  # patches per side: pictures up to 1024 px
 
 #: The real VAEs' latent statistics (Flux.1 ae.safetensors; SD 3.5's VAE).
@@ -199,7 +202,8 @@ def _vae(scaling: float, shift: float) -> AutoencoderKL:
         layers_per_block=1,
         latent_channels=LATENT_CHANNELS,
         norm_num_groups=32,
-        sample_size=64,
+        # the picture side the model works at: Flux's loader reads it here (real: 1024)
+        sample_size=TINY_WORKING_SIZE,
         scaling_factor=scaling,
         shift_factor=shift,
         use_quant_conv=False,

@@ -322,7 +322,9 @@ def _transformer_speed(pipe: Any, speed: SpeedOptions | None) -> None:
 def _native_size(pipe: Any, info: FamilyInfo) -> int:
     """The side the loaded model works best at, from its own configuration."""
     if info.architecture is Architecture.FLUX:
-        return int(getattr(pipe, "default_sample_size", 128)) * pipe.vae_scale_factor
+        # the transformer has no sample size; Flux's VAE config says 1024 (so do the
+        # shipped configs), a tiny stand-in's its own
+        return int(getattr(pipe.vae.config, "sample_size", 0) or info.working_size)
     return int(denoiser(pipe).config.sample_size) * pipe.vae_scale_factor
 
 
@@ -330,8 +332,8 @@ def working_size(entry: ModelEntry) -> int:
     """The side of the square a checkpoint works best at, known before loading it.
 
     Once loaded, the pipeline's own default (UNet / transformer sample size x VAE
-    factor; Flux: 1024) is used, so a model with a sidecar config of another size gets
-    its own working size.
+    factor; Flux: the VAE's sample size, 1024) is used, so a model with a sidecar
+    config of another size gets its own working size.
     """
     if entry.format is ModelFormat.EMBEDDED:
         return EMBEDDED_WORKING_SIZE

@@ -107,9 +107,10 @@ def test_loads_the_same_weights_and_picture(models, library, cpu, name):
 def test_working_size_comes_from_the_loaded_config(library, cpu):
     from kd_server.loading import load_model
 
-    # the tiny SD3 transformer's sample size is 32 latents (x8 = 256); Flux has none: 1024
+    # SD3: the transformer's sample size (32 latents) x 8; Flux: its VAE's sample size
     assert load_model(_entry(library, "sd3.5_large-tiny"), cpu).working_size == 256
-    assert load_model(_entry(library, "flux1-schnell-tiny"), cpu).working_size == 1024
+    assert load_model(_entry(library, "flux1-schnell-tiny"), cpu).working_size == 256
+    assert library.get_checkpoint("flux1-schnell-tiny").family.info.working_size == 1024
 
 
 def test_fp8_transformer_is_upcast_and_runs(models, library, cpu):
@@ -247,3 +248,21 @@ def test_the_t5_tokenizer_comes_from_the_setting_when_the_model_has_none(models,
     if find_t5_tokenizer([], [root, root / "diffusion_models"]) is None:
         with pytest.raises(EngineError, match="t5-tokenizer"):
             load_model(entry, cpu)
+
+
+@pytest.mark.parametrize("kind", ["dev", "medium"])
+def test_a_transformer_file_in_diffusers_keys_loads_as_it_is(models, kind, tmp_path):
+    """Some transformers are shared with diffusers' own key names: no conversion."""
+    from safetensors.torch import save_file
+
+    from kd_server import component_files as files
+
+    pipe = models.pipes[kind]
+    stem = TRANSFORMERS[kind][0]
+    path = tmp_path / "diffusers-keys.safetensors"
+    save_file({k: v.contiguous() for k, v in pipe.transformer.state_dict().items()}, str(path))
+    config = models.files[stem].with_suffix(".config")
+    architecture = "flux" if kind in ("dev", "schnell", "fill") else "sd3"
+    loaded = files.load_transformer(path, architecture, config, torch.float32)
+    for key, tensor in pipe.transformer.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
