@@ -348,7 +348,7 @@ class Engine:
         asked = self._asked_mode(request.memory_mode)
         with self._lock:
             try:
-                self._model(entry, on_loading, asked)
+                self._model_for_job(entry, request, on_loading, asked)
                 return self._generate(
                     entry, request, on_progress, should_cancel, on_loading, on_preview
                 )
@@ -364,7 +364,7 @@ class Engine:
             if on_warning is not None:
                 on_warning("memory_mode_lowered", text)
             try:
-                self._model(entry, on_loading, retry)
+                self._model_for_job(entry, request, on_loading, retry)
                 self._modes[entry.name] = memory_modes.Choice(
                     retry, f"ran out of memory in {failed.mode.value} mode, lowered"
                 )
@@ -376,6 +376,31 @@ class Engine:
                     raise
                 self._recover_from_oom(entry)
                 raise self._out_of_memory(failed, retry) from exc
+
+    def _model_for_job(
+        self,
+        entry: ModelEntry,
+        request: GenerationRequest,
+        on_loading: LoadingCallback | None,
+        asked: memory_modes.MemoryMode | None,
+    ) -> None:
+        """The job's model in its memory mode. In float8 and model-offload modes the
+        job's LoRAs are loaded here (`_generate` then finds them loaded): LoRA layers
+        are brought to the compute dtype (memory_modes.fit_adapters), and the offload
+        hooks come off while they load and go on again for this device (diffusers would
+        put them back for the default accelerator, and refuses on the CPU)."""
+        model = self._model(entry, on_loading, asked)
+        state = self._modes.get(entry.name)
+        if state is None or not request.conditioning.loras:
+            return
+        mode = state.mode
+        if mode is memory_modes.MemoryMode.MODEL_OFFLOAD:
+            model.base.remove_all_hooks()
+        if mode.casts_fp8:
+            self._apply_loras(model, request.conditioning.loras)
+            memory_modes.fit_adapters(model.base)
+        if mode is memory_modes.MemoryMode.MODEL_OFFLOAD:
+            memory_modes.apply(model.base, mode, self.device.device)
 
     def _out_of_memory(
         self,

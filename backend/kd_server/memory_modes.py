@@ -315,6 +315,31 @@ def apply(pipe: Any, mode: MemoryMode, device: Any) -> None:
         pipe.enable_sequential_cpu_offload(device=device)
 
 
+def fit_adapters(pipe: Any) -> int:
+    """Bring LoRA layers added to a float8-stored denoiser to its compute dtype.
+
+    peft gives the layers it adds the dtype of the layer they wrap, float8 here; the
+    casting hooks sit on the wrapped layers only, so the LoRA's own matrices would stay
+    float8 and fail in the forward. Returns how many layers were cast."""
+    from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
+
+    fixed = 0
+    for module in denoiser_of(pipe).modules():
+        base = getattr(module, "base_layer", None)
+        registry = getattr(base, "_diffusers_hook", None)
+        hook = registry.get_hook(_LAYERWISE_CASTING_HOOK) if registry is not None else None
+        if hook is None:
+            continue
+        for name in getattr(module, "adapter_layer_names", ()):
+            layers = getattr(module, name, None)
+            if layers is None:
+                continue
+            if any(p.dtype == hook.storage_dtype for p in layers.parameters()):
+                layers.to(dtype=hook.compute_dtype)
+                fixed += 1
+    return fixed
+
+
 def message(failed: MemoryMode, retry: MemoryMode) -> str:
     """The job's warning when it runs out of memory and is run again lower."""
     return (

@@ -430,3 +430,27 @@ def test_quantised_files_run_in_every_mode_the_cpu_runs(flux_engine, name):
         )
         assert image.image.size == (64, 64)
         assert _modes(flux_engine)[name][0] == mode
+
+
+def test_loras_in_float8_and_offload_modes(tmp_path):
+    """peft gives a LoRA the float8 dtype of the layer it wraps, and diffusers puts
+    offload hooks back for the default accelerator: the engine settles both."""
+    import numpy as np
+
+    from kd_server.engine import Engine
+    from kd_server.generation import LoraSpec
+    from kd_server.library import ModelLibrary
+    from modelkit.loras import write_test_lora
+
+    write_test_lora(tmp_path / "loras", "bright", seed=1)
+    engine = Engine(ModelLibrary([tmp_path]), device="cpu", cache_size=1)
+
+    def picture(mode, loras):
+        [image] = engine.generate(_job(memory_mode=mode, loras=loras))
+        return np.asarray(image.image).astype(float)
+
+    mode = "model-offload"  # float8 storage and offload hooks both
+    plain = picture(mode, [])
+    bright = picture(mode, [LoraSpec("bright", 1.0)])
+    assert np.abs(bright - plain).mean() > 5  # the LoRA acts
+    assert np.abs(picture(mode, []) - plain).max() == 0  # and leaves no trace
