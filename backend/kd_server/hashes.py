@@ -287,11 +287,14 @@ def referenced_hash(reference: str) -> str | None:
 
 
 def library_files(entries: Iterable[ModelEntry]) -> list[tuple[Path, HashKind]]:
-    """The usable single-file entries of a scan, with the hash each one needs."""
+    """The usable single-file entries of a scan, with the hash each one needs. A
+    checkpoint assembled from split files is hashed by its transformer file (its
+    `path`), the file Forge and ComfyUI name such a model by."""
     from kd_server.library import EntryKind, ModelFormat
 
+    hashed = (ModelFormat.SAFETENSORS, ModelFormat.SPLIT)
     return [
         (entry.path, HashKind.LORA if entry.kind is EntryKind.LORA else HashKind.FILE)
         for entry in entries
-        if entry.usable and entry.format is ModelFormat.SAFETENSORS and entry.path is not None
+        if entry.usable and entry.format in hashed and entry.path is not None
     ]

@@ -24,6 +24,7 @@ from kd_server.hashes import (
     HashKind,
     HashStore,
     file_sha256,
+    library_files,
     lora_sha256,
 )
 from kd_server.library import (
@@ -117,6 +118,23 @@ def test_each_file_version_is_hashed_once(tmp_path: Path) -> None:
     assert store.get(path, HashKind.FILE) is None
     assert store.wait_idle(timeout=30)
     assert store.get(path, HashKind.FILE) == whole_file(path) != first
+
+
+def test_a_split_checkpoint_is_hashed_by_its_transformer_file(tmp_path: Path) -> None:
+    transformer = tmp_path / "flux1-dev-Q8_0.gguf"
+    transformer.write_bytes(os.urandom(64 * 1024))
+    entry = ModelEntry(
+        "flux1-dev-Q8_0.gguf",
+        EntryKind.CHECKPOINT,
+        transformer,
+        ModelFormat.SPLIT,
+        Family.FLUX_DEV,
+        EntryStatus.USABLE,
+    )
+    store = HashStore()
+    store.schedule(library_files([entry]))
+    assert store.wait_idle(timeout=30)
+    assert store.entry_hash(entry).sha256 == whole_file(transformer)
 
 
 def test_models_without_a_file_get_a_label() -> None:
