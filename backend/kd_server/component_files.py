@@ -347,6 +347,13 @@ def load_t5(
     state = _floating(tensors, dtype)
     if "encoder.embed_tokens.weight" not in state and "shared.weight" in state:
         state["encoder.embed_tokens.weight"] = state["shared.weight"]
+    if dtype == torch.float16:
+        # T5's feed-forward output overflows in float16: transformers keeps those layers
+        # (`wo`) in float32 when it loads T5 itself; so do we (GPUs without bfloat16)
+        kept = T5EncoderModel._keep_in_fp32_modules or []
+        for key, tensor in state.items():
+            if any(name in key.split(".") for name in kept):
+                state[key] = tensor.float()
     return _build_from_state(T5EncoderModel, config, state, what)
 
 

@@ -266,3 +266,15 @@ def test_a_transformer_file_in_diffusers_keys_loads_as_it_is(models, kind, tmp_p
     loaded = files.load_transformer(path, architecture, config, torch.float32)
     for key, tensor in pipe.transformer.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], tensor), key
+
+
+def test_t5_keeps_its_feed_forward_outputs_in_float32_under_float16(models):
+    """GPUs without bfloat16 run Flux / SD 3.5 in float16: T5's `wo` layers stay fp32,
+    as transformers' own loader keeps them."""
+    from kd_server import component_files as files
+
+    config = models.files["flux1-dev-tiny"].with_suffix(".config")
+    tensors = files.read_tensors(models.files["t5xxl"])
+    t5 = files.load_t5(tensors, config, "text_encoder_2", torch.float16, "t5xxl")
+    assert t5.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
+    assert t5.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16
