@@ -114,3 +114,50 @@ def test_fp8_and_gguf_files(pipes, tmp_path):
     types = {t.name: t.tensor_type for t in reader.tensors}
     assert types["double_blocks.0.img_attn.qkv.weight"] == gguf.GGMLQuantizationType.Q8_0
     assert types["double_blocks.0.img_attn.qkv.bias"] == gguf.GGMLQuantizationType.F32
+
+
+def _assert_equal_modules(got, expected, name):
+    state = expected.state_dict()
+    for key, tensor in got.state_dict().items():
+        # T5 files store the tied embedding once, as shared.weight; diffusers' own T5
+        # loader (transformers 5) leaves the encoder's alias untied: not our layout's doing
+        if key in state and key != "encoder.embed_tokens.weight":
+            assert tensor.device.type != "meta", f"{name}.{key} was not loaded"
+            assert torch.equal(tensor, state[key]), f"{name}.{key}"
+
+
+def test_all_in_one_files_load_with_diffusers_own_single_file_loaders(pipes, tmp_path):
+    """diffusers reads our all-in-one layout as it reads ComfyUI's: the whole SD 3.5
+    pipeline, and Flux's VAE and T5 (its Flux transformer converter needs the real width)."""
+    from diffusers import AutoencoderKL, StableDiffusion3Pipeline
+    from diffusers.loaders.single_file_utils import create_diffusers_t5_model_from_checkpoint
+    from safetensors.torch import load_file
+    from transformers import T5EncoderModel
+
+    from modelkit.flux_sd3_files import write_all_in_one, write_config_folder
+
+    sd3 = pipes["medium"]
+    path = write_all_in_one(sd3, tmp_path / "sd3.safetensors", dtype=torch.float32)
+    config = write_config_folder(sd3, tmp_path / "sd3.config")
+    loaded = StableDiffusion3Pipeline.from_single_file(
+        str(path),
+        config=str(config),
+        local_files_only=True,
+        tokenizer=sd3.tokenizer,
+        tokenizer_2=sd3.tokenizer_2,
+        tokenizer_3=sd3.tokenizer_3,
+    )
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+        _assert_equal_modules(getattr(loaded, name), getattr(sd3, name), name)
+
+    flux = pipes["dev"]
+    path = write_all_in_one(flux, tmp_path / "flux.safetensors", dtype=torch.float32)
+    config = write_config_folder(flux, tmp_path / "flux.config")
+    vae = AutoencoderKL.from_single_file(
+        str(path), config=str(config), subfolder="vae", local_files_only=True
+    )
+    _assert_equal_modules(vae, flux.vae, "vae")
+    t5 = create_diffusers_t5_model_from_checkpoint(
+        T5EncoderModel, load_file(str(path)), subfolder="text_encoder_2", config=str(config)
+    )
+    _assert_equal_modules(t5, flux.text_encoder_2, "text_encoder_2")

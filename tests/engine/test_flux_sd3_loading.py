@@ -204,9 +204,10 @@ def test_a_transformer_of_another_architecture_is_refused(library, cpu):
         load_model(wrong, cpu)
 
 
-def test_scaled_fp8_files_are_unscaled(models, tmp_path):
-    """ComfyUI's t5xxl_fp8_e4m3fn_scaled and scaled fp8 transformers: each matrix is
-    multiplied back by its scale_weight (unscaled, the weights would be ~1000x off)."""
+def test_fp8_and_scaled_fp8_files_are_upcast(models, tmp_path):
+    """t5xxl_fp8_e4m3fn, ComfyUI's t5xxl_fp8_e4m3fn_scaled and scaled fp8 transformers:
+    upcast, each scaled matrix multiplied back by its scale_weight (without, the weights
+    would be ~1000x off)."""
     from kd_server import component_files as files
     from modelkit.flux_sd3_files import write_text_encoder, write_transformer
 
@@ -217,6 +218,10 @@ def test_scaled_fp8_files_are_unscaled(models, tmp_path):
     expected = pipe.text_encoder_2.state_dict()
     for key, tensor in t5.state_dict().items():
         assert torch.allclose(tensor, expected[key], rtol=1 / 8, atol=1e-3), key
+    plain = write_text_encoder(pipe, "t5xxl", tmp_path / "t5_fp8.safetensors", fp8=True)
+    t5 = files.load_t5(files.read_tensors(plain), config, "text_encoder_2", torch.float32, "t5")
+    for key, tensor in t5.state_dict().items():
+        assert torch.allclose(tensor, expected[key], rtol=1 / 8, atol=2e-3), key
     path = write_transformer(pipe, tmp_path / "flux_scaled.safetensors", scaled=True)
     transformer = files.load_transformer(path, "flux", config, torch.float32)
     expected = pipe.transformer.state_dict()
