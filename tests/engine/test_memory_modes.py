@@ -82,6 +82,21 @@ def test_the_auto_choice_over_cards_and_models(free, size, expected):
             assert f"{mode.value} would need" in choice.reason
 
 
+def test_the_table_in_docs_memory():
+    """docs/memory.md, "The auto choice": the same grid, cell by cell."""
+    grid = {
+        CARD_6: "full fp8 sequential-offload sequential-offload sequential-offload "
+        "sequential-offload",
+        CARD_8: "full vae-tiling sequential-offload sequential-offload sequential-offload "
+        "sequential-offload",
+        CARD_12: "full full sequential-offload sequential-offload sequential-offload model-offload",
+        CARD_24: "full full fp8 fp8 vae-tiling full",
+    }
+    models = (SD15, SDXL, FLUX_FP16, FLUX_FP8, FLUX_Q8, FLUX_Q4)
+    for free, row in grid.items():
+        assert [choose(free, size, "cuda").mode.value for size in models] == row.split()
+
+
 def test_the_choice_off_cuda_and_without_facts():
     assert choose(None, SDXL, "cpu").mode is M.FULL
     assert "CPU" in choose(None, SDXL, "cpu").reason
