@@ -140,6 +140,7 @@ class TaskSpec:
             "num_inference_steps": sampling.steps,
             "num_images_per_prompt": sampling.batch_size,
             **guidance_arguments(request, None if family is None else family.info),
+            **text_arguments(family),
             **prepared.kwargs,
         }
 
@@ -210,6 +211,16 @@ def guidance_arguments(request: GenerationRequest, info: FamilyInfo | None) -> d
         }
     guidance = distilled_guidance(request, info.family)
     return {} if guidance is None else {"guidance_scale": guidance}
+
+
+#: T5 tokens Flux.1 schnell was distilled with (its model card runs it so; dev and Fill:
+#: 512, diffusers' default for every Flux pipeline)
+SCHNELL_T5_TOKENS = 256
+
+
+def text_arguments(family: Family | None) -> dict[str, Any]:
+    """How long the T5 prompt is, where the family's default differs from diffusers'."""
+    return {"max_sequence_length": SCHNELL_T5_TOKENS} if family is Family.FLUX_SCHNELL else {}
 
 
 def check_family(request: GenerationRequest, family: Family) -> None:
