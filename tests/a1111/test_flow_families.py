@@ -1,6 +1,7 @@
 """Flux.1 dev and SD 3.5 medium over the wire, on a real server (uvicorn in this
 process, the real engine on CPU) with tiny checkpoints in A1111's folders: listed in
-`/sdapi/v1/sd-models`, Forge's `distilled_cfg_scale` as Flux's guidance, and a v1 job
+`/sdapi/v1/sd-models`, Forge's `distilled_cfg_scale` as Flux's guidance (txt2img, img2img,
+inpaint), and a v1 job
 on Flux with its progress and previews in the event stream."""
 
 from __future__ import annotations
@@ -91,3 +92,34 @@ def test_a_flux_job_over_v1_streams_progress_and_previews(flow_server: LiveServe
     with Image.open(io.BytesIO(png)) as image:
         assert image.size == (96, 64)
         assert "Distilled CFG Scale: 2," in image.info["parameters"]
+
+
+def test_img2img_and_inpaint_on_flux(flow_server: LiveServer) -> None:
+    picture = Image.linear_gradient("L").resize((96, 64)).convert("RGB")
+    mask = Image.new("L", (96, 64), 0)
+    mask.paste(255, (32, 16, 64, 48))
+    encoded = []
+    for image in (picture, mask):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    body = {
+        "prompt": "a fox in snow",
+        "init_images": [encoded[0]],
+        "denoising_strength": 0.7,
+        "width": 96,
+        "height": 64,
+        "steps": 3,
+        "seed": 5,
+        "sampler_name": "Euler",
+        "distilled_cfg_scale": 4,
+        "override_settings": {"sd_model_checkpoint": FLUX},
+    }
+    for extra in ({}, {"mask": encoded[1]}):
+        response = flow_server.post("/sdapi/v1/img2img", json={**body, **extra})
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        text = json.loads(answer["info"])["infotexts"][0]
+        assert "Distilled CFG Scale: 4," in text and "Denoising strength: 0.7" in text
+        with Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))) as result:
+            assert result.size == (96, 64)
