@@ -72,11 +72,26 @@ class LoadedModel:
             return self.base
         cached = self._variants.get(wanted)
         if cached is None:
-            # from_pipe casts to float32 unless told the dtype: the shared weights stay as loaded
-            cached = wanted.from_pipe(self.base, dtype=self.base.dtype)
+            if self.info.is_transformer:
+                cached = _sharing(wanted, self.base)
+            else:
+                # from_pipe casts to float32 unless told the dtype: the weights stay as loaded
+                cached = wanted.from_pipe(self.base, dtype=self.base.dtype)
             cached.set_progress_bar_config(disable=True)
             self._variants[wanted] = cached
         return cached
+
+
+def _sharing(wanted: Any, base: Any) -> Any:
+    """A Flux / SD 3.5 pipeline of class `wanted` on `base`'s modules, as they are.
+
+    Not `from_pipe`: it casts every module to one dtype afterwards, which a GGUF
+    transformer refuses, and which would undo a float8-stored transformer and T5's
+    float32 layers under float16. These pipelines take nothing but their modules.
+    """
+    expected, _ = wanted._get_signature_keys(wanted)
+    modules = base.components
+    return wanted(**{name: modules.get(name) for name in expected})
 
 
 def _config_dir(entry: ModelEntry, info: FamilyInfo) -> Path:

@@ -283,3 +283,35 @@ def test_t5_keeps_its_feed_forward_outputs_in_float32_under_float16(models):
     t5 = files.load_t5(tensors, config, "text_encoder_2", torch.float16, "t5xxl")
     assert t5.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
     assert t5.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16
+
+
+def test_task_pipelines_share_the_transformer_as_loaded(library, cpu):
+    """img2img / inpaint pipelines reuse the loaded modules without casting them: a GGUF
+    transformer stays quantised, a float8-stored one stays float8 (from_pipe would cast)."""
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+    from PIL import Image
+
+    from kd_server.generation import Task
+    from kd_server.loading import load_model
+    from kd_server.memory_modes import MemoryMode
+
+    gguf = load_model(_entry(library, "flux1-dev-tiny-Q8_0.gguf"), cpu)
+    fp8 = load_model(_entry(library, "sd3.5_medium-tiny"), cpu, mode=MemoryMode.FP8)
+    for loaded in (gguf, fp8):
+        for task in (Task.IMG2IMG, Task.INPAINT):
+            pipe = loaded.pipeline_for(task)
+            assert pipe is not loaded.base and pipe.transformer is loaded.base.transformer
+    assert isinstance(gguf.base.transformer.transformer_blocks[0].attn.to_q.weight, GGUFParameter)
+    weight = fp8.base.transformer.transformer_blocks[0].attn.to_q.weight
+    assert weight.dtype == torch.float8_e4m3fn
+    picture = fp8.pipeline_for(Task.IMG2IMG)(
+        prompt="a fox",
+        image=Image.new("RGB", (64, 64), (30, 120, 60)),
+        strength=0.6,
+        height=64,
+        width=64,
+        num_inference_steps=2,
+        max_sequence_length=32,
+        output_type="np",
+    ).images[0]
+    assert picture.shape == (64, 64, 3) and weight.dtype == torch.float8_e4m3fn
