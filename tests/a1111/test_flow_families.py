@@ -1,8 +1,8 @@
 """Flux.1 dev and SD 3.5 medium over the wire, on a real server (uvicorn in this
 process, the real engine on CPU) with tiny checkpoints in A1111's folders: listed in
-`/sdapi/v1/sd-models`, Forge's `distilled_cfg_scale` as Flux's guidance (txt2img, img2img,
-inpaint), and a v1 job
-on Flux with its progress and previews in the event stream."""
+`/sdapi/v1/sd-models`, Forge's `distilled_cfg_scale` as Flux's guidance (txt2img,
+img2img, inpaint), and a v1 job on Flux with its progress and previews in the event
+stream."""
 
 from __future__ import annotations
 
