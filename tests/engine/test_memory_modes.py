@@ -166,6 +166,14 @@ def _tiny_flux():
     return pipe
 
 
+def _tiny_sd35():
+    from modelkit.flux_sd3 import build_tiny_sd35
+
+    pipe = build_tiny_sd35("medium")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _run(pipe, size):
     generator = torch.Generator("cpu").manual_seed(3)
     kwargs = {"guidance_scale": 3.5} if hasattr(pipe, "transformer") else {}
@@ -180,7 +188,9 @@ def _run(pipe, size):
     ).images
 
 
-@pytest.mark.parametrize("build", [_tiny_sd, _tiny_flux], ids=["sd15", "flux-dev"])
+@pytest.mark.parametrize(
+    "build", [_tiny_sd, _tiny_flux, _tiny_sd35], ids=["sd15", "flux-dev", "sd35-medium"]
+)
 def test_every_mode_but_sequential_runs_on_the_cpu(build):
     """Down the ladder on one loaded pipeline, in place (as the engine moves a model
     down after running out of memory), each mode's picture close to full's."""
