@@ -25,11 +25,15 @@ A prompt without any syntax that fits in 75 tokens gives exactly the tensors dif
 `encode_prompt` gives (no weighting arithmetic is done when all weights are 1), so
 plain prompts make the same pictures they made before this module existed.
 
-Flux and SD 3.5 read their prompts mostly through T5, which reads whole sentences
-(up to 512 tokens for Flux, 256 for SD 3.5) and was never trained on A1111's weights.
-For them the syntax is read and taken out (`plain_text`): the parentheses, brackets and
-weights go, the words stay; `BREAK` becomes a space; the pipeline's own
-`encode_prompt` then encodes the plain text with every encoder (docs/prompts.md).
+Flux and SD 3.5 read their prompts mostly through T5, which reads whole sentences (up
+to 512 tokens for Flux, 256 for SD 3.5) in one piece: there are no chunks and `BREAK`
+is a space. Their weights act on T5, as Forge's T5 engine applies them: each fragment
+is tokenized on its own, the T5 output of each token is multiplied by its weight and
+the whole is rescaled to its unweighted mean (`emphasize`, as above). The CLIP
+encoders (Flux: its pooled vector only; SD 3.5: CLIP-L and CLIP-G) read the plain text
+(`plain_text`: brackets and weights out, words kept). A prompt without weights goes
+through the pipeline's own `encode_prompt` as plain text, exactly as diffusers encodes
+it (docs/prompts.md).
 """
 
 from __future__ import annotations
@@ -337,10 +341,106 @@ def plain_text(prompt: str) -> str:
     return " ".join("".join(parts).split())
 
 
-def reads_plain_text(pipe: Any) -> bool:
-    """Whether the pipeline is a transformer one (Flux, SD 3.5) whose prompts are read
-    as plain text (see the module docstring)."""
+def reads_t5(pipe: Any) -> bool:
+    """Whether the pipeline is a transformer one (Flux, SD 3.5) whose prompt T5 reads
+    (see the module docstring)."""
     return getattr(pipe, "transformer", None) is not None
+
+
+def is_weighted(prompt: str) -> bool:
+    return any(
+        isinstance(piece, Fragment) and piece.weight != 1.0 for piece in parse_emphasis(prompt)
+    )
+
+
+@torch.no_grad()
+def weighted_t5(tokenizer: Any, encoder: Any, prompt: str, length: int) -> torch.Tensor:
+    """T5's output [1, length, width] for the prompt with its weights: the fragments'
+    tokens in a row, the end token, padding to `length` (as the pipelines pad), each
+    position's output times its weight, rescaled to the unweighted mean."""
+    ids: list[int] = []
+    weights: list[float] = []
+    for piece in parse_emphasis(prompt):
+        if isinstance(piece, Fragment) and piece.text.strip():
+            tokens = tokenizer(piece.text, add_special_tokens=False, truncation=False)
+            ids += [int(i) for i in tokens["input_ids"]]
+            weights += [piece.weight] * len(tokens["input_ids"])
+    ids, weights = ids[: length - 1], weights[: length - 1]
+    padding = length - len(ids) - 1
+    ids += [tokenizer.eos_token_id, *[tokenizer.pad_token_id] * padding]
+    weights += [1.0] * (padding + 1)
+    hidden = encoder(torch.tensor([ids], device=encoder.device), output_hidden_states=False)[0]
+    return emphasize(hidden, weights).to(dtype=encoder.dtype)
+
+
+def flux_prompt_arguments(pipe: Any, prompt: str, count: int, length: int) -> dict[str, Any]:
+    """A weighted prompt's Flux arguments: T5 weighted, CLIP's pooled vector of the
+    plain text, both for `count` images (given embeddings are not repeated by the
+    pipeline, so they are repeated here and it makes one image per embedding)."""
+    pooled = pipe._get_clip_prompt_embeds(prompt=plain_text(prompt), num_images_per_prompt=count)
+    embeds = weighted_t5(pipe.tokenizer_2, pipe.text_encoder_2, prompt, length)
+    return {
+        "prompt_embeds": embeds.repeat(count, 1, 1),
+        "pooled_prompt_embeds": pooled,
+        "num_images_per_prompt": 1,
+    }
+
+
+def _sd3_side(pipe: Any, prompt: str, count: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One prompt's SD 3 embeddings as its `encode_prompt` lays them out: CLIP-L and
+    CLIP-G side by side, padded to T5's width, then T5's positions after them; the
+    pooled vectors of both CLIPs side by side."""
+    plain = plain_text(prompt)
+    clip_l, pooled_l = pipe._get_clip_prompt_embeds(
+        prompt=plain, num_images_per_prompt=count, clip_model_index=0
+    )
+    clip_g, pooled_g = pipe._get_clip_prompt_embeds(
+        prompt=plain, num_images_per_prompt=count, clip_model_index=1
+    )
+    clip = torch.cat([clip_l, clip_g], dim=-1)
+    t5 = weighted_t5(pipe.tokenizer_3, pipe.text_encoder_3, prompt, length)
+    t5 = t5.to(device=clip.device, dtype=clip.dtype).repeat(count, 1, 1)
+    clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+    return torch.cat([clip, t5], dim=-2), torch.cat([pooled_l, pooled_g], dim=-1)
+
+
+def sd3_prompt_arguments(
+    pipe: Any, prompt: str, negative_prompt: str, count: int, length: int
+) -> dict[str, Any]:
+    """A weighted SD 3 prompt (or negative prompt): both sides as embeddings."""
+    embeds, pooled = _sd3_side(pipe, prompt, count, length)
+    negative, negative_pooled = _sd3_side(pipe, negative_prompt, count, length)
+    return {
+        "prompt_embeds": embeds,
+        "pooled_prompt_embeds": pooled,
+        "negative_prompt_embeds": negative,
+        "negative_pooled_prompt_embeds": negative_pooled,
+        "num_images_per_prompt": 1,
+    }
+
+
+def t5_prompt_arguments(
+    pipe: Any, arguments: dict[str, Any], prompt: str, negative_prompt: str
+) -> dict[str, Any]:
+    """The prompt arguments of a Flux or SD 3.5 pipeline (see the module docstring)."""
+    rest = {key: value for key, value in arguments.items() if key != "negative_prompt"}
+    uses_negative = "negative_prompt" in arguments  # SD 3.5; Flux runs without one
+    weighted = is_weighted(prompt) or (uses_negative and is_weighted(negative_prompt))
+    # an SD 3 pipeline loaded without T5 has nothing to weight: diffusers pads zeros
+    without_t5 = uses_negative and getattr(pipe, "text_encoder_3", None) is None
+    if not weighted or without_t5:
+        plain = {"prompt": plain_text(prompt)}
+        if uses_negative:
+            plain["negative_prompt"] = plain_text(negative_prompt)
+        return {**rest, **plain}
+    count = int(rest.pop("num_images_per_prompt", 1) or 1)
+    if uses_negative:
+        length = int(rest.get("max_sequence_length", 256))
+        encoded = sd3_prompt_arguments(pipe, prompt, negative_prompt, count, length)
+    else:
+        length = int(rest.get("max_sequence_length", 512))
+        encoded = flux_prompt_arguments(pipe, prompt, count, length)
+    return {**rest, **encoded}
 
 
 def with_prompt_embeddings(
@@ -361,10 +461,9 @@ def with_prompt_embeddings(
     # never sees them (A1111 removes them too)
     prompt = strip_networks(rest.pop("prompt"))
     negative_prompt = strip_networks(rest.pop("negative_prompt", None) or "")
-    if reads_plain_text(pipe):
-        plain = {"prompt": plain_text(prompt)}
-        if "negative_prompt" in arguments:  # SD 3.5; Flux runs without one
-            plain["negative_prompt"] = plain_text(negative_prompt)
-        return {**rest, **plain}
+    if reads_t5(pipe):
+        if "negative_prompt" in arguments:
+            rest["negative_prompt"] = negative_prompt
+        return t5_prompt_arguments(pipe, rest, prompt, negative_prompt)
     encoded = prompt_arguments(pipe, prompt, negative_prompt, clip_skip, embeddings)
     return {**rest, **encoded}

@@ -268,3 +268,34 @@ def test_schnell_and_sd35_turbo_are_fast_modes() -> None:
     assert turbo is not None and (turbo.sampler, turbo.steps, turbo.cfg_scale) == ("Euler", 4, 1.0)
     lightning = mode_from_text("sdxl_lightning_4step", "name")
     assert family_fast_mode(Family.SDXL, lightning) == lightning
+
+
+def test_t5_reads_the_weights_as_forge_does() -> None:
+    from kd_server.prompt_encoding import emphasize, weighted_t5
+    from modelkit.flux_sd3 import build_tiny_flux
+
+    pipe = build_tiny_flux("dev")
+    tokenizer, encoder = pipe.tokenizer_2, pipe.text_encoder_2
+    plain = weighted_t5(tokenizer, encoder, "a snowy (fox:1.0)", 16)  # weights 1: as is
+    weighted = weighted_t5(tokenizer, encoder, "a snowy (fox:1.5)", 16)
+    first = len(tokenizer("a snowy ", add_special_tokens=False)["input_ids"])
+    second = len(tokenizer("fox", add_special_tokens=False)["input_ids"])
+    weights = [1.0] * first + [1.5] * second + [1.0] * (16 - first - second)
+    assert weighted.shape == plain.shape == (1, 16, encoder.config.d_model)
+    assert (weighted - emphasize(plain, weights)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("model", ["tiny-flux-dev", "tiny-sd35-medium"])
+def test_weights_change_flux_and_sd35_pictures(flow_engine, model: str) -> None:
+    def made(prompt: str, batch: int = 1) -> list[np.ndarray]:
+        job = request(model, prompt=prompt, batch_size=batch, negative_prompt="")
+        return [pixels(image.image) for image in flow_engine.generate(job)]
+
+    (plain,) = made("a red fox in snow")
+    (neutral,) = made("a (red fox:1.0) in snow BREAK")  # no weight: the plain text
+    (weighted,) = made("a (red fox:1.8) in snow")
+    assert np.array_equal(plain, neutral)
+    assert np.abs(weighted - plain).max() > 0
+    batch = made("a (red fox:1.8) in snow", batch=2)
+    assert len(batch) == 2  # one image per seed, the first the single one's (up to the
+    assert np.abs(batch[0] - weighted).max() <= 2  # rounding of batched arithmetic)
