@@ -89,6 +89,13 @@ class Engine:
         # the server's memory mode (kd_server.memory_modes); None/"auto": chosen per model
         # from the free GPU memory and its size. Jobs may ask for another.
         self.memory_mode = memory_modes.parse(memory_mode)
+        if self.memory_mode is not None:
+            why = memory_modes.applicable(self.memory_mode, None, self.device.device.type)
+            if why is not None:
+                raise memory_modes.UnknownMemoryMode(
+                    f"memory_mode {self.memory_mode.value} cannot run on {self.device.name}: "
+                    f"{why}; use auto or another mode (docs/memory.md)."
+                )
         self._modes: dict[str, memory_modes.Choice] = {}  # loaded model -> its mode, why
         self.cache_size = max(1, cache_size)
         self.speed = speed  # optional speed-ups applied at load time (kd_server.speed)

@@ -80,7 +80,8 @@ NAMES: tuple[str, ...] = tuple(mode.value for mode in LADDER)
 
 
 class UnknownMemoryMode(ValueError):
-    """A memory mode name that is not one of `NAMES` (nor "auto")."""
+    """A memory mode name that is not one of `NAMES` (nor "auto"), or a mode the
+    server's device cannot run."""
 
 
 def parse(text: str | None) -> MemoryMode | None:

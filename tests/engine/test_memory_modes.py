@@ -343,6 +343,8 @@ def test_modes_that_cannot_run_are_refused_before_the_job():
             cpu.generate(_job(memory_mode=mode))
     with pytest.raises(UnknownMemoryMode):
         Engine(ModelLibrary([]), device="cpu", memory_mode="fast")
+    with pytest.raises(UnknownMemoryMode, match="sequential-offload cannot run on cpu"):
+        Engine(ModelLibrary([]), device="cpu", memory_mode="sequential-offload")
     assert Engine(ModelLibrary([]), device="cpu", memory_mode="fp8").memory_mode is M.FP8
 
 
