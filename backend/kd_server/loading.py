@@ -72,26 +72,30 @@ class LoadedModel:
             return self.base
         cached = self._variants.get(wanted)
         if cached is None:
-            if self.info.is_transformer:
-                cached = _sharing(wanted, self.base)
-            else:
-                # from_pipe casts to float32 unless told the dtype: the weights stay as loaded
-                cached = wanted.from_pipe(self.base, dtype=self.base.dtype)
+            cached = _sharing(wanted, self.base)
             cached.set_progress_bar_config(disable=True)
             self._variants[wanted] = cached
         return cached
 
 
 def _sharing(wanted: Any, base: Any) -> Any:
-    """A Flux / SD 3.5 pipeline of class `wanted` on `base`'s modules, as they are.
+    """A pipeline of class `wanted` on `base`'s modules as they are, with `base`'s
+    settings (requires_safety_checker, force_zeros_for_empty_prompt, ...).
 
-    Not `from_pipe`: it casts every module to one dtype afterwards, which a GGUF
-    transformer refuses, and which would undo a float8-stored transformer and T5's
-    float32 layers under float16. These pipelines take nothing but their modules.
+    What `from_pipe` does, without the cast of every module it ends with: a GGUF
+    transformer refuses that cast, a float8-stored denoiser (fp8 memory mode) would
+    come back in 16 bits for a moment (the whole model on the GPU: out of memory), and
+    T5's float32 layers would go float16.
     """
-    expected, _ = wanted._get_signature_keys(wanted)
+    required, optional = wanted._get_signature_keys(wanted)
     modules = base.components
-    return wanted(**{name: modules.get(name) for name in expected})
+    arguments = {name: modules.get(name) for name in required}
+    for name in optional:
+        if name in modules:
+            arguments[name] = modules[name]
+        elif name in base.config:
+            arguments[name] = base.config[name]
+    return wanted(**arguments)
 
 
 def _config_dir(entry: ModelEntry, info: FamilyInfo) -> Path:

@@ -315,3 +315,19 @@ def test_task_pipelines_share_the_transformer_as_loaded(library, cpu):
         output_type="np",
     ).images[0]
     assert picture.shape == (64, 64, 3) and weight.dtype == torch.float8_e4m3fn
+
+
+def test_sd_task_pipelines_keep_a_float8_unet_and_their_settings(cpu):
+    """The same for SD 1.5 (the embedded model): the UNet stays float8 under the fp8
+    memory mode, and the variant keeps the loaded pipeline's settings."""
+    from kd_server.generation import Task
+    from kd_server.library import EMBEDDED_ENTRY
+    from kd_server.loading import load_model
+    from kd_server.memory_modes import MemoryMode
+
+    loaded = load_model(EMBEDDED_ENTRY, cpu, mode=MemoryMode.FP8)
+    for task in (Task.IMG2IMG, Task.INPAINT):
+        pipe = loaded.pipeline_for(task)
+        assert pipe.unet is loaded.base.unet and pipe.scheduler is loaded.base.scheduler
+        assert pipe.config.requires_safety_checker is False and pipe.safety_checker is None
+    assert loaded.base.unet.conv_in.weight.dtype == torch.float8_e4m3fn
