@@ -267,7 +267,11 @@ class JobRequest(_Strict):
     )
     steps: int = Field(20, ge=1, le=150, description="Denoising steps, 1..150.")
     cfg_scale: float = Field(
-        7.0, ge=0, le=30, allow_inf_nan=False, description="Prompt guidance, 0..30."
+        7.0,
+        ge=0,
+        le=30,
+        allow_inf_nan=False,
+        description="Prompt guidance (CFG), 0..30; Flux ignores it (see `guidance`).",
     )
     guidance: float | None = Field(
         None,
@@ -275,7 +279,9 @@ class JobRequest(_Strict):
         le=30,
         allow_inf_nan=False,
         description="(since 6) Flux's distilled guidance (families with `guidance` in "
-        "`/v1/models`); null = the family's default (3.5).",
+        "`/v1/models`: Flux.1 dev and Fill); null = the family's default (dev 3.5, Fill "
+        "30). Refused for other families. Flux ignores `cfg_scale` and `negative_prompt` "
+        "(docs/models.md, 'Settings per family').",
     )
     memory_mode: str | None = Field(
         None,
