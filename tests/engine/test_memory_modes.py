@@ -387,6 +387,15 @@ def test_the_setting_flag_and_environment(tmp_path, monkeypatch):
     assert args.memory_mode == "sequential-offload"
 
 
+def test_a_server_setting_the_device_cannot_run_stops_it_with_the_reason():
+    from kd_server.api.app import create_app
+    from kd_server.config import ConfigError, Settings
+
+    settings = Settings(device="cpu", memory_mode="sequential-offload", state_dir=None)
+    with pytest.raises(ConfigError, match="sequential-offload cannot run on cpu"):
+        create_app(settings)
+
+
 # -- Flux through the library: split files, fp8 and GGUF transformers ---------------
 
 

@@ -121,6 +121,7 @@ def _engines(settings: Settings, library: Any) -> tuple[EngineLike, Executor | N
     from kd_server.executors.local import device_list, worker_names
     from kd_server.executors.processes import ProcessWorker
     from kd_server.executors.stream import ReplicaConfig
+    from kd_server.memory_modes import UnknownMemoryMode
     from kd_server.speed import SpeedOptions
 
     if settings.ray_address:
@@ -130,13 +131,16 @@ def _engines(settings: Settings, library: Any) -> tuple[EngineLike, Executor | N
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if len(devices) == 1:
-        engine = Engine(
-            library,
-            device=devices[0],
-            cache_size=settings.cache_size,
-            speed=SpeedOptions.from_names(settings.speedups),
-            memory_mode=settings.memory_mode,
-        )
+        try:
+            engine = Engine(
+                library,
+                device=devices[0],
+                cache_size=settings.cache_size,
+                speed=SpeedOptions.from_names(settings.speedups),
+                memory_mode=settings.memory_mode,
+            )
+        except UnknownMemoryMode as exc:  # a mode this device cannot run
+            raise ConfigError(str(exc)) from exc
         return engine, None
     # Several devices: one worker process each (threads would share the GIL); the
     # engine here only checks requests and preprocesses, on the CPU.
