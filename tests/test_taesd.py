@@ -35,7 +35,8 @@ def test_decoders_are_found_checked_and_chosen_per_family(tmp_path: Path) -> Non
     assert found[("taesd_decoder", "vae_approx")].family is Family.SD15
     refused = [d for d in library.preview_decoders() if d.path.suffix == ".pth"]
     assert len(refused) == 1 and not refused[0].usable and "convert" in refused[0].reason
-    assert "SD3 or Flux" in found[("taesd3_decoder", "vae_approx")].reason
+    # an SD 3 decoder reads SD 3's 16 latent channels: this 4-channel one is refused
+    assert "SD 3 and 3.5 latents have 16" in found[("taesd3_decoder", "vae_approx")].reason
     assert "encoder" in found[("taesd_encoder", "vae_approx")].reason
     assert "Not a TAESD decoder" in found[("taesd_other", "vae_approx")].reason
     assert ("readme", "vae_approx") not in found

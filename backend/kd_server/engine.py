@@ -55,6 +55,7 @@ from kd_server.samplers import (
 )
 from kd_server.speed import SpeedOptions, unfuse_for_lora
 from kd_server.taesd import PreviewDecoders, decode_preview
+from kd_server.taesd_files import latent_family
 from kd_server.tasks import Prepared, TaskSpec, spec_for
 from kd_server.tasks.base import check_family, invalid
 from kd_server.upscale.models import LoadedUpscaler, UpscalerRuntime, enlarge
@@ -543,7 +544,9 @@ class Engine:
     ) -> _StepReporter:
         previews = None
         if on_preview is not None and request.preview_every > 0:
-            decoder = self._preview_decoders.module_for(self.library.preview_decoder(model.family))
+            decoder = self._preview_decoders.module_for(
+                self.library.preview_decoder(latent_family(model.family))
+            )
             decode: Decode | None = None
             if decoder is not None:
                 decode = partial(decode_preview, decoder)

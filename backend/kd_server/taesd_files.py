@@ -5,8 +5,9 @@ sharp picture at a fraction of a VAE decode, so step previews look like the resu
 instead of the colour blur of the latent map. Artists who use ComfyUI or A1111 often
 have one already: ComfyUI keeps `taesd_decoder` and `taesdxl_decoder` in
 `models/vae_approx`, A1111 downloads them to `models/VAE-taesd`. They are found by
-name, as those programs find them (`taesd_*` = SD 1.5, `taesdxl_*` = SDXL), and
-checked from the safetensors header alone. Pickle files (`.pth`, the form ComfyUI's
+name, as those programs find them (`taesd_*` = SD 1.5, `taesdxl_*` = SDXL, `taesd3_*` =
+SD 3 / 3.5, `taef1_*` = Flux.1; the last two read 16-channel latents), and checked
+from the safetensors header alone. Pickle files (`.pth`, the form ComfyUI's
 readme links to) are listed as refused, with the one-line conversion.
 
 The key layout is read here without torch: the original decoder (an `nn.Sequential`
@@ -21,21 +22,36 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd_server.families import Family
+from kd_server.families import Architecture, Family
 
 #: Relative to a configured model folder: ours and ComfyUI's, then A1111's.
 DECODER_SUBDIRS = ("vae_approx", "models/vae_approx", "VAE-taesd", "models/VAE-taesd")
 SAFETENSORS = ".safetensors"
 PICKLES = (".pth", ".pt", ".ckpt", ".bin")
 
-#: Name prefix -> the family whose latents the decoder reads, longest first.
-_PREFIXES = (("taesdxl", Family.SDXL), ("taesd3", None), ("taef1", None), ("taesd", Family.SD15))
+#: Name prefix -> the family whose latents the decoder reads, longest first. Every Flux
+#: family shares Flux.1 dev's latent space and every SD 3.5 one SD 3.5 large's
+#: (`latent_family`).
+_PREFIXES = (
+    ("taesdxl", Family.SDXL),
+    ("taesd3", Family.SD35_LARGE),
+    ("taef1", Family.FLUX_DEV),
+    ("taesd", Family.SD15),
+)
 
 #: DecoderTiny's layout: 4 stages of (3, 3, 3, 1) blocks; layer 0 is the input conv,
 #: layer 18 the output conv to RGB.
 FIRST_CONV = "layers.0.weight"
 LAST_CONV = "layers.18.weight"
 LATENT_CHANNELS = 4
+
+#: How a refusal names the latents a decoder was expected to read.
+_LATENTS_LABEL = {
+    Family.SD15: "SD 1.5",
+    Family.SDXL: "SDXL",
+    Family.SD35_LARGE: "SD 3 and 3.5",
+    Family.FLUX_DEV: "Flux.1",
+}
 
 _ORIGINAL_KEY = re.compile(r"^(\d+)\.(.+)$")
 _DIFFUSERS_KEY = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
@@ -64,8 +80,20 @@ def decoder_key(key: str) -> str | None:
     return None
 
 
-def layout_problem(shapes: dict[str, tuple[int, ...]]) -> str | None:
-    """Why these tensors are not a TAESD decoder for SD 1.5/SDXL latents, or None."""
+def latent_family(family: Family) -> Family:
+    """The family whose TAESD decoder reads `family`'s latents (`_PREFIXES`): Flux.1
+    schnell and Fill share dev's VAE, SD 3.5 medium large's; inpaint models their base's."""
+    info = family.info
+    if info.architecture is Architecture.FLUX:
+        return Family.FLUX_DEV
+    if info.architecture is Architecture.SD3:
+        return Family.SD35_LARGE
+    return info.base
+
+
+def layout_problem(shapes: dict[str, tuple[int, ...]], family: Family | None = None) -> str | None:
+    """Why these tensors are not a TAESD decoder for `family`'s latents (None: SD 1.5
+    and SDXL's), or None."""
     mapped = {decoder_key(key): shape for key, shape in shapes.items()}
     first, last = mapped.get(FIRST_CONV), mapped.get(LAST_CONV)
     if first is None or last is None or len(first) != 4 or len(last) != 4:
@@ -73,10 +101,12 @@ def layout_problem(shapes: dict[str, tuple[int, ...]]) -> str | None:
             "Not a TAESD decoder: the tensor names are not those of taesd_decoder "
             "(1.weight ... 19.bias) or of diffusers' AutoencoderTiny (decoder.layers.*)."
         )
-    if first[1] != LATENT_CHANNELS or last[0] != 3:
+    channels = LATENT_CHANNELS if family is None else family.info.latent_channels
+    if first[1] != channels or last[0] != 3:
+        which = "SD 1.5 and SDXL" if family is None else _LATENTS_LABEL.get(family, "")
         return (
-            f"This decoder reads {first[1]}-channel latents; SD 1.5 and SDXL latents "
-            f"have {LATENT_CHANNELS} (it is for another model family)."
+            f"This decoder reads {first[1]}-channel latents; {which} latents "
+            f"have {channels} (it is for another model family)."
         )
     return None
 
@@ -86,14 +116,12 @@ def family_of(name: str) -> tuple[Family | None, str | None]:
     lowered = name.lower()
     for prefix, family in _PREFIXES:
         if lowered.startswith(prefix):
-            if family is None:
-                return None, "This TAESD decoder is for SD3 or Flux, which are not supported."
             if "encoder" in lowered and "decoder" not in lowered:
                 return None, "This is a TAESD encoder; previews need the decoder."
             return family, None
     return None, (
-        "Not a TAESD decoder name: previews use files named taesd_decoder (SD 1.5) or "
-        "taesdxl_decoder (SDXL)."
+        "Not a TAESD decoder name: previews use files named taesd_decoder (SD 1.5), "
+        "taesdxl_decoder (SDXL), taesd3_decoder (SD 3.5) or taef1_decoder (Flux.1)."
     )
 
 
@@ -129,7 +157,7 @@ def _examine(folder: Path, path: Path) -> PreviewDecoder:
         reason = "Not a regular file inside its folder (a link elsewhere is not followed)."
     if reason is None:
         try:
-            reason = layout_problem(read_safetensors_header(path))
+            reason = layout_problem(read_safetensors_header(path), family)
         except HeaderError as exc:
             reason = exc.detection.reason
     return PreviewDecoder(name, path, family, reason is None, reason)

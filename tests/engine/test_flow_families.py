@@ -299,3 +299,33 @@ def test_weights_change_flux_and_sd35_pictures(flow_engine, model: str) -> None:
     batch = made("a (red fox:1.8) in snow", batch=2)
     assert len(batch) == 2  # one image per seed, the first the single one's (up to the
     assert np.abs(batch[0] - weighted).max() <= 2  # rounding of batched arithmetic)
+
+
+def test_a_taef1_decoder_makes_the_flux_previews(flow_root: Path, tmp_path: Path) -> None:
+    """A TAESD decoder for Flux (`taef1_decoder`, 16 channels) in ComfyUI's vae_approx
+    decodes every Flux family's previews; here one that paints a flat colour."""
+    import torch
+    from safetensors.torch import save_file
+
+    from kd_server.engine import Engine
+    from kd_server.library import ModelLibrary
+    from kd_server.taesd import build_decoder
+    from modelkit.taesd import original_layout
+
+    decoder = build_decoder(8, latent_channels=16)
+    with torch.no_grad():
+        decoder.layers[-1].weight.zero_()
+        decoder.layers[-1].bias.copy_(torch.tensor([200.0, 40.0, 90.0]) / 255.0)
+    folder = tmp_path / "vae_approx"
+    folder.mkdir()
+    save_file(original_layout(decoder), str(folder / "taef1_decoder.safetensors"))
+    library = ModelLibrary([flow_root, tmp_path])
+    (found,) = library.preview_decoders()
+    assert found.usable and found.family is Family.FLUX_DEV
+    engine = Engine(library, device="cpu")
+    for model in ("tiny-flux-schnell", "tiny-flux-fill"):
+        previews = []
+        engine.generate(request(model, preview_every=2), on_preview=previews.append)
+        colours = {tuple(int(c) for c in p.image.getpixel((3, 3))) for p in previews}
+        assert colours == {(200, 40, 90)}, model
+        assert all(p.image.size == SIZE for p in previews)  # 8x the unpacked latents
