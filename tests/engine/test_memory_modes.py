@@ -366,6 +366,10 @@ def test_the_retry_and_the_modes_over_http(server_factory, engine):
     assert warning["code"] == "memory_mode_lowered"
     assert warning["message"].startswith("Ran out of GPU memory in full mode; retrying in")
     assert kinds.index("warning") < kinds.index("result")
+    body = {"task": "txt2img", "prompt": "a fox", "memory_mode": "turbo"}
+    refused = live.post("/v1/jobs", json=body)
+    assert refused.status_code == 422, refused.text
+    assert "memory_mode: Unknown memory mode 'turbo'" in refused.text
     [memory] = live.get("/v1/health").json()["memory"]
     assert memory["model"] == "tiny-sd15-embedded" and memory["mode"] == "vae-tiling"
     assert memory["reason"] == "ran out of memory in full mode, lowered"

@@ -27,6 +27,8 @@ from kd_server.config import Settings
 from kd_server.events import EventHub
 from kd_server.generation import (
     ControlMode,
+    EngineError,
+    EngineErrorCode,
     GeneratedImage,
     GenerationRequest,
     Preview,
@@ -176,7 +178,15 @@ class Services:
             raise policy.shutting_down()
 
     def check(self, request: GenerationRequest) -> None:
-        """What the engine can refuse without running: model, LoRAs, sampler, inputs."""
+        """What the engine can refuse without running: model, LoRAs, sampler, inputs,
+        and a memory mode of no known name (kd_server.memory_modes; whether the device
+        can run it is the running engine's to say)."""
+        from kd_server.memory_modes import UnknownMemoryMode, parse
+
+        try:
+            parse(request.memory_mode)
+        except UnknownMemoryMode as exc:
+            raise EngineError(EngineErrorCode.INVALID_INPUT, f"memory_mode: {exc}") from exc
         self.engine.check(request)
 
     def auto_sampling(self, request: GenerationRequest, given: Iterable[str]) -> GenerationRequest:
