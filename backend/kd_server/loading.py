@@ -1,8 +1,8 @@
 """Loading checkpoints into warm pipelines, offline.
 
 One set of weights serves every task: the pipeline for txt2img is loaded once and the
-img2img and inpaint pipelines are made from it with `from_pipe`, which shares the
-modules instead of copying them.
+img2img and inpaint pipelines are made from it (`share_pipeline`: diffusers' `from_pipe`
+without its cast), sharing the modules instead of copying them.
 
 `from_single_file` needs a local diffusers config folder, otherwise it asks the hub even
 with `local_files_only=True`. We pass the shipped family config, or a sidecar folder
@@ -72,15 +72,16 @@ class LoadedModel:
             return self.base
         cached = self._variants.get(wanted)
         if cached is None:
-            cached = _sharing(wanted, self.base)
+            cached = share_pipeline(wanted, self.base)
             cached.set_progress_bar_config(disable=True)
             self._variants[wanted] = cached
         return cached
 
 
-def _sharing(wanted: Any, base: Any) -> Any:
+def share_pipeline(wanted: Any, base: Any, **extra: Any) -> Any:
     """A pipeline of class `wanted` on `base`'s modules as they are, with `base`'s
-    settings (requires_safety_checker, force_zeros_for_empty_prompt, ...).
+    settings (requires_safety_checker, force_zeros_for_empty_prompt, ...) and the
+    `extra` modules (a ControlNet pipeline's `controlnet`).
 
     What `from_pipe` does, without the cast of every module it ends with: a GGUF
     transformer refuses that cast, a float8-stored denoiser (fp8 memory mode) would
@@ -88,7 +89,7 @@ def _sharing(wanted: Any, base: Any) -> Any:
     T5's float32 layers would go float16.
     """
     required, optional = wanted._get_signature_keys(wanted)
-    modules = base.components
+    modules = {**base.components, **extra}
     arguments = {name: modules.get(name) for name in required}
     for name in optional:
         if name in modules:

@@ -2,7 +2,7 @@
 arguments; the control modules kept warm between jobs.
 
 One set of base weights serves every job: a ControlNet job runs the task's ControlNet
-pipeline made with `from_pipe` from the loaded checkpoint (sharing its UNet, VAE and
+pipeline made from the loaded checkpoint (`loading.share_pipeline`: sharing its UNet, VAE and
 text encoders) plus the ControlNet modules, which are loaded once and kept while
 jobs keep using them. An IP-Adapter is loaded into the shared UNet's attention layers
 for the jobs that send a reference, and taken out again for the next job that does not.
@@ -271,7 +271,9 @@ class ControlRuntime:
         union = _role(entries[0]) is ControlRole.UNION
         spec = spec_for(request.task)
         cls = spec.control_pipeline_class(model.family, union=union)
-        pipe = cls.from_pipe(model.base, controlnet=_multi(modules, union), dtype=model.base.dtype)
+        from kd_server.loading import share_pipeline
+
+        pipe = share_pipeline(cls, model.base, controlnet=_multi(modules, union))
         pipe.set_progress_bar_config(disable=True)
         images = [self._image(c, dims) for c in controls]
         kwargs: dict[str, Any] = {
