@@ -36,6 +36,8 @@ Tensors = dict[str, Any]
 TRANSFORMER_PREFIXES = ("model.diffusion_model.",)
 TEXT_ENCODER_PREFIX = "text_encoders.{part}.transformer."
 VAE_PREFIXES = ("vae.", "first_stage_model.")
+#: Prefixes of the parts an all-in-one or partial file holds besides the transformer.
+OTHER_PART_PREFIXES = (*VAE_PREFIXES, "text_encoders.", "cond_stage_model.", "conditioner.")
 FP8_DTYPES = tuple(
     getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, name)
 )
@@ -239,6 +241,8 @@ def load_transformer(path: Path, architecture: str, config_dir: Path, dtype: tor
     ``model.diffusion_model.`` part), built with `config_dir`/transformer/config.json.
     GGUF files stay quantised (compute in `dtype`); fp8 files are upcast to `dtype`."""
     tensors = read_tensors(path, TRANSFORMER_PREFIXES)
+    # a bare transformer may share its file with other parts (SAI's files carry the VAE)
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(OTHER_PART_PREFIXES)}
     if not tensors:
         raise PartError(f"{path.name} holds no transformer weights")
     marks = _LAYOUT_MARKS[architecture]

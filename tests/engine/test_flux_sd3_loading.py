@@ -331,3 +331,20 @@ def test_sd_task_pipelines_keep_a_float8_unet_and_their_settings(cpu):
         assert pipe.unet is loaded.base.unet and pipe.scheduler is loaded.base.scheduler
         assert pipe.config.requires_safety_checker is False and pipe.safety_checker is None
     assert loaded.base.unet.conv_in.weight.dtype == torch.float8_e4m3fn
+
+
+def test_a_bare_transformer_beside_its_vae_in_one_file_loads(models, tmp_path):
+    """Partial files (SAI's: the transformer without prefix, the VAE under
+    first_stage_model.): the transformer is read without the other part's tensors."""
+    from safetensors.torch import load_file, save_file
+
+    from kd_server import component_files as files
+
+    pipe = models.pipes["dev"]
+    transformer = load_file(str(models.files["flux1-dev-tiny"]))
+    vae = load_file(str(models.files["flux-vae"]))
+    path = tmp_path / "partial.safetensors"
+    save_file({**transformer, **{f"vae.{k}": v for k, v in vae.items()}}, str(path))
+    config = models.files["flux1-dev-tiny"].with_suffix(".config")
+    loaded = files.load_transformer(path, "flux", config, torch.float32)
+    assert torch.equal(loaded.x_embedder.weight, pipe.transformer.x_embedder.weight)
