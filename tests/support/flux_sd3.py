@@ -19,9 +19,11 @@ The text encoders and VAEs are shared between the transformers as in real life (
 builders seed them alike), so every split transformer pairs with the same parts.
 fp32 files: what a loader reads back equals the in-memory pipeline exactly.
 
-Use the session fixture `tiny_flux_sd3` (tests/conftest.py imports it from here) or call
-`write_tiny_models` once per module; the library names entries by their file name
-(`flux1-dev-tiny`, `flux1-dev-tiny-aio`, ...); `TinyModels.pipes` holds the pipelines.
+In a module fixture, `session_models(tmp_path_factory)` gives the folder written once
+per test session (read-only; `write_tiny_models(root)` writes a private one). The
+library names entries by their file name (`flux1-dev-tiny`, `flux1-dev-tiny-aio`, ...;
+GGUF ones keep `.gguf`); `TinyModels.pipes` / `pipe_of(name)` hold the pipelines.
+Generate at 64x64 with `max_sequence_length=32` to stay fast (~0.1 s for 2 steps).
 """
 
 from __future__ import annotations
