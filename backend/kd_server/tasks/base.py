@@ -231,8 +231,12 @@ def check_family(request: GenerationRequest, family: Family) -> None:
     if request.sampling.guidance is not None and not info.uses_guidance:
         raise invalid(
             f"guidance: {info.label} has no distilled guidance (Flux.1 dev and Fill have "
-            "it); leave guidance out and use cfg_scale"
-            + (" instead." if info.uses_cfg else ": this model runs without guidance.")
+            "it); leave guidance out"
+            + (
+                " and use cfg_scale instead."
+                if info.uses_cfg
+                else ": this model runs without any guidance."
+            )
         )
     if info.is_transformer and request.conditioning.clip_skip != 1:
         raise invalid(
