@@ -238,6 +238,10 @@ def _load_transformer_parts(
     assert entry.path is not None
     config_dir = _config_dir(entry, info)
     architecture = info.architecture.value
+    sd3 = info.architecture is Architecture.SD3
+    # the tokenizers first: a missing T5 tokenizer fails before gigabytes are read
+    t5_name = "tokenizer_3" if sd3 else "tokenizer_2"
+    t5_tokenizer = _t5_tokenizer(config_dir, t5_name, entry, t5_folder)
     try:
         transformer = files.load_transformer(entry.path, architecture, config_dir, dtype)
         encoders: list[Any] = []
@@ -248,7 +252,6 @@ def _load_transformer_parts(
             if part == "t5xxl":
                 encoders.append(files.load_t5(tensors, config_dir, subfolder, dtype, part))
             else:
-                sd3 = info.architecture is Architecture.SD3
                 encoders.append(
                     files.load_clip(
                         tensors,
@@ -277,12 +280,12 @@ def _load_transformer_parts(
         transformer=transformer,
         text_encoder_2=encoders[1],
     )
-    if info.architecture is Architecture.SD3:
+    if sd3:
         parts.tokenizer_2 = load_tokenizer(config_dir / "tokenizer_2")
         parts.text_encoder_3 = encoders[2]
-        parts.tokenizer_3 = _t5_tokenizer(config_dir, "tokenizer_3", entry, t5_folder)
+        parts.tokenizer_3 = t5_tokenizer
     else:
-        parts.tokenizer_2 = _t5_tokenizer(config_dir, "tokenizer_2", entry, t5_folder)
+        parts.tokenizer_2 = t5_tokenizer
     assert entry.family is not None
     return assemble_pipeline(entry.family, parts)
 

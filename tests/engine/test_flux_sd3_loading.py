@@ -190,18 +190,23 @@ def test_an_all_in_one_file_without_its_vae_is_refused(models, library, cpu, tmp
         load_model(dataclasses.replace(entry, name="flux-no-vae", path=cut), cpu)
 
 
-def test_a_transformer_of_another_architecture_is_refused(library, cpu):
+def test_a_transformer_of_another_architecture_is_refused(library, cpu, tmp_path):
+    import shutil
+
     from kd_server.generation import EngineError
     from kd_server.loading import load_model
 
     entry = _entry(library, "flux1-schnell-tiny")
     sd3 = _entry(library, "sd3.5_large-tiny")
-    assert entry.parts is not None
-    wrong = dataclasses.replace(
-        entry, path=sd3.path, parts=dataclasses.replace(entry.parts, transformer=sd3.path)
+    assert entry.parts is not None and entry.path is not None and sd3.path is not None
+    wrong = tmp_path / "wrong.safetensors"  # an SD 3.5 transformer where Flux's should be
+    shutil.copy(sd3.path, wrong)
+    wrong.with_suffix(".config").symlink_to(entry.path.with_suffix(".config"))
+    mixed = dataclasses.replace(
+        entry, path=wrong, parts=dataclasses.replace(entry.parts, transformer=wrong)
     )
-    with pytest.raises(EngineError, match="flux1-schnell-tiny"):
-        load_model(wrong, cpu)
+    with pytest.raises(EngineError, match=r"wrong\.safetensors does not hold a Flux transformer"):
+        load_model(mixed, cpu)
 
 
 def test_fp8_and_scaled_fp8_files_are_upcast(models, tmp_path):
