@@ -329,3 +329,12 @@ def test_a_taef1_decoder_makes_the_flux_previews(flow_root: Path, tmp_path: Path
         colours = {tuple(int(c) for c in p.image.getpixel((3, 3))) for p in previews}
         assert colours == {(200, 40, 90)}, model
         assert all(p.image.size == SIZE for p in previews)  # 8x the unpacked latents
+
+
+def test_img2img_batches_of_two_on_every_family(flow_engine) -> None:
+    """Two seeds of one picture per family (SD 3's img2img pipeline needs the picture
+    once per image: tasks.img2img gives it so)."""
+    for model in FLOW_MODELS:
+        made = flow_engine.generate(request(model, Task.IMG2IMG, batch_size=2, steps=2))
+        assert [image.seed for image in made] == [11, 12], model
+        assert not np.array_equal(pixels(made[0].image), pixels(made[1].image)), model

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from PIL import Image
 
 from kd_server import fill, masks
-from kd_server.families import Family
+from kd_server.families import Architecture, Family
 from kd_server.generation import GenerationRequest, Task
 from kd_server.tasks.base import Prepared, TaskSpec, invalid, size_multiple, whole_image_mask
 
@@ -81,6 +81,11 @@ class Img2Img(TaskSpec):
             kwargs.update(mask_image=whole_image_mask(width, height), width=width, height=height)
         elif model.info.is_transformer:  # Flux and SD 3.5 would work at their default size
             kwargs.update(width=width, height=height)
+        batch = request.sampling.batch_size
+        if model.info.architecture is Architecture.SD3 and batch > 1:
+            # diffusers' SD 3 img2img encodes image i for seed i of the batch: one copy
+            # each (it would find none for the second image and fail)
+            kwargs["image"] = [image] * batch
         return Prepared(kwargs, request.inputs.image.size)
 
 
