@@ -22,6 +22,7 @@ from kd_server.generation import (
     Task,
     Upscaling,
 )
+from modelkit.embeddings import write_sd15_embedding
 from modelkit.loras import write_test_lora
 from support.flow_models import (
     FLOW_MODELS,
@@ -51,6 +52,7 @@ def flow_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_flux_lora(root / "loras", f"flux-{layout}", layout, seed=3)
     write_test_lora(root / "loras", "sd15-lora", seed=4)
     write_sd3_lora(root / "loras", "sd3-lora", seed=5)
+    write_sd15_embedding(root / "embeddings" / "grain.safetensors", 32, seed=4)
     return root
 
 
@@ -177,6 +179,16 @@ def test_what_a_family_cannot_do_is_refused(flow_engine, model, overrides, words
         flow_engine.check(request(model, **overrides))
     assert caught.value.code is EngineErrorCode.INVALID_INPUT
     assert words in caught.value.message
+
+
+def test_embeddings_are_refused_on_flux_and_sd35(flow_engine) -> None:
+    for prompt in ("a grain fox", "a fox, embedding:grain.safetensors"):
+        with pytest.raises(EngineError, match="names the embedding 'grain'"):
+            flow_engine.check(request("tiny-flux-dev", prompt=prompt))
+    with pytest.raises(EngineError, match=r"SD 3\.5 medium cannot read them"):
+        flow_engine.check(request("tiny-sd35-medium", negative_prompt="(grain:1.2)"))
+    flow_engine.check(request("tiny-flux-dev", prompt="a fox, grainy"))  # another word
+    flow_engine.check(request("tiny-flux-dev", negative_prompt="grain"))  # Flux: unread
 
 
 def test_control_layers_and_references_are_refused(flow_engine) -> None:
