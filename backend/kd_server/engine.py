@@ -319,6 +319,8 @@ class Engine:
             if is_out_of_memory(exc):
                 raise
             self._modes.pop(entry.name, None)
+            if isinstance(exc, EngineError):  # the loader named what is wrong (a missing part)
+                raise
             log.exception("Loading %s failed", entry.name)
             raise EngineError(
                 EngineErrorCode.MODEL_UNUSABLE,

@@ -353,3 +353,31 @@ def test_a_bare_transformer_beside_its_vae_in_one_file_loads(models, tmp_path):
     config = models.files["flux1-dev-tiny"].with_suffix(".config")
     loaded = files.load_transformer(path, "flux", config, torch.float32)
     assert torch.equal(loaded.x_embedder.weight, pipe.transformer.x_embedder.weight)
+
+
+def test_the_engine_passes_the_loaders_reason_on(models, tmp_path):
+    """A split Flux whose T5 tokenizer is nowhere: the job fails with the loader's
+    sentence (where to put one, how to download it), not a generic 'could not load'."""
+    from kd_server.engine import Engine
+    from kd_server.generation import EngineError, GenerationRequest, Sampling, Task
+    from kd_server.library import ModelLibrary
+    from kd_server.t5_tokenizer import find_t5_tokenizer
+    from modelkit.flux_sd3_files import write_config_folder, write_transformer
+
+    pipe = models.pipes["schnell"]
+    root = tmp_path / "models"
+    path = write_transformer(pipe, root / "diffusion_models" / "bare.safetensors", torch.float32)
+    write_config_folder(pipe, path.with_suffix(".config"), t5_tokenizer=False)
+    for part in ("clip_l", "t5xxl", "flux-vae"):
+        target = root / ("vae" if part == "flux-vae" else "text_encoders") / models.files[part].name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(models.files[part])
+    if find_t5_tokenizer([], [root, root / "diffusion_models"]) is not None:
+        pytest.skip("this machine has a T5 tokenizer where the server looks")
+    engine = Engine(ModelLibrary([root], include_embedded=False), device="cpu")
+    request = GenerationRequest(
+        Task.TXT2IMG, sampling=Sampling(sampler="Euler", steps=1), model="bare", width=64, height=64
+    )
+    with pytest.raises(EngineError, match="t5-tokenizer") as caught:
+        engine.generate(request)
+    assert "could not be loaded" not in caught.value.message
