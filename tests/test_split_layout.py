@@ -635,3 +635,22 @@ def test_flux_and_sd3_loras_are_loras_with_family_hints(tmp_path: Path) -> None:
     assert entries["diffusers-sd35-medium"].family is Family.SD35_MEDIUM
     misplaced = by_name(library.checkpoints())["misplaced"]
     assert misplaced.status is EntryStatus.UNUSABLE and "loras folder" in misplaced.reason
+
+
+def test_a_sidecar_config_folder_is_not_listed_as_a_model(tmp_path: Path) -> None:
+    """`<name>.config/` beside `<name>.safetensors` is that file's config (the loader
+    reads it); a lone `.config` folder with a model_index is still looked at."""
+    models = tmp_path / "ComfyUI" / "models"
+    comfyui_tree(models)
+    for folder in (
+        models / "diffusion_models" / "flux1-dev.config",
+        models / "checkpoints" / "lone.config",
+    ):
+        folder.mkdir(parents=True)
+        (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    library = ModelLibrary([tmp_path / "ComfyUI"], include_embedded=False)
+    names = {entry.name for entry in library.entries(EntryKind.CHECKPOINT)}
+    assert "flux1-dev" in names
+    assert not any(name.startswith("diffusion_models/flux1-dev.config") for name in names)
+    assert not any(name.startswith("flux1-dev.config") for name in names)
+    assert any("lone.config" in name for name in names), names

@@ -930,7 +930,7 @@ class Scanner:
             keep: list[str] = []
             for name in sorted(dirnames):
                 sub = here / name
-                if name.startswith("."):
+                if name.startswith(".") or _is_sidecar(sub, filenames):
                     continue
                 if root.kind is RootKind.MIXED and _relative(sub, root.path) in UPSCALER_SUBDIRS:
                     continue  # upscalers are listed on their own (kd_server.upscale.files)
@@ -1041,6 +1041,14 @@ def _detect_gguf(path: Path) -> Detection:
         "Only Flux and SD 3.5 transformers are used from GGUF files "
         f"(this one is '{header.architecture or 'unknown'}')."
     )
+
+
+def _is_sidecar(folder: Path, filenames: list[str]) -> bool:
+    """A `<name>.config/` folder beside a `<name>.*` model file: that file's own config
+    (kd_server.loading), not a model to list."""
+    if folder.suffix != ".config":
+        return False
+    return any(Path(name).stem == folder.stem for name in filenames)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
