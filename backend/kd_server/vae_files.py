@@ -99,8 +99,9 @@ def layout_of(shapes: dict[str, tuple[int, ...]]) -> tuple[str | None, str | Non
         return None, "Not a VAE: the tensor names are not those of an SD 1.5/SDXL VAE."
     if decoder_in[1] != LATENT_CHANNELS:
         return None, (
-            f"This VAE reads {decoder_in[1]}-channel latents (SD3 or Flux); SD 1.5 and "
-            "SDXL need a 4-channel one."
+            f"This VAE reads {decoder_in[1]}-channel latents: it is a Flux or SD 3.5 VAE, "
+            "which those models take from models/vae by themselves (docs/models.md); the "
+            "VAE choice is for SD 1.5 and SDXL, which need a 4-channel one."
         )
     return layout, None
 

@@ -50,6 +50,7 @@ def test_vae_files_are_listed_with_their_layout_or_reason(engine):
     assert (found["same"].layout, found["sub/diffusers-style"].layout) == ("ldm", "diffusers")
     assert not found["old"].usable and "safetensors" in (found["old"].reason or "")
     assert not found["flux"].usable and "16-channel" in (found["flux"].reason or "")
+    assert "Flux or SD 3.5 VAE" in (found["flux"].reason or "")
     # listed apart, never as a checkpoint
     assert [e.name for e in engine.library.checkpoints()] == ["tiny-sd15-embedded"]
 
