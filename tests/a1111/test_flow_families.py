@@ -19,7 +19,7 @@ from PIL import Image
 from api.live import LiveServer, receive_until_done
 from support.flow_models import write_flow_models
 
-FLUX, SD35 = "tiny-flux-dev", "tiny-sd35-medium"
+FLUX, SD35, SCHNELL = "tiny-flux-dev", "tiny-sd35-medium", "tiny-flux-schnell"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def flow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     from kd_server.library import ModelLibrary
 
     root = tmp_path_factory.mktemp("flow-webui")
-    write_flow_models(root / "models" / "Stable-diffusion", names=(FLUX, SD35))
+    write_flow_models(root / "models" / "Stable-diffusion", names=(FLUX, SD35, SCHNELL))
     library = ModelLibrary([root])
     live = start_server(Settings(device="cpu"), Engine(library, device="cpu"), library)
     yield live
@@ -123,3 +123,17 @@ def test_img2img_and_inpaint_on_flux(flow_server: LiveServer) -> None:
         assert "Distilled CFG Scale: 4," in text and "Denoising strength: 0.7" in text
         with Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))) as result:
             assert result.size == (96, 64)
+
+
+def test_schnell_samples_as_its_family_over_v1(flow_server: LiveServer) -> None:
+    """`sampling: auto` on Flux.1 schnell: Euler, 4 steps, CFG 1, whatever the defaults
+    say (the body gives none of the three)."""
+    body = {"task": "txt2img", "prompt": "a fox", "model": SCHNELL, "sampling": "auto"}
+    response = flow_server.post("/v1/jobs", json={**body, "width": 64, "height": 64})
+    assert response.status_code == 202, response.text
+    state = flow_server.wait(response.json()["job_id"])
+    assert state["status"] == "finished", state
+    png = flow_server.get(state["images"][0]["url"]).content
+    with Image.open(io.BytesIO(png)) as image:
+        text = image.info["parameters"]
+    assert "Steps: 4, Sampler: Euler, CFG scale: 1, Seed" in text
