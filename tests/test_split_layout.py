@@ -654,3 +654,14 @@ def test_a_sidecar_config_folder_is_not_listed_as_a_model(tmp_path: Path) -> Non
     assert not any(name.startswith("diffusion_models/flux1-dev.config") for name in names)
     assert not any(name.startswith("flux1-dev.config") for name in names)
     assert any("lone.config" in name for name in names), names
+
+
+def test_flux_schnell_is_listed_as_a_fast_model_by_its_family(tmp_path: Path) -> None:
+    """/v1/models shows the sampling schnell is made for, as the engine's `auto` runs it,
+    whatever the file is called; dev stays an ordinary model."""
+    models = tmp_path / "ComfyUI" / "models"
+    comfyui_tree(models)
+    entries = by_name(ModelLibrary([tmp_path / "ComfyUI"], include_embedded=False).checkpoints())
+    fast = entries["flux1-schnell-fp8"].fast
+    assert fast is not None and (fast.kind.value, fast.steps) == ("schnell", 4)
+    assert entries["flux1-dev"].fast is None

@@ -43,7 +43,7 @@ from typing import Any
 from kd_server.control.files import ControlFacts, ControlRole, EmbedSource, detect_control
 from kd_server.embeddings import EMBEDDING_SUBDIRS, EmbeddingFile, find_embeddings
 from kd_server.families import Architecture, Family
-from kd_server.fast_modes import FastMode, detect_fast_mode, naming_metadata
+from kd_server.fast_modes import FastMode, detect_fast_mode, family_fast_mode, naming_metadata
 from kd_server.generation import EngineError, EngineErrorCode
 from kd_server.hashes import HashStore, library_files
 from kd_server.split_layout import (
@@ -1112,6 +1112,8 @@ def _to_entry(found: Found, name: str, parts: list[PartFile] | None = None) -> M
     fast = None
     if status is EntryStatus.USABLE and kind in (EntryKind.CHECKPOINT, EntryKind.LORA):
         fast = detect_fast_mode(found.relative, dict(detection.metadata))
+        if kind is EntryKind.CHECKPOINT:  # Flux.1 schnell is fast by its family
+            fast = family_fast_mode(family, fast)
     return ModelEntry(
         name,
         kind,
