@@ -43,6 +43,15 @@ def test_generate_with_an_unknown_model_says_so_without_a_traceback(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_guidance_on_a_family_without_it_is_refused_in_words(tmp_path):
+    """--guidance is Flux's; the embedded SD 1.5 model refuses it before anything runs."""
+    out = tmp_path / "g.png"
+    done = run("generate", "x", "--guidance", "2", "-o", str(out), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "error:" in done.stderr and "guidance" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
 def test_models_lists_usable_and_refused_files(tmp_path):
     loras = tmp_path / "models" / "loras"
     checkpoints = tmp_path / "models" / "checkpoints"

@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--sampler", default="DPM++ 2M Karras")
     generate.add_argument("--steps", type=int, default=20)
     generate.add_argument("--cfg", type=float, default=7.0)
+    generate.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="Flux.1 dev / Fill's distilled guidance (default 3.5 / 30); other families refuse it",
+    )
     generate.add_argument("--seed", type=int, default=-1)
     generate.add_argument("--width", type=int, default=None)
     generate.add_argument("--height", type=int, default=None)
@@ -201,6 +207,7 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             sampler=args.sampler,
             steps=args.steps,
             cfg_scale=args.cfg,
+            guidance=args.guidance,
             seed=args.seed,
             batch_size=args.batch,
         ),
