@@ -9,6 +9,7 @@ in their own form (upcast / quantised layers) and to give nearly the same pictur
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,16 +243,9 @@ def test_the_t5_tokenizer_comes_from_the_setting_when_the_model_has_none(models,
     from kd_server.loading import load_model
     from kd_server.t5_tokenizer import find_t5_tokenizer
     from modelkit.flux_sd3 import t5_tokenizer_dir
-    from modelkit.flux_sd3_files import write_config_folder, write_transformer
 
     pipe = models.pipes["schnell"]
-    root = tmp_path / "models"
-    path = write_transformer(pipe, root / "diffusion_models" / "bare.safetensors", torch.float32)
-    write_config_folder(pipe, path.with_suffix(".config"), t5_tokenizer=False)
-    for part in ("clip_l", "t5xxl", "flux-vae"):
-        target = root / ("vae" if part == "flux-vae" else "text_encoders") / models.files[part].name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(models.files[part])
+    root = _bare_schnell(models, tmp_path)
     entry = ModelLibrary([root], include_embedded=False).get_checkpoint("bare")
     loaded = load_model(entry, cpu, t5_tokenizer=t5_tokenizer_dir())
     assert len(loaded.base.tokenizer_2) == len(pipe.tokenizer_2)
@@ -362,6 +356,22 @@ def test_the_engine_passes_the_loaders_reason_on(models, tmp_path):
     from kd_server.generation import EngineError, GenerationRequest, Sampling, Task
     from kd_server.library import ModelLibrary
     from kd_server.t5_tokenizer import find_t5_tokenizer
+
+    root = _bare_schnell(models, tmp_path)
+    if find_t5_tokenizer([], [root, root / "diffusion_models"]) is not None:
+        pytest.skip("this machine has a T5 tokenizer where the server looks")
+    engine = Engine(ModelLibrary([root], include_embedded=False), device="cpu")
+    request = GenerationRequest(
+        Task.TXT2IMG, sampling=Sampling(sampler="Euler", steps=1), model="bare", width=64, height=64
+    )
+    with pytest.raises(EngineError, match="t5-tokenizer") as caught:
+        engine.generate(request)
+    assert "could not be loaded" not in caught.value.message
+
+
+def _bare_schnell(models, tmp_path) -> Path:
+    """A models folder with the tiny schnell as split files whose sidecar config has
+    no T5 tokenizer (like the shipped configs): its root."""
     from modelkit.flux_sd3_files import write_config_folder, write_transformer
 
     pipe = models.pipes["schnell"]
@@ -372,12 +382,4 @@ def test_the_engine_passes_the_loaders_reason_on(models, tmp_path):
         target = root / ("vae" if part == "flux-vae" else "text_encoders") / models.files[part].name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(models.files[part])
-    if find_t5_tokenizer([], [root, root / "diffusion_models"]) is not None:
-        pytest.skip("this machine has a T5 tokenizer where the server looks")
-    engine = Engine(ModelLibrary([root], include_embedded=False), device="cpu")
-    request = GenerationRequest(
-        Task.TXT2IMG, sampling=Sampling(sampler="Euler", steps=1), model="bare", width=64, height=64
-    )
-    with pytest.raises(EngineError, match="t5-tokenizer") as caught:
-        engine.generate(request)
-    assert "could not be loaded" not in caught.value.message
+    return root
