@@ -32,7 +32,6 @@ from diffusers import (
     SD3Transformer2DModel,
 )
 from transformers import (
-    CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     T5Config,
@@ -42,7 +41,7 @@ from transformers import (
 
 from kd_server.assembly import Components, assemble_pipeline
 from kd_server.families import Family
-from modelkit.ldm_layout import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, PERTURBATION, make_tokenizer
+from modelkit.ldm_layout import PERTURBATION, clip_config, make_tokenizer
 
 FluxKind = Literal["dev", "schnell", "fill"]
 SD35Kind = Literal["medium", "large"]
@@ -154,22 +153,6 @@ def t5_tokenizer_dir() -> Path:
 
 
 # ------------------------------------------------------------------- components
-
-
-def _clip_config(hidden: int, layers: int, act: str) -> CLIPTextConfig:
-    return CLIPTextConfig(
-        vocab_size=CLIP_VOCAB_SIZE,
-        hidden_size=hidden,
-        intermediate_size=hidden * 4,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        max_position_embeddings=CLIP_MAX_LENGTH,
-        hidden_act=act,
-        projection_dim=hidden,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
 
 
 def _t5_encoder() -> T5EncoderModel:
@@ -306,9 +289,8 @@ def _seeded(seed: int, what: str, build: Any) -> Any:
 
 def _clip_l(seed: int, with_projection: bool) -> Any:
     """CLIP-L, the same weights for Flux (CLIPTextModel) and SD3 (with projection)."""
-    plain = _seeded(
-        seed, "clip_l", lambda: CLIPTextModel(_clip_config(CLIP_L_HIDDEN, 2, "quick_gelu"))
-    )
+    config = clip_config(CLIP_L_HIDDEN, 2, "quick_gelu", CLIP_L_HIDDEN)
+    plain = _seeded(seed, "clip_l", lambda: CLIPTextModel(config))
     if not with_projection:
         return plain
     model = CLIPTextModelWithProjection(plain.config)
@@ -360,7 +342,9 @@ def build_tiny_sd35(kind: SD35Kind = "medium", seed: int = 0) -> Any:
     clip_g = _seeded(
         seed,
         "clip_g",
-        lambda: CLIPTextModelWithProjection(_clip_config(CLIP_G_HIDDEN, CLIP_G_LAYERS, "gelu")),
+        lambda: CLIPTextModelWithProjection(
+            clip_config(CLIP_G_HIDDEN, CLIP_G_LAYERS, "gelu", CLIP_G_HIDDEN)
+        ),
     )
     t5 = _seeded(seed, "t5xxl", _t5_encoder)
     parts = Components(

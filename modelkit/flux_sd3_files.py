@@ -20,14 +20,13 @@ the shipped configs describe the full-size models.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from modelkit.ldm_layout import vae_to_ldm
+from modelkit.ldm_layout import clip_tokenizer_settings, vae_to_ldm, write_json
 
 Tensors = dict[str, torch.Tensor]
 
@@ -384,25 +383,6 @@ def write_diffusers_folder(pipe: Any, folder: str | Path) -> Path:
 # --------------------------------------------------------------------- config folder
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def _clip_tokenizer_settings(tokenizer: Any) -> dict[str, Any]:
-    return {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": tokenizer.model_max_length,
-        "do_lower_case": True,
-        "errors": "replace",
-        "add_prefix_space": False,
-        "bos_token": str(tokenizer.bos_token),
-        "eos_token": str(tokenizer.eos_token),
-        "unk_token": str(tokenizer.unk_token),
-        "pad_token": str(tokenizer.pad_token),
-    }
-
-
 def write_config_folder(pipe: Any, folder: str | Path, t5_tokenizer: bool = True) -> Path:
     """The pipeline's diffusers config folder without weights: the sidecar
     ``<name>.config/`` the loader reads for a non-standard architecture.
@@ -421,10 +401,10 @@ def write_config_folder(pipe: Any, folder: str | Path, t5_tokenizer: bool = True
         target = root / name
         kind = type(component).__name__
         if kind == "CLIPTokenizer":
-            settings = _clip_tokenizer_settings(component)
+            settings = clip_tokenizer_settings(component)
             special = {k: settings[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
-            _write_json(target / "tokenizer_config.json", settings)
-            _write_json(target / "special_tokens_map.json", special)
+            write_json(target / "tokenizer_config.json", settings)
+            write_json(target / "special_tokens_map.json", special)
         elif kind.startswith("T5Tokenizer"):
             if t5_tokenizer:
                 component.save_pretrained(str(target))
@@ -436,7 +416,7 @@ def write_config_folder(pipe: Any, folder: str | Path, t5_tokenizer: bool = True
                     "pad_token": "<pad>",
                     "unk_token": "<unk>",
                 }
-                _write_json(target / "tokenizer_config.json", settings)
+                write_json(target / "tokenizer_config.json", settings)
         elif hasattr(component, "save_config"):  # diffusers models and schedulers
             component.save_config(target)
         else:  # transformers models: the architecture is written on save_pretrained only

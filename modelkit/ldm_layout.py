@@ -174,7 +174,7 @@ def _vae(family: str) -> AutoencoderKL:
     )
 
 
-def _clip_config(hidden: int, layers: int, act: str, projection: int) -> CLIPTextConfig:
+def clip_config(hidden: int, layers: int, act: str, projection: int) -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=CLIP_VOCAB_SIZE,
         hidden_size=hidden,
@@ -220,11 +220,11 @@ def build_tiny_components(family: str, seed: int = 0) -> Any:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**_unet_config(family))
         vae = _vae(family)
-        text_encoder = CLIPTextModel(_clip_config(TEXT_HIDDEN, 2, "quick_gelu", TEXT_HIDDEN))
+        text_encoder = CLIPTextModel(clip_config(TEXT_HIDDEN, 2, "quick_gelu", TEXT_HIDDEN))
         modules: list[Any] = [unet, vae, text_encoder]
         if _is_xl(family):
             text_encoder_2 = CLIPTextModelWithProjection(
-                _clip_config(TEXT2_HIDDEN, TEXT2_LAYERS, "gelu", TEXT2_PROJECTION)
+                clip_config(TEXT2_HIDDEN, TEXT2_LAYERS, "gelu", TEXT2_PROJECTION)
             )
             modules.append(text_encoder_2)
         for module in modules:
@@ -249,7 +249,7 @@ def _assemble(family: str, unet: Any, vae: Any, text_encoder: Any, modules: list
 # ------------------------------------------------------------------ config folder
 
 
-def _tokenizer_config(tokenizer: CLIPTokenizer) -> dict[str, Any]:
+def clip_tokenizer_settings(tokenizer: CLIPTokenizer) -> dict[str, Any]:
     return {
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": tokenizer.model_max_length,
@@ -263,7 +263,7 @@ def _tokenizer_config(tokenizer: CLIPTokenizer) -> dict[str, Any]:
     }
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -283,10 +283,10 @@ def save_config_folder(pipe: Any, folder: str | Path) -> Path:
             continue
         target = root / name
         if isinstance(component, CLIPTokenizer):
-            config = _tokenizer_config(component)
+            config = clip_tokenizer_settings(component)
             special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
-            _write_json(target / "tokenizer_config.json", config)
-            _write_json(target / "special_tokens_map.json", special)
+            write_json(target / "tokenizer_config.json", config)
+            write_json(target / "special_tokens_map.json", special)
         elif hasattr(component, "save_config"):
             component.save_config(target)
         else:
