@@ -242,13 +242,18 @@ class Engine:
             free_memory()
 
     def loaded_memory_modes(self) -> list[tuple[str, str, str]]:
-        """(model, mode, reason) of every loaded model, oldest first (/v1/health)."""
-        with self._lock:
-            return [
-                (name, self._modes[name].mode.value, self._modes[name].reason)
-                for name in self._cache
-                if name in self._modes
-            ]
+        """(model, mode, reason) of every loaded model, oldest first (/v1/health).
+
+        Read without the engine's lock, which the running job holds for its whole length:
+        health must answer at once. The job thread may change the tables meanwhile, so
+        the copy is retried; a torn read only shows a load a moment early or late."""
+        for _ in range(10):
+            try:
+                names, modes = list(self._cache), dict(self._modes)
+            except RuntimeError:  # changed size while copied
+                continue
+            return [(n, modes[n].mode.value, modes[n].reason) for n in names if n in modes]
+        return []
 
     def _asked_mode(self, text: str | None) -> memory_modes.MemoryMode | None:
         """A job's (or preload's) memory mode, or EngineError with the reason it cannot run."""

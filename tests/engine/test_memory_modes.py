@@ -303,6 +303,33 @@ def test_an_out_of_memory_job_runs_again_one_mode_lower_and_says_so(engine):
     assert card.refused == 0 and len(warnings) == 1
 
 
+def test_the_modes_are_read_while_a_job_holds_the_engine(engine):
+    """/v1/health reads them: it must not wait for the running job (which holds the
+    engine for its whole length)."""
+    import threading
+
+    engine.generate(_job())  # loaded
+    running, release = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        running.set()
+        release.wait(30)
+        return False
+
+    job = threading.Thread(target=engine.generate, args=(_job(),), kwargs={"should_cancel": hold})
+    job.start()
+    try:
+        assert running.wait(30)
+        answered: list = []
+        reader = threading.Thread(target=lambda: answered.append(_modes(engine)))
+        reader.start()
+        reader.join(5)
+        assert answered and [mode for mode, _ in answered[0].values()] == ["full"]
+    finally:
+        release.set()
+        job.join(30)
+
+
 def test_a_second_out_of_memory_fails_the_job(engine):
     from kd_server.generation import EngineError, EngineErrorCode
 
