@@ -70,3 +70,78 @@ def test_empty_token_flag_is_refused_and_spaces_are_trimmed(tmp_path: Path, clea
     with pytest.raises(ConfigError, match="token in the command line is empty"):
         load_settings({"token": ""}, tmp_path / "none.toml")
     assert load_settings({"token": " s3cret \n"}, tmp_path / "none.toml").token == "s3cret"
+
+
+def test_t5_tokenizer_from_file_environment_and_flags(tmp_path: Path, clean_env) -> None:
+    """The T5 tokenizer folder of Flux / SD 3.5: each way of setting it, and a folder
+    without a tokenizer refused with what it must hold and how to get one."""
+    from kd_server.cli import build_parser
+
+    clean_env.delenv("KD_T5_TOKENIZER", raising=False)
+    found, env, flag, empty = (tmp_path / name for name in ("file", "env", "flag", "empty"))
+    for folder, name in ((found, "tokenizer.json"), (env, "spiece.model"), (flag, "spiece.model")):
+        folder.mkdir()
+        (folder / name).write_bytes(b"{}")
+    empty.mkdir()
+    config = tmp_path / "server.toml"
+    assert load_settings({}, tmp_path / "none.toml").t5_tokenizer is None
+    config.write_text(f"t5_tokenizer = {str(found)!r}\n")
+    assert load_settings({}, config).t5_tokenizer == found
+    clean_env.setenv("KD_T5_TOKENIZER", str(env))
+    assert load_settings({}, config).t5_tokenizer == env
+    assert load_settings({"t5_tokenizer": str(flag)}, config).t5_tokenizer == flag
+    for argv in (["serve"], ["generate", "a fox"]):
+        args = build_parser().parse_args([*argv, "--t5-tokenizer", str(flag)])
+        assert args.t5_tokenizer == str(flag)
+    wanted = (
+        "t5_tokenizer in {} must be a folder holding T5's tokenizer.json or spiece.model, "
+        "and {} holds neither. Get one with `python3 -m installer download t5-tokenizer"
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"t5_tokenizer": str(empty)}, config)
+    assert str(refused.value).startswith(wanted.format("the command line", empty))
+    clean_env.setenv("KD_T5_TOKENIZER", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="t5_tokenizer in the environment must be a folder"):
+        load_settings({}, config)
+    clean_env.delenv("KD_T5_TOKENIZER")
+    config.write_text(f"t5_tokenizer = {str(found / 'tokenizer.json')!r}\n")  # the file itself
+    with pytest.raises(ConfigError, match=f"t5_tokenizer in {config} must be a folder"):
+        load_settings({}, config)
+
+
+def test_t5_tokenizer_reaches_every_engine(tmp_path: Path) -> None:
+    """Single device, worker processes and Ray replicas (their ReplicaConfig) all build
+    their engine with the folder; the Engine passes it to `load_model` (shown by
+    tests/engine/test_flux_sd3_loading.py)."""
+    import pickle
+
+    from kd_server.api.app import _engines
+    from kd_server.config import Settings
+    from kd_server.executors.stream import ReplicaConfig
+    from kd_server.library import ModelLibrary
+
+    folder = tmp_path / "tokenizer-t5"
+    settings = Settings(device="cpu", state_dir=None, t5_tokenizer=folder)
+    engine, executor = _engines(settings, ModelLibrary([]))
+    assert executor is None and engine.t5_tokenizer == folder  # type: ignore[attr-defined]
+    config = pickle.loads(pickle.dumps(ReplicaConfig.from_settings(settings, "cpu")))
+    assert config.t5_tokenizer == str(folder)
+    replica, _ = config.build()
+    assert replica.t5_tokenizer == folder
+    assert ReplicaConfig.from_settings(Settings(), "cpu").build()[0].t5_tokenizer is None
+
+
+def test_a_wrong_t5_tokenizer_flag_stops_the_console_in_words(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KD_CONFIG": str(tmp_path / "none.toml")}
+    env.pop("KD_T5_TOKENIZER", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "kd_server.cli", "generate", "x", "--t5-tokenizer", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "spiece.model" in done.stderr and "download t5-tokenizer" in done.stderr
+    assert "Traceback" not in done.stderr

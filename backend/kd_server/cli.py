@@ -3,6 +3,7 @@
     krita-diffusers-server [serve] [--host H] [--port P] [--model-dir D ...] [--token T]
         [--device cuda:0 --device cuda:1 | --device all] [--ray-address A --replicas 1:4]
     krita-diffusers-server generate "a lighthouse at dusk" -o out.png [--model NAME] ...
+        [--memory-mode MODE] [--t5-tokenizer PATH] (both also on serve)
     krita-diffusers-server models [--model-dir D ...]
 
 `generate` is the quickest proof that a machine works: it uses the embedded tiny model
@@ -42,13 +43,20 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (TOML)")
 
 
-def _memory_flag(parser: argparse.ArgumentParser) -> None:
+def _loading_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory-mode",
         dest="memory_mode",
         choices=["auto", "full", "vae-tiling", "fp8", "model-offload", "sequential-offload"],
         help="GPU memory mode of the loaded models (default auto: chosen per model from "
         "the free GPU memory and its size); docs/memory.md",
+    )
+    parser.add_argument(
+        "--t5-tokenizer",
+        dest="t5_tokenizer",
+        metavar="PATH",
+        help="folder of the T5 tokenizer Flux / SD 3.5 need (tokenizer.json or "
+        "spiece.model), searched first; docs/models.md",
     )
 
 
@@ -84,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["channels_last", "fuse_qkv", "compile"],
         help="GPU speed-up applied when a model loads; repeatable (docs/performance.md)",
     )
-    _memory_flag(serve)
+    _loading_flags(serve)
 
     generate = commands.add_parser("generate", help="generate one image, no server")
     _common_flags(generate)
-    _memory_flag(generate)
+    _loading_flags(generate)
     generate.add_argument("prompt")
     generate.add_argument("-o", "--output", type=Path, default=Path("output.png"))
     generate.add_argument("--negative", default="")
@@ -126,6 +134,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "ray_address",
         "ray_replicas",
         "memory_mode",
+        "t5_tokenizer",
     )
     overrides = {key: getattr(args, key, None) for key in keys}
     devices = getattr(args, "device", None)  # repeated: one worker per device (serve)
@@ -183,7 +192,12 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from kd_server.pngmeta import encode_png
 
     library = ModelLibrary(settings.model_dirs, default_model=settings.default_model)
-    engine = Engine(library, device=settings.device, memory_mode=settings.memory_mode)
+    engine = Engine(
+        library,
+        device=settings.device,
+        memory_mode=settings.memory_mode,
+        t5_tokenizer=settings.t5_tokenizer,
+    )
     try:
         entry = engine.check_model(args.model)
     except EngineError as exc:

@@ -13,14 +13,18 @@ File: `$KD_CONFIG`, else `$XDG_CONFIG_HOME/krita-diffusers/server.toml`
     token = "..."        # or token_file = "/path/to/file"
     device = "auto"      # auto | cuda | mps | cpu; several: "cuda:0,cuda:1" or "all"
     memory_mode = "auto" # auto | full | vae-tiling | fp8 | model-offload | sequential-offload
+    t5_tokenizer = "/home/me/models/tokenizer-t5"  # Flux / SD 3.5's T5 tokenizer folder
 
 Environment: KD_HOST, KD_PORT, KD_MODEL_DIRS (os.pathsep-separated), KD_TOKEN,
 KD_TOKEN_FILE, KD_DEVICE, KD_DEFAULT_MODEL, KD_CONFIG, KD_STATE_DIR, KD_OUTPUTS_DIR,
-KD_MEMORY_MODE.
+KD_MEMORY_MODE, KD_T5_TOKENIZER.
 
 Memory modes (docs/memory.md): `memory_mode` "auto" chooses per model from the free GPU
 memory and the model's size; a mode's name runs every model in it (jobs may still ask
 for another).
+
+The T5 tokenizer (docs/models.md): `t5_tokenizer` names a folder holding T5's
+tokenizer.json or spiece.model, searched before the usual places (kd_server.t5_tokenizer).
 
 Scale-out (docs/scale-out.md): `device` may name several devices (one worker each);
 ray_address, ray_replicas ("MIN:MAX") and ray_device run the jobs on a Ray Serve
@@ -59,6 +63,9 @@ class Settings:
     cache_size: int = 2  # loaded checkpoints kept warm
     # GPU memory mode of the loaded models (kd_server.memory_modes): "auto" or a mode
     memory_mode: str = "auto"
+    # The T5 tokenizer folder of Flux / SD 3.5 (kd_server.t5_tokenizer), searched before
+    # the usual places; None: only those.
+    t5_tokenizer: Path | None = None
     # HTTP API limits. Requests beyond them are refused at submit time with a 4xx.
     max_queue: int = 32  # jobs waiting (not counting the running one); more -> 429
     max_pixels: int = 16_777_216  # width*height*batch_size, and pixels of one input image
@@ -175,6 +182,27 @@ def _memory_mode(value: str, origin: str) -> str:
     return "auto" if mode is None else mode.value
 
 
+def _t5_tokenizer(value: str, origin: str) -> Path | None:
+    from kd_server.t5_tokenizer import is_t5_tokenizer_folder  # light: no transformers
+
+    text = value.strip()
+    if not text:
+        return None
+    folder = Path(text).expanduser()
+    try:
+        found = is_t5_tokenizer_folder(folder)
+    except OSError:
+        found = False
+    if not found:
+        raise ConfigError(
+            f"t5_tokenizer in {origin} must be a folder holding T5's tokenizer.json or "
+            f"spiece.model, and {folder} holds neither. Get one with `python3 -m installer "
+            "download t5-tokenizer --models-dir <your models folder>` (it goes into "
+            "<models folder>/tokenizer-t5), or leave the setting out."
+        )
+    return folder
+
+
 def _check_speedups(names: list[str], origin: str) -> None:
     from kd_server.speed import SpeedOptions  # imports torch: only when speed-ups are set
 
@@ -224,6 +252,8 @@ def _apply(settings: Settings, values: dict[str, object], origin: str) -> None:
             settings.ray_address = str(value).strip() or None
         elif key == "memory_mode":
             settings.memory_mode = _memory_mode(str(value), origin)
+        elif key == "t5_tokenizer":
+            settings.t5_tokenizer = _t5_tokenizer(str(value), origin)
         elif key in _LIST_FIELDS:
             items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
             setattr(settings, key, [str(i).strip() for i in items if str(i).strip()])
@@ -242,6 +272,7 @@ def _from_environment() -> dict[str, object]:
         "token_file": env.get("KD_TOKEN_FILE") or None,
         "device": env.get("KD_DEVICE"),
         "memory_mode": env.get("KD_MEMORY_MODE") or None,
+        "t5_tokenizer": env.get("KD_T5_TOKENIZER") or None,
         "default_model": env.get("KD_DEFAULT_MODEL") or None,
         "state_dir": env.get("KD_STATE_DIR"),
         "outputs_dir": env.get("KD_OUTPUTS_DIR"),

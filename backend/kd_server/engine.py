@@ -84,8 +84,12 @@ class Engine:
         cache_size: int = 2,
         speed: SpeedOptions | None = None,
         memory_mode: str | None = None,
+        t5_tokenizer: Path | str | None = None,
     ) -> None:
         self.library = library
+        # the T5 tokenizer folder of Flux / SD 3.5 (the `t5_tokenizer` setting), searched
+        # before the usual places (kd_server.t5_tokenizer); None: only those
+        self.t5_tokenizer = Path(t5_tokenizer).expanduser() if t5_tokenizer else None
         self.device: DeviceChoice = choose_device(device)
         # the server's memory mode (kd_server.memory_modes); None/"auto": chosen per model
         # from the free GPU memory and its size. Jobs may ask for another.
@@ -318,7 +322,9 @@ class Engine:
         if on_loading is not None:
             on_loading(entry.name)
         try:
-            model = load_model(entry, self.device, self.speed, choice.mode)
+            model = load_model(
+                entry, self.device, self.speed, choice.mode, t5_tokenizer=self.t5_tokenizer
+            )
             memory_modes.apply(model.base, choice.mode, self.device.device)
         except Exception as exc:
             if is_out_of_memory(exc):

@@ -5,8 +5,8 @@ vocabulary is not part of any single-file checkpoint or split text encoder file.
 server ships the CLIP vocabulary (`resources/tokenizer/`) but not T5's (2.4 MB, from
 Google's google/t5-v1_1-xxl, Apache-2.0), so it is looked up where one already is:
 
-1. the folders given by the caller (meant for a `t5_tokenizer` setting, which the
-   server's configuration does not have yet);
+1. the folders given by the caller: the `t5_tokenizer` setting (server.toml,
+   KD_T5_TOKENIZER, --t5-tokenizer; kd_server.config checks it is such a folder);
 2. `resources/tokenizer-t5/` (a checkout or a packager may put it there; git-ignored);
 3. `tokenizer-t5/` in each model folder (and in `models/` below it): where
    `python3 -m installer download t5-tokenizer` puts Google's tokenizer.json, pinned by

@@ -383,3 +383,22 @@ def _bare_schnell(models, tmp_path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(models.files[part])
     return root
+
+
+def test_the_engine_loads_with_the_t5_tokenizer_setting(models, tmp_path):
+    """The server's `t5_tokenizer` setting reaches the loader: a split Flux whose sidecar
+    has no T5 tokenizer loads with it, and fails without it (when none is elsewhere)."""
+    from kd_server.engine import Engine
+    from kd_server.generation import EngineError
+    from kd_server.library import ModelLibrary
+    from kd_server.t5_tokenizer import find_t5_tokenizer
+    from modelkit.flux_sd3 import t5_tokenizer_dir
+
+    root = _bare_schnell(models, tmp_path)
+    library = ModelLibrary([root], include_embedded=False)
+    if find_t5_tokenizer([], [root, root / "diffusion_models"]) is None:
+        with pytest.raises(EngineError, match="t5-tokenizer"):
+            Engine(library, device="cpu").preload("bare")
+    engine = Engine(library, device="cpu", t5_tokenizer=str(t5_tokenizer_dir()))
+    assert engine.preload("bare") == "bare"
+    assert len(engine._cache["bare"].base.tokenizer_2) == len(models.pipes["schnell"].tokenizer_2)

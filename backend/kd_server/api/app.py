@@ -138,6 +138,7 @@ def _engines(settings: Settings, library: Any) -> tuple[EngineLike, Executor | N
                 cache_size=settings.cache_size,
                 speed=SpeedOptions.from_names(settings.speedups),
                 memory_mode=settings.memory_mode,
+                t5_tokenizer=settings.t5_tokenizer,
             )
         except UnknownMemoryMode as exc:  # a mode this device cannot run
             raise ConfigError(str(exc)) from exc

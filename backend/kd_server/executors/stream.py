@@ -45,6 +45,7 @@ class ReplicaConfig:
     device: str
     preview_max_size: int
     memory_mode: str = "auto"
+    t5_tokenizer: str | None = None  # the T5 tokenizer folder (same path everywhere)
 
     @classmethod
     def from_settings(cls, settings: Settings, device: str | None = None) -> ReplicaConfig:
@@ -56,6 +57,7 @@ class ReplicaConfig:
             device=device or settings.ray_device,
             preview_max_size=settings.preview_max_size,
             memory_mode=settings.memory_mode,
+            t5_tokenizer=str(settings.t5_tokenizer) if settings.t5_tokenizer else None,
         )
 
     def build(self) -> tuple[Any, Any]:
@@ -74,6 +76,7 @@ class ReplicaConfig:
             cache_size=self.cache_size,
             speed=SpeedOptions.from_names(list(self.speedups)),
             memory_mode=self.memory_mode,
+            t5_tokenizer=Path(self.t5_tokenizer) if self.t5_tokenizer else None,
         )
         return engine, EngineRunner(engine, self.preview_max_size)
 
