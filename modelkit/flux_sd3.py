@@ -57,7 +57,7 @@ SD35_FAMILIES: dict[str, Family] = {"medium": Family.SD35_MEDIUM, "large": Famil
 # ---------------------------------------------------------------- sizes (all tiny)
 
 #: CLIP-L width; SD3's CLIP-G must be of another width (diffusers tells the encoders of
-#: one file apart by their shapes, see docs in ../shared/diffusers-offline.md).
+#: one file apart by their shapes; with equal widths it silently loads the wrong weights).
 CLIP_L_HIDDEN = 32
 CLIP_G_HIDDEN = 48
 CLIP_G_LAYERS = 2
