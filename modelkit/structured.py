@@ -45,8 +45,16 @@ NO_VARIANCE = -30.0
 CHANNELS = 32
 
 
-def _structured_vae() -> Any:
-    """The tiny VAE's shapes with one norm group; weights set by `_set_vae`."""
+def box_vae(
+    latent_channels: int = 4,
+    scaling: float = 0.18215,
+    shift: float | None = None,
+    quant_convs: bool = True,
+    sample_size: int = 64,
+) -> Any:
+    """The tiny VAE's shapes with one norm group and the hand-set weights of `_set_vae`:
+    SD 1.5's (4 latent channels, quant convs) by default; `modelkit.structured_flow`
+    asks for the Flux / SD 3.5 shapes (16 channels, no quant convs, a shift)."""
     vae: Any = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -54,10 +62,13 @@ def _structured_vae() -> Any:
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(CHANNELS,) * 4,
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=1,
-        sample_size=64,
-        scaling_factor=0.18215,
+        sample_size=sample_size,
+        scaling_factor=scaling,
+        shift_factor=shift,
+        use_quant_conv=quant_convs,
+        use_post_quant_conv=quant_convs,
     )
     with torch.no_grad():
         for param in vae.parameters():
@@ -72,12 +83,12 @@ def _centre(conv: torch.nn.Conv2d, out: int, into: int, value: float) -> None:
     conv.weight[out, into, kernel // 2, kernel // 2] = value
 
 
-def _spread(conv: torch.nn.Conv2d, channels: int) -> None:
-    """Input conv: RGB (or latent) channel c -> channels c and 3 + c as x and -x, and
-    the two carrier constants in channels 6 and 7 (biases)."""
+def _spread(conv: torch.nn.Conv2d, channels: int, scale: float = 1.0) -> None:
+    """Input conv: RGB (or latent) channel c -> channels c and 3 + c as x and -x (times
+    `scale`), and the two carrier constants in channels 6 and 7 (biases)."""
     for c in range(channels):
-        _centre(conv, c, c, 1.0)
-        _centre(conv, 3 + c, c, -1.0)
+        _centre(conv, c, c, scale)
+        _centre(conv, 3 + c, c, -scale)
     assert conv.bias is not None
     conv.bias[6], conv.bias[7] = CARRIER, -CARRIER
 
@@ -98,7 +109,10 @@ def _identity_blocks(side: Any) -> None:
 
 
 def _set_vae(vae: Any) -> None:
+    """The gain comes off in the post-quant conv where there is one, else in the
+    decoder's input conv."""
     encoder, decoder = vae.encoder, vae.decoder
+    latent_channels = vae.config.latent_channels
     _identity_blocks(encoder)
     _identity_blocks(decoder)
     _spread(encoder.conv_in, 3)
@@ -107,12 +121,16 @@ def _set_vae(vae: Any) -> None:
             for c in range(CHANNELS):  # padded right/bottom, stride 2: the 2x2 mean
                 down.conv.weight[c, c, 0:2, 0:2] = 0.25
     _gather(encoder.conv_out, 3, LATENT_GAIN)
-    encoder.conv_out.bias[4:] = NO_VARIANCE
-    for c in range(8):
-        vae.quant_conv.weight[c, c, 0, 0] = 1.0
-    for c in range(4):
-        vae.post_quant_conv.weight[c, c, 0, 0] = 1.0 / LATENT_GAIN
-    _spread(decoder.conv_in, 3)
+    encoder.conv_out.bias[latent_channels:] = NO_VARIANCE  # the log-variances
+    if vae.quant_conv is not None:
+        for c in range(2 * latent_channels):
+            vae.quant_conv.weight[c, c, 0, 0] = 1.0
+    if vae.post_quant_conv is not None:
+        for c in range(latent_channels):
+            vae.post_quant_conv.weight[c, c, 0, 0] = 1.0 / LATENT_GAIN
+        _spread(decoder.conv_in, 3)
+    else:
+        _spread(decoder.conv_in, 3, 1.0 / LATENT_GAIN)
     for block in decoder.up_blocks:
         for up in block.upsamplers or []:
             for c in range(CHANNELS):
@@ -126,7 +144,7 @@ def build_structured_sd15(seed: int = 0) -> Any:
     with torch.no_grad():
         pipe.unet.conv_out.weight.zero_()
         pipe.unet.conv_out.bias.zero_()
-    pipe.register_modules(vae=_structured_vae())
+    pipe.register_modules(vae=box_vae())
     return pipe
 
 

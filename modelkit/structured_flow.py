@@ -43,87 +43,13 @@ from modelkit.flux_sd3 import (
     build_tiny_flux,
     build_tiny_sd35,
 )
-
-#: The constant carried by two VAE channels so the one-group norm only scales.
-CARRIER = 20.0
-#: What the one-group norm divides by: sqrt((2 K^2 + 2 |x|^2) / 32) ~ K / 4.
-NORM_DEVIATION = CARRIER / 4
-#: The encoder's latent is this many times the picture's [-1, 1] values (so the noise a
-#: strength adds, once divided back, is small next to the picture).
-LATENT_GAIN = 40.0
-#: Log-variance of the latent distribution: no sampling noise.
-NO_VARIANCE = -30.0
-CHANNELS = 32
-RGB = 3
+from modelkit.structured import box_vae
 
 
 def structured_vae(scaling: float, shift: float) -> Any:
-    """The tiny Flux / SD 3.5 VAE's shapes with one norm group and the hand-set weights."""
-    from diffusers import AutoencoderKL
-
-    vae: Any = AutoencoderKL(
-        in_channels=RGB,
-        out_channels=RGB,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(CHANNELS,) * 4,
-        layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
-        norm_num_groups=1,
-        sample_size=TINY_WORKING_SIZE,
-        scaling_factor=scaling,
-        shift_factor=shift,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
-    with torch.no_grad():
-        for param in vae.parameters():
-            param.zero_()
-        _set_vae(vae)
-    return vae.eval()
-
-
-def _centre(conv: torch.nn.Conv2d, out: int, into: int, value: float) -> None:
-    """`out` gets `value` times channel `into` at the same pixel."""
-    kernel = conv.weight.shape[-1]
-    conv.weight[out, into, kernel // 2, kernel // 2] = value
-
-
-def _spread(conv: torch.nn.Conv2d, scale: float) -> None:
-    """Input conv: channel c < 3 -> channels c and 3 + c as x and -x (times `scale`), and
-    the two carrier constants in channels 6 and 7 (biases)."""
-    for c in range(RGB):
-        _centre(conv, c, c, scale)
-        _centre(conv, RGB + c, c, -scale)
-    assert conv.bias is not None
-    conv.bias[6], conv.bias[7] = CARRIER, -CARRIER
-
-
-def _gather(conv: torch.nn.Conv2d, gain: float) -> None:
-    """Output conv after norm and SiLU: silu(x/s) - silu(-x/s) = x/s, times s * gain."""
-    for c in range(RGB):
-        _centre(conv, c, c, NORM_DEVIATION * gain)
-        _centre(conv, c, RGB + c, -NORM_DEVIATION * gain)
-
-
-def _set_vae(vae: Any) -> None:
-    encoder, decoder = vae.encoder, vae.decoder
-    for module in vae.modules():  # norms scale only; resnets' conv2 and attention
-        if isinstance(module, torch.nn.GroupNorm):  # output projections stay zero
-            module.weight.fill_(1.0)
-    _spread(encoder.conv_in, 1.0)
-    for block in encoder.down_blocks:
-        for down in block.downsamplers or []:
-            for c in range(CHANNELS):  # padded right/bottom, stride 2: the 2x2 mean
-                down.conv.weight[c, c, 0:2, 0:2] = 0.25
-    _gather(encoder.conv_out, LATENT_GAIN)
-    encoder.conv_out.bias[LATENT_CHANNELS:] = NO_VARIANCE  # the log-variances
-    _spread(decoder.conv_in, 1.0 / LATENT_GAIN)
-    for block in decoder.up_blocks:
-        for up in block.upsamplers or []:
-            for c in range(CHANNELS):
-                _centre(up.conv, c, c, 1.0)
-    _gather(decoder.conv_out, 1.0)
+    """The tiny Flux / SD 3.5 VAE's shapes (16 channels, factor 8, no quant convs) with
+    `modelkit.structured`'s hand-set box weights."""
+    return box_vae(LATENT_CHANNELS, scaling, shift, False, TINY_WORKING_SIZE)
 
 
 def _zero_velocity(pipe: Any) -> Any:
